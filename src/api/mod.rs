@@ -1,0 +1,169 @@
+//! The gRPC services: thin methods that validate, resolve the account, call the provider and
+//! convert the outcome. Shared here: deadlines and domain -> protobuf conversion.
+
+pub mod refund;
+pub mod subscription;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{
+    CancelOutcome, CancelSubscription, CancellationStatus, CancellationType, Money,
+    ProviderResult, RefundRecord, RefundState,
+};
+use crate::error::{ErrorContext, GatewayError};
+use crate::pb;
+
+/// Time kept back from the caller's deadline so the answer reaches it in time.
+pub const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
+/// Settings shared by the services.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Longest time one RPC may take, whatever the caller's deadline.
+    pub max_request_time: Duration,
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The instant by which this RPC must answer: the caller's deadline (minus a margin) or the
+/// configured maximum, whichever comes first.
+pub fn deadline_of<T>(req: &Request<T>, settings: &ApiSettings) -> Instant {
+    let now = Instant::now();
+    let asked = req
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|t| t.saturating_sub(DEADLINE_MARGIN));
+    now + asked
+        .unwrap_or(settings.max_request_time)
+        .min(settings.max_request_time)
+}
+
+/// Runs an RPC body under its deadline and maps its error to a `Status`, in one place.
+/// `mutating` says whether a provider call cut short could have executed.
+pub async fn run<T>(
+    method: &'static str,
+    deadline: Instant,
+    ctx: ErrorContext,
+    mutating: bool,
+    body: impl Future<Output = Result<T, GatewayError>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = match tokio::time::timeout_at(deadline, body).await {
+        Ok(r) => r,
+        Err(_) => Err(GatewayError::DeadlineExceeded {
+            outcome_unknown: mutating,
+            ctx,
+        }),
+    };
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(v) => {
+            tracing::info!(method, elapsed_ms, code = "OK", "rpc");
+            Ok(Response::new(v))
+        }
+        Err(e) => {
+            let status = Status::from(e);
+            tracing::info!(method, elapsed_ms, code = ?status.code(), message = status.message(), "rpc");
+            Err(status)
+        }
+    }
+}
+
+fn money(m: &Money) -> pb::Money {
+    pb::Money {
+        currency: m.currency.clone(),
+        value: m.value,
+    }
+}
+
+fn provider_result(r: &ProviderResult) -> pb::ProviderResult {
+    pb::ProviderResult {
+        provider: r.provider.clone(),
+        code: r.code.clone(),
+        status: r.status.clone(),
+        message: r.message.clone(),
+    }
+}
+
+/// Domain refund -> `Refund` message.
+pub fn refund_to_pb(r: &RefundRecord) -> pb::Refund {
+    pb::Refund {
+        refund_id: r.refund_id.clone().unwrap_or_default(),
+        request_id: r.request_id.clone().unwrap_or_default(),
+        payment_id: r.payment_id.clone().unwrap_or_default(),
+        amount: r.amount.as_ref().map(money),
+        status: match r.state {
+            RefundState::Succeeded => pb::RefundStatus::Succeeded,
+            RefundState::Processing => pb::RefundStatus::Processing,
+            RefundState::Failed => pb::RefundStatus::Failed,
+        } as i32,
+        refund_time: r.refund_time.map(|t| prost_types::Timestamp {
+            seconds: t.unix_timestamp(),
+            nanos: t.nanosecond() as i32,
+        }),
+        provider_result: Some(provider_result(&r.result)),
+        reference_refund_id: r.reference_refund_id.clone().unwrap_or_default(),
+    }
+}
+
+/// Domain cancellation -> `CancelSubscriptionResponse`.
+pub fn cancel_to_pb(
+    req: &CancelSubscription,
+    out: &CancelOutcome,
+) -> pb::CancelSubscriptionResponse {
+    pb::CancelSubscriptionResponse {
+        subscription_id: req.subscription_id.clone().unwrap_or_default(),
+        subscription_request_id: req.subscription_request_id.clone().unwrap_or_default(),
+        cancellation_type: match req.cancellation_type {
+            CancellationType::Cancel => pb::CancellationType::Cancel,
+            CancellationType::Terminate => pb::CancellationType::Terminate,
+        } as i32,
+        status: match out.status {
+            CancellationStatus::Accepted => pb::CancellationStatus::Accepted,
+            CancellationStatus::Confirmed => pb::CancellationStatus::Confirmed,
+        } as i32,
+        provider_result: Some(provider_result(&out.result)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("-1S"), None);
+    }
+}

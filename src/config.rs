@@ -1,0 +1,404 @@
+//! Configuration: a TOML file (`--config` / `PAYGATE_CONFIG`) plus environment overrides, so
+//! a container can also run from a Secret alone. Every error names the setting at fault.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::providers::antom::client::Settings as AntomSettings;
+use crate::providers::antom::signing::{Signer, Verifier};
+
+/// Name of the account the `PAYGATE_ANTOM_*` variables describe.
+pub const ENV_ANTOM_ACCOUNT: &str = "antom";
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting (file key or environment variable).
+    pub setting: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn err(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("{s:?} is not one of text, json")),
+        }
+    }
+}
+
+/// The file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen_addr: Option<String>,
+    default_account: Option<String>,
+    max_request_time_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    accounts: BTreeMap<String, FileAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAccount {
+    provider: Option<String>,
+    base_url: Option<String>,
+    client_id: Option<String>,
+    private_key_file: Option<PathBuf>,
+    antom_public_key_file: Option<PathBuf>,
+    sandbox: Option<bool>,
+    key_version: Option<u32>,
+    timeout_ms: Option<u64>,
+}
+
+/// One provider account, ready to build.
+#[derive(Debug)]
+pub struct AccountConfig {
+    /// The name callers use.
+    pub name: String,
+    /// The provider and its settings.
+    pub provider: ProviderConfig,
+}
+
+/// Provider-specific settings.
+#[derive(Debug)]
+pub enum ProviderConfig {
+    /// An Antom account.
+    Antom(AntomSettings),
+}
+
+/// The whole configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen_addr: SocketAddr,
+    /// Account used when a request names none.
+    pub default_account: Option<String>,
+    /// Longest time one RPC may take.
+    pub max_request_time: Duration,
+    /// How long shutdown waits for in-flight calls.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Provider accounts.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// Default gRPC listen address.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
+
+impl Config {
+    /// Loads the file at `path` (if any) and applies environment overrides read through
+    /// `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    err(
+                        "PAYGATE_CONFIG",
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    err(
+                        format!("config file {}", p.display()),
+                        e.message().to_owned(),
+                    )
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_file(file, env)
+    }
+
+    fn from_file(
+        mut file: FileConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let listen = env("PAYGATE_LISTEN_ADDR")
+            .map(|v| ("PAYGATE_LISTEN_ADDR", v))
+            .or_else(|| file.listen_addr.clone().map(|v| ("listen_addr", v)))
+            .unwrap_or(("listen_addr", DEFAULT_LISTEN_ADDR.into()));
+        let listen_addr = listen
+            .1
+            .parse()
+            .map_err(|_| err(listen.0, format!("{:?} is not a host:port address", listen.1)))?;
+        let log_format = match env("PAYGATE_LOG_FORMAT") {
+            Some(v) => v.parse().map_err(|e| err("PAYGATE_LOG_FORMAT", e))?,
+            None => file.log_format.unwrap_or_default(),
+        };
+
+        let antom_env = [
+            ("PAYGATE_ANTOM_BASE_URL", "base_url"),
+            ("PAYGATE_ANTOM_CLIENT_ID", "client_id"),
+            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", "private_key_file"),
+            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", "antom_public_key_file"),
+            ("PAYGATE_ANTOM_SANDBOX", "sandbox"),
+        ];
+        if antom_env.iter().any(|(k, _)| env(k).is_some()) {
+            let acct = file
+                .accounts
+                .entry(ENV_ANTOM_ACCOUNT.to_owned())
+                .or_default();
+            acct.provider.get_or_insert_with(|| "antom".into());
+            for (var, _) in antom_env {
+                let Some(v) = env(var) else { continue };
+                match var {
+                    "PAYGATE_ANTOM_BASE_URL" => acct.base_url = Some(v),
+                    "PAYGATE_ANTOM_CLIENT_ID" => acct.client_id = Some(v),
+                    "PAYGATE_ANTOM_PRIVATE_KEY_FILE" => acct.private_key_file = Some(v.into()),
+                    "PAYGATE_ANTOM_PUBLIC_KEY_FILE" => acct.antom_public_key_file = Some(v.into()),
+                    _ => {
+                        acct.sandbox = Some(match v.as_str() {
+                            "true" | "1" => true,
+                            "false" | "0" => false,
+                            _ => return Err(err(var, "must be true or false")),
+                        })
+                    }
+                }
+            }
+        }
+
+        let mut accounts = Vec::new();
+        for (name, a) in file.accounts {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            {
+                return Err(err(
+                    format!("accounts.{name}"),
+                    "account names are 1-64 characters of A-Z a-z 0-9 _ - .",
+                ));
+            }
+            let provider = antom_account(&name, a, env)?;
+            accounts.push(AccountConfig { name, provider });
+        }
+
+        let default_account = env("PAYGATE_DEFAULT_ACCOUNT")
+            .map(|v| ("PAYGATE_DEFAULT_ACCOUNT", v))
+            .or_else(|| file.default_account.map(|v| ("default_account", v)));
+        let default_account = match default_account {
+            Some((setting, name)) => {
+                if !accounts.iter().any(|a| a.name == name) {
+                    return Err(err(setting, format!("no account named {name:?}")));
+                }
+                Some(name)
+            }
+            None if accounts.len() == 1 => Some(accounts[0].name.clone()),
+            None => accounts
+                .iter()
+                .find(|a| a.name == ENV_ANTOM_ACCOUNT)
+                .map(|a| a.name.clone()),
+        };
+        if accounts.is_empty() {
+            return Err(err(
+                "accounts",
+                "no provider account is configured: set PAYGATE_ANTOM_BASE_URL, PAYGATE_ANTOM_CLIENT_ID, \
+                 PAYGATE_ANTOM_PRIVATE_KEY_FILE and PAYGATE_ANTOM_PUBLIC_KEY_FILE, or pass --config \
+                 (or run `paygate dev` for a local demo)",
+            ));
+        }
+
+        Ok(Config {
+            listen_addr,
+            default_account,
+            max_request_time: Duration::from_millis(file.max_request_time_ms.unwrap_or(30_000)),
+            shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(25_000)),
+            log_format,
+            accounts,
+        })
+    }
+}
+
+/// The setting name to report: the environment variable when the env shortcut set it.
+fn setting_name(
+    account: &str,
+    key: &str,
+    env_var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> String {
+    if account == ENV_ANTOM_ACCOUNT && env(env_var).is_some() {
+        env_var.to_owned()
+    } else {
+        format!("accounts.{account}.{key}")
+    }
+}
+
+fn antom_account(
+    name: &str,
+    a: FileAccount,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProviderConfig, ConfigError> {
+    let set = |key: &str, var: &str| setting_name(name, key, var, env);
+    match a.provider.as_deref() {
+        Some("antom") => {}
+        Some(other) => {
+            return Err(err(
+                format!("accounts.{name}.provider"),
+                format!("unknown provider {other:?}; known: antom"),
+            ));
+        }
+        None => {
+            return Err(err(
+                format!("accounts.{name}.provider"),
+                "missing; known: antom",
+            ));
+        }
+    }
+    let base_url_set = set("base_url", "PAYGATE_ANTOM_BASE_URL");
+    let base_url = a.base_url.ok_or_else(|| err(&base_url_set, "missing"))?;
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://"))
+        || reqwest::Url::parse(&base_url).is_err()
+    {
+        return Err(err(
+            &base_url_set,
+            format!("{base_url:?} is not an http(s) URL"),
+        ));
+    }
+    let client_id_set = set("client_id", "PAYGATE_ANTOM_CLIENT_ID");
+    let client_id = a
+        .client_id
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| err(&client_id_set, "missing"))?;
+    if !client_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err(&client_id_set, "must be printable ASCII without spaces"));
+    }
+    let key_set = set("private_key_file", "PAYGATE_ANTOM_PRIVATE_KEY_FILE");
+    let key_path = a.private_key_file.ok_or_else(|| err(&key_set, "missing"))?;
+    let key_bytes = std::fs::read(&key_path)
+        .map_err(|e| err(&key_set, format!("cannot read {}: {e}", key_path.display())))?;
+    let signer = Signer::from_bytes(&key_bytes)
+        .map_err(|e| err(&key_set, format!("{}: {e}", key_path.display())))?;
+    let pub_set = set("antom_public_key_file", "PAYGATE_ANTOM_PUBLIC_KEY_FILE");
+    let pub_path = a.antom_public_key_file.ok_or_else(|| err(&pub_set, "missing"))?;
+    let pub_bytes = std::fs::read(&pub_path)
+        .map_err(|e| err(&pub_set, format!("cannot read {}: {e}", pub_path.display())))?;
+    let verifier = Verifier::from_bytes(&pub_bytes)
+        .map_err(|e| err(&pub_set, format!("{}: {e}", pub_path.display())))?;
+    let sandbox = a.sandbox.unwrap_or(client_id.starts_with("SANDBOX_"));
+    let timeout_ms = a.timeout_ms.unwrap_or(15_000);
+    if timeout_ms == 0 {
+        return Err(err(format!("accounts.{name}.timeout_ms"), "must be positive"));
+    }
+    Ok(ProviderConfig::Antom(AntomSettings {
+        base_url,
+        client_id,
+        sandbox,
+        key_version: a.key_version.unwrap_or(1),
+        timeout: Duration::from_millis(timeout_ms),
+        signer,
+        verifier,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn keys(dir: &Path) -> (PathBuf, PathBuf) {
+        let s = Signer::generate().unwrap();
+        let k = dir.join("k.pem");
+        let p = dir.join("p.pem");
+        std::fs::write(&k, s.private_key_pem()).unwrap();
+        std::fs::write(&p, s.public_key_pem()).unwrap();
+        (k, p)
+    }
+
+    #[test]
+    fn environment_alone_configures_the_default_antom_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, p) = keys(dir.path());
+        let env = env_of(&[
+            ("PAYGATE_ANTOM_BASE_URL", "https://open-sea-global.alipay.com"),
+            ("PAYGATE_ANTOM_CLIENT_ID", "SANDBOX_5X00000000000000"),
+            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", k.to_str().unwrap()),
+            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", p.to_str().unwrap()),
+        ]);
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:50051");
+        assert_eq!(c.default_account.as_deref(), Some("antom"));
+        let ProviderConfig::Antom(s) = &c.accounts[0].provider;
+        assert!(s.sandbox, "SANDBOX_ client ids use sandbox paths");
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, _) = keys(dir.path());
+        let env = env_of(&[
+            ("PAYGATE_ANTOM_BASE_URL", "https://x.example"),
+            ("PAYGATE_ANTOM_CLIENT_ID", "C1"),
+            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", k.to_str().unwrap()),
+            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", "/nonexistent/p.pem"),
+        ]);
+        let e = Config::load(None, &env).unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_ANTOM_PUBLIC_KEY_FILE");
+        let e = Config::load(None, &env_of(&[])).unwrap_err();
+        assert_eq!(e.setting, "accounts");
+        let e = Config::load(None, &env_of(&[("PAYGATE_LISTEN_ADDR", "nope")])).unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_LISTEN_ADDR");
+    }
+
+    #[test]
+    fn file_accounts_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, p) = keys(dir.path());
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen_addr = \"127.0.0.1:6000\"\n[accounts.eu]\nprovider = \"antom\"\nbase_url = \"https://open-de-global.alipay.com\"\nclient_id = \"C2\"\nprivate_key_file = {k:?}\nantom_public_key_file = {p:?}\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &env_of(&[])).unwrap();
+        assert_eq!(c.default_account.as_deref(), Some("eu"));
+        let ProviderConfig::Antom(s) = &c.accounts[0].provider;
+        assert!(!s.sandbox);
+        std::fs::write(&path, "listen_adr = \"x\"\n").unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.problem.contains("listen_adr"), "{e}");
+    }
+}

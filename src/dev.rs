@@ -1,0 +1,151 @@
+//! The dev mode: an Antom simulator on loopback with demo data, keys under the data
+//! directory, and a gateway account pointing at it. Also the key handling `paygate sim` uses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{AccountConfig, Config, LogFormat, ProviderConfig};
+use crate::providers::antom::client::Settings;
+use crate::providers::antom::signing::{Signer, Verifier};
+use crate::sim::antom::{AntomSim, SimServer};
+
+/// The simulator's merchant client id in dev mode (a sandbox id, so sandbox paths are used).
+pub const DEV_CLIENT_ID: &str = "SANDBOX_PAYGATE_DEV";
+
+/// Paths of the four PEM files a simulator set-up uses.
+#[derive(Debug, Clone)]
+pub struct KeyFiles {
+    /// Merchant private key (the gateway signs with it).
+    pub merchant_private: PathBuf,
+    /// Merchant public key (the simulator verifies with it).
+    pub merchant_public: PathBuf,
+    /// Antom private key (the simulator signs with it).
+    pub antom_private: PathBuf,
+    /// Antom public key (the gateway verifies with it).
+    pub antom_public: PathBuf,
+}
+
+impl KeyFiles {
+    /// The files inside `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            merchant_private: dir.join("merchant_private_key.pem"),
+            merchant_public: dir.join("merchant_public_key.pem"),
+            antom_private: dir.join("antom_private_key.pem"),
+            antom_public: dir.join("antom_public_key.pem"),
+        }
+    }
+}
+
+/// Loads the simulator key pairs from `dir`, creating fresh ones (mode 0600) if absent.
+pub fn load_or_create_keys(dir: &Path) -> std::io::Result<KeyFiles> {
+    let files = KeyFiles::in_dir(dir);
+    std::fs::create_dir_all(dir)?;
+    for (private, public) in [
+        (&files.merchant_private, &files.merchant_public),
+        (&files.antom_private, &files.antom_public),
+    ] {
+        if private.exists() && public.exists() {
+            continue;
+        }
+        let key = Signer::generate().map_err(std::io::Error::other)?;
+        write_private(private, key.private_key_pem().as_bytes())?;
+        std::fs::write(public, key.public_key_pem())?;
+    }
+    Ok(files)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+fn read_signer(path: &Path) -> std::io::Result<Signer> {
+    Signer::from_bytes(&std::fs::read(path)?).map_err(std::io::Error::other)
+}
+
+fn read_verifier(path: &Path) -> std::io::Result<Verifier> {
+    Verifier::from_bytes(&std::fs::read(path)?).map_err(std::io::Error::other)
+}
+
+/// Starts a simulator for `client_id` with the keys in `files`.
+pub async fn start_sim(
+    files: &KeyFiles,
+    client_id: &str,
+    addr: SocketAddr,
+) -> std::io::Result<SimServer> {
+    let sim = AntomSim::new(
+        client_id,
+        read_verifier(&files.merchant_public)?,
+        read_signer(&files.antom_private)?,
+    );
+    sim.seed_demo();
+    sim.bind(addr).await
+}
+
+/// An Antom account settings block that talks to a simulator.
+pub fn sim_account(
+    files: &KeyFiles,
+    base_url: String,
+    client_id: &str,
+) -> std::io::Result<Settings> {
+    Ok(Settings {
+        base_url,
+        client_id: client_id.into(),
+        sandbox: client_id.starts_with("SANDBOX_"),
+        key_version: 1,
+        timeout: Duration::from_secs(5),
+        signer: read_signer(&files.merchant_private)?,
+        verifier: read_verifier(&files.antom_public)?,
+    })
+}
+
+/// Starts the dev simulator and returns it with a gateway configuration for it.
+pub async fn start(
+    data_dir: &Path,
+    listen_addr: SocketAddr,
+    log_format: LogFormat,
+) -> std::io::Result<(SimServer, Config)> {
+    let files = load_or_create_keys(&data_dir.join("dev-keys"))?;
+    let sim = start_sim(&files, DEV_CLIENT_ID, "127.0.0.1:0".parse().map_err(std::io::Error::other)?)
+        .await?;
+    let settings = sim_account(&files, sim.base_url(), DEV_CLIENT_ID)?;
+    let config = Config {
+        listen_addr,
+        default_account: Some("antom".into()),
+        max_request_time: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+        log_format,
+        accounts: vec![AccountConfig {
+            name: "antom".into(),
+            provider: ProviderConfig::Antom(settings),
+        }],
+    };
+    Ok((sim, config))
+}
+
+/// The banner dev mode prints: where things are and a call that works.
+pub fn banner(addr: SocketAddr, sim: &SimServer) -> String {
+    format!(
+        r#"paygate dev mode
+  gRPC gateway     {addr} (plaintext; reflection and grpc.health.v1 enabled)
+  Antom simulator  {sim_url}  (account "antom", client id {DEV_CLIENT_ID})
+  demo data        payment PAY_DEMO_0001 (USD 100.00), payment PAY_DEMO_ASYNC (EUR 50.00, refunds stay PROCESSING),
+                   subscription SUB_DEMO_0001
+
+Try it:
+  grpcurl -plaintext -d '{{"request_id":"demo-refund-1","payment_id":"PAY_DEMO_0001","amount":{{"currency":"USD","value":"500"}}}}' {addr} paygate.v1.RefundService/Create
+  grpcurl -plaintext -d '{{"request_id":"demo-refund-1"}}' {addr} paygate.v1.RefundService/Inquire
+  grpcurl -plaintext -d '{{"request_id":"demo-cancel-1","subscription_id":"SUB_DEMO_0001","cancellation_type":"CANCELLATION_TYPE_CANCEL"}}' {addr} paygate.v1.SubscriptionService/Cancel
+"#,
+        sim_url = sim.base_url()
+    )
+}

@@ -1,0 +1,125 @@
+//! Provider-neutral values: what the gateway asks of a provider and what it learns back.
+//! The gRPC layer converts to and from these; providers never see protobuf types and the
+//! services never see a provider's JSON.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// An amount in the minor units of an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    /// ISO 4217 alphabetic code, upper case.
+    pub currency: String,
+    /// Amount in minor units; positive in requests.
+    pub value: i64,
+}
+
+/// How a subscription is cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CancellationType {
+    /// No service after the current paid period.
+    Cancel,
+    /// Stop now.
+    Terminate,
+}
+
+/// Where a cancellation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancellationStatus {
+    /// The provider accepted the cancellation; confirmation comes later.
+    Accepted,
+    /// The provider confirmed the cancellation.
+    Confirmed,
+}
+
+/// A validated request to cancel a subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CancelSubscription {
+    /// The caller's idempotency key.
+    pub request_id: String,
+    /// The provider's subscription id, if given.
+    pub subscription_id: Option<String>,
+    /// The merchant's subscription request id, if given.
+    pub subscription_request_id: Option<String>,
+    /// How to cancel.
+    pub cancellation_type: CancellationType,
+}
+
+/// What a provider said about a cancellation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOutcome {
+    /// Where the cancellation stands.
+    pub status: CancellationStatus,
+    /// The provider's raw result.
+    pub result: ProviderResult,
+}
+
+/// A validated request to refund a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CreateRefund {
+    /// The caller's idempotency key; Antom's refundRequestId.
+    pub request_id: String,
+    /// The provider's payment id.
+    pub payment_id: String,
+    /// Amount to refund.
+    pub amount: Money,
+    /// Reason shown to the payer, if any.
+    pub reason: Option<String>,
+    /// The caller's own refund reference, if any.
+    pub reference_refund_id: Option<String>,
+}
+
+/// A validated request to read a refund. At least one of the two ids is set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InquireRefund {
+    /// The provider's refund id.
+    pub refund_id: Option<String>,
+    /// The request id the refund was created with.
+    pub request_id: Option<String>,
+}
+
+/// Where a refund stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundState {
+    /// Done.
+    Succeeded,
+    /// Accepted, still being processed by the provider.
+    Processing,
+    /// Failed at the provider; nothing was refunded.
+    Failed,
+}
+
+/// A refund as a provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    /// The provider's refund id, once assigned.
+    pub refund_id: Option<String>,
+    /// The request id the refund was created with.
+    pub request_id: Option<String>,
+    /// The refunded payment.
+    pub payment_id: Option<String>,
+    /// The refunded amount.
+    pub amount: Option<Money>,
+    /// Where it stands.
+    pub state: RefundState,
+    /// When it reached that state, if the provider said.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub refund_time: Option<OffsetDateTime>,
+    /// The caller's reference, if one was given.
+    pub reference_refund_id: Option<String>,
+    /// The provider's raw result for the call that produced this record.
+    pub result: ProviderResult,
+}
+
+/// The provider's raw answer, kept for support and reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderResult {
+    /// Provider name, e.g. `antom`.
+    pub provider: String,
+    /// Provider result code.
+    pub code: String,
+    /// Provider result status (`S`, `F`, `U` for Antom).
+    pub status: String,
+    /// Provider message.
+    pub message: String,
+}

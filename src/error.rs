@@ -1,0 +1,205 @@
+//! The one place where a failure becomes a gRPC `Status` (AIP-193): exactly one
+//! `google.rpc.ErrorInfo` on every error, `RetryInfo` and the `grpc-retry-pushback-ms`
+//! trailer only when repeating the same request is safe, `BadRequest` for validation.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::providers::{Disposition, ProviderError};
+
+/// ErrorInfo domain of every error the gateway returns.
+pub const ERROR_DOMAIN: &str = "paygate";
+
+/// Retry delay suggested when an outcome is unknown and the same request may be repeated.
+pub const UNKNOWN_OUTCOME_RETRY: Duration = Duration::from_secs(1);
+
+/// Who and what an error is about; copied into ErrorInfo metadata.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorContext {
+    /// Provider name, when a provider was involved.
+    pub provider: Option<String>,
+    /// Account name, when one was resolved.
+    pub account: Option<String>,
+    /// The caller's request id, when the request carried one.
+    pub request_id: Option<String>,
+}
+
+/// Everything that can go wrong in an RPC, before it is mapped to a `Status`.
+#[derive(Debug)]
+pub enum GatewayError {
+    /// The request is invalid; nothing was sent anywhere.
+    InvalidArgument(Vec<FieldViolation>),
+    /// A provider call failed.
+    Provider(ProviderError, ErrorContext),
+    /// The caller's deadline passed before an answer; `outcome_unknown` when a provider call
+    /// was under way.
+    DeadlineExceeded {
+        /// A provider call may have executed.
+        outcome_unknown: bool,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
+    /// A bug or an impossible state in the gateway itself.
+    Internal(String),
+}
+
+impl GatewayError {
+    /// Wraps a provider error with its context.
+    pub fn provider(err: ProviderError, ctx: ErrorContext) -> Self {
+        if let Disposition::Unknown { deadline_cut: true } = err.disposition {
+            return Self::DeadlineExceeded {
+                outcome_unknown: true,
+                ctx,
+            };
+        }
+        Self::Provider(err, ctx)
+    }
+}
+
+fn metadata(ctx: &ErrorContext) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    if let Some(p) = &ctx.provider {
+        m.insert("provider".into(), p.clone());
+    }
+    if let Some(a) = &ctx.account {
+        m.insert("account".into(), a.clone());
+    }
+    if let Some(r) = &ctx.request_id {
+        m.insert("requestId".into(), r.clone());
+    }
+    m
+}
+
+fn status(
+    code: Code,
+    message: String,
+    details: ErrorDetails,
+    retry_after: Option<Duration>,
+) -> Status {
+    let mut trailers = MetadataMap::new();
+    if let Some(after) = retry_after {
+        let ms = after.as_millis().min(i32::MAX as u128).to_string();
+        if let Ok(v) = ms.parse() {
+            trailers.insert("grpc-retry-pushback-ms", v);
+        }
+    }
+    Status::with_error_details_and_metadata(code, message, details, trailers)
+}
+
+impl From<GatewayError> for Status {
+    fn from(err: GatewayError) -> Status {
+        match err {
+            GatewayError::InvalidArgument(violations) => {
+                let summary = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let mut d = ErrorDetails::with_bad_request(violations);
+                d.set_error_info("INVALID_REQUEST", ERROR_DOMAIN, HashMap::new());
+                status(
+                    Code::InvalidArgument,
+                    format!("invalid request: {summary}"),
+                    d,
+                    None,
+                )
+            }
+            GatewayError::Provider(e, ctx) => {
+                let mut md = metadata(&ctx);
+                if let Some(r) = &e.result {
+                    md.insert("resultCode".into(), r.code.clone());
+                    md.insert("resultStatus".into(), r.status.clone());
+                    md.insert("resultMessage".into(), r.message.clone());
+                }
+                let retry_after = match &e.disposition {
+                    Disposition::Retryable { after } => Some(*after),
+                    Disposition::Unknown { .. } => Some(UNKNOWN_OUTCOME_RETRY),
+                    Disposition::Definitive | Disposition::Misconfigured => None,
+                };
+                let mut d = ErrorDetails::with_error_info(e.reason.clone(), ERROR_DOMAIN, md);
+                if let Some(after) = retry_after {
+                    d.set_retry_info(Some(after));
+                }
+                let message = match &e.disposition {
+                    Disposition::Unknown { .. } => format!(
+                        "{}; the outcome is unknown: retry with the same request_id, which never executes twice",
+                        e.message
+                    ),
+                    _ => e.message.clone(),
+                };
+                status(e.code, message, d, retry_after)
+            }
+            GatewayError::DeadlineExceeded {
+                outcome_unknown,
+                ctx,
+            } => {
+                let (reason, message) = if outcome_unknown {
+                    (
+                        "OUTCOME_UNKNOWN",
+                        "deadline exceeded while the provider call was under way; the outcome is unknown: retry with the same request_id, which never executes twice",
+                    )
+                } else {
+                    ("DEADLINE_EXCEEDED", "deadline exceeded")
+                };
+                let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(&ctx));
+                status(Code::DeadlineExceeded, message.into(), d, None)
+            }
+            GatewayError::Internal(msg) => {
+                tracing::error!(error = %msg, "internal error");
+                let d = ErrorDetails::with_error_info("INTERNAL", ERROR_DOMAIN, HashMap::new());
+                status(Code::Internal, "internal error".into(), d, None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ErrorContext {
+        ErrorContext {
+            provider: Some("antom".into()),
+            account: Some("main".into()),
+            request_id: Some("r-1".into()),
+        }
+    }
+
+    #[test]
+    fn unknown_outcome_is_unavailable_with_retry_info_and_pushback() {
+        let s: Status = GatewayError::provider(ProviderError::unknown("HTTP 503", None), ctx()).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        let d = s.get_error_details();
+        assert_eq!(d.error_info().unwrap().reason, "OUTCOME_UNKNOWN");
+        assert_eq!(d.error_info().unwrap().metadata["requestId"], "r-1");
+        assert_eq!(d.retry_info().unwrap().retry_delay, Some(UNKNOWN_OUTCOME_RETRY));
+        assert_eq!(s.metadata().get("grpc-retry-pushback-ms").unwrap(), "1000");
+    }
+
+    #[test]
+    fn definitive_refusal_has_no_retry_info() {
+        let mut e = ProviderError::misconfigured("X", "y");
+        e.disposition = Disposition::Definitive;
+        e.code = Code::FailedPrecondition;
+        let s: Status = GatewayError::provider(e, ctx()).into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.get_error_details().retry_info().is_none());
+        assert!(s.metadata().get("grpc-retry-pushback-ms").is_none());
+    }
+
+    #[test]
+    fn deadline_cut_becomes_deadline_exceeded() {
+        let s: Status =
+            GatewayError::provider(ProviderError::deadline_cut("timed out"), ctx()).into();
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        assert_eq!(
+            s.get_error_details().error_info().unwrap().reason,
+            "OUTCOME_UNKNOWN"
+        );
+        assert!(s.get_error_details().retry_info().is_none());
+    }
+}

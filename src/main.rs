@@ -1,0 +1,170 @@
+//! The `paygate` binary: `serve` (default), `dev` and `sim`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use paygate::config::{Config, LogFormat};
+use paygate::server::{self, Gateway};
+use paygate::{dev, telemetry};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "paygate", version, about = "gRPC gateway for subscription cancels and refunds at payment providers")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "PAYGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log format: text or json (overrides the file and PAYGATE_LOG_FORMAT).
+    #[arg(long, global = true)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway from the configuration file and environment (the default).
+    Serve,
+    /// Local demo: an Antom simulator with demo data on loopback and a gateway in front of it.
+    Dev {
+        /// Where dev keys and local state live.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Run the Antom simulator alone.
+    Sim {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Directory with (or for) the merchant and Antom key pairs.
+        #[arg(long, default_value = "./data/sim-keys")]
+        keys_dir: PathBuf,
+        /// The merchant client id the simulator accepts.
+        #[arg(long, default_value = dev::DEV_CLIENT_ID)]
+        client_id: String,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        eprintln!("paygate: PAYGATE_LISTEN_ADDR: cannot listen on {addr}: {e}");
+        ExitCode::from(1)
+    })
+}
+
+async fn run_gateway(config: Config) -> Result<(), ExitCode> {
+    let listen = config.listen_addr;
+    let gateway = Gateway::from_config(config).map_err(|e| {
+        eprintln!("paygate: configuration error: {e}");
+        ExitCode::from(2)
+    })?;
+    let listener = bind(listen).await?;
+    tracing::info!(addr = %listen, accounts = ?gateway.accounts.names(), "paygate listening");
+    server::serve(gateway, listener, shutdown_signal())
+        .await
+        .map_err(|e| {
+            eprintln!("paygate: server error: {e}");
+            ExitCode::from(1)
+        })
+}
+
+async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let mut config = Config::load(cli.config.as_deref(), &env).map_err(|e| {
+                eprintln!("paygate: configuration error: {e}");
+                ExitCode::from(2)
+            })?;
+            if let Some(f) = cli.log_format {
+                config.log_format = f;
+            }
+            telemetry::init(config.log_format);
+            run_gateway(config).await
+        }
+        Command::Dev { data_dir } => {
+            let format = cli.log_format.unwrap_or(LogFormat::Text);
+            telemetry::init(format);
+            let listen = match env("PAYGATE_LISTEN_ADDR") {
+                Some(v) => v.parse().map_err(|_| {
+                    eprintln!("paygate: configuration error: PAYGATE_LISTEN_ADDR: {v:?} is not a host:port address");
+                    ExitCode::from(2)
+                })?,
+                None => SocketAddr::from(([127, 0, 0, 1], 50051)),
+            };
+            let (sim, config) = dev::start(&data_dir, listen, format).await.map_err(|e| {
+                eprintln!("paygate: dev mode: {e}");
+                ExitCode::from(1)
+            })?;
+            let gateway = Gateway::from_config(config).map_err(|e| {
+                eprintln!("paygate: configuration error: {e}");
+                ExitCode::from(2)
+            })?;
+            let listener = bind(listen).await?;
+            let addr = listener.local_addr().unwrap_or(listen);
+            println!("{}", dev::banner(addr, &sim));
+            let served = server::serve(gateway, listener, shutdown_signal()).await;
+            sim.stop().await;
+            served.map_err(|e| {
+                eprintln!("paygate: server error: {e}");
+                ExitCode::from(1)
+            })
+        }
+        Command::Sim {
+            listen,
+            keys_dir,
+            client_id,
+        } => {
+            telemetry::init(cli.log_format.unwrap_or(LogFormat::Text));
+            let files = dev::load_or_create_keys(&keys_dir).map_err(|e| {
+                eprintln!("paygate: sim: keys in {}: {e}", keys_dir.display());
+                ExitCode::from(1)
+            })?;
+            let sim = dev::start_sim(&files, &client_id, listen).await.map_err(|e| {
+                eprintln!("paygate: sim: cannot listen on {listen}: {e}");
+                ExitCode::from(1)
+            })?;
+            println!(
+                "Antom simulator on {url} (client id {client_id})\nPoint a gateway at it with:\n  PAYGATE_ANTOM_BASE_URL={url} PAYGATE_ANTOM_CLIENT_ID={client_id} \\\n  PAYGATE_ANTOM_PRIVATE_KEY_FILE={mk} PAYGATE_ANTOM_PUBLIC_KEY_FILE={ak} paygate serve",
+                url = sim.base_url(),
+                mk = files.merchant_private.display(),
+                ak = files.antom_public.display(),
+            );
+            shutdown_signal().await;
+            sim.stop().await;
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match main_inner(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,265 @@
+//! Antom's HTTP plumbing: one pooled reqwest client, request signing, answer verification on
+//! the raw bytes, bounded answer size. Knows nothing of refunds or subscriptions.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tonic::Code;
+
+use super::codes::{self, Meaning, TRAFFIC_RETRY};
+use super::signing::{self, Signer, Verifier};
+use super::wire::ResultOnly;
+use crate::providers::{CallContext, ProviderError};
+
+/// Answers larger than this are not read (and the outcome is unknown).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// An Antom API endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/payments/refund`
+    Refund,
+    /// `/v1/payments/inquiryRefund`
+    InquiryRefund,
+    /// `/v1/subscriptions/cancel`
+    Cancel,
+}
+
+impl Endpoint {
+    /// The path after `/ams/api` (or `/ams/sandbox/api`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Refund => "/v1/payments/refund",
+            Endpoint::InquiryRefund => "/v1/payments/inquiryRefund",
+            Endpoint::Cancel => "/v1/subscriptions/cancel",
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Refund => "refund",
+            Endpoint::InquiryRefund => "inquiryRefund",
+            Endpoint::Cancel => "cancel",
+        }
+    }
+}
+
+/// Everything needed to talk to one Antom account.
+#[derive(Debug)]
+pub struct Settings {
+    /// Scheme and host, e.g. `https://open-sea-global.alipay.com`.
+    pub base_url: String,
+    /// The merchant's client id.
+    pub client_id: String,
+    /// Use `/ams/sandbox/api` paths.
+    pub sandbox: bool,
+    /// `keyVersion` sent in the Signature header.
+    pub key_version: u32,
+    /// Upper bound for one HTTP attempt.
+    pub timeout: Duration,
+    /// The merchant's private key.
+    pub signer: Signer,
+    /// Antom's public key.
+    pub verifier: Verifier,
+}
+
+/// A signed-HTTP client for one Antom account.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    settings: Settings,
+}
+
+impl Client {
+    /// Builds the client; the connection pool is shared by every call of the account.
+    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("paygate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, settings })
+    }
+
+    /// The request URI that is both requested and signed.
+    pub fn uri(&self, endpoint: Endpoint) -> String {
+        let prefix = if self.settings.sandbox {
+            "/ams/sandbox/api"
+        } else {
+            "/ams/api"
+        };
+        format!("{prefix}{}", endpoint.path())
+    }
+
+    /// Sends `body` to `endpoint`, signed, within the context's deadline, and returns the
+    /// answer body once its signature has been verified on the raw bytes.
+    pub async fn post(
+        &self,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+        ctx: &CallContext,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let s = &self.settings;
+        let Some(timeout) = ctx.attempt_timeout(s.timeout) else {
+            return Err(ProviderError::deadline_cut(
+                "no time left for the provider call",
+            ));
+        };
+        let cut_by_deadline = timeout < s.timeout;
+        let uri = self.uri(endpoint);
+        let request_time = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let request_time = request_time.to_string();
+        let signature = s
+            .signer
+            .sign(&signing::content(&uri, &s.client_id, &request_time, &body));
+        let url = format!("{}{}", s.base_url.trim_end_matches('/'), uri);
+        let sent = self
+            .http
+            .post(&url)
+            .timeout(timeout)
+            .header("Content-Type", "application/json; charset=UTF-8")
+            .header("Client-Id", &s.client_id)
+            .header("Request-Time", &request_time)
+            .header(
+                "Signature",
+                signing::signature_header(s.key_version, &signature),
+            )
+            .body(body)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Err(transport_error(endpoint, &e, cut_by_deadline)),
+        };
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let after = retry_after(&resp).unwrap_or(TRAFFIC_RETRY);
+            return Err(ProviderError::retryable(
+                Code::ResourceExhausted,
+                "PROVIDER_RATE_LIMITED",
+                format!("antom {} answered HTTP 429", endpoint.name()),
+                after,
+            ));
+        }
+        if status != StatusCode::OK {
+            return Err(ProviderError::unknown(
+                format!("antom {} answered HTTP {}", endpoint.name(), status.as_u16()),
+                None,
+            ));
+        }
+        let response_time = header(&resp, "response-time");
+        let signature = header(&resp, "signature");
+        let mut answer = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        return Err(ProviderError::unknown(
+                            format!(
+                                "antom {} answer exceeds {MAX_ANSWER_BYTES} bytes",
+                                endpoint.name()
+                            ),
+                            None,
+                        ));
+                    }
+                    answer.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(transport_error(endpoint, &e, cut_by_deadline)),
+            }
+        }
+        self.verify(endpoint, &uri, response_time, signature, answer)
+    }
+
+    fn verify(
+        &self,
+        endpoint: Endpoint,
+        uri: &str,
+        response_time: Option<String>,
+        signature: Option<String>,
+        answer: Vec<u8>,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let s = &self.settings;
+        let (Some(time), Some(sig_header)) = (response_time, signature) else {
+            // Antom may leave its refusal of our own signature unsigned. Such an answer is
+            // never trusted as a success; a gateway-level refusal is reported as our
+            // misconfiguration, anything else as an unknown outcome.
+            if let Ok(r) = serde_json::from_slice::<ResultOnly>(&answer)
+                && codes::classify(&r.result.result_code, &r.result.result_status)
+                    == Meaning::Misconfigured
+            {
+                tracing::error!(endpoint = endpoint.name(), code = %r.result.result_code,
+                    "antom refused the request signature or client id; check the merchant key and client id");
+                return Err(ProviderError::misconfigured(
+                    r.result.result_code,
+                    format!(
+                        "antom {} refused the request: {}",
+                        endpoint.name(),
+                        r.result.result_message.unwrap_or_default()
+                    ),
+                ));
+            }
+            tracing::error!(
+                endpoint = endpoint.name(),
+                "antom answer carries no signature; treating the outcome as unknown"
+            );
+            return Err(ProviderError::unknown(
+                format!("antom {} answer is not signed", endpoint.name()),
+                None,
+            ));
+        };
+        let valid = signing::parse_signature_header(&sig_header).is_some_and(|sig| {
+            s.verifier
+                .verify(&signing::content(uri, &s.client_id, &time, &answer), &sig)
+        });
+        if !valid {
+            tracing::error!(
+                endpoint = endpoint.name(),
+                "antom answer signature does not verify; treating the outcome as unknown"
+            );
+            return Err(ProviderError::unknown(
+                format!(
+                    "antom {} answer signature does not verify",
+                    endpoint.name()
+                ),
+                None,
+            ));
+        }
+        Ok(answer)
+    }
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = header(resp, "retry-after")?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(300)))
+}
+
+fn transport_error(endpoint: Endpoint, e: &reqwest::Error, cut_by_deadline: bool) -> ProviderError {
+    let what = endpoint.name();
+    if e.is_connect() {
+        // The request never left: repeating it is safe.
+        return ProviderError::retryable(
+            Code::Unavailable,
+            "PROVIDER_UNAVAILABLE",
+            format!("cannot connect to antom for {what}"),
+            Duration::from_secs(1),
+        );
+    }
+    if e.is_timeout() && cut_by_deadline {
+        return ProviderError::deadline_cut(format!(
+            "the deadline ended the antom {what} call"
+        ));
+    }
+    if e.is_timeout() {
+        return ProviderError::unknown(format!("antom {what} call timed out"), None);
+    }
+    ProviderError::unknown(format!("antom {what} call failed mid-way"), None)
+}

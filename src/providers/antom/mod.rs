@@ -1,0 +1,211 @@
+//! Antom (Alipay global acquiring): subscription cancel, refund and inquiryRefund.
+
+pub mod client;
+pub mod codes;
+pub mod signing;
+pub mod wire;
+
+use serde::de::DeserializeOwned;
+
+use self::client::{Client, Endpoint, Settings};
+use self::codes::Meaning;
+use self::wire::{
+    CancelRequest, InquiryRefundRequest, RefundRequest, RefundResponse, ResultObject, ResultOnly,
+};
+use super::{BoxFuture, CallContext, Provider, ProviderError};
+use crate::domain::{
+    CancelOutcome, CancelSubscription, CancellationStatus, CreateRefund, InquireRefund, Money,
+    ProviderResult, RefundRecord, RefundState,
+};
+use crate::validate::Violations;
+
+/// Provider name in errors and results.
+pub const NAME: &str = "antom";
+
+/// One Antom account.
+#[derive(Debug)]
+pub struct Antom {
+    client: Client,
+}
+
+impl Antom {
+    /// Builds the provider for one account.
+    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: Client::new(settings)?,
+        })
+    }
+
+    async fn call<Req: serde::Serialize, Ans: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        req: &Req,
+        ctx: &CallContext,
+    ) -> Result<Ans, ProviderError> {
+        let body = serde_json::to_vec(req)
+            .map_err(|e| ProviderError::misconfigured("INTERNAL", e.to_string()))?;
+        let answer = self.client.post(endpoint, body, ctx).await?;
+        serde_json::from_slice(&answer).map_err(|_| {
+            tracing::error!(
+                endpoint = endpoint.name(),
+                "signed antom answer is not the expected JSON"
+            );
+            ProviderError::unknown(
+                format!(
+                    "antom {} answer could not be understood",
+                    endpoint.name()
+                ),
+                None,
+            )
+        })
+    }
+}
+
+fn provider_result(r: &ResultObject) -> ProviderResult {
+    ProviderResult {
+        provider: NAME.into(),
+        code: r.result_code.clone(),
+        status: r.result_status.clone(),
+        message: r.result_message.clone().unwrap_or_default(),
+    }
+}
+
+/// The error for a non-success meaning.
+fn refusal(meaning: Meaning, r: &ResultObject) -> ProviderError {
+    let result = provider_result(r);
+    let message = format!(
+        "antom answered {} ({}): {}",
+        r.result_code, r.result_status, result.message
+    );
+    match meaning {
+        Meaning::Definitive(code) => ProviderError {
+            disposition: super::Disposition::Definitive,
+            code,
+            reason: r.result_code.clone(),
+            message,
+            result: Some(result),
+        },
+        Meaning::Retryable(code, after) => ProviderError {
+            result: Some(result),
+            ..ProviderError::retryable(code, r.result_code.clone(), message, after)
+        },
+        Meaning::Misconfigured => {
+            tracing::error!(code = %r.result_code,
+                "antom refused our credentials or set-up; an operator must fix the account");
+            ProviderError {
+                result: Some(result),
+                ..ProviderError::misconfigured(r.result_code.clone(), message)
+            }
+        }
+        Meaning::Success | Meaning::Processing | Meaning::Unknown => {
+            ProviderError::unknown(message, Some(result))
+        }
+    }
+}
+
+impl Provider for Antom {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn deduplicates_requests(&self) -> bool {
+        true
+    }
+
+    fn check_amount(&self, field: &str, amount: &Money, violations: &mut Violations) {
+        if amount.currency == "IDR" && amount.value % 100 != 0 {
+            violations.add(
+                &format!("{field}.value"),
+                "Antom requires IDR amounts to end in 00",
+            );
+        }
+    }
+
+    fn cancel_subscription<'a>(
+        &'a self,
+        req: &'a CancelSubscription,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>> {
+        Box::pin(async move {
+            let ans: ResultOnly = self
+                .call(Endpoint::Cancel, &CancelRequest::from(req), ctx)
+                .await?;
+            let r = &ans.result;
+            match codes::classify(&r.result_code, &r.result_status) {
+                Meaning::Success => Ok(CancelOutcome {
+                    status: CancellationStatus::Accepted,
+                    result: provider_result(r),
+                }),
+                m => Err(refusal(m, r)),
+            }
+        })
+    }
+
+    fn create_refund<'a>(
+        &'a self,
+        req: &'a CreateRefund,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<RefundRecord, ProviderError>> {
+        Box::pin(async move {
+            let ans: RefundResponse = self
+                .call(Endpoint::Refund, &RefundRequest::from(req), ctx)
+                .await?;
+            let r = &ans.result;
+            let state = match codes::classify(&r.result_code, &r.result_status) {
+                Meaning::Success => RefundState::Succeeded,
+                Meaning::Processing => RefundState::Processing,
+                m => return Err(refusal(m, r)),
+            };
+            Ok(RefundRecord {
+                refund_id: ans.refund_id.clone(),
+                request_id: Some(req.request_id.clone()),
+                payment_id: Some(req.payment_id.clone()),
+                amount: Some(
+                    ans.refund_amount
+                        .as_ref()
+                        .and_then(wire::Amount::to_money)
+                        .unwrap_or_else(|| req.amount.clone()),
+                ),
+                state,
+                refund_time: wire::parse_time(ans.refund_time.as_deref()),
+                reference_refund_id: req.reference_refund_id.clone(),
+                result: provider_result(r),
+            })
+        })
+    }
+
+    fn inquire_refund<'a>(
+        &'a self,
+        req: &'a InquireRefund,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<RefundRecord, ProviderError>> {
+        Box::pin(async move {
+            let ans: wire::InquiryRefundResponse = self
+                .call(
+                    Endpoint::InquiryRefund,
+                    &InquiryRefundRequest::from(req),
+                    ctx,
+                )
+                .await?;
+            let r = &ans.result;
+            let state = match codes::classify(&r.result_code, &r.result_status) {
+                Meaning::Success => wire::refund_state(ans.refund_status.as_deref()),
+                Meaning::Processing => RefundState::Processing,
+                m => return Err(refusal(m, r)),
+            };
+            Ok(RefundRecord {
+                refund_id: ans.refund_id.clone().or_else(|| req.refund_id.clone()),
+                request_id: ans
+                    .refund_request_id
+                    .clone()
+                    .or_else(|| req.request_id.clone()),
+                payment_id: None,
+                amount: ans.refund_amount.as_ref().and_then(wire::Amount::to_money),
+                state,
+                refund_time: wire::parse_time(ans.refund_time.as_deref()),
+                reference_refund_id: None,
+                result: provider_result(r),
+            })
+        })
+    }
+}

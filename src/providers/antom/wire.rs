@@ -1,0 +1,237 @@
+//! Antom's JSON request and answer bodies, and their conversion to and from domain values.
+//! Every field is a string on the wire; optional fields are omitted, never sent empty.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::domain::{
+    CancelSubscription, CancellationType, CreateRefund, InquireRefund, Money, RefundState,
+};
+
+/// Antom's Amount: ISO currency and the value in minor units as a string.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Amount {
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Minor units, as a decimal string.
+    pub value: String,
+}
+
+impl From<&Money> for Amount {
+    fn from(m: &Money) -> Self {
+        Self {
+            currency: m.currency.clone(),
+            value: m.value.to_string(),
+        }
+    }
+}
+
+impl Amount {
+    /// The domain amount, if the value is a non-negative integer.
+    pub fn to_money(&self) -> Option<Money> {
+        let value = self.value.parse::<i64>().ok().filter(|v| *v >= 0)?;
+        Some(Money {
+            currency: self.currency.clone(),
+            value,
+        })
+    }
+}
+
+/// `POST /v1/payments/refund` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundRequest {
+    /// Idempotency key.
+    pub refund_request_id: String,
+    /// Payment to refund.
+    pub payment_id: String,
+    /// Merchant's own reference.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reference_refund_id: Option<String>,
+    /// Amount to refund.
+    pub refund_amount: Amount,
+    /// Reason.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refund_reason: Option<String>,
+}
+
+impl From<&CreateRefund> for RefundRequest {
+    fn from(r: &CreateRefund) -> Self {
+        Self {
+            refund_request_id: r.request_id.clone(),
+            payment_id: r.payment_id.clone(),
+            reference_refund_id: r.reference_refund_id.clone(),
+            refund_amount: (&r.amount).into(),
+            refund_reason: r.reason.clone(),
+        }
+    }
+}
+
+/// `POST /v1/payments/inquiryRefund` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InquiryRefundRequest {
+    /// Antom's refund id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refund_id: Option<String>,
+    /// Merchant's refund request id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refund_request_id: Option<String>,
+}
+
+impl From<&InquireRefund> for InquiryRefundRequest {
+    fn from(r: &InquireRefund) -> Self {
+        Self {
+            refund_id: r.refund_id.clone(),
+            refund_request_id: r.request_id.clone(),
+        }
+    }
+}
+
+/// `POST /v1/subscriptions/cancel` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    /// Antom's subscription id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub subscription_id: Option<String>,
+    /// Merchant's subscription request id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub subscription_request_id: Option<String>,
+    /// `CANCEL` or `TERMINATE`.
+    pub cancellation_type: String,
+}
+
+impl From<&CancelSubscription> for CancelRequest {
+    fn from(r: &CancelSubscription) -> Self {
+        Self {
+            subscription_id: r.subscription_id.clone(),
+            subscription_request_id: r.subscription_request_id.clone(),
+            cancellation_type: match r.cancellation_type {
+                CancellationType::Cancel => "CANCEL",
+                CancellationType::Terminate => "TERMINATE",
+            }
+            .into(),
+        }
+    }
+}
+
+/// The `result` object of every answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultObject {
+    /// Result code, e.g. `SUCCESS`.
+    pub result_code: String,
+    /// `S`, `F` or `U`.
+    pub result_status: String,
+    /// Message.
+    #[serde(default)]
+    pub result_message: Option<String>,
+}
+
+/// An answer that carries only `result` (cancel).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ResultOnly {
+    /// The result.
+    pub result: ResultObject,
+}
+
+/// The refund answer.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundResponse {
+    /// The result.
+    pub result: ResultObject,
+    /// Antom's refund id (when `S`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    /// Echo of the request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_request_id: Option<String>,
+    /// Echo of the payment id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// Refunded amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_amount: Option<Amount>,
+    /// When the refund reached its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_time: Option<String>,
+}
+
+/// The inquiryRefund answer.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InquiryRefundResponse {
+    /// The result of the inquiry itself (not of the refund).
+    pub result: ResultObject,
+    /// Antom's refund id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_id: Option<String>,
+    /// Merchant's refund request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_request_id: Option<String>,
+    /// Refunded amount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_amount: Option<Amount>,
+    /// `SUCCESS`, `PROCESSING` or `FAIL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_status: Option<String>,
+    /// When the refund succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_time: Option<String>,
+}
+
+/// Antom's refundStatus -> domain state. Anything unrecognised is still pending: never a
+/// success and never a failure.
+pub fn refund_state(status: Option<&str>) -> RefundState {
+    match status {
+        Some("SUCCESS") => RefundState::Succeeded,
+        Some("FAIL") | Some("FAILED") => RefundState::Failed,
+        _ => RefundState::Processing,
+    }
+}
+
+/// Parses an ISO 8601 timestamp with offset; `None` if absent or unparseable.
+pub fn parse_time(t: Option<&str>) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(t?, &Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_fields_are_omitted_and_amounts_are_strings() {
+        let r = RefundRequest::from(&CreateRefund {
+            request_id: "r1".into(),
+            payment_id: "p1".into(),
+            amount: Money {
+                currency: "USD".into(),
+                value: 100,
+            },
+            reason: None,
+            reference_refund_id: None,
+        });
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"refundRequestId":"r1","paymentId":"p1","refundAmount":{"currency":"USD","value":"100"}}"#
+        );
+    }
+
+    #[test]
+    fn unknown_refund_status_is_processing() {
+        assert_eq!(refund_state(Some("SUCCESS")), RefundState::Succeeded);
+        assert_eq!(refund_state(Some("FAIL")), RefundState::Failed);
+        assert_eq!(refund_state(Some("PENDING")), RefundState::Processing);
+        assert_eq!(refund_state(None), RefundState::Processing);
+    }
+
+    #[test]
+    fn times_with_offsets_parse() {
+        let t = parse_time(Some("2020-04-22T23:24:36-07:00")).unwrap();
+        assert_eq!(t.unix_timestamp(), 1587623076);
+        assert!(parse_time(Some("yesterday")).is_none());
+    }
+}

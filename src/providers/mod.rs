@@ -1,0 +1,223 @@
+//! The provider seam: one trait every payment provider implements, the error a provider
+//! returns with its *disposition*, and the loop that settles unknown outcomes inside the
+//! caller's deadline.
+
+pub mod antom;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::domain::{
+    CancelOutcome, CancelSubscription, CreateRefund, InquireRefund, Money, ProviderResult,
+    RefundRecord,
+};
+use crate::validate::Violations;
+
+/// A boxed future, so the trait stays object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What every provider call carries besides its request.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// When the caller stops waiting; every upstream timeout is derived from it.
+    pub deadline: Instant,
+}
+
+/// Time kept back from the deadline for the gateway's own work after an upstream call.
+const UPSTREAM_MARGIN: Duration = Duration::from_millis(5);
+
+impl CallContext {
+    /// A context whose calls must end by `deadline`.
+    pub fn new(deadline: Instant) -> Self {
+        Self { deadline }
+    }
+
+    /// How long an upstream attempt may take: what remains of the deadline minus a margin,
+    /// capped at `cap`. `None` when nothing useful remains.
+    pub fn attempt_timeout(&self, cap: Duration) -> Option<Duration> {
+        let left = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .checked_sub(UPSTREAM_MARGIN)?;
+        if left < Duration::from_millis(1) {
+            None
+        } else {
+            Some(left.min(cap))
+        }
+    }
+}
+
+/// What a failed provider call means for the caller and for the idempotency store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// The provider refused for good. Repeating the same request gives the same answer.
+    Definitive,
+    /// Not executed; the same request may be repeated, after `after` if the provider said.
+    Retryable {
+        /// How long to wait before repeating.
+        after: Duration,
+    },
+    /// The request may or may not have been executed.
+    Unknown {
+        /// True when the caller's deadline, not the provider, ended the attempt.
+        deadline_cut: bool,
+    },
+    /// Our own keys, credentials or settings are wrong; an operator must act.
+    Misconfigured,
+}
+
+/// A provider call that did not produce a domain outcome.
+#[derive(Debug, Clone)]
+pub struct ProviderError {
+    /// What it means.
+    pub disposition: Disposition,
+    /// The gRPC code the caller gets.
+    pub code: Code,
+    /// ErrorInfo reason: the provider's result code, or a gateway reason such as
+    /// `OUTCOME_UNKNOWN`.
+    pub reason: String,
+    /// Developer-facing message.
+    pub message: String,
+    /// The provider's raw result, when a verified answer carried one.
+    pub result: Option<ProviderResult>,
+}
+
+impl ProviderError {
+    /// An outcome the gateway cannot know.
+    pub fn unknown(message: impl Into<String>, result: Option<ProviderResult>) -> Self {
+        Self {
+            disposition: Disposition::Unknown {
+                deadline_cut: false,
+            },
+            code: Code::Unavailable,
+            reason: "OUTCOME_UNKNOWN".into(),
+            message: message.into(),
+            result,
+        }
+    }
+
+    /// An attempt that the caller's deadline ended while it may have been executing.
+    pub fn deadline_cut(message: impl Into<String>) -> Self {
+        Self {
+            disposition: Disposition::Unknown { deadline_cut: true },
+            code: Code::DeadlineExceeded,
+            reason: "OUTCOME_UNKNOWN".into(),
+            message: message.into(),
+            result: None,
+        }
+    }
+
+    /// A request that never left, or that the provider refused before executing.
+    pub fn retryable(
+        code: Code,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+        after: Duration,
+    ) -> Self {
+        Self {
+            disposition: Disposition::Retryable { after },
+            code,
+            reason: reason.into(),
+            message: message.into(),
+            result: None,
+        }
+    }
+
+    /// Our side is misconfigured.
+    pub fn misconfigured(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            disposition: Disposition::Misconfigured,
+            code: Code::Internal,
+            reason: reason.into(),
+            message: message.into(),
+            result: None,
+        }
+    }
+
+    /// True if the request may have been executed.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self.disposition, Disposition::Unknown { .. })
+    }
+}
+
+/// A payment provider behind the gateway. Implementations live in one folder each and own
+/// their HTTP client, wire types, signing and code table.
+pub trait Provider: Send + Sync + 'static {
+    /// Short provider name used in errors, logs and `ProviderResult.provider`.
+    fn name(&self) -> &'static str;
+
+    /// True when the provider itself deduplicates a repeated mutating request (Antom on
+    /// refundRequestId), so an unknown outcome may be settled by sending the same request
+    /// again.
+    fn deduplicates_requests(&self) -> bool;
+
+    /// Provider-specific rules for a refund amount, added to the generic validation.
+    fn check_amount(&self, field: &str, amount: &Money, violations: &mut Violations);
+
+    /// Cancels a subscription.
+    fn cancel_subscription<'a>(
+        &'a self,
+        req: &'a CancelSubscription,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<CancelOutcome, ProviderError>>;
+
+    /// Creates a refund.
+    fn create_refund<'a>(
+        &'a self,
+        req: &'a CreateRefund,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<RefundRecord, ProviderError>>;
+
+    /// Reads a refund.
+    fn inquire_refund<'a>(
+        &'a self,
+        req: &'a InquireRefund,
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<RefundRecord, ProviderError>>;
+}
+
+/// How many times an unknown outcome is settled by repeating the call within one RPC.
+const MAX_RESOLUTION_ATTEMPTS: u32 = 3;
+/// The least time worth starting another attempt with.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
+
+/// Runs `call`; when its outcome is unknown and repeating it is safe (`repeat_safe`: a read,
+/// or a provider that deduplicates), repeats it with backoff while the deadline allows. The
+/// repeat *is* the resolution: the provider answers the first execution's result.
+pub async fn call_resolving<T, F, Fut>(
+    ctx: &CallContext,
+    repeat_safe: bool,
+    mut call: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let err = match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let Disposition::Unknown { deadline_cut } = err.disposition else {
+            return Err(err);
+        };
+        if !repeat_safe || deadline_cut || attempt > MAX_RESOLUTION_ATTEMPTS {
+            return Err(err);
+        }
+        let left = ctx.deadline.saturating_duration_since(Instant::now());
+        if left < backoff + MIN_ATTEMPT_TIME {
+            return Err(err);
+        }
+        tracing::warn!(attempt, reason = %err.reason, message = %err.message,
+            "provider outcome unknown; repeating the identical request to settle it");
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+}

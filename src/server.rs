@@ -1,0 +1,174 @@
+//! The tonic server: the gRPC services, health, reflection and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::accounts::{Account, Accounts};
+use crate::api::refund::RefundApi;
+use crate::api::subscription::SubscriptionApi;
+use crate::api::ApiSettings;
+use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::pb;
+use crate::pb::refund_service_server::RefundServiceServer;
+use crate::pb::subscription_service_server::SubscriptionServiceServer;
+use crate::providers::antom::Antom;
+
+/// Any error from serving.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything the server needs, built from a [`Config`].
+#[derive(Debug)]
+pub struct Gateway {
+    /// Provider accounts.
+    pub accounts: Arc<Accounts>,
+    /// Service settings.
+    pub api: ApiSettings,
+    /// How long shutdown waits for in-flight calls.
+    pub shutdown_grace: Duration,
+}
+
+impl Gateway {
+    /// Builds the provider clients of every account.
+    pub fn from_config(config: Config) -> Result<Self, ConfigError> {
+        let mut accounts = Vec::new();
+        for a in config.accounts {
+            let provider = match a.provider {
+                ProviderConfig::Antom(settings) => Antom::new(settings).map_err(|e| ConfigError {
+                    setting: format!("accounts.{}", a.name),
+                    problem: format!("cannot build the HTTP client: {e}"),
+                })?,
+            };
+            accounts.push(Account {
+                name: a.name,
+                provider: Arc::new(provider),
+            });
+        }
+        Ok(Self {
+            accounts: Arc::new(Accounts::new(accounts, config.default_account)),
+            api: ApiSettings {
+                max_request_time: config.max_request_time,
+            },
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes, then stops taking new calls, reports
+/// NOT_SERVING, and lets in-flight calls finish for up to the grace period.
+pub async fn serve(
+    gateway: Gateway,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RefundServiceServer<RefundApi>>()
+        .await;
+    health_reporter
+        .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+        .await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let refunds = RefundApi::new(gateway.accounts.clone(), gateway.api.clone());
+    let subscriptions = SubscriptionApi::new(gateway.accounts.clone(), gateway.api.clone());
+
+    let (draining_tx, draining_rx) = oneshot::channel::<()>();
+    let signal = {
+        let health = health_reporter.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new calls, draining in-flight calls");
+            health.set_not_serving::<RefundServiceServer<RefundApi>>().await;
+            health
+                .set_not_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+                .await;
+            let _ = draining_tx.send(());
+        }
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RefundServiceServer::new(refunds))
+        .add_service(SubscriptionServiceServer::new(subscriptions))
+        .serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(server);
+    let grace = gateway.shutdown_grace;
+    tokio::select! {
+        r = &mut server => Ok(r?),
+        _ = async {
+            if draining_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning calls still in flight");
+            Ok(())
+        }
+    }
+}
+
+/// A gateway running in the background (tests, dev mode).
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), BoxError>>>,
+}
+
+impl Running {
+    /// `http://addr` for a tonic client.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts down gracefully and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the gateway on `listener` in the background.
+pub fn spawn(gateway: Gateway, listener: TcpListener) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(gateway, listener, async {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        addr,
+        stop: Some(tx),
+        task: Some(task),
+    })
+}

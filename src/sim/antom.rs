@@ -1,0 +1,842 @@
+//! An Antom simulator: verifies request signatures, signs its answers, keeps payments,
+//! refunds (with Antom's refund rules and refundRequestId idempotency) and subscriptions, and
+//! misbehaves on request (result codes, `U`, latency, HTTP errors, bad or missing
+//! signatures, malformed bodies, answers lost after executing).
+//!
+//! Control endpoints for a simulator run on its own (`paygate sim`): `POST /sim/payments`,
+//! `POST /sim/subscriptions`, `POST /sim/faults`, `GET /sim/stats`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::providers::antom::signing::{self, Signer, Verifier};
+
+/// How long after payment a refund is still allowed.
+pub const REFUND_WINDOW: time::Duration = time::Duration::days(365);
+
+/// Payment states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// Paid; refundable.
+    #[default]
+    Success,
+    /// Still processing.
+    Processing,
+    /// Failed.
+    Fail,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// A payment the simulator knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    /// Antom's payment id.
+    pub payment_id: String,
+    /// Currency.
+    pub currency: String,
+    /// Amount paid, minor units.
+    pub amount: i64,
+    /// State.
+    #[serde(default)]
+    pub status: PaymentStatus,
+    /// Days since payment (the refund window is 365 days).
+    #[serde(default)]
+    pub paid_days_ago: i64,
+    /// Whether several refunds are allowed.
+    #[serde(default = "yes")]
+    pub multiple_refunds: bool,
+    /// Whether refunds stay PROCESSING (answered `REFUND_IN_PROCESS`) until settled.
+    #[serde(default)]
+    pub async_refunds: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A subscription the simulator knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    /// Antom's subscription id.
+    pub subscription_id: String,
+    /// Merchant's subscription request id.
+    pub subscription_request_id: String,
+    /// `ACTIVE`, `CANCELLED` or `TERMINATED`.
+    #[serde(default = "active")]
+    pub status: String,
+}
+
+fn active() -> String {
+    "ACTIVE".into()
+}
+
+/// One way to misbehave.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Answer this result (signed) without executing anything.
+    Result {
+        /// Result code.
+        code: String,
+        /// `S`, `F` or `U`.
+        status: String,
+    },
+    /// Wait this long, then behave normally.
+    Latency {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Answer this HTTP status with no body and execute nothing.
+    HttpStatus {
+        /// HTTP status code.
+        status: u16,
+    },
+    /// Execute, then answer with a signature that does not verify.
+    BadSignature,
+    /// Execute, then answer without a signature.
+    NoSignature,
+    /// Execute, then answer a signed body that is not valid JSON.
+    MalformedBody,
+    /// Execute, then break the connection instead of answering.
+    LoseAnswer,
+}
+
+/// A fault that applies to the next `times` matching requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Fault {
+    /// `refund`, `inquiryRefund`, `cancel`; `None` matches any.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// How many requests it applies to.
+    #[serde(default = "one")]
+    pub times: u32,
+    /// What to do.
+    pub kind: FaultKind,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Fault {
+    /// A fault for the next request to `endpoint`.
+    pub fn on(endpoint: &str, kind: FaultKind) -> Self {
+        Self {
+            endpoint: Some(endpoint.into()),
+            times: 1,
+            kind,
+        }
+    }
+
+    /// Applies to the next `n` requests.
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = n;
+        self
+    }
+}
+
+/// A refund the simulator executed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SimRefund {
+    /// Antom's refund id.
+    pub refund_id: String,
+    /// Merchant's request id.
+    pub refund_request_id: String,
+    /// Payment refunded.
+    pub payment_id: String,
+    /// Currency.
+    pub currency: String,
+    /// Minor units.
+    pub value: i64,
+    /// `SUCCESS`, `PROCESSING` or `FAIL`.
+    pub status: String,
+    /// When it was executed (RFC 3339).
+    pub time: String,
+}
+
+/// What the simulator has seen.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Requests with a valid signature, by endpoint name.
+    pub calls: HashMap<String, u64>,
+    /// Requests refused for a bad signature or client id.
+    pub rejected_signatures: u64,
+    /// Refunds executed (each refundRequestId at most once).
+    pub refunds_executed: u64,
+    /// Cancellations executed.
+    pub cancels_executed: u64,
+}
+
+/// A stored refund answer for a refundRequestId: the request's key fields and the outcome.
+#[derive(Debug, Clone)]
+struct RefundKey {
+    payment_id: String,
+    currency: String,
+    value: i64,
+    /// The refund, if one was executed.
+    refund_id: Option<String>,
+    /// The final failure, if it was refused.
+    failure: Option<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    payments: HashMap<String, Payment>,
+    refunds: HashMap<String, SimRefund>,
+    by_request_id: HashMap<String, RefundKey>,
+    subscriptions: Vec<Subscription>,
+    faults: Vec<Fault>,
+    stats: Stats,
+    next_id: u64,
+}
+
+/// The simulator's shared state and keys.
+pub struct AntomSim {
+    client_id: String,
+    merchant_key: Verifier,
+    antom_key: Signer,
+    state: Mutex<SimState>,
+}
+
+impl std::fmt::Debug for AntomSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AntomSim")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct SimServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub sim: Arc<AntomSim>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimServer {
+    /// `http://addr`, for the gateway's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+type Answer = Response;
+
+fn empty(status: StatusCode) -> Answer {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}
+
+fn result(code: &str, status: &str, message: &str) -> Value {
+    json!({"resultCode": code, "resultStatus": status, "resultMessage": message})
+}
+
+fn param_illegal(message: &str) -> Value {
+    json!({"result": result("PARAM_ILLEGAL", "F", message)})
+}
+
+/// Reads an optional string field; numbers, booleans and empty strings are illegal (Antom
+/// wants strings, and an empty optional field must be omitted).
+fn text(v: &Value, name: &str, max: usize) -> Result<Option<String>, String> {
+    match v.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Err(format!("{name} is empty")),
+        Some(Value::String(s)) if s.chars().count() > max => Err(format!("{name} too long")),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{name} must be a string")),
+    }
+}
+
+fn required(v: &Value, name: &str, max: usize) -> Result<String, String> {
+    text(v, name, max)?.ok_or_else(|| format!("{name} is required"))
+}
+
+fn amount(v: &Value, name: &str) -> Result<(String, i64), String> {
+    let a = v.get(name).ok_or_else(|| format!("{name} is required"))?;
+    let currency = required(a, "currency", 3)?;
+    let value = required(a, "value", 20)?;
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!("{name}.currency is not an ISO code"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{name}.value is not an integer string"));
+    }
+    let value: i64 = value
+        .parse()
+        .map_err(|_| format!("{name}.value out of range"))?;
+    if value <= 0 {
+        return Err(format!("{name}.value must be positive"));
+    }
+    Ok((currency, value))
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl AntomSim {
+    /// A simulator for merchant `client_id`, verifying with the merchant's public key and
+    /// signing with Antom's private key.
+    pub fn new(client_id: impl Into<String>, merchant_key: Verifier, antom_key: Signer) -> Arc<Self> {
+        Arc::new(Self {
+            client_id: client_id.into(),
+            merchant_key,
+            antom_key,
+            state: Mutex::new(SimState::default()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, SimState> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters to a simulator; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces a payment.
+    pub fn add_payment(&self, p: Payment) {
+        self.state().payments.insert(p.payment_id.clone(), p);
+    }
+
+    /// Adds a subscription.
+    pub fn add_subscription(&self, s: Subscription) {
+        self.state().subscriptions.push(s);
+    }
+
+    /// Queues a fault.
+    pub fn inject(&self, f: Fault) {
+        self.state().faults.push(f);
+    }
+
+    /// Drops queued faults.
+    pub fn clear_faults(&self) {
+        self.state().faults.clear();
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.state().stats.clone()
+    }
+
+    /// Verified calls to `endpoint` so far.
+    pub fn calls(&self, endpoint: &str) -> u64 {
+        self.state().stats.calls.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// Refunds executed against `payment_id`.
+    pub fn refunds_of(&self, payment_id: &str) -> Vec<SimRefund> {
+        let mut v: Vec<_> = self
+            .state()
+            .refunds
+            .values()
+            .filter(|r| r.payment_id == payment_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.refund_id.cmp(&b.refund_id));
+        v
+    }
+
+    /// A subscription's current status.
+    pub fn subscription_status(&self, subscription_id: &str) -> Option<String> {
+        self.state()
+            .subscriptions
+            .iter()
+            .find(|s| s.subscription_id == subscription_id)
+            .map(|s| s.status.clone())
+    }
+
+    /// Finishes a PROCESSING refund as SUCCESS or FAIL.
+    pub fn settle_refund(&self, refund_id: &str, success: bool) -> bool {
+        let mut st = self.state();
+        let Some(r) = st.refunds.get_mut(refund_id) else {
+            return false;
+        };
+        // A failed refund stops counting against the amount paid.
+        r.status = if success { "SUCCESS" } else { "FAIL" }.into();
+        r.time = now();
+        true
+    }
+
+    /// Seeds the demo data used by `paygate dev` and the README.
+    pub fn seed_demo(&self) {
+        self.add_payment(Payment {
+            payment_id: "PAY_DEMO_0001".into(),
+            currency: "USD".into(),
+            amount: 10_000,
+            status: PaymentStatus::Success,
+            paid_days_ago: 3,
+            multiple_refunds: true,
+            async_refunds: false,
+        });
+        self.add_payment(Payment {
+            payment_id: "PAY_DEMO_ASYNC".into(),
+            currency: "EUR".into(),
+            amount: 5_000,
+            status: PaymentStatus::Success,
+            paid_days_ago: 1,
+            multiple_refunds: true,
+            async_refunds: true,
+        });
+        self.add_subscription(Subscription {
+            subscription_id: "SUB_DEMO_0001".into(),
+            subscription_request_id: "SUBREQ_DEMO_0001".into(),
+            status: "ACTIVE".into(),
+        });
+    }
+
+    /// Serves on `listener` until stopped.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<SimServer> {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = Router::new().fallback(handle).with_state(self.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(SimServer {
+            addr,
+            sim: self.clone(),
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Binds `addr` and serves.
+    pub async fn bind(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<SimServer> {
+        self.serve(TcpListener::bind(addr).await?)
+    }
+
+    fn take_fault(&self, endpoint: &str) -> Option<FaultKind> {
+        let mut st = self.state();
+        let i = st.faults.iter().position(|f| {
+            f.times > 0 && f.endpoint.as_deref().is_none_or(|e| e == endpoint)
+        })?;
+        let f = &mut st.faults[i];
+        f.times -= 1;
+        let kind = f.kind.clone();
+        if f.times == 0 {
+            st.faults.remove(i);
+        }
+        Some(kind)
+    }
+
+    fn sign_answer(&self, uri: &str, body: &[u8]) -> (String, String) {
+        let t = now();
+        let sig = self
+            .antom_key
+            .sign(&signing::content(uri, &self.client_id, &t, body));
+        (t, signing::signature_header(1, &sig))
+    }
+
+    fn unsigned(&self, body: Value) -> Answer {
+        let mut r = Response::new(Body::from(body.to_string()));
+        r.headers_mut().insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    fn execute(&self, endpoint: &str, req: &Value) -> Value {
+        match endpoint {
+            "refund" => self.refund(req),
+            "inquiryRefund" => self.inquiry(req),
+            _ => self.cancel(req),
+        }
+    }
+
+    fn refund(&self, req: &Value) -> Value {
+        let parsed = (|| {
+            Ok::<_, String>((
+                required(req, "refundRequestId", 64)?,
+                required(req, "paymentId", 64)?,
+                amount(req, "refundAmount")?,
+                text(req, "refundReason", 256)?,
+                text(req, "referenceRefundId", 64)?,
+            ))
+        })();
+        let (rrid, payment_id, (currency, value), _reason, _reference) = match parsed {
+            Ok(p) => p,
+            Err(m) => return param_illegal(&m),
+        };
+        let mut st = self.state();
+        if let Some(prev) = st.by_request_id.get(&rrid).cloned() {
+            if prev.payment_id != payment_id || prev.currency != currency || prev.value != value
+            {
+                return json!({"result": result("REPEAT_REQ_INCONSISTENT", "F",
+                    "the same refundRequestId was used with different fields")});
+            }
+            if let Some((code, message)) = prev.failure {
+                return json!({"result": result(&code, "F", &message)});
+            }
+            if let Some(id) = prev.refund_id
+                && let Some(r) = st.refunds.get(&id)
+            {
+                return refund_answer(r);
+            }
+        }
+        let refusal = match st.payments.get(&payment_id) {
+            None => Some(("ORDER_NOT_EXIST", "payment not found")),
+            Some(p) if p.status != PaymentStatus::Success => {
+                Some(("ORDER_STATUS_INVALID", "payment is not in a refundable state"))
+            }
+            Some(p) if p.currency != currency => {
+                Some(("CURRENCY_NOT_SUPPORT", "refund currency differs from payment currency"))
+            }
+            Some(p) if time::Duration::days(p.paid_days_ago) > REFUND_WINDOW => {
+                Some(("REFUND_WINDOW_EXCEED", "refund window has passed"))
+            }
+            Some(p)
+                if !p.multiple_refunds
+                    && st.refunds.values().any(|r| r.payment_id == payment_id) =>
+            {
+                Some(("MULTIPLE_REFUNDS_NOT_SUPPORTED", "only one refund is allowed"))
+            }
+            Some(p) => {
+                let refunded: i64 = st
+                    .refunds
+                    .values()
+                    .filter(|r| r.payment_id == payment_id && r.status != "FAIL")
+                    .map(|r| r.value)
+                    .sum();
+                (refunded + value > p.amount)
+                    .then_some(("REFUND_AMOUNT_EXCEED", "refunds would exceed the amount paid"))
+            }
+        };
+        if let Some((code, message)) = refusal {
+            st.by_request_id.insert(
+                rrid,
+                RefundKey {
+                    payment_id,
+                    currency,
+                    value,
+                    refund_id: None,
+                    failure: Some((code.into(), message.into())),
+                },
+            );
+            return json!({"result": result(code, "F", message)});
+        }
+        let is_async = st.payments.get(&payment_id).is_some_and(|p| p.async_refunds);
+        st.next_id += 1;
+        let refund_id = format!("2026{:016}", st.next_id);
+        let r = SimRefund {
+            refund_id: refund_id.clone(),
+            refund_request_id: rrid.clone(),
+            payment_id: payment_id.clone(),
+            currency: currency.clone(),
+            value,
+            status: if is_async { "PROCESSING" } else { "SUCCESS" }.into(),
+            time: now(),
+        };
+        let answer = refund_answer(&r);
+        st.refunds.insert(refund_id.clone(), r);
+        st.by_request_id.insert(
+            rrid,
+            RefundKey {
+                payment_id,
+                currency,
+                value,
+                refund_id: Some(refund_id),
+                failure: None,
+            },
+        );
+        st.stats.refunds_executed += 1;
+        answer
+    }
+
+    fn inquiry(&self, req: &Value) -> Value {
+        let ids = (|| {
+            Ok::<_, String>((
+                text(req, "refundId", 64)?,
+                text(req, "refundRequestId", 64)?,
+            ))
+        })();
+        let (refund_id, rrid) = match ids {
+            Ok((None, None)) => return param_illegal("refundId or refundRequestId is required"),
+            Ok(v) => v,
+            Err(m) => return param_illegal(&m),
+        };
+        let st = self.state();
+        let id = refund_id.or_else(|| {
+            rrid.and_then(|k| st.by_request_id.get(&k).and_then(|e| e.refund_id.clone()))
+        });
+        match id.and_then(|i| st.refunds.get(&i)) {
+            Some(r) => {
+                let mut a = json!({
+                    "result": result("SUCCESS", "S", "success"),
+                    "refundId": r.refund_id,
+                    "refundRequestId": r.refund_request_id,
+                    "refundAmount": {"currency": r.currency, "value": r.value.to_string()},
+                    "refundStatus": r.status,
+                });
+                if r.status == "SUCCESS" {
+                    a["refundTime"] = json!(r.time);
+                }
+                a
+            }
+            None => json!({"result": result("REFUND_NOT_EXIST", "F", "refund not found")}),
+        }
+    }
+
+    fn cancel(&self, req: &Value) -> Value {
+        let parsed = (|| {
+            Ok::<_, String>((
+                text(req, "subscriptionId", 64)?,
+                text(req, "subscriptionRequestId", 64)?,
+                required(req, "cancellationType", 32)?,
+            ))
+        })();
+        let (sid, srid, kind) = match parsed {
+            Ok((None, None, _)) => {
+                return param_illegal("subscriptionId or subscriptionRequestId is required");
+            }
+            Ok(p) => p,
+            Err(m) => return param_illegal(&m),
+        };
+        let new_status = match kind.as_str() {
+            "CANCEL" => "CANCELLED",
+            "TERMINATE" => "TERMINATED",
+            _ => return param_illegal("cancellationType must be CANCEL or TERMINATE"),
+        };
+        let mut st = self.state();
+        let found = st.subscriptions.iter_mut().find(|s| {
+            sid.as_deref().is_none_or(|i| i == s.subscription_id)
+                && srid.as_deref().is_none_or(|i| i == s.subscription_request_id)
+        });
+        let Some(sub) = found else {
+            return json!({"result": result("SUBSCRIPTION_NOT_EXIST", "F", "subscription not found")});
+        };
+        // Terminated is final; cancelling again answers success without changing it.
+        if sub.status != "TERMINATED" {
+            sub.status = new_status.into();
+        }
+        st.stats.cancels_executed += 1;
+        json!({"result": result("SUCCESS", "S", "success")})
+    }
+}
+
+fn refund_answer(r: &SimRefund) -> Value {
+    let (code, status) = match r.status.as_str() {
+        "SUCCESS" => ("SUCCESS", "S"),
+        "PROCESSING" => ("REFUND_IN_PROCESS", "U"),
+        _ => ("PROCESS_FAIL", "F"),
+    };
+    let mut a = json!({
+        "result": result(code, status, if status == "S" { "success" } else { "refund is processing" }),
+        "refundRequestId": r.refund_request_id,
+        "paymentId": r.payment_id,
+        "refundAmount": {"currency": r.currency, "value": r.value.to_string()},
+        "refundTime": r.time,
+    });
+    if status == "S" {
+        a["refundId"] = json!(r.refund_id);
+    }
+    a
+}
+
+fn endpoint_of(path: &str) -> Option<&'static str> {
+    let rest = path
+        .strip_prefix("/ams/api")
+        .or_else(|| path.strip_prefix("/ams/sandbox/api"))?;
+    match rest {
+        "/v1/payments/refund" => Some("refund"),
+        "/v1/payments/inquiryRefund" => Some("inquiryRefund"),
+        "/v1/subscriptions/cancel" => Some("cancel"),
+        _ => None,
+    }
+}
+
+async fn handle(
+    State(sim): State<Arc<AntomSim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let path = uri.path();
+    if path.starts_with("/sim/") {
+        return control(&sim, &method, path, &body);
+    }
+    let Some(endpoint) = endpoint_of(path) else {
+        return empty(StatusCode::NOT_FOUND);
+    };
+    if method != Method::POST {
+        return sim.unsigned(json!({"result": result("METHOD_NOT_SUPPORTED", "F", "POST only")}));
+    }
+    let signed_uri = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| path.to_owned());
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if h("client-id") != Some(sim.client_id.as_str()) {
+        sim.state().stats.rejected_signatures += 1;
+        return sim.unsigned(json!({"result": result("INVALID_CLIENT", "F", "unknown client id")}));
+    }
+    let verified = match (h("request-time"), h("signature")) {
+        (Some(t), Some(s)) => signing::parse_signature_header(s).is_some_and(|sig| {
+            sim.merchant_key
+                .verify(&signing::content(&signed_uri, &sim.client_id, t, &body), &sig)
+        }),
+        _ => false,
+    };
+    if !verified {
+        sim.state().stats.rejected_signatures += 1;
+        return sim.unsigned(json!({"result": result("INVALID_SIGNATURE", "F", "signature does not verify")}));
+    }
+    *sim.state().stats.calls.entry(endpoint.into()).or_default() += 1;
+
+    let fault = sim.take_fault(endpoint);
+    match &fault {
+        Some(FaultKind::Latency { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        Some(FaultKind::HttpStatus { status }) => {
+            return empty(StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY));
+        }
+        _ => {}
+    }
+    let answer = match &fault {
+        Some(FaultKind::Result { code, status }) => {
+            json!({"result": result(code, status, "injected")})
+        }
+        _ => match serde_json::from_slice::<Value>(&body) {
+            Ok(v) if v.is_object() => sim.execute(endpoint, &v),
+            _ => param_illegal("body is not a JSON object"),
+        },
+    };
+    let mut bytes = answer.to_string().into_bytes();
+    if fault == Some(FaultKind::MalformedBody) {
+        bytes.truncate(bytes.len() / 2);
+    }
+    if fault == Some(FaultKind::LoseAnswer) {
+        let broken = broken_stream();
+        let mut r = Response::new(Body::from_stream(broken));
+        r.headers_mut().insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
+    let (time, mut signature) = sim.sign_answer(&signed_uri, &bytes);
+    if fault == Some(FaultKind::BadSignature) {
+        // Sign something else: a well-formed signature that does not match this body.
+        signature = sim.sign_answer(&signed_uri, b"{}").1;
+    }
+    let mut r = Response::new(Body::from(bytes));
+    let hm = r.headers_mut();
+    hm.insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    if let Ok(v) = sim.client_id.parse() {
+        hm.insert("client-id", v);
+    }
+    if fault != Some(FaultKind::NoSignature) {
+        if let Ok(v) = time.parse() {
+            hm.insert("response-time", v);
+        }
+        if let Ok(v) = signature.parse() {
+            hm.insert("signature", v);
+        }
+    }
+    r
+}
+
+/// A body stream that fails at once: the server aborts the connection mid-answer.
+fn broken_stream() -> impl tokio_stream::Stream<Item = Result<Bytes, std::io::Error>> {
+    tokio_stream::once(Err(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "answer lost",
+    )))
+}
+
+fn control(sim: &AntomSim, method: &Method, path: &str, body: &[u8]) -> Answer {
+    let ok = |v: Value| {
+        let mut r = Response::new(Body::from(v.to_string()));
+        r.headers_mut().insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let bad = |m: String| {
+        let mut r = Response::new(Body::from(m));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        r
+    };
+    match (method.as_str(), path) {
+        ("GET", "/sim/stats") => ok(serde_json::to_value(sim.stats()).unwrap_or_default()),
+        ("POST", "/sim/payments") => match serde_json::from_slice::<Payment>(body) {
+            Ok(p) => {
+                sim.add_payment(p);
+                ok(json!({}))
+            }
+            Err(e) => bad(e.to_string()),
+        },
+        ("POST", "/sim/subscriptions") => match serde_json::from_slice::<Subscription>(body) {
+            Ok(s) => {
+                sim.add_subscription(s);
+                ok(json!({}))
+            }
+            Err(e) => bad(e.to_string()),
+        },
+        ("POST", "/sim/faults") => match serde_json::from_slice::<Fault>(body) {
+            Ok(f) => {
+                sim.inject(f);
+                ok(json!({}))
+            }
+            Err(e) => bad(e.to_string()),
+        },
+        ("DELETE", "/sim/faults") => {
+            sim.clear_faults();
+            ok(json!({}))
+        }
+        _ => empty(StatusCode::NOT_FOUND),
+    }
+}

@@ -1,0 +1,252 @@
+//! Field rules: a protobuf request becomes a provider-neutral domain value, or every
+//! violation of the request at once. Nothing leaves the gateway before this passes.
+
+use std::sync::Arc;
+
+use tonic_types::FieldViolation;
+
+use crate::accounts::{Account, Accounts};
+use crate::domain::{CancelSubscription, CancellationType, CreateRefund, InquireRefund, Money};
+use crate::error::GatewayError;
+use crate::pb;
+
+/// Longest provider identifier accepted (Antom's String(64)).
+pub const MAX_ID_LEN: usize = 64;
+/// Longest refund reason accepted (Antom's refundReason String(256)).
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Collects field violations.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records that `field` breaks a rule.
+    pub fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// The violations so far.
+    pub fn as_slice(&self) -> &[FieldViolation] {
+        &self.0
+    }
+
+    /// True when no rule was broken.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_error(self) -> GatewayError {
+        GatewayError::InvalidArgument(self.0)
+    }
+}
+
+/// Checks an idempotency key: required, 1-64 characters of `[A-Za-z0-9._:-]` (AIP-155).
+fn request_id(v: &mut Violations, field: &str, value: &str, required: bool) {
+    if value.is_empty() {
+        if required {
+            v.add(field, "required");
+        }
+        return;
+    }
+    if value.len() > MAX_ID_LEN {
+        v.add(field, format!("at most {MAX_ID_LEN} characters"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        v.add(field, "only the characters A-Z a-z 0-9 . _ : - are allowed");
+    }
+}
+
+/// Checks a provider identifier: at most 64 printable ASCII characters, no spaces.
+fn identifier(v: &mut Violations, field: &str, value: &str, required: bool) {
+    if value.is_empty() {
+        if required {
+            v.add(field, "required");
+        }
+        return;
+    }
+    if value.len() > MAX_ID_LEN {
+        v.add(field, format!("at most {MAX_ID_LEN} characters"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        v.add(
+            field,
+            "only printable ASCII characters without spaces are allowed",
+        );
+    }
+}
+
+/// Checks free text: at most `max` characters, no control characters.
+fn text(v: &mut Violations, field: &str, value: &str, max: usize) {
+    if value.chars().count() > max {
+        v.add(field, format!("at most {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        v.add(field, "control characters are not allowed");
+    }
+}
+
+/// Checks an amount: ISO 4217 currency, positive value in minor units.
+fn money(v: &mut Violations, field: &str, value: Option<&pb::Money>) -> Option<Money> {
+    let Some(m) = value else {
+        v.add(field, "required");
+        return None;
+    };
+    let mut ok = true;
+    let currency_field = format!("{field}.currency");
+    if m.currency.is_empty() {
+        v.add(&currency_field, "required");
+        ok = false;
+    } else if m.currency.len() != 3 || !m.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        v.add(
+            &currency_field,
+            "must be an ISO 4217 alphabetic code of three upper-case letters, e.g. USD",
+        );
+        ok = false;
+    } else if iso_currency::Currency::from_code(&m.currency).is_none() {
+        v.add(&currency_field, "not an ISO 4217 currency code");
+        ok = false;
+    }
+    if m.value <= 0 {
+        v.add(
+            &format!("{field}.value"),
+            "must be greater than zero (minor units)",
+        );
+        ok = false;
+    }
+    ok.then(|| Money {
+        currency: m.currency.clone(),
+        value: m.value,
+    })
+}
+
+fn some(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Resolves the account name; an unknown name is a violation of `account`.
+fn account(v: &mut Violations, accounts: &Accounts, name: &str) -> Option<Arc<Account>> {
+    let found = accounts.resolve(name);
+    if found.is_none() {
+        if name.is_empty() {
+            v.add("account", "no default account is configured; name one");
+        } else {
+            v.add("account", format!("unknown account {name:?}"));
+        }
+    }
+    found
+}
+
+/// Validates a refund creation.
+pub fn create_refund(
+    req: &pb::CreateRefundRequest,
+    accounts: &Accounts,
+) -> Result<(Arc<Account>, CreateRefund), GatewayError> {
+    let mut v = Violations::default();
+    let acct = account(&mut v, accounts, &req.account);
+    request_id(&mut v, "request_id", &req.request_id, true);
+    identifier(&mut v, "payment_id", &req.payment_id, true);
+    let amount = money(&mut v, "amount", req.amount.as_ref());
+    text(&mut v, "reason", &req.reason, MAX_REASON_LEN);
+    identifier(
+        &mut v,
+        "reference_refund_id",
+        &req.reference_refund_id,
+        false,
+    );
+    if let (Some(a), Some(m)) = (&acct, &amount) {
+        a.provider.check_amount("amount", m, &mut v);
+    }
+    match (acct, amount) {
+        (Some(acct), Some(amount)) if v.is_empty() => Ok((
+            acct,
+            CreateRefund {
+                request_id: req.request_id.clone(),
+                payment_id: req.payment_id.clone(),
+                amount,
+                reason: some(&req.reason),
+                reference_refund_id: some(&req.reference_refund_id),
+            },
+        )),
+        _ => Err(v.into_error()),
+    }
+}
+
+/// Validates a refund inquiry.
+pub fn inquire_refund(
+    req: &pb::InquireRefundRequest,
+    accounts: &Accounts,
+) -> Result<(Arc<Account>, InquireRefund), GatewayError> {
+    let mut v = Violations::default();
+    let acct = account(&mut v, accounts, &req.account);
+    identifier(&mut v, "refund_id", &req.refund_id, false);
+    request_id(&mut v, "request_id", &req.request_id, false);
+    if req.refund_id.is_empty() && req.request_id.is_empty() {
+        v.add("refund_id", "give refund_id or request_id");
+    }
+    match acct {
+        Some(acct) if v.is_empty() => Ok((
+            acct,
+            InquireRefund {
+                refund_id: some(&req.refund_id),
+                request_id: some(&req.request_id),
+            },
+        )),
+        _ => Err(v.into_error()),
+    }
+}
+
+/// Validates a subscription cancellation.
+pub fn cancel_subscription(
+    req: &pb::CancelSubscriptionRequest,
+    accounts: &Accounts,
+) -> Result<(Arc<Account>, CancelSubscription), GatewayError> {
+    let mut v = Violations::default();
+    let acct = account(&mut v, accounts, &req.account);
+    request_id(&mut v, "request_id", &req.request_id, true);
+    identifier(&mut v, "subscription_id", &req.subscription_id, false);
+    identifier(
+        &mut v,
+        "subscription_request_id",
+        &req.subscription_request_id,
+        false,
+    );
+    if req.subscription_id.is_empty() && req.subscription_request_id.is_empty() {
+        v.add(
+            "subscription_id",
+            "give subscription_id or subscription_request_id",
+        );
+    }
+    let kind = match pb::CancellationType::try_from(req.cancellation_type) {
+        Ok(pb::CancellationType::Cancel) => Some(CancellationType::Cancel),
+        Ok(pb::CancellationType::Terminate) => Some(CancellationType::Terminate),
+        Ok(pb::CancellationType::Unspecified) => {
+            v.add(
+                "cancellation_type",
+                "required: CANCELLATION_TYPE_CANCEL or CANCELLATION_TYPE_TERMINATE",
+            );
+            None
+        }
+        Err(_) => {
+            v.add(
+                "cancellation_type",
+                format!("unknown value {}", req.cancellation_type),
+            );
+            None
+        }
+    };
+    match (acct, kind) {
+        (Some(acct), Some(cancellation_type)) if v.is_empty() => Ok((
+            acct,
+            CancelSubscription {
+                request_id: req.request_id.clone(),
+                subscription_id: some(&req.subscription_id),
+                subscription_request_id: some(&req.subscription_request_id),
+                cancellation_type,
+            },
+        )),
+        _ => Err(v.into_error()),
+    }
+}
