@@ -1,0 +1,213 @@
+//! Test harness: starts an Antom simulator and a gateway on 127.0.0.1:0 and hands out
+//! real tonic clients. Everything talks over real TCP.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use paygate::accounts::{Account, Accounts};
+use paygate::api::ApiSettings;
+use paygate::pb;
+use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::pb::subscription_service_client::SubscriptionServiceClient;
+use paygate::providers::antom::Antom;
+use paygate::providers::antom::client::Settings;
+use paygate::providers::antom::signing::{Signer, Verifier};
+use paygate::server::{self, Gateway, Running};
+use paygate::sim::antom::{AntomSim, Payment, PaymentStatus, SimServer, Subscription};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub const CLIENT_ID: &str = "SANDBOX_TEST_CLIENT";
+
+/// The merchant's key pair (a fixture, also used for the openssl comparison).
+pub fn merchant_pem() -> &'static str {
+    include_str!("../fixtures/test_merchant_key.pem")
+}
+
+/// Antom's key pair: generated once per test binary.
+pub fn antom_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| Signer::generate().unwrap().private_key_pem())
+}
+
+/// Another key pair nobody trusts.
+pub fn stranger_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| Signer::generate().unwrap().private_key_pem())
+}
+
+pub fn public_of(private_pem: &str) -> Verifier {
+    Verifier::from_der(&Signer::from_bytes(private_pem.as_bytes()).unwrap().public_key_der())
+        .unwrap()
+}
+
+/// How the gateway's account is set up.
+pub struct Options {
+    /// Private key the gateway signs with.
+    pub merchant_key: &'static str,
+    /// Private key whose public half the gateway trusts for answers.
+    pub trusted_antom_key: &'static str,
+    /// Per-attempt cap.
+    pub attempt_timeout: Duration,
+    pub max_request_time: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            merchant_key: merchant_pem(),
+            trusted_antom_key: antom_pem(),
+            attempt_timeout: Duration::from_secs(5),
+            max_request_time: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Env {
+    pub sim: SimServer,
+    pub gateway: Option<Running>,
+    pub refunds: RefundServiceClient<Channel>,
+    pub subscriptions: SubscriptionServiceClient<Channel>,
+    pub channel: Channel,
+}
+
+impl Env {
+    pub fn sim(&self) -> &Arc<AntomSim> {
+        &self.sim.sim
+    }
+
+    pub fn gateway(&self) -> &Running {
+        self.gateway.as_ref().unwrap()
+    }
+}
+
+pub async fn start() -> Env {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(o: Options) -> Env {
+    let sim = AntomSim::new(
+        CLIENT_ID,
+        public_of(merchant_pem()),
+        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
+    );
+    seed(&sim);
+    let sim = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let settings = Settings {
+        base_url: sim.base_url(),
+        client_id: CLIENT_ID.into(),
+        sandbox: true,
+        key_version: 1,
+        timeout: o.attempt_timeout,
+        signer: Signer::from_bytes(o.merchant_key.as_bytes()).unwrap(),
+        verifier: public_of(o.trusted_antom_key),
+    };
+    let accounts = Accounts::new(
+        vec![Account {
+            name: "main".into(),
+            provider: Arc::new(Antom::new(settings).unwrap()),
+        }],
+        Some("main".into()),
+    );
+    let gateway = Gateway {
+        accounts: Arc::new(accounts),
+        api: ApiSettings {
+            max_request_time: o.max_request_time,
+        },
+        shutdown_grace: o.shutdown_grace,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = server::spawn(gateway, listener).unwrap();
+    let channel = Channel::from_shared(running.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Env {
+        sim,
+        gateway: Some(running),
+        refunds: RefundServiceClient::new(channel.clone()),
+        subscriptions: SubscriptionServiceClient::new(channel.clone()),
+        channel,
+    }
+}
+
+/// Payments and subscriptions every test can use.
+pub fn seed(sim: &AntomSim) {
+    let pay = |id: &str, currency: &str, amount: i64| Payment {
+        payment_id: id.into(),
+        currency: currency.into(),
+        amount,
+        status: PaymentStatus::Success,
+        paid_days_ago: 1,
+        multiple_refunds: true,
+        async_refunds: false,
+    };
+    sim.add_payment(pay("PAY_USD_100", "USD", 10_000));
+    sim.add_payment(pay("PAY_JPY", "JPY", 5_000));
+    sim.add_payment(Payment {
+        async_refunds: true,
+        ..pay("PAY_ASYNC", "EUR", 5_000)
+    });
+    sim.add_payment(Payment {
+        paid_days_ago: 400,
+        ..pay("PAY_OLD", "USD", 10_000)
+    });
+    sim.add_payment(Payment {
+        multiple_refunds: false,
+        ..pay("PAY_SINGLE", "USD", 10_000)
+    });
+    sim.add_payment(Payment {
+        status: PaymentStatus::Processing,
+        ..pay("PAY_PENDING", "USD", 10_000)
+    });
+    for i in 1..=5 {
+        sim.add_subscription(Subscription {
+            subscription_id: format!("SUB_{i}"),
+            subscription_request_id: format!("SUBREQ_{i}"),
+            status: "ACTIVE".into(),
+        });
+    }
+}
+
+pub fn money(currency: &str, value: i64) -> Option<pb::Money> {
+    Some(pb::Money {
+        currency: currency.into(),
+        value,
+    })
+}
+
+pub fn refund_req(request_id: &str, payment_id: &str, value: i64) -> pb::CreateRefundRequest {
+    pb::CreateRefundRequest {
+        request_id: request_id.into(),
+        payment_id: payment_id.into(),
+        amount: money("USD", value),
+        ..Default::default()
+    }
+}
+
+pub fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+/// The ErrorInfo reason of a status (every error must have one).
+pub fn reason(s: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    s.get_error_details()
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo on {s:?}"))
+        .reason
+        .clone()
+}
+
+pub fn retry_delay(s: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    s.get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+}
