@@ -150,10 +150,12 @@ impl Config {
             .map(|v| ("PAYGATE_LISTEN_ADDR", v))
             .or_else(|| file.listen_addr.clone().map(|v| ("listen_addr", v)))
             .unwrap_or(("listen_addr", DEFAULT_LISTEN_ADDR.into()));
-        let listen_addr = listen
-            .1
-            .parse()
-            .map_err(|_| err(listen.0, format!("{:?} is not a host:port address", listen.1)))?;
+        let listen_addr = listen.1.parse().map_err(|_| {
+            err(
+                listen.0,
+                format!("{:?} is not a host:port address", listen.1),
+            )
+        })?;
         let log_format = match env("PAYGATE_LOG_FORMAT") {
             Some(v) => v.parse().map_err(|e| err("PAYGATE_LOG_FORMAT", e))?,
             None => file.log_format.unwrap_or_default(),
@@ -232,11 +234,20 @@ impl Config {
             ));
         }
 
+        let shutdown_grace_ms = match env("PAYGATE_SHUTDOWN_GRACE_MS") {
+            Some(v) => v.parse().map_err(|_| {
+                err(
+                    "PAYGATE_SHUTDOWN_GRACE_MS",
+                    "must be a number of milliseconds",
+                )
+            })?,
+            None => file.shutdown_grace_ms.unwrap_or(25_000),
+        };
         Ok(Config {
             listen_addr,
             default_account,
             max_request_time: Duration::from_millis(file.max_request_time_ms.unwrap_or(30_000)),
-            shutdown_grace: Duration::from_millis(file.shutdown_grace_ms.unwrap_or(25_000)),
+            shutdown_grace: Duration::from_millis(shutdown_grace_ms),
             log_format,
             accounts,
         })
@@ -294,7 +305,10 @@ fn antom_account(
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| err(&client_id_set, "missing"))?;
     if !client_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(err(&client_id_set, "must be printable ASCII without spaces"));
+        return Err(err(
+            &client_id_set,
+            "must be printable ASCII without spaces",
+        ));
     }
     let key_set = set("private_key_file", "PAYGATE_ANTOM_PRIVATE_KEY_FILE");
     let key_path = a.private_key_file.ok_or_else(|| err(&key_set, "missing"))?;
@@ -303,7 +317,9 @@ fn antom_account(
     let signer = Signer::from_bytes(&key_bytes)
         .map_err(|e| err(&key_set, format!("{}: {e}", key_path.display())))?;
     let pub_set = set("antom_public_key_file", "PAYGATE_ANTOM_PUBLIC_KEY_FILE");
-    let pub_path = a.antom_public_key_file.ok_or_else(|| err(&pub_set, "missing"))?;
+    let pub_path = a
+        .antom_public_key_file
+        .ok_or_else(|| err(&pub_set, "missing"))?;
     let pub_bytes = std::fs::read(&pub_path)
         .map_err(|e| err(&pub_set, format!("cannot read {}: {e}", pub_path.display())))?;
     let verifier = Verifier::from_bytes(&pub_bytes)
@@ -311,7 +327,10 @@ fn antom_account(
     let sandbox = a.sandbox.unwrap_or(client_id.starts_with("SANDBOX_"));
     let timeout_ms = a.timeout_ms.unwrap_or(15_000);
     if timeout_ms == 0 {
-        return Err(err(format!("accounts.{name}.timeout_ms"), "must be positive"));
+        return Err(err(
+            format!("accounts.{name}.timeout_ms"),
+            "must be positive",
+        ));
     }
     Ok(ProviderConfig::Antom(AntomSettings {
         base_url,
@@ -351,7 +370,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (k, p) = keys(dir.path());
         let env = env_of(&[
-            ("PAYGATE_ANTOM_BASE_URL", "https://open-sea-global.alipay.com"),
+            (
+                "PAYGATE_ANTOM_BASE_URL",
+                "https://open-sea-global.alipay.com",
+            ),
             ("PAYGATE_ANTOM_CLIENT_ID", "SANDBOX_5X00000000000000"),
             ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", k.to_str().unwrap()),
             ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", p.to_str().unwrap()),

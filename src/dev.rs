@@ -115,8 +115,12 @@ pub async fn start(
     log_format: LogFormat,
 ) -> std::io::Result<(SimServer, Config)> {
     let files = load_or_create_keys(&data_dir.join("dev-keys"))?;
-    let sim = start_sim(&files, DEV_CLIENT_ID, "127.0.0.1:0".parse().map_err(std::io::Error::other)?)
-        .await?;
+    let sim = start_sim(
+        &files,
+        DEV_CLIENT_ID,
+        "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+    )
+    .await?;
     let settings = sim_account(&files, sim.base_url(), DEV_CLIENT_ID)?;
     let config = Config {
         listen_addr,

@@ -28,13 +28,32 @@ pub struct ErrorContext {
     pub request_id: Option<String>,
 }
 
+impl ErrorContext {
+    /// The context of a request carrying `request_id` (empty = none).
+    pub fn for_request(request_id: &str) -> Self {
+        Self {
+            request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// The same context, once the account is known.
+    pub fn with_account(&self, account: &crate::accounts::Account) -> Self {
+        Self {
+            provider: Some(account.provider.name().to_owned()),
+            account: Some(account.name.clone()),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 /// Everything that can go wrong in an RPC, before it is mapped to a `Status`.
 #[derive(Debug)]
 pub enum GatewayError {
     /// The request is invalid; nothing was sent anywhere.
     InvalidArgument(Vec<FieldViolation>),
     /// A provider call failed.
-    Provider(ProviderError, ErrorContext),
+    Provider(Box<ProviderError>, ErrorContext),
     /// The caller's deadline passed before an answer; `outcome_unknown` when a provider call
     /// was under way.
     DeadlineExceeded {
@@ -56,7 +75,7 @@ impl GatewayError {
                 ctx,
             };
         }
-        Self::Provider(err, ctx)
+        Self::Provider(Box::new(err), ctx)
     }
 }
 
@@ -171,12 +190,16 @@ mod tests {
 
     #[test]
     fn unknown_outcome_is_unavailable_with_retry_info_and_pushback() {
-        let s: Status = GatewayError::provider(ProviderError::unknown("HTTP 503", None), ctx()).into();
+        let s: Status =
+            GatewayError::provider(ProviderError::unknown("HTTP 503", None), ctx()).into();
         assert_eq!(s.code(), Code::Unavailable);
         let d = s.get_error_details();
         assert_eq!(d.error_info().unwrap().reason, "OUTCOME_UNKNOWN");
         assert_eq!(d.error_info().unwrap().metadata["requestId"], "r-1");
-        assert_eq!(d.retry_info().unwrap().retry_delay, Some(UNKNOWN_OUTCOME_RETRY));
+        assert_eq!(
+            d.retry_info().unwrap().retry_delay,
+            Some(UNKNOWN_OUTCOME_RETRY)
+        );
         assert_eq!(s.metadata().get("grpc-retry-pushback-ms").unwrap(), "1000");
     }
 

@@ -20,5 +20,6 @@ pub mod pb {
     tonic::include_proto!("paygate.v1");
 
     /// The encoded descriptor set of `paygate.v1` and its imports, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("paygate_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("paygate_descriptor");
 }

@@ -11,7 +11,11 @@ use paygate::{dev, telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(name = "paygate", version, about = "gRPC gateway for subscription cancels and refunds at payment providers")]
+#[command(
+    name = "paygate",
+    version,
+    about = "gRPC gateway for subscription cancels and refunds at payment providers"
+)]
 struct Cli {
     /// TOML configuration file.
     #[arg(long, env = "PAYGATE_CONFIG", global = true)]
@@ -143,10 +147,12 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                 eprintln!("paygate: sim: keys in {}: {e}", keys_dir.display());
                 ExitCode::from(1)
             })?;
-            let sim = dev::start_sim(&files, &client_id, listen).await.map_err(|e| {
-                eprintln!("paygate: sim: cannot listen on {listen}: {e}");
-                ExitCode::from(1)
-            })?;
+            let sim = dev::start_sim(&files, &client_id, listen)
+                .await
+                .map_err(|e| {
+                    eprintln!("paygate: sim: cannot listen on {listen}: {e}");
+                    ExitCode::from(1)
+                })?;
             println!(
                 "Antom simulator on {url} (client id {client_id})\nPoint a gateway at it with:\n  PAYGATE_ANTOM_BASE_URL={url} PAYGATE_ANTOM_CLIENT_ID={client_id} \\\n  PAYGATE_ANTOM_PRIVATE_KEY_FILE={mk} PAYGATE_ANTOM_PUBLIC_KEY_FILE={ak} paygate serve",
                 url = sim.base_url(),

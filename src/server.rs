@@ -12,9 +12,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::accounts::{Account, Accounts};
+use crate::api::ApiSettings;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
-use crate::api::ApiSettings;
 use crate::config::{Config, ConfigError, ProviderConfig};
 use crate::pb;
 use crate::pb::refund_service_server::RefundServiceServer;
@@ -41,10 +41,12 @@ impl Gateway {
         let mut accounts = Vec::new();
         for a in config.accounts {
             let provider = match a.provider {
-                ProviderConfig::Antom(settings) => Antom::new(settings).map_err(|e| ConfigError {
-                    setting: format!("accounts.{}", a.name),
-                    problem: format!("cannot build the HTTP client: {e}"),
-                })?,
+                ProviderConfig::Antom(settings) => {
+                    Antom::new(settings).map_err(|e| ConfigError {
+                        setting: format!("accounts.{}", a.name),
+                        problem: format!("cannot build the HTTP client: {e}"),
+                    })?
+                }
             };
             accounts.push(Account {
                 name: a.name,
@@ -94,7 +96,9 @@ pub async fn serve(
         async move {
             shutdown.await;
             tracing::info!("shutting down: no new calls, draining in-flight calls");
-            health.set_not_serving::<RefundServiceServer<RefundApi>>().await;
+            health
+                .set_not_serving::<RefundServiceServer<RefundApi>>()
+                .await;
             health
                 .set_not_serving::<SubscriptionServiceServer<SubscriptionApi>>()
                 .await;

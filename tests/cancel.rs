@@ -6,7 +6,11 @@ use common::*;
 use paygate::pb;
 use tonic::Code;
 
-fn cancel(request_id: &str, sub: &str, kind: pb::CancellationType) -> pb::CancelSubscriptionRequest {
+fn cancel(
+    request_id: &str,
+    sub: &str,
+    kind: pb::CancellationType,
+) -> pb::CancelSubscriptionRequest {
     pb::CancelSubscriptionRequest {
         request_id: request_id.into(),
         subscription_id: sub.into(),
@@ -28,7 +32,10 @@ async fn cancel_and_terminate() {
     assert_eq!(r.cancellation_type(), pb::CancellationType::Cancel);
     assert_eq!(r.subscription_id, "SUB_1");
     assert_eq!(r.provider_result.unwrap().code, "SUCCESS");
-    assert_eq!(env.sim().subscription_status("SUB_1").as_deref(), Some("CANCELLED"));
+    assert_eq!(
+        env.sim().subscription_status("SUB_1").as_deref(),
+        Some("CANCELLED")
+    );
 
     // By the merchant's subscription request id, stopping at once.
     let r = env
@@ -43,7 +50,10 @@ async fn cancel_and_terminate() {
         .unwrap()
         .into_inner();
     assert_eq!(r.subscription_request_id, "SUBREQ_2");
-    assert_eq!(env.sim().subscription_status("SUB_2").as_deref(), Some("TERMINATED"));
+    assert_eq!(
+        env.sim().subscription_status("SUB_2").as_deref(),
+        Some("TERMINATED")
+    );
 }
 
 #[tokio::test]
@@ -71,5 +81,8 @@ async fn a_lost_cancel_answer_is_settled_by_resending() {
         .into_inner();
     assert_eq!(r.status(), pb::CancellationStatus::Accepted);
     assert_eq!(env.sim().calls("cancel"), 2);
-    assert_eq!(env.sim().subscription_status("SUB_4").as_deref(), Some("TERMINATED"));
+    assert_eq!(
+        env.sim().subscription_status("SUB_4").as_deref(),
+        Some("TERMINATED")
+    );
 }

@@ -12,7 +12,8 @@ use tonic::Code;
 #[tokio::test]
 async fn a_slow_provider_ends_in_deadline_exceeded_not_cancelled() {
     let mut env = start().await;
-    env.sim().inject(Fault::on("refund", FaultKind::Latency { ms: 3_000 }));
+    env.sim()
+        .inject(Fault::on("refund", FaultKind::Latency { ms: 3_000 }));
     let started = Instant::now();
     let e = env
         .refunds
@@ -24,9 +25,20 @@ async fn a_slow_provider_ends_in_deadline_exceeded_not_cancelled() {
         .unwrap_err();
     let took = started.elapsed();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
-    assert_eq!(reason(&e), "OUTCOME_UNKNOWN", "the refund may have executed");
-    assert_eq!(retry_delay(&e), None, "DEADLINE_EXCEEDED is never retried automatically");
-    assert!(took < Duration::from_millis(2_000), "answered after {took:?}");
+    assert_eq!(
+        reason(&e),
+        "OUTCOME_UNKNOWN",
+        "the refund may have executed"
+    );
+    assert_eq!(
+        retry_delay(&e),
+        None,
+        "DEADLINE_EXCEEDED is never retried automatically"
+    );
+    assert!(
+        took < Duration::from_millis(2_000),
+        "answered after {took:?}"
+    );
 
     // The simulator finished the refund after the caller gave up; the retry finds it.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
@@ -43,7 +55,8 @@ async fn a_slow_provider_ends_in_deadline_exceeded_not_cancelled() {
 #[tokio::test]
 async fn reads_too() {
     let mut env = start().await;
-    env.sim().inject(Fault::on("inquiryRefund", FaultKind::Latency { ms: 2_000 }));
+    env.sim()
+        .inject(Fault::on("inquiryRefund", FaultKind::Latency { ms: 2_000 }));
     let e = env
         .refunds
         .inquire(with_timeout(
@@ -66,7 +79,8 @@ async fn the_account_timeout_caps_each_attempt_and_the_deadline_allows_resends()
     })
     .await;
     // The first attempt times out (unknown outcome); the resend answers.
-    env.sim().inject(Fault::on("refund", FaultKind::Latency { ms: 1_000 }));
+    env.sim()
+        .inject(Fault::on("refund", FaultKind::Latency { ms: 1_000 }));
     let r = env
         .refunds
         .create(with_timeout(

@@ -31,13 +31,24 @@ async fn every_table_row_maps_as_documented() {
         // Unknown outcomes are resent to settle them, so the fault must outlast the retries.
         env.sim().inject(injected(code, "F", 10));
         let rid = format!("row-{i}");
-        let got = env.refunds.create(refund_req(&rid, "PAY_USD_100", 100)).await;
+        let got = env
+            .refunds
+            .create(refund_req(&rid, "PAY_USD_100", 100))
+            .await;
         match meaning {
             Meaning::Success => {
-                assert_eq!(got.unwrap().into_inner().status(), pb::RefundStatus::Succeeded, "{code}");
+                assert_eq!(
+                    got.unwrap().into_inner().status(),
+                    pb::RefundStatus::Succeeded,
+                    "{code}"
+                );
             }
             Meaning::Processing => {
-                assert_eq!(got.unwrap().into_inner().status(), pb::RefundStatus::Processing, "{code}");
+                assert_eq!(
+                    got.unwrap().into_inner().status(),
+                    pb::RefundStatus::Processing,
+                    "{code}"
+                );
             }
             Meaning::Definitive(grpc) => {
                 let e = got.unwrap_err();
@@ -83,16 +94,28 @@ async fn every_table_row_maps_as_documented() {
 async fn unknown_codes_are_classified_by_status() {
     let mut env = start().await;
     env.sim().inject(injected("BRAND_NEW_REFUSAL", "F", 1));
-    let e = env.refunds.create(refund_req("n-1", "PAY_USD_100", 100)).await.unwrap_err();
+    let e = env
+        .refunds
+        .create(refund_req("n-1", "PAY_USD_100", 100))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert_eq!(reason(&e), "BRAND_NEW_REFUSAL");
 
     env.sim().inject(injected("BRAND_NEW_OK", "S", 1));
-    let r = env.refunds.create(refund_req("n-2", "PAY_USD_100", 100)).await.unwrap();
+    let r = env
+        .refunds
+        .create(refund_req("n-2", "PAY_USD_100", 100))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().status(), pb::RefundStatus::Succeeded);
 
     env.sim().inject(injected("BRAND_NEW_MAYBE", "U", 10));
-    let e = env.refunds.create(refund_req("n-3", "PAY_USD_100", 100)).await.unwrap_err();
+    let e = env
+        .refunds
+        .create(refund_req("n-3", "PAY_USD_100", 100))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     assert_eq!(reason(&e), "OUTCOME_UNKNOWN");
 }
@@ -111,14 +134,22 @@ async fn a_transient_unknown_is_settled_inside_the_call() {
         .into_inner();
     assert_eq!(r.status(), pb::RefundStatus::Succeeded);
     assert_eq!(env.sim().calls("refund"), 3);
-    assert_eq!(env.sim().stats().refunds_executed, 1, "the repeat was deduplicated");
-    assert_eq!(env.sim().refunds_of("PAY_USD_100")[0].refund_id, r.refund_id);
+    assert_eq!(
+        env.sim().stats().refunds_executed,
+        1,
+        "the repeat was deduplicated"
+    );
+    assert_eq!(
+        env.sim().refunds_of("PAY_USD_100")[0].refund_id,
+        r.refund_id
+    );
 }
 
 #[tokio::test]
 async fn persistent_5xx_is_unavailable_with_retry_info_and_never_double_refunds() {
     let mut env = start().await;
-    env.sim().inject(Fault::on("refund", FaultKind::HttpStatus { status: 503 }).times(10));
+    env.sim()
+        .inject(Fault::on("refund", FaultKind::HttpStatus { status: 503 }).times(10));
     let e = env
         .refunds
         .create(refund_req("h-1", "PAY_USD_100", 100))
@@ -131,7 +162,11 @@ async fn persistent_5xx_is_unavailable_with_retry_info_and_never_double_refunds(
     assert_eq!(env.sim().calls("refund"), 4, "first call and three resends");
     env.sim().clear_faults();
     // The caller retries as told: exactly one refund.
-    let r = env.refunds.create(refund_req("h-1", "PAY_USD_100", 100)).await.unwrap();
+    let r = env
+        .refunds
+        .create(refund_req("h-1", "PAY_USD_100", 100))
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().status(), pb::RefundStatus::Succeeded);
     assert_eq!(env.sim().stats().refunds_executed, 1);
 }
@@ -139,7 +174,8 @@ async fn persistent_5xx_is_unavailable_with_retry_info_and_never_double_refunds(
 #[tokio::test]
 async fn http_429_is_resource_exhausted_with_retry_info() {
     let mut env = start().await;
-    env.sim().inject(Fault::on("refund", FaultKind::HttpStatus { status: 429 }));
+    env.sim()
+        .inject(Fault::on("refund", FaultKind::HttpStatus { status: 429 }));
     let e = env
         .refunds
         .create(refund_req("q-1", "PAY_USD_100", 100))
@@ -191,5 +227,8 @@ async fn inquiry_and_cancel_use_the_same_table() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert_eq!(reason(&e), "PROCESS_FAIL");
-    assert_eq!(env.sim().subscription_status("SUB_1").as_deref(), Some("ACTIVE"));
+    assert_eq!(
+        env.sim().subscription_status("SUB_1").as_deref(),
+        Some("ACTIVE")
+    );
 }

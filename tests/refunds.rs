@@ -22,7 +22,10 @@ async fn full_partial_and_multiple_refunds() {
     assert_eq!(r.amount, money("USD", 2_500));
     assert!(r.refund_time.is_some());
     let pr = r.provider_result.unwrap();
-    assert_eq!((pr.provider.as_str(), pr.code.as_str(), pr.status.as_str()), ("antom", "SUCCESS", "S"));
+    assert_eq!(
+        (pr.provider.as_str(), pr.code.as_str(), pr.status.as_str()),
+        ("antom", "SUCCESS", "S")
+    );
 
     let r2 = env
         .refunds
@@ -78,9 +81,27 @@ async fn a_repeated_request_id_refunds_once() {
 async fn business_refusals_are_failed_precondition_or_not_found() {
     let mut env = start().await;
     let cases = [
-        ("PAY_OLD", "USD", 100, Code::FailedPrecondition, "REFUND_WINDOW_EXCEED"),
-        ("PAY_JPY", "USD", 100, Code::FailedPrecondition, "CURRENCY_NOT_SUPPORT"),
-        ("PAY_PENDING", "USD", 100, Code::FailedPrecondition, "ORDER_STATUS_INVALID"),
+        (
+            "PAY_OLD",
+            "USD",
+            100,
+            Code::FailedPrecondition,
+            "REFUND_WINDOW_EXCEED",
+        ),
+        (
+            "PAY_JPY",
+            "USD",
+            100,
+            Code::FailedPrecondition,
+            "CURRENCY_NOT_SUPPORT",
+        ),
+        (
+            "PAY_PENDING",
+            "USD",
+            100,
+            Code::FailedPrecondition,
+            "ORDER_STATUS_INVALID",
+        ),
         ("PAY_NOPE", "USD", 100, Code::NotFound, "ORDER_NOT_EXIST"),
     ];
     for (i, (payment, currency, value, code, why)) in cases.into_iter().enumerate() {
@@ -89,7 +110,11 @@ async fn business_refusals_are_failed_precondition_or_not_found() {
         let e = env.refunds.create(req).await.unwrap_err();
         assert_eq!(e.code(), code, "{payment}: {e:?}");
         assert_eq!(reason(&e), why);
-        assert_eq!(retry_delay(&e), None, "a definitive refusal is not retryable");
+        assert_eq!(
+            retry_delay(&e),
+            None,
+            "a definitive refusal is not retryable"
+        );
         use tonic_types::StatusExt;
         let details = e.get_error_details();
         let md = &details.error_info().unwrap().metadata;
@@ -122,7 +147,10 @@ async fn processing_refunds_are_inquired_until_settled() {
     req.reference_refund_id = "my-ref-1".into();
     let r = env.refunds.create(req).await.unwrap().into_inner();
     assert_eq!(r.status(), pb::RefundStatus::Processing);
-    assert_eq!(r.provider_result.as_ref().unwrap().code, "REFUND_IN_PROCESS");
+    assert_eq!(
+        r.provider_result.as_ref().unwrap().code,
+        "REFUND_IN_PROCESS"
+    );
     assert_eq!(r.reference_refund_id, "my-ref-1");
 
     let q = env

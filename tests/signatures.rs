@@ -61,7 +61,8 @@ async fn bad_missing_or_malformed_answers_are_unknown_until_a_good_one_arrives()
     .enumerate()
     {
         env.sim().clear_faults();
-        env.sim().inject(Fault::on("refund", kind.clone()).times(10));
+        env.sim()
+            .inject(Fault::on("refund", kind.clone()).times(10));
         let rid = format!("s-bad-{i}");
         let e = env
             .refunds
@@ -87,7 +88,8 @@ async fn bad_missing_or_malformed_answers_are_unknown_until_a_good_one_arrives()
 #[tokio::test]
 async fn a_single_bad_answer_is_settled_by_the_resend() {
     let mut env = start().await;
-    env.sim().inject(Fault::on("refund", FaultKind::BadSignature));
+    env.sim()
+        .inject(Fault::on("refund", FaultKind::BadSignature));
     let r = env
         .refunds
         .create(refund_req("s-3", "PAY_USD_100", 100))

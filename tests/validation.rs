@@ -53,22 +53,71 @@ async fn all_refund_violations_are_reported_together() {
             "request_id"
         ]
     );
-    assert_eq!(env.sim().stats().calls.len(), 0, "nothing reached the provider");
+    assert_eq!(
+        env.sim().stats().calls.len(),
+        0,
+        "nothing reached the provider"
+    );
 }
 
 #[tokio::test]
 async fn edge_cases() {
     let mut env = start().await;
     let mut cases: Vec<(pb::CreateRefundRequest, &[&str])> = Vec::new();
-    cases.push((pb::CreateRefundRequest::default(), &["amount", "payment_id", "request_id"]));
+    cases.push((
+        pb::CreateRefundRequest::default(),
+        &["amount", "payment_id", "request_id"],
+    ));
     let ok = refund_req("ok-id", "PAY_USD_100", 100);
-    cases.push((pb::CreateRefundRequest { request_id: "a".repeat(65), ..ok.clone() }, &["request_id"]));
-    cases.push((pb::CreateRefundRequest { amount: money("XYZ", 100), ..ok.clone() }, &["amount.currency"]));
-    cases.push((pb::CreateRefundRequest { amount: money("US", 100), ..ok.clone() }, &["amount.currency"]));
-    cases.push((pb::CreateRefundRequest { amount: money("USD", 0), ..ok.clone() }, &["amount.value"]));
-    cases.push((pb::CreateRefundRequest { amount: money("IDR", 150), ..ok.clone() }, &["amount.value"]));
-    cases.push((pb::CreateRefundRequest { payment_id: "pay\u{e9}".into(), ..ok.clone() }, &["payment_id"]));
-    cases.push((pb::CreateRefundRequest { reason: "line\nbreak".into(), ..ok.clone() }, &["reason"]));
+    cases.push((
+        pb::CreateRefundRequest {
+            request_id: "a".repeat(65),
+            ..ok.clone()
+        },
+        &["request_id"],
+    ));
+    cases.push((
+        pb::CreateRefundRequest {
+            amount: money("XYZ", 100),
+            ..ok.clone()
+        },
+        &["amount.currency"],
+    ));
+    cases.push((
+        pb::CreateRefundRequest {
+            amount: money("US", 100),
+            ..ok.clone()
+        },
+        &["amount.currency"],
+    ));
+    cases.push((
+        pb::CreateRefundRequest {
+            amount: money("USD", 0),
+            ..ok.clone()
+        },
+        &["amount.value"],
+    ));
+    cases.push((
+        pb::CreateRefundRequest {
+            amount: money("IDR", 150),
+            ..ok.clone()
+        },
+        &["amount.value"],
+    ));
+    cases.push((
+        pb::CreateRefundRequest {
+            payment_id: "pay\u{e9}".into(),
+            ..ok.clone()
+        },
+        &["payment_id"],
+    ));
+    cases.push((
+        pb::CreateRefundRequest {
+            reason: "line\nbreak".into(),
+            ..ok.clone()
+        },
+        &["reason"],
+    ));
     for (req, want) in cases {
         let e = env.refunds.create(req.clone()).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{req:?}");
@@ -77,7 +126,10 @@ async fn edge_cases() {
     // 256 characters of non-ASCII text is a valid reason.
     let r = env
         .refunds
-        .create(pb::CreateRefundRequest { reason: "\u{fc}".repeat(256), ..ok })
+        .create(pb::CreateRefundRequest {
+            reason: "\u{fc}".repeat(256),
+            ..ok
+        })
         .await
         .unwrap();
     assert_eq!(r.into_inner().status(), pb::RefundStatus::Succeeded);
@@ -95,7 +147,10 @@ async fn cancel_and_inquire_violations() {
         })
         .await
         .unwrap_err();
-    assert_eq!(fields(&e), ["cancellation_type", "request_id", "subscription_id"]);
+    assert_eq!(
+        fields(&e),
+        ["cancellation_type", "request_id", "subscription_id"]
+    );
     let e = env
         .subscriptions
         .cancel(pb::CancelSubscriptionRequest {

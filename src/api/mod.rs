@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    CancelOutcome, CancelSubscription, CancellationStatus, CancellationType, Money,
-    ProviderResult, RefundRecord, RefundState,
+    CancelOutcome, CancelSubscription, CancellationStatus, CancellationType, Money, ProviderResult,
+    RefundRecord, RefundState,
 };
 use crate::error::{ErrorContext, GatewayError};
 use crate::pb;
@@ -159,7 +159,10 @@ mod tests {
         assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
         assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
         assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("S"), None);

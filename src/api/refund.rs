@@ -34,10 +34,7 @@ impl RefundService for RefundApi {
     ) -> Result<Response<pb::Refund>, Status> {
         let deadline = deadline_of(&request, &self.settings);
         let req = request.into_inner();
-        let ctx = ErrorContext {
-            request_id: Some(req.request_id.clone()).filter(|s| !s.is_empty()),
-            ..Default::default()
-        };
+        let ctx = ErrorContext::for_request(&req.request_id);
         run("RefundService.Create", deadline, ctx.clone(), true, async {
             let (account, cmd) = validate::create_refund(&req, &self.accounts)?;
             let call = CallContext::new(deadline);
@@ -46,16 +43,7 @@ impl RefundService for RefundApi {
                 provider.create_refund(&cmd, &call)
             })
             .await
-            .map_err(|e| {
-                GatewayError::provider(
-                    e,
-                    ErrorContext {
-                        provider: Some(provider.name().into()),
-                        account: Some(account.name.clone()),
-                        ..ctx.clone()
-                    },
-                )
-            })?;
+            .map_err(|e| GatewayError::provider(e, ctx.with_account(&account)))?;
             Ok(refund_to_pb(&record))
         })
         .await
@@ -67,28 +55,22 @@ impl RefundService for RefundApi {
     ) -> Result<Response<pb::Refund>, Status> {
         let deadline = deadline_of(&request, &self.settings);
         let req = request.into_inner();
-        let ctx = ErrorContext {
-            request_id: Some(req.request_id.clone()).filter(|s| !s.is_empty()),
-            ..Default::default()
-        };
-        run("RefundService.Inquire", deadline, ctx.clone(), false, async {
-            let (account, query) = validate::inquire_refund(&req, &self.accounts)?;
-            let call = CallContext::new(deadline);
-            let provider = &account.provider;
-            let record = call_resolving(&call, true, || provider.inquire_refund(&query, &call))
-                .await
-                .map_err(|e| {
-                    GatewayError::provider(
-                        e,
-                        ErrorContext {
-                            provider: Some(provider.name().into()),
-                            account: Some(account.name.clone()),
-                            ..ctx.clone()
-                        },
-                    )
-                })?;
-            Ok(refund_to_pb(&record))
-        })
+        let ctx = ErrorContext::for_request(&req.request_id);
+        run(
+            "RefundService.Inquire",
+            deadline,
+            ctx.clone(),
+            false,
+            async {
+                let (account, query) = validate::inquire_refund(&req, &self.accounts)?;
+                let call = CallContext::new(deadline);
+                let provider = &account.provider;
+                let record = call_resolving(&call, true, || provider.inquire_refund(&query, &call))
+                    .await
+                    .map_err(|e| GatewayError::provider(e, ctx.with_account(&account)))?;
+                Ok(refund_to_pb(&record))
+            },
+        )
         .await
     }
 }

@@ -34,30 +34,25 @@ impl SubscriptionService for SubscriptionApi {
     ) -> Result<Response<pb::CancelSubscriptionResponse>, Status> {
         let deadline = deadline_of(&request, &self.settings);
         let req = request.into_inner();
-        let ctx = ErrorContext {
-            request_id: Some(req.request_id.clone()).filter(|s| !s.is_empty()),
-            ..Default::default()
-        };
-        run("SubscriptionService.Cancel", deadline, ctx.clone(), true, async {
-            let (account, cmd) = validate::cancel_subscription(&req, &self.accounts)?;
-            let call = CallContext::new(deadline);
-            let provider = &account.provider;
-            // A repeated cancel asks for the state the first one already reached, so the
-            // identical request is resent to settle an unknown outcome.
-            let outcome = call_resolving(&call, true, || provider.cancel_subscription(&cmd, &call))
-                .await
-                .map_err(|e| {
-                    GatewayError::provider(
-                        e,
-                        ErrorContext {
-                            provider: Some(provider.name().into()),
-                            account: Some(account.name.clone()),
-                            ..ctx.clone()
-                        },
-                    )
-                })?;
-            Ok(cancel_to_pb(&cmd, &outcome))
-        })
+        let ctx = ErrorContext::for_request(&req.request_id);
+        run(
+            "SubscriptionService.Cancel",
+            deadline,
+            ctx.clone(),
+            true,
+            async {
+                let (account, cmd) = validate::cancel_subscription(&req, &self.accounts)?;
+                let call = CallContext::new(deadline);
+                let provider = &account.provider;
+                // A repeated cancel asks for the state the first one already reached, so the
+                // identical request is resent to settle an unknown outcome.
+                let outcome =
+                    call_resolving(&call, true, || provider.cancel_subscription(&cmd, &call))
+                        .await
+                        .map_err(|e| GatewayError::provider(e, ctx.with_account(&account)))?;
+                Ok(cancel_to_pb(&cmd, &outcome))
+            },
+        )
         .await
     }
 }

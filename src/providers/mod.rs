@@ -83,7 +83,7 @@ pub struct ProviderError {
     /// Developer-facing message.
     pub message: String,
     /// The provider's raw result, when a verified answer carried one.
-    pub result: Option<ProviderResult>,
+    pub result: Option<Box<ProviderResult>>,
 }
 
 impl ProviderError {
@@ -96,7 +96,7 @@ impl ProviderError {
             code: Code::Unavailable,
             reason: "OUTCOME_UNKNOWN".into(),
             message: message.into(),
-            result,
+            result: result.map(Box::new),
         }
     }
 

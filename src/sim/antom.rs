@@ -323,7 +323,11 @@ fn now() -> String {
 impl AntomSim {
     /// A simulator for merchant `client_id`, verifying with the merchant's public key and
     /// signing with Antom's private key.
-    pub fn new(client_id: impl Into<String>, merchant_key: Verifier, antom_key: Signer) -> Arc<Self> {
+    pub fn new(
+        client_id: impl Into<String>,
+        merchant_key: Verifier,
+        antom_key: Signer,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client_id: client_id.into(),
             merchant_key,
@@ -456,9 +460,10 @@ impl AntomSim {
 
     fn take_fault(&self, endpoint: &str) -> Option<FaultKind> {
         let mut st = self.state();
-        let i = st.faults.iter().position(|f| {
-            f.times > 0 && f.endpoint.as_deref().is_none_or(|e| e == endpoint)
-        })?;
+        let i = st
+            .faults
+            .iter()
+            .position(|f| f.times > 0 && f.endpoint.as_deref().is_none_or(|e| e == endpoint))?;
         let f = &mut st.faults[i];
         f.times -= 1;
         let kind = f.kind.clone();
@@ -509,8 +514,7 @@ impl AntomSim {
         };
         let mut st = self.state();
         if let Some(prev) = st.by_request_id.get(&rrid).cloned() {
-            if prev.payment_id != payment_id || prev.currency != currency || prev.value != value
-            {
+            if prev.payment_id != payment_id || prev.currency != currency || prev.value != value {
                 return json!({"result": result("REPEAT_REQ_INCONSISTENT", "F",
                     "the same refundRequestId was used with different fields")});
             }
@@ -525,12 +529,14 @@ impl AntomSim {
         }
         let refusal = match st.payments.get(&payment_id) {
             None => Some(("ORDER_NOT_EXIST", "payment not found")),
-            Some(p) if p.status != PaymentStatus::Success => {
-                Some(("ORDER_STATUS_INVALID", "payment is not in a refundable state"))
-            }
-            Some(p) if p.currency != currency => {
-                Some(("CURRENCY_NOT_SUPPORT", "refund currency differs from payment currency"))
-            }
+            Some(p) if p.status != PaymentStatus::Success => Some((
+                "ORDER_STATUS_INVALID",
+                "payment is not in a refundable state",
+            )),
+            Some(p) if p.currency != currency => Some((
+                "CURRENCY_NOT_SUPPORT",
+                "refund currency differs from payment currency",
+            )),
             Some(p) if time::Duration::days(p.paid_days_ago) > REFUND_WINDOW => {
                 Some(("REFUND_WINDOW_EXCEED", "refund window has passed"))
             }
@@ -538,7 +544,10 @@ impl AntomSim {
                 if !p.multiple_refunds
                     && st.refunds.values().any(|r| r.payment_id == payment_id) =>
             {
-                Some(("MULTIPLE_REFUNDS_NOT_SUPPORTED", "only one refund is allowed"))
+                Some((
+                    "MULTIPLE_REFUNDS_NOT_SUPPORTED",
+                    "only one refund is allowed",
+                ))
             }
             Some(p) => {
                 let refunded: i64 = st
@@ -547,8 +556,10 @@ impl AntomSim {
                     .filter(|r| r.payment_id == payment_id && r.status != "FAIL")
                     .map(|r| r.value)
                     .sum();
-                (refunded + value > p.amount)
-                    .then_some(("REFUND_AMOUNT_EXCEED", "refunds would exceed the amount paid"))
+                (refunded + value > p.amount).then_some((
+                    "REFUND_AMOUNT_EXCEED",
+                    "refunds would exceed the amount paid",
+                ))
             }
         };
         if let Some((code, message)) = refusal {
@@ -564,7 +575,10 @@ impl AntomSim {
             );
             return json!({"result": result(code, "F", message)});
         }
-        let is_async = st.payments.get(&payment_id).is_some_and(|p| p.async_refunds);
+        let is_async = st
+            .payments
+            .get(&payment_id)
+            .is_some_and(|p| p.async_refunds);
         st.next_id += 1;
         let refund_id = format!("2026{:016}", st.next_id);
         let r = SimRefund {
@@ -649,7 +663,9 @@ impl AntomSim {
         let mut st = self.state();
         let found = st.subscriptions.iter_mut().find(|s| {
             sid.as_deref().is_none_or(|i| i == s.subscription_id)
-                && srid.as_deref().is_none_or(|i| i == s.subscription_request_id)
+                && srid
+                    .as_deref()
+                    .is_none_or(|i| i == s.subscription_request_id)
         });
         let Some(sub) = found else {
             return json!({"result": result("SUBSCRIPTION_NOT_EXIST", "F", "subscription not found")});
@@ -722,14 +738,18 @@ async fn handle(
     }
     let verified = match (h("request-time"), h("signature")) {
         (Some(t), Some(s)) => signing::parse_signature_header(s).is_some_and(|sig| {
-            sim.merchant_key
-                .verify(&signing::content(&signed_uri, &sim.client_id, t, &body), &sig)
+            sim.merchant_key.verify(
+                &signing::content(&signed_uri, &sim.client_id, t, &body),
+                &sig,
+            )
         }),
         _ => false,
     };
     if !verified {
         sim.state().stats.rejected_signatures += 1;
-        return sim.unsigned(json!({"result": result("INVALID_SIGNATURE", "F", "signature does not verify")}));
+        return sim.unsigned(
+            json!({"result": result("INVALID_SIGNATURE", "F", "signature does not verify")}),
+        );
     }
     *sim.state().stats.calls.entry(endpoint.into()).or_default() += 1;
 

@@ -38,8 +38,12 @@ pub fn stranger_pem() -> &'static str {
 }
 
 pub fn public_of(private_pem: &str) -> Verifier {
-    Verifier::from_der(&Signer::from_bytes(private_pem.as_bytes()).unwrap().public_key_der())
-        .unwrap()
+    Verifier::from_der(
+        &Signer::from_bytes(private_pem.as_bytes())
+            .unwrap()
+            .public_key_der(),
+    )
+    .unwrap()
 }
 
 /// How the gateway's account is set up.

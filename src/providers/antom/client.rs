@@ -144,7 +144,11 @@ impl Client {
         }
         if status != StatusCode::OK {
             return Err(ProviderError::unknown(
-                format!("antom {} answered HTTP {}", endpoint.name(), status.as_u16()),
+                format!(
+                    "antom {} answered HTTP {}",
+                    endpoint.name(),
+                    status.as_u16()
+                ),
                 None,
             ));
         }
@@ -219,10 +223,7 @@ impl Client {
                 "antom answer signature does not verify; treating the outcome as unknown"
             );
             return Err(ProviderError::unknown(
-                format!(
-                    "antom {} answer signature does not verify",
-                    endpoint.name()
-                ),
+                format!("antom {} answer signature does not verify", endpoint.name()),
                 None,
             ));
         }
@@ -254,9 +255,7 @@ fn transport_error(endpoint: Endpoint, e: &reqwest::Error, cut_by_deadline: bool
         );
     }
     if e.is_timeout() && cut_by_deadline {
-        return ProviderError::deadline_cut(format!(
-            "the deadline ended the antom {what} call"
-        ));
+        return ProviderError::deadline_cut(format!("the deadline ended the antom {what} call"));
     }
     if e.is_timeout() {
         return ProviderError::unknown(format!("antom {what} call timed out"), None);

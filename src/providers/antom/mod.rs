@@ -51,10 +51,7 @@ impl Antom {
                 "signed antom answer is not the expected JSON"
             );
             ProviderError::unknown(
-                format!(
-                    "antom {} answer could not be understood",
-                    endpoint.name()
-                ),
+                format!("antom {} answer could not be understood", endpoint.name()),
                 None,
             )
         })
@@ -83,17 +80,17 @@ fn refusal(meaning: Meaning, r: &ResultObject) -> ProviderError {
             code,
             reason: r.result_code.clone(),
             message,
-            result: Some(result),
+            result: Some(Box::new(result)),
         },
         Meaning::Retryable(code, after) => ProviderError {
-            result: Some(result),
+            result: Some(Box::new(result)),
             ..ProviderError::retryable(code, r.result_code.clone(), message, after)
         },
         Meaning::Misconfigured => {
             tracing::error!(code = %r.result_code,
                 "antom refused our credentials or set-up; an operator must fix the account");
             ProviderError {
-                result: Some(result),
+                result: Some(Box::new(result)),
                 ..ProviderError::misconfigured(r.result_code.clone(), message)
             }
         }

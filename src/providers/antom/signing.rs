@@ -8,7 +8,9 @@ use std::fmt;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::{KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::{
+    KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rustls_pki_types::pem::PemObject;
@@ -207,11 +209,7 @@ mod tests {
         );
         assert_eq!(c.len(), 202);
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &c);
-        let hex: String = digest
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
             "443ca31fd1507ffdc3a5a62f69ca9f9da932b2b972aadb95dadce069c0e56acc"
@@ -224,7 +222,10 @@ mod tests {
         assert_eq!(urlencoding::encode("ab+/cd=="), "ab%2B%2Fcd%3D%3D");
         let raw = STANDARD.decode("ab+/cw==").unwrap();
         let h = signature_header(1, &raw);
-        assert_eq!(h, "algorithm=RSA256,keyVersion=1,signature=ab%2B%2Fcw%3D%3D");
+        assert_eq!(
+            h,
+            "algorithm=RSA256,keyVersion=1,signature=ab%2B%2Fcw%3D%3D"
+        );
         assert_eq!(parse_signature_header(&h).unwrap(), raw);
         let spaced = "algorithm=RSA256, keyVersion=1, signature=ab%2b%2fcw%3d%3d";
         assert_eq!(parse_signature_header(spaced).unwrap(), raw);
@@ -246,7 +247,10 @@ mod tests {
             .lines()
             .filter(|l| !l.starts_with("-----"))
             .collect();
-        assert_eq!(Signer::from_bytes(bare.as_bytes()).unwrap().sign(b"hello"), sig);
+        assert_eq!(
+            Signer::from_bytes(bare.as_bytes()).unwrap().sign(b"hello"),
+            sig
+        );
         assert!(format!("{again:?}").contains("redacted"));
     }
 

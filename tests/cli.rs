@@ -1,0 +1,325 @@
+//! The `paygate` binary itself: dev mode answers the example it prints, `sim` + `serve` work
+//! from the environment contract alone, configuration errors exit non-zero with one line
+//! naming the setting, and SIGTERM drains and exits cleanly.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use paygate::pb;
+use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::pb::subscription_service_client::SubscriptionServiceClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_paygate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child when dropped, so a failing test leaves nothing running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads stdout lines until one contains `marker`; returns everything read.
+fn read_until(child: &mut Child, marker: &str) -> String {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            text.push_str(&line);
+            text.push('\n');
+            if line.contains(marker) {
+                // Drain the rest of the banner.
+                while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+                    text.push_str(&l);
+                    text.push('\n');
+                }
+                return text;
+            }
+        }
+    }
+    panic!("{marker:?} never printed; got:\n{text}");
+}
+
+/// The JSON after `-d '` on the banner line that calls `method`.
+fn example_json(banner: &str, method: &str) -> serde_json::Value {
+    let line = banner
+        .lines()
+        .find(|l| l.contains("grpcurl") && l.ends_with(method))
+        .unwrap_or_else(|| panic!("no grpcurl example for {method}"));
+    let start = line.find("-d '").unwrap() + 4;
+    let end = start + line[start..].find('\'').unwrap();
+    serde_json::from_str(&line[start..end]).unwrap()
+}
+
+fn s(v: &serde_json::Value, k: &str) -> String {
+    v.get(k)
+        .and_then(|x| x.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn dev_mode_answers_its_own_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["dev", "--data-dir"])
+        .arg(dir.path())
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = read_until(&mut child, "Try it:");
+    let _guard = Proc(child);
+    assert!(
+        dir.path()
+            .join("dev-keys/merchant_private_key.pem")
+            .exists()
+    );
+
+    let url = format!("http://127.0.0.1:{port}");
+    let mut refunds = RefundServiceClient::connect(url.clone()).await.unwrap();
+    let create = example_json(&banner, "paygate.v1.RefundService/Create");
+    for k in create.as_object().unwrap().keys() {
+        assert!(
+            ["request_id", "payment_id", "amount"].contains(&k.as_str()),
+            "{k}"
+        );
+    }
+    let amount = &create["amount"];
+    let r = refunds
+        .create(pb::CreateRefundRequest {
+            request_id: s(&create, "request_id"),
+            payment_id: s(&create, "payment_id"),
+            amount: Some(pb::Money {
+                currency: s(amount, "currency"),
+                value: s(amount, "value").parse().unwrap(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status(), pb::RefundStatus::Succeeded);
+
+    let inquire = example_json(&banner, "paygate.v1.RefundService/Inquire");
+    let q = refunds
+        .inquire(pb::InquireRefundRequest {
+            request_id: s(&inquire, "request_id"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(q.refund_id, r.refund_id);
+
+    let cancel = example_json(&banner, "paygate.v1.SubscriptionService/Cancel");
+    assert_eq!(s(&cancel, "cancellation_type"), "CANCELLATION_TYPE_CANCEL");
+    let mut subs = SubscriptionServiceClient::connect(url).await.unwrap();
+    let c = subs
+        .cancel(pb::CancelSubscriptionRequest {
+            request_id: s(&cancel, "request_id"),
+            subscription_id: s(&cancel, "subscription_id"),
+            cancellation_type: pb::CancellationType::Cancel as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.status(), pb::CancellationStatus::Accepted);
+}
+
+#[tokio::test]
+async fn serve_runs_from_the_environment_contract_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim_port = free_port();
+    let mut sim = Command::new(BIN)
+        .args([
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{sim_port}"),
+            "--keys-dir",
+        ])
+        .arg(dir.path())
+        .args(["--client-id", "SANDBOX_CLI_TEST"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let printed = read_until(&mut sim, "paygate serve");
+    let _sim = Proc(sim);
+    assert!(printed.contains("PAYGATE_ANTOM_PRIVATE_KEY_FILE="));
+
+    let port = free_port();
+    let mut gw = Command::new(BIN)
+        .arg("serve")
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "PAYGATE_ANTOM_BASE_URL",
+            format!("http://127.0.0.1:{sim_port}"),
+        )
+        .env("PAYGATE_ANTOM_CLIENT_ID", "SANDBOX_CLI_TEST")
+        .env(
+            "PAYGATE_ANTOM_PRIVATE_KEY_FILE",
+            dir.path().join("merchant_private_key.pem"),
+        )
+        .env(
+            "PAYGATE_ANTOM_PUBLIC_KEY_FILE",
+            dir.path().join("antom_public_key.pem"),
+        )
+        .env("PAYGATE_LOG_FORMAT", "json")
+        .env("PAYGATE_SHUTDOWN_GRACE_MS", "2000")
+        .env_remove("PAYGATE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = RefundServiceClient::connect(url.clone()).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut client = client.expect("gateway came up");
+    let r = client
+        .create(pb::CreateRefundRequest {
+            request_id: "cli-1".into(),
+            payment_id: "PAY_DEMO_0001".into(),
+            amount: Some(pb::Money {
+                currency: "USD".into(),
+                value: 100,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status(), pb::RefundStatus::Succeeded);
+
+    // The client stays connected: shutdown must still end within the grace period.
+    let pid = gw.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait_with_timeout(&mut gw, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(gw.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.lines().all(|l| l.starts_with('{')),
+        "JSON logs:\n{logs}"
+    );
+    assert!(logs.contains("shutting down"));
+    let key = std::fs::read_to_string(dir.path().join("merchant_private_key.pem")).unwrap();
+    let body_line = key.lines().nth(1).unwrap();
+    assert!(!logs.contains(body_line), "key material in logs");
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < until, "process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config_error(envs: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("PAYGATE_CONFIG")
+        .env("PAYGATE_LISTEN_ADDR", "127.0.0.1:0");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_with_one_line_naming_the_setting() {
+    let (code, err) = config_error(&[], &["serve"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("paygate: configuration error: accounts:"),
+        "{err}"
+    );
+
+    let (code, err) = config_error(
+        &[
+            (
+                "PAYGATE_ANTOM_BASE_URL",
+                "https://open-sea-global.alipay.com",
+            ),
+            ("PAYGATE_ANTOM_CLIENT_ID", "C"),
+            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", "/nonexistent/key.pem"),
+            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", "/nonexistent/pub.pem"),
+        ],
+        &["serve"],
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("PAYGATE_ANTOM_PRIVATE_KEY_FILE"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("k.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let (code, err) = config_error(
+        &[
+            ("PAYGATE_ANTOM_BASE_URL", "ftp://x"),
+            ("PAYGATE_ANTOM_CLIENT_ID", "C"),
+            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", garbage.to_str().unwrap()),
+            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", garbage.to_str().unwrap()),
+        ],
+        &["serve"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("PAYGATE_ANTOM_BASE_URL"), "{err}");
+
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[accounts.a]\nprovider = \"stripe\"\n").unwrap();
+    let (code, err) = config_error(&[], &["--config", cfg.to_str().unwrap(), "serve"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("accounts.a.provider"), "{err}");
+    assert!(!err.contains("not a key"));
+}
