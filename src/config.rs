@@ -62,6 +62,8 @@ struct FileConfig {
     max_request_time_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     log_format: Option<LogFormat>,
+    store_url: Option<String>,
+    idempotency_retention_hours: Option<u64>,
     #[serde(default)]
     accounts: BTreeMap<String, FileAccount>,
 }
@@ -108,9 +110,16 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// Idempotency store: `sqlite://PATH` or `postgres://...`.
+    pub store_url: String,
+    /// How long completed idempotency keys are kept.
+    pub idempotency_retention: Duration,
     /// Provider accounts.
     pub accounts: Vec<AccountConfig>,
 }
+
+/// Default store: an SQLite file under `./data`.
+pub const DEFAULT_STORE_URL: &str = "sqlite://./data/paygate.db";
 
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
@@ -243,8 +252,26 @@ impl Config {
             })?,
             None => file.shutdown_grace_ms.unwrap_or(25_000),
         };
+        let store = env("PAYGATE_STORE_URL")
+            .map(|v| ("PAYGATE_STORE_URL", v))
+            .or_else(|| file.store_url.map(|v| ("store_url", v)))
+            .unwrap_or(("store_url", DEFAULT_STORE_URL.into()));
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| store.1.starts_with(p))
+        {
+            return Err(err(store.0, "must start with sqlite:// or postgres://"));
+        }
+        let retention_hours = match env("PAYGATE_IDEMPOTENCY_RETENTION_HOURS") {
+            Some(v) => v.parse().ok().filter(|h| *h > 0).ok_or_else(|| {
+                err("PAYGATE_IDEMPOTENCY_RETENTION_HOURS", "must be a positive number of hours")
+            })?,
+            None => file.idempotency_retention_hours.unwrap_or(7 * 24),
+        };
         Ok(Config {
             listen_addr,
+            store_url: store.1,
+            idempotency_retention: Duration::from_secs(retention_hours * 3600),
             default_account,
             max_request_time: Duration::from_millis(file.max_request_time_ms.unwrap_or(30_000)),
             shutdown_grace: Duration::from_millis(shutdown_grace_ms),

@@ -128,6 +128,8 @@ pub async fn start(
         max_request_time: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(5),
         log_format,
+        store_url: format!("sqlite://{}", data_dir.join("paygate.db").display()),
+        idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
         accounts: vec![AccountConfig {
             name: "antom".into(),
             provider: ProviderConfig::Antom(settings),

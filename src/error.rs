@@ -14,6 +14,9 @@ use crate::providers::{Disposition, ProviderError};
 /// ErrorInfo domain of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "paygate";
 
+/// Response metadata that marks an answer replayed from the idempotency store.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
 /// Retry delay suggested when an outcome is unknown and the same request may be repeated.
 pub const UNKNOWN_OUTCOME_RETRY: Duration = Duration::from_secs(1);
 
@@ -62,6 +65,23 @@ pub enum GatewayError {
         /// What the call was about.
         ctx: ErrorContext,
     },
+    /// The idempotency key was used before with other parameters.
+    KeyReused(ErrorContext),
+    /// Another attempt with the same key is under way and did not finish within this
+    /// call's deadline.
+    InFlight {
+        /// When to try again.
+        retry_after: Duration,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
+    /// An earlier attempt's outcome is unknown and this provider cannot settle it by resending;
+    /// an operator must check.
+    OutcomeUnresolved(ErrorContext),
+    /// The idempotency store cannot be reached; nothing was sent to the provider.
+    StoreUnavailable(ErrorContext),
+    /// A stored final error, replayed.
+    Replayed(Box<GatewayError>),
     /// A bug or an impossible state in the gateway itself.
     Internal(String),
 }
@@ -166,6 +186,62 @@ impl From<GatewayError> for Status {
                 };
                 let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(&ctx));
                 status(Code::DeadlineExceeded, message.into(), d, None)
+            }
+            GatewayError::KeyReused(ctx) => {
+                let d = ErrorDetails::with_error_info(
+                    "IDEMPOTENCY_KEY_REUSED",
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                status(
+                    Code::InvalidArgument,
+                    "request_id was already used with different parameters; use a new request_id for a new operation".into(),
+                    d,
+                    None,
+                )
+            }
+            GatewayError::InFlight { retry_after, ctx } => {
+                let mut d = ErrorDetails::with_error_info(
+                    "REQUEST_IN_FLIGHT",
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                d.set_retry_info(Some(retry_after));
+                status(
+                    Code::Aborted,
+                    "another request with this request_id is still in progress; retry after the delay to get its outcome".into(),
+                    d,
+                    Some(retry_after),
+                )
+            }
+            GatewayError::OutcomeUnresolved(ctx) => {
+                let d = ErrorDetails::with_error_info("OUTCOME_UNKNOWN", ERROR_DOMAIN, metadata(&ctx));
+                status(
+                    Code::FailedPrecondition,
+                    "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key".into(),
+                    d,
+                    None,
+                )
+            }
+            GatewayError::StoreUnavailable(ctx) => {
+                let mut d = ErrorDetails::with_error_info(
+                    "STORE_UNAVAILABLE",
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                d.set_retry_info(Some(Duration::from_secs(1)));
+                status(
+                    Code::Unavailable,
+                    "the idempotency store is unavailable; nothing was sent to the provider".into(),
+                    d,
+                    Some(Duration::from_secs(1)),
+                )
+            }
+            GatewayError::Replayed(inner) => {
+                let mut s = Status::from(*inner);
+                s.metadata_mut()
+                    .insert(REPLAYED_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+                s
             }
             GatewayError::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");

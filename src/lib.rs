@@ -7,6 +7,7 @@ pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod error;
+pub mod idempotency;
 pub mod providers;
 pub mod secret;
 pub mod server;

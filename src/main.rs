@@ -82,7 +82,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ExitCode> {
 
 async fn run_gateway(config: Config) -> Result<(), ExitCode> {
     let listen = config.listen_addr;
-    let gateway = Gateway::from_config(config).map_err(|e| {
+    let gateway = Gateway::from_config(config).await.map_err(|e| {
         eprintln!("paygate: configuration error: {e}");
         ExitCode::from(2)
     })?;
@@ -123,7 +123,7 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                 eprintln!("paygate: dev mode: {e}");
                 ExitCode::from(1)
             })?;
-            let gateway = Gateway::from_config(config).map_err(|e| {
+            let gateway = Gateway::from_config(config).await.map_err(|e| {
                 eprintln!("paygate: configuration error: {e}");
                 ExitCode::from(2)
             })?;

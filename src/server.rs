@@ -16,6 +16,7 @@ use crate::api::ApiSettings;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
 use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::idempotency::{self, Idempotency};
 use crate::pb;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
@@ -29,6 +30,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Gateway {
     /// Provider accounts.
     pub accounts: Arc<Accounts>,
+    /// The idempotency layer and its store.
+    pub idempotency: Idempotency,
     /// Service settings.
     pub api: ApiSettings,
     /// How long shutdown waits for in-flight calls.
@@ -36,8 +39,14 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the provider clients of every account.
-    pub fn from_config(config: Config) -> Result<Self, ConfigError> {
+    /// Builds the provider clients of every account and opens (and migrates) the store.
+    pub async fn from_config(config: Config) -> Result<Self, ConfigError> {
+        let store = idempotency::open(&config.store_url)
+            .await
+            .map_err(|e| ConfigError {
+                setting: "PAYGATE_STORE_URL".into(),
+                problem: format!("cannot open the idempotency store: {e}"),
+            })?;
         let mut accounts = Vec::new();
         for a in config.accounts {
             let provider = match a.provider {
@@ -55,6 +64,7 @@ impl Gateway {
         }
         Ok(Self {
             accounts: Arc::new(Accounts::new(accounts, config.default_account)),
+            idempotency: Idempotency::new(store, config.idempotency_retention),
             api: ApiSettings {
                 max_request_time: config.max_request_time,
             },
@@ -87,8 +97,17 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let refunds = RefundApi::new(gateway.accounts.clone(), gateway.api.clone());
-    let subscriptions = SubscriptionApi::new(gateway.accounts.clone(), gateway.api.clone());
+    let refunds = RefundApi::new(
+        gateway.accounts.clone(),
+        gateway.idempotency.clone(),
+        gateway.api.clone(),
+    );
+    let subscriptions = SubscriptionApi::new(
+        gateway.accounts.clone(),
+        gateway.idempotency.clone(),
+        gateway.api.clone(),
+    );
+    let purge = tokio::spawn(gateway.idempotency.clone().purge_loop(PURGE_EVERY));
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal = {
@@ -115,6 +134,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
     let grace = gateway.shutdown_grace;
+    let _stop_purge = AbortOnDrop(purge);
     tokio::select! {
         r = &mut server => Ok(r?),
         _ = async {
@@ -126,6 +146,17 @@ pub async fn serve(
             tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning calls still in flight");
             Ok(())
         }
+    }
+}
+
+/// How often expired idempotency keys are purged.
+pub const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -49,31 +49,38 @@ async fn full_partial_and_multiple_refunds() {
 }
 
 #[tokio::test]
-async fn a_repeated_request_id_refunds_once() {
+async fn a_repeated_request_id_is_replayed_without_a_provider_call() {
     let mut env = start().await;
     let a = env
         .refunds
         .create(refund_req("r-same", "PAY_USD_100", 1_000))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
+    assert!(a.metadata().get("idempotent-replayed").is_none());
     let b = env
         .refunds
         .create(refund_req("r-same", "PAY_USD_100", 1_000))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(a.refund_id, b.refund_id);
-    assert_eq!(env.sim().stats().refunds_executed, 1);
+        .unwrap();
+    assert_eq!(b.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(a.into_inner(), b.into_inner());
+    assert_eq!(env.sim().calls("refund"), 1);
 
-    // Same request id, other amount: the provider refuses the inconsistent repeat.
+    // Same request id, other amount: refused by the gateway, nothing sent, stored outcome kept.
     let e = env
         .refunds
         .create(refund_req("r-same", "PAY_USD_100", 2_000))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(reason(&e), "REPEAT_REQ_INCONSISTENT");
+    assert_eq!(reason(&e), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(env.sim().calls("refund"), 1);
+    let c = env
+        .refunds
+        .create(refund_req("r-same", "PAY_USD_100", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(c.into_inner().amount, money("USD", 1_000));
     assert_eq!(env.sim().stats().refunds_executed, 1);
 }
 

@@ -8,13 +8,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationStatus, CancellationType, Money, ProviderResult,
     RefundRecord, RefundState,
 };
-use crate::error::{ErrorContext, GatewayError};
+use crate::error::{ErrorContext, GatewayError, REPLAYED_HEADER};
+use crate::idempotency::Reply;
 use crate::pb;
 
 /// Time kept back from the caller's deadline so the answer reaches it in time.
@@ -60,6 +62,11 @@ pub fn deadline_of<T>(req: &Request<T>, settings: &ApiSettings) -> Instant {
         .min(settings.max_request_time)
 }
 
+/// The authenticated caller of a request; empty while no authentication is configured.
+pub fn caller_of<T>(_req: &Request<T>) -> String {
+    String::new()
+}
+
 /// Runs an RPC body under its deadline and maps its error to a `Status`, in one place.
 /// `mutating` says whether a provider call cut short could have executed.
 pub async fn run<T>(
@@ -67,7 +74,7 @@ pub async fn run<T>(
     deadline: Instant,
     ctx: ErrorContext,
     mutating: bool,
-    body: impl Future<Output = Result<T, GatewayError>>,
+    body: impl Future<Output = Result<Reply<T>, GatewayError>>,
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let result = match tokio::time::timeout_at(deadline, body).await {
@@ -79,9 +86,15 @@ pub async fn run<T>(
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(v) => {
-            tracing::info!(method, elapsed_ms, code = "OK", "rpc");
-            Ok(Response::new(v))
+        Ok(reply) => {
+            tracing::info!(method, elapsed_ms, code = "OK", replayed = reply.replayed, "rpc");
+            let mut response = Response::new(reply.value);
+            if reply.replayed {
+                response
+                    .metadata_mut()
+                    .insert(REPLAYED_HEADER, MetadataValue::from_static("true"));
+            }
+            Ok(response)
         }
         Err(e) => {
             let status = Status::from(e);

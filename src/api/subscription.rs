@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{ApiSettings, cancel_to_pb, deadline_of, run};
+use super::{ApiSettings, cancel_to_pb, caller_of, deadline_of, run};
 use crate::accounts::Accounts;
-use crate::error::{ErrorContext, GatewayError};
+use crate::domain::CancelSubscription;
+use crate::error::ErrorContext;
+use crate::idempotency::{self, Idempotency, Key, Reply};
 use crate::pb;
 use crate::pb::subscription_service_server::SubscriptionService;
 use crate::providers::{CallContext, call_resolving};
@@ -16,15 +18,22 @@ use crate::validate;
 #[derive(Debug, Clone)]
 pub struct SubscriptionApi {
     accounts: Arc<Accounts>,
+    idempotency: Idempotency,
     settings: ApiSettings,
 }
 
 impl SubscriptionApi {
     /// Serves cancellations for these accounts.
-    pub fn new(accounts: Arc<Accounts>, settings: ApiSettings) -> Self {
-        Self { accounts, settings }
+    pub fn new(accounts: Arc<Accounts>, idempotency: Idempotency, settings: ApiSettings) -> Self {
+        Self {
+            accounts,
+            idempotency,
+            settings,
+        }
     }
 }
+
+const CANCEL: &str = "SubscriptionService.Cancel";
 
 #[tonic::async_trait]
 impl SubscriptionService for SubscriptionApi {
@@ -33,26 +42,39 @@ impl SubscriptionService for SubscriptionApi {
         request: Request<pb::CancelSubscriptionRequest>,
     ) -> Result<Response<pb::CancelSubscriptionResponse>, Status> {
         let deadline = deadline_of(&request, &self.settings);
+        let caller = caller_of(&request);
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
-        run(
-            "SubscriptionService.Cancel",
-            deadline,
-            ctx.clone(),
-            true,
-            async {
-                let (account, cmd) = validate::cancel_subscription(&req, &self.accounts)?;
-                let call = CallContext::new(deadline);
-                let provider = &account.provider;
-                // A repeated cancel asks for the state the first one already reached, so the
-                // identical request is resent to settle an unknown outcome.
-                let outcome =
+        run(CANCEL, deadline, ctx.clone(), true, async {
+            let (account, cmd) = validate::cancel_subscription(&req, &self.accounts)?;
+            let ctx = ctx.with_account(&account);
+            let key = Key {
+                caller,
+                method: CANCEL,
+                request_id: cmd.request_id.clone(),
+            };
+            let fingerprint = idempotency::fingerprint(
+                &account.name,
+                &CancelSubscription {
+                    request_id: String::new(),
+                    ..cmd.clone()
+                },
+            );
+            let provider = &account.provider;
+            let call = CallContext::new(deadline);
+            // A repeated cancel asks for the state the first one already reached, so the
+            // identical request is resent to settle an unknown outcome.
+            let reply = self
+                .idempotency
+                .run(&key, &fingerprint, deadline, &ctx, true, || {
                     call_resolving(&call, true, || provider.cancel_subscription(&cmd, &call))
-                        .await
-                        .map_err(|e| GatewayError::provider(e, ctx.with_account(&account)))?;
-                Ok(cancel_to_pb(&cmd, &outcome))
-            },
-        )
+                })
+                .await?;
+            Ok(Reply {
+                value: cancel_to_pb(&cmd, &reply.value),
+                replayed: reply.replayed,
+            })
+        })
         .await
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use paygate::accounts::{Account, Accounts};
 use paygate::api::ApiSettings;
+use paygate::idempotency::Idempotency;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
 use paygate::pb::subscription_service_client::SubscriptionServiceClient;
@@ -56,6 +57,8 @@ pub struct Options {
     pub attempt_timeout: Duration,
     pub max_request_time: Duration,
     pub shutdown_grace: Duration,
+    /// Store URL; `None` = a fresh SQLite file in a temporary directory.
+    pub store_url: Option<String>,
 }
 
 impl Default for Options {
@@ -66,12 +69,15 @@ impl Default for Options {
             attempt_timeout: Duration::from_secs(5),
             max_request_time: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
+            store_url: None,
         }
     }
 }
 
 pub struct Env {
     pub sim: SimServer,
+    pub dir: tempfile::TempDir,
+    pub idempotency: Idempotency,
     pub gateway: Option<Running>,
     pub refunds: RefundServiceClient<Channel>,
     pub subscriptions: SubscriptionServiceClient<Channel>,
@@ -116,8 +122,17 @@ pub async fn start_with(o: Options) -> Env {
         }],
         Some("main".into()),
     );
+    let dir = tempfile::tempdir().unwrap();
+    let url = o
+        .store_url
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("paygate.db").display()));
+    let idempotency = Idempotency::new(
+        paygate::idempotency::open(&url).await.unwrap(),
+        paygate::idempotency::DEFAULT_RETENTION,
+    );
     let gateway = Gateway {
         accounts: Arc::new(accounts),
+        idempotency: idempotency.clone(),
         api: ApiSettings {
             max_request_time: o.max_request_time,
         },
@@ -132,6 +147,8 @@ pub async fn start_with(o: Options) -> Env {
         .unwrap();
     Env {
         sim,
+        dir,
+        idempotency,
         gateway: Some(running),
         refunds: RefundServiceClient::new(channel.clone()),
         subscriptions: SubscriptionServiceClient::new(channel.clone()),

@@ -1,0 +1,515 @@
+//! Idempotency that never refunds twice. Every mutating RPC runs through [`Idempotency::run`]:
+//!
+//! - a key is (caller, method, request_id), with a fingerprint of everything else in the request;
+//! - the first attempt takes a *lease* (a row in `in_flight` state) before the provider is called;
+//! - definitive outcomes (success, provider refusals) are stored and replayed, marked
+//!   `idempotent-replayed: true`; the same key with other parameters is refused
+//!   (`IDEMPOTENCY_KEY_REUSED`) without touching the stored outcome;
+//! - a duplicate arriving while the lease is live waits for the outcome within its own deadline,
+//!   or gets ABORTED with RetryInfo; it never reaches the provider;
+//! - an unknown outcome (timeout, `U`, lost answer, crash) leaves the key `unknown` (or its lease
+//!   expires); the next attempt *resumes*: it must settle the earlier attempt before acting.
+//!   Providers that deduplicate (Antom) settle by sending the identical request again; others
+//!   never resend blindly;
+//! - retryable failures (nothing executed) and validation errors are not stored.
+//!
+//! Stores: embedded SQLite (default) and PostgreSQL (several replicas), behind [`Store`].
+
+pub mod postgres;
+pub mod sql;
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::domain::{CancelOutcome, ProviderResult, RefundRecord, RefundState};
+use crate::error::{ErrorContext, GatewayError};
+use crate::providers::{Disposition, ProviderError};
+
+/// A boxed store future.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'a>>;
+
+/// Default retention of completed keys.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How much longer than the call's own deadline a lease lives, so a crashed attempt's key is
+/// taken over soon after the caller gave up on it.
+pub const LEASE_SLACK: Duration = Duration::from_secs(2);
+
+/// The scope of an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The authenticated caller, or empty when authentication is off.
+    pub caller: String,
+    /// The RPC, e.g. `RefundService.Create`.
+    pub method: &'static str,
+    /// The caller's request id.
+    pub request_id: String,
+}
+
+/// A stored key as read back.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Fingerprint of the first request.
+    pub fingerprint: String,
+    /// `in_flight`, `unknown` or `done`.
+    pub state: String,
+    /// Unix ms until which an `in_flight` lease is live.
+    pub lease_until: i64,
+    /// The final outcome (JSON of [`Outcome`]) when `done`.
+    pub outcome: Option<String>,
+}
+
+/// Durable key storage. Each method is one atomic statement.
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn name(&self) -> &'static str;
+    /// Creates the key in `in_flight` with a lease; false if it exists.
+    fn insert<'a>(
+        &'a self,
+        key: &'a Key,
+        fingerprint: &'a str,
+        token: &'a str,
+        lease_until: i64,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// Reads the key.
+    fn load<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Row>>;
+    /// Takes the lease of a key that is `unknown` or whose lease expired.
+    fn take_over<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        lease_until: i64,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// Stores the final outcome, if `token` still holds the lease.
+    fn complete<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        outcome: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// Marks the key `unknown` and frees the lease.
+    fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str, now: i64) -> StoreFuture<'a, bool>;
+    /// Deletes a key whose attempt executed nothing.
+    fn delete<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
+    /// Deletes completed keys created before `cutoff`; returns how many rows went.
+    fn purge(&self, cutoff: i64) -> StoreFuture<'_, u64>;
+    /// Records the latest state of a refund.
+    fn save_refund<'a>(
+        &'a self,
+        account: &'a str,
+        request_id: &'a str,
+        refund_id: Option<&'a str>,
+        state: &'a str,
+        record: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, ()>;
+    /// The latest recorded state of a refund (JSON of `RefundRecord`).
+    fn load_refund<'a>(
+        &'a self,
+        account: &'a str,
+        request_id: &'a str,
+    ) -> StoreFuture<'a, Option<String>>;
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` or `postgres://...`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, sqlx::Error> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(sqlx::Error::Configuration(
+            "the store URL must start with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+/// A definitive provider refusal, as stored for replay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredRefusal {
+    /// gRPC code.
+    pub code: i32,
+    /// ErrorInfo reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+    /// The provider's raw result.
+    pub result: Option<ProviderResult>,
+}
+
+/// A final outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A refund was created (or accepted and processing).
+    Refund(RefundRecord),
+    /// A cancellation was accepted.
+    Cancel(CancelOutcome),
+    /// The provider refused for good.
+    Refused(StoredRefusal),
+}
+
+/// A success value that can be stored and replayed.
+pub trait Storable: Sized {
+    /// As a stored outcome.
+    fn to_outcome(&self) -> Outcome;
+    /// Back from a stored outcome; `None` if it is of another kind.
+    fn from_outcome(o: Outcome) -> Option<Self>;
+}
+
+impl Storable for RefundRecord {
+    fn to_outcome(&self) -> Outcome {
+        Outcome::Refund(self.clone())
+    }
+    fn from_outcome(o: Outcome) -> Option<Self> {
+        match o {
+            Outcome::Refund(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl Storable for CancelOutcome {
+    fn to_outcome(&self) -> Outcome {
+        Outcome::Cancel(self.clone())
+    }
+    fn from_outcome(o: Outcome) -> Option<Self> {
+        match o {
+            Outcome::Cancel(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A value and whether it was replayed from the store.
+#[derive(Debug, Clone)]
+pub struct Reply<T> {
+    /// The answer.
+    pub value: T,
+    /// True when it came from the store without a provider call.
+    pub replayed: bool,
+}
+
+impl<T> Reply<T> {
+    /// A freshly computed answer.
+    pub fn fresh(value: T) -> Self {
+        Self {
+            value,
+            replayed: false,
+        }
+    }
+}
+
+/// SHA-256 (hex) of the canonical JSON of `(account, request)`. Callers pass the request with
+/// its request id blanked, so the fingerprint covers every other field.
+pub fn fingerprint<T: Serialize>(account: &str, request: &T) -> String {
+    let bytes = serde_json::to_vec(&(account, request)).unwrap_or_default();
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn token() -> String {
+    let mut b = [0u8; 16];
+    // The system RNG does not fail on supported platforms; a zero token still works, it
+    // only loses uniqueness against a concurrent attempt, which the state checks also guard.
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    hex(&b)
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn state_name(s: RefundState) -> &'static str {
+    match s {
+        RefundState::Succeeded => "Succeeded",
+        RefundState::Processing => "Processing",
+        RefundState::Failed => "Failed",
+    }
+}
+
+/// The idempotency layer over a store.
+#[derive(Clone)]
+pub struct Idempotency {
+    store: Arc<dyn Store>,
+    retention: Duration,
+}
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("store", &self.store.name())
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+fn store_error(ctx: &ErrorContext, e: sqlx::Error) -> GatewayError {
+    tracing::error!(error = %e, "idempotency store failed");
+    GatewayError::StoreUnavailable(ctx.clone())
+}
+
+/// How a run's attempt began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Fresh,
+    Resume,
+}
+
+impl Idempotency {
+    /// Uses `store`, keeping completed keys for `retention`.
+    pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
+        Self { store, retention }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs `attempt` at most once per key while its outcome is known, as described in the
+    /// module documentation. `resend_settles` says whether sending the identical request again
+    /// settles an earlier attempt whose outcome is unknown (the provider deduplicates, or the
+    /// operation is naturally idempotent).
+    pub async fn run<T, F, Fut>(
+        &self,
+        key: &Key,
+        fingerprint: &str,
+        deadline: Instant,
+        ctx: &ErrorContext,
+        resend_settles: bool,
+        mut attempt: F,
+    ) -> Result<Reply<T>, GatewayError>
+    where
+        T: Storable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let now = now_ms();
+            let lease_ms = deadline.saturating_duration_since(Instant::now()) + LEASE_SLACK;
+            let lease_until = now + lease_ms.as_millis() as i64;
+            let tok = token();
+            let inserted = self
+                .store
+                .insert(key, fingerprint, &tok, lease_until, now)
+                .await
+                .map_err(|e| store_error(ctx, e))?;
+            if inserted {
+                return self
+                    .attempt(key, &tok, Start::Fresh, ctx, resend_settles, &mut attempt)
+                    .await;
+            }
+            let Some(row) = self.store.load(key).await.map_err(|e| store_error(ctx, e))? else {
+                continue; // purged between the two statements
+            };
+            if row.fingerprint != fingerprint {
+                return Err(GatewayError::KeyReused(ctx.clone()));
+            }
+            match row.state.as_str() {
+                "done" => return self.replay(row.outcome.as_deref(), ctx),
+                "in_flight" if row.lease_until > now => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left <= wait + Duration::from_millis(10) {
+                        let lease_left = Duration::from_millis((row.lease_until - now) as u64);
+                        return Err(GatewayError::InFlight {
+                            retry_after: lease_left.clamp(
+                                Duration::from_millis(100),
+                                Duration::from_secs(1),
+                            ),
+                            ctx: ctx.clone(),
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(50));
+                }
+                _ => {
+                    let taken = self
+                        .store
+                        .take_over(key, &tok, lease_until, now)
+                        .await
+                        .map_err(|e| store_error(ctx, e))?;
+                    if taken {
+                        tracing::warn!(method = key.method, request_id = %key.request_id,
+                            "resuming a key whose earlier attempt has an unknown outcome");
+                        return self
+                            .attempt(key, &tok, Start::Resume, ctx, resend_settles, &mut attempt)
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt<T, F, Fut>(
+        &self,
+        key: &Key,
+        tok: &str,
+        start: Start,
+        ctx: &ErrorContext,
+        resend_settles: bool,
+        attempt: &mut F,
+    ) -> Result<Reply<T>, GatewayError>
+    where
+        T: Storable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        if start == Start::Resume && !resend_settles {
+            let _ = self.store.mark_unknown(key, tok, now_ms()).await;
+            return Err(GatewayError::OutcomeUnresolved(ctx.clone()));
+        }
+        match attempt().await {
+            Ok(value) => {
+                self.finish(key, tok, &value.to_outcome()).await;
+                Ok(Reply::fresh(value))
+            }
+            Err(e) => {
+                match e.disposition {
+                    Disposition::Definitive => {
+                        let refusal = Outcome::Refused(StoredRefusal {
+                            code: e.code as i32,
+                            reason: e.reason.clone(),
+                            message: e.message.clone(),
+                            result: e.result.as_deref().cloned(),
+                        });
+                        self.finish(key, tok, &refusal).await;
+                    }
+                    Disposition::Unknown { .. } => {
+                        self.log(self.store.mark_unknown(key, tok, now_ms()).await);
+                    }
+                    Disposition::Retryable { .. } | Disposition::Misconfigured => {
+                        // Nothing executed this time; an earlier unknown attempt stays unknown.
+                        let r = if start == Start::Resume {
+                            self.store.mark_unknown(key, tok, now_ms()).await
+                        } else {
+                            self.store.delete(key, tok).await
+                        };
+                        self.log(r);
+                    }
+                }
+                Err(GatewayError::provider(e, ctx.clone()))
+            }
+        }
+    }
+
+    async fn finish(&self, key: &Key, tok: &str, outcome: &Outcome) {
+        let json = match serde_json::to_string(outcome) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an outcome; the key stays leased");
+                return;
+            }
+        };
+        match self.store.complete(key, tok, &json, now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(method = key.method, request_id = %key.request_id,
+                "lease lost before the outcome was stored; a later attempt settles it"),
+            Err(e) => tracing::error!(error = %e, method = key.method, request_id = %key.request_id,
+                "cannot store an outcome; the key's lease will expire and a later attempt settles it"),
+        }
+    }
+
+    fn log(&self, r: Result<bool, sqlx::Error>) {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "idempotency store update failed; the lease will expire");
+        }
+    }
+
+    fn replay<T: Storable>(
+        &self,
+        outcome: Option<&str>,
+        ctx: &ErrorContext,
+    ) -> Result<Reply<T>, GatewayError> {
+        let parsed: Option<Outcome> = outcome.and_then(|o| serde_json::from_str(o).ok());
+        match parsed {
+            Some(Outcome::Refused(r)) => {
+                let err = ProviderError {
+                    disposition: Disposition::Definitive,
+                    code: Code::from_i32(r.code),
+                    reason: r.reason,
+                    message: r.message,
+                    result: r.result.map(Box::new),
+                };
+                Err(GatewayError::Replayed(Box::new(GatewayError::provider(
+                    err,
+                    ctx.clone(),
+                ))))
+            }
+            Some(o) => match T::from_outcome(o) {
+                Some(value) => Ok(Reply {
+                    value,
+                    replayed: true,
+                }),
+                None => Err(GatewayError::Internal(
+                    "stored outcome is of another kind".into(),
+                )),
+            },
+            None => Err(GatewayError::Internal(
+                "stored outcome cannot be read".into(),
+            )),
+        }
+    }
+
+    /// Records what the gateway learned about a refund (Create and Inquire).
+    pub async fn record_refund(&self, account: &str, r: &RefundRecord) {
+        let Some(request_id) = r.request_id.as_deref() else {
+            return;
+        };
+        let Ok(json) = serde_json::to_string(r) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .save_refund(
+                account,
+                request_id,
+                r.refund_id.as_deref(),
+                state_name(r.state),
+                &json,
+                now_ms(),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record a refund's state");
+        }
+    }
+
+    /// The latest recorded state of a refund, if any.
+    pub async fn latest_refund(&self, account: &str, request_id: &str) -> Option<RefundRecord> {
+        let json = self.store.load_refund(account, request_id).await.ok()??;
+        serde_json::from_str(&json).ok()
+    }
+
+    /// Deletes completed keys older than the retention; returns how many rows went.
+    pub async fn purge_expired(&self) -> Result<u64, sqlx::Error> {
+        let cutoff = now_ms() - self.retention.as_millis() as i64;
+        self.store.purge(cutoff).await
+    }
+
+    /// Purges expired keys every `every`, forever.
+    pub async fn purge_loop(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.purge_expired().await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired idempotency keys"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+            }
+        }
+    }
+}

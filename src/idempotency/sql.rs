@@ -1,0 +1,247 @@
+//! The SQL both stores run (`$n` placeholders work in PostgreSQL and SQLite alike), and the
+//! macro that implements [`super::Store`] on a sqlx pool with it. Every state change is one
+//! conditional statement, so concurrent gateways never check-then-act.
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlSafeStr;
+
+/// The versioned schema migrations, embedded in the binary.
+pub fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "idempotency".into(),
+        MigrationType::Simple,
+        include_str!("migrations/0001_idempotency.sql").into_sql_str(),
+        false,
+    )])
+}
+
+pub const INSERT: &str = "INSERT INTO idempotency_keys \
+     (caller, method, request_id, fingerprint, state, lease_token, lease_until, attempts, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, 'in_flight', $5, $6, 1, $7, $7) \
+     ON CONFLICT (caller, method, request_id) DO NOTHING";
+
+pub const LOAD: &str = "SELECT fingerprint, state, lease_until, outcome FROM idempotency_keys \
+     WHERE caller = $1 AND method = $2 AND request_id = $3";
+
+/// Takes over a key whose earlier attempt ended unknown or whose lease expired.
+pub const TAKE_OVER: &str = "UPDATE idempotency_keys \
+     SET state = 'in_flight', lease_token = $4, lease_until = $5, attempts = attempts + 1, updated_at = $6 \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 \
+       AND (state = 'unknown' OR (state = 'in_flight' AND lease_until <= $6))";
+
+pub const COMPLETE: &str = "UPDATE idempotency_keys \
+     SET state = 'done', outcome = $5, lease_token = NULL, lease_until = 0, updated_at = $6 \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
+
+pub const MARK_UNKNOWN: &str = "UPDATE idempotency_keys \
+     SET state = 'unknown', lease_token = NULL, lease_until = 0, updated_at = $5 \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
+
+pub const DELETE: &str = "DELETE FROM idempotency_keys \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
+
+pub const PURGE: &str = "DELETE FROM idempotency_keys WHERE state = 'done' AND created_at < $1";
+
+pub const PURGE_REFUNDS: &str = "DELETE FROM refunds WHERE updated_at < $1 AND state <> 'Processing'";
+
+/// Records a refund's state; a final state is never overwritten by PROCESSING.
+pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_id, state, record, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (account, request_id) DO UPDATE SET \
+       refund_id = COALESCE(excluded.refund_id, refunds.refund_id), \
+       state = excluded.state, record = excluded.record, updated_at = excluded.updated_at \
+     WHERE refunds.state = 'Processing' OR excluded.state <> 'Processing'";
+
+pub const LOAD_REFUND: &str = "SELECT record FROM refunds WHERE account = $1 AND request_id = $2";
+
+/// Implements `Store` for a struct with a `pool` field of a sqlx pool type.
+macro_rules! impl_store {
+    ($ty:ty, $name:literal) => {
+        impl $crate::idempotency::Store for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn insert<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+                fingerprint: &'a str,
+                token: &'a str,
+                lease_until: i64,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let r = sqlx::query($crate::idempotency::sql::INSERT)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .bind(fingerprint)
+                        .bind(token)
+                        .bind(lease_until)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn load<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+            ) -> $crate::idempotency::StoreFuture<'a, Option<$crate::idempotency::Row>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::idempotency::sql::LOAD)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    row.map(|r| {
+                        Ok($crate::idempotency::Row {
+                            fingerprint: r.try_get(0)?,
+                            state: r.try_get(1)?,
+                            lease_until: r.try_get(2)?,
+                            outcome: r.try_get(3)?,
+                        })
+                    })
+                    .transpose()
+                })
+            }
+
+            fn take_over<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+                token: &'a str,
+                lease_until: i64,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let r = sqlx::query($crate::idempotency::sql::TAKE_OVER)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .bind(token)
+                        .bind(lease_until)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn complete<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+                token: &'a str,
+                outcome: &'a str,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let r = sqlx::query($crate::idempotency::sql::COMPLETE)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .bind(token)
+                        .bind(outcome)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn mark_unknown<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+                token: &'a str,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let r = sqlx::query($crate::idempotency::sql::MARK_UNKNOWN)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .bind(token)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn delete<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+                token: &'a str,
+            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let r = sqlx::query($crate::idempotency::sql::DELETE)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .bind(token)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn purge(&self, cutoff: i64) -> $crate::idempotency::StoreFuture<'_, u64> {
+                Box::pin(async move {
+                    let keys = sqlx::query($crate::idempotency::sql::PURGE)
+                        .bind(cutoff)
+                        .execute(&self.pool)
+                        .await?;
+                    let refunds = sqlx::query($crate::idempotency::sql::PURGE_REFUNDS)
+                        .bind(cutoff)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(keys.rows_affected() + refunds.rows_affected())
+                })
+            }
+
+            fn save_refund<'a>(
+                &'a self,
+                account: &'a str,
+                request_id: &'a str,
+                refund_id: Option<&'a str>,
+                state: &'a str,
+                record: &'a str,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    sqlx::query($crate::idempotency::sql::SAVE_REFUND)
+                        .bind(account)
+                        .bind(request_id)
+                        .bind(refund_id)
+                        .bind(state)
+                        .bind(record)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn load_refund<'a>(
+                &'a self,
+                account: &'a str,
+                request_id: &'a str,
+            ) -> $crate::idempotency::StoreFuture<'a, Option<String>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::idempotency::sql::LOAD_REFUND)
+                        .bind(account)
+                        .bind(request_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;
