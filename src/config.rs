@@ -264,7 +264,10 @@ impl Config {
         }
         let retention_hours = match env("PAYGATE_IDEMPOTENCY_RETENTION_HOURS") {
             Some(v) => v.parse().ok().filter(|h| *h > 0).ok_or_else(|| {
-                err("PAYGATE_IDEMPOTENCY_RETENTION_HOURS", "must be a positive number of hours")
+                err(
+                    "PAYGATE_IDEMPOTENCY_RETENTION_HOURS",
+                    "must be a positive number of hours",
+                )
             })?,
             None => file.idempotency_retention_hours.unwrap_or(7 * 24),
         };

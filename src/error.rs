@@ -215,7 +215,8 @@ impl From<GatewayError> for Status {
                 )
             }
             GatewayError::OutcomeUnresolved(ctx) => {
-                let d = ErrorDetails::with_error_info("OUTCOME_UNKNOWN", ERROR_DOMAIN, metadata(&ctx));
+                let d =
+                    ErrorDetails::with_error_info("OUTCOME_UNKNOWN", ERROR_DOMAIN, metadata(&ctx));
                 status(
                     Code::FailedPrecondition,
                     "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key".into(),
@@ -239,8 +240,10 @@ impl From<GatewayError> for Status {
             }
             GatewayError::Replayed(inner) => {
                 let mut s = Status::from(*inner);
-                s.metadata_mut()
-                    .insert(REPLAYED_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+                s.metadata_mut().insert(
+                    REPLAYED_HEADER,
+                    tonic::metadata::MetadataValue::from_static("true"),
+                );
                 s
             }
             GatewayError::Internal(msg) => {

@@ -87,7 +87,13 @@ pub async fn run<T>(
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(reply) => {
-            tracing::info!(method, elapsed_ms, code = "OK", replayed = reply.replayed, "rpc");
+            tracing::info!(
+                method,
+                elapsed_ms,
+                code = "OK",
+                replayed = reply.replayed,
+                "rpc"
+            );
             let mut response = Response::new(reply.value);
             if reply.replayed {
                 response

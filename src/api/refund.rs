@@ -100,16 +100,22 @@ impl RefundService for RefundApi {
         let deadline = deadline_of(&request, &self.settings);
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
-        run("RefundService.Inquire", deadline, ctx.clone(), false, async {
-            let (account, query) = validate::inquire_refund(&req, &self.accounts)?;
-            let call = CallContext::new(deadline);
-            let provider = &account.provider;
-            let record = call_resolving(&call, true, || provider.inquire_refund(&query, &call))
-                .await
-                .map_err(|e| GatewayError::provider(e, ctx.with_account(&account)))?;
-            self.idempotency.record_refund(&account.name, &record).await;
-            Ok(Reply::fresh(refund_to_pb(&record)))
-        })
+        run(
+            "RefundService.Inquire",
+            deadline,
+            ctx.clone(),
+            false,
+            async {
+                let (account, query) = validate::inquire_refund(&req, &self.accounts)?;
+                let call = CallContext::new(deadline);
+                let provider = &account.provider;
+                let record = call_resolving(&call, true, || provider.inquire_refund(&query, &call))
+                    .await
+                    .map_err(|e| GatewayError::provider(e, ctx.with_account(&account)))?;
+                self.idempotency.record_refund(&account.name, &record).await;
+                Ok(Reply::fresh(refund_to_pb(&record)))
+            },
+        )
         .await
     }
 }

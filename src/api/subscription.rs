@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{ApiSettings, cancel_to_pb, caller_of, deadline_of, run};
+use super::{ApiSettings, caller_of, cancel_to_pb, deadline_of, run};
 use crate::accounts::Accounts;
 use crate::domain::CancelSubscription;
 use crate::error::ErrorContext;

@@ -312,7 +312,12 @@ impl Idempotency {
                     .attempt(key, &tok, Start::Fresh, ctx, resend_settles, &mut attempt)
                     .await;
             }
-            let Some(row) = self.store.load(key).await.map_err(|e| store_error(ctx, e))? else {
+            let Some(row) = self
+                .store
+                .load(key)
+                .await
+                .map_err(|e| store_error(ctx, e))?
+            else {
                 continue; // purged between the two statements
             };
             if row.fingerprint != fingerprint {
@@ -325,10 +330,8 @@ impl Idempotency {
                     if left <= wait + Duration::from_millis(10) {
                         let lease_left = Duration::from_millis((row.lease_until - now) as u64);
                         return Err(GatewayError::InFlight {
-                            retry_after: lease_left.clamp(
-                                Duration::from_millis(100),
-                                Duration::from_secs(1),
-                            ),
+                            retry_after: lease_left
+                                .clamp(Duration::from_millis(100), Duration::from_secs(1)),
                             ctx: ctx.clone(),
                         });
                     }
@@ -417,8 +420,10 @@ impl Idempotency {
             Ok(true) => {}
             Ok(false) => tracing::warn!(method = key.method, request_id = %key.request_id,
                 "lease lost before the outcome was stored; a later attempt settles it"),
-            Err(e) => tracing::error!(error = %e, method = key.method, request_id = %key.request_id,
-                "cannot store an outcome; the key's lease will expire and a later attempt settles it"),
+            Err(e) => {
+                tracing::error!(error = %e, method = key.method, request_id = %key.request_id,
+                "cannot store an outcome; the key's lease will expire and a later attempt settles it")
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! macro that implements [`super::Store`] on a sqlx pool with it. Every state change is one
 //! conditional statement, so concurrent gateways never check-then-act.
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The versioned schema migrations, embedded in the binary.
 pub fn migrator() -> Migrator {
@@ -43,7 +43,8 @@ pub const DELETE: &str = "DELETE FROM idempotency_keys \
 
 pub const PURGE: &str = "DELETE FROM idempotency_keys WHERE state = 'done' AND created_at < $1";
 
-pub const PURGE_REFUNDS: &str = "DELETE FROM refunds WHERE updated_at < $1 AND state <> 'Processing'";
+pub const PURGE_REFUNDS: &str =
+    "DELETE FROM refunds WHERE updated_at < $1 AND state <> 'Processing'";
 
 /// Records a refund's state; a final state is never overwritten by PROCESSING.
 pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_id, state, record, updated_at) \

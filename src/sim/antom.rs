@@ -118,6 +118,11 @@ pub enum FaultKind {
     MalformedBody,
     /// Execute, then break the connection instead of answering.
     LoseAnswer,
+    /// Execute, then wait this long before answering.
+    SlowAnswer {
+        /// Milliseconds.
+        ms: u64,
+    },
 }
 
 /// A fault that applies to the next `times` matching requests.
@@ -770,6 +775,9 @@ async fn handle(
             _ => param_illegal("body is not a JSON object"),
         },
     };
+    if let Some(FaultKind::SlowAnswer { ms }) = &fault {
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+    }
     let mut bytes = answer.to_string().into_bytes();
     if fault == Some(FaultKind::MalformedBody) {
         bytes.truncate(bytes.len() / 2);

@@ -2,6 +2,8 @@
 //! real tonic clients. Everything talks over real TCP.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

@@ -1,0 +1,155 @@
+//! Real gateway processes (the `paygate` binary) and throwaway PostgreSQL databases.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::providers::antom::signing::Signer;
+use tonic::transport::Channel;
+
+use super::{CLIENT_ID, antom_pem, merchant_pem};
+
+/// A gateway child process; killed when dropped.
+pub struct GatewayProcess {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl GatewayProcess {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn client(&self) -> RefundServiceClient<Channel> {
+        for _ in 0..150 {
+            if let Ok(c) = RefundServiceClient::connect(self.url()).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("gateway on port {} never came up", self.port);
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm_and_wait(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes the key files a gateway process needs into `dir`.
+pub fn write_keys(dir: &Path) {
+    std::fs::write(dir.join("merchant.pem"), merchant_pem()).unwrap();
+    let antom = Signer::from_bytes(antom_pem().as_bytes()).unwrap();
+    std::fs::write(dir.join("antom_public.pem"), antom.public_key_pem()).unwrap();
+}
+
+/// Starts `paygate serve` against the simulator at `sim_url` with the store at `store_url`.
+pub fn spawn_gateway(dir: &Path, sim_url: &str, store_url: &str) -> GatewayProcess {
+    write_keys(dir);
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_paygate"))
+        .arg("serve")
+        .env_remove("PAYGATE_CONFIG")
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PAYGATE_ANTOM_BASE_URL", sim_url)
+        .env("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID)
+        .env("PAYGATE_ANTOM_PRIVATE_KEY_FILE", dir.join("merchant.pem"))
+        .env(
+            "PAYGATE_ANTOM_PUBLIC_KEY_FILE",
+            dir.join("antom_public.pem"),
+        )
+        .env("PAYGATE_STORE_URL", store_url)
+        .env("PAYGATE_SHUTDOWN_GRACE_MS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    GatewayProcess { child, port }
+}
+
+/// The server the PostgreSQL tests use. Override with PAYGATE_TEST_POSTGRES_URL (a URL of an
+/// existing database on a server where the user may create databases).
+pub fn postgres_admin_url() -> String {
+    std::env::var("PAYGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database, dropped when the value is dropped. Fails (never skips) when PostgreSQL
+/// is not reachable.
+pub struct TestDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        use sqlx::Connection;
+        let admin = postgres_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL is required for this test ({admin}): {e}"));
+        let mut b = [0u8; 6];
+        aws_lc_rs::rand::fill(&mut b).unwrap();
+        let name = format!(
+            "paygate_test_{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin = postgres_admin_url();
+        let name = self.name.clone();
+        // Drop on a separate thread with its own runtime: Drop cannot be async.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,149 @@
+//! The store primitives on both backends: each transition is one conditional statement that
+//! only the lease holder (or an expired lease's successor) can make.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::process::TestDatabase;
+use paygate::idempotency::{self, Key, Store};
+
+fn key(id: &str) -> Key {
+    Key {
+        caller: "billing".into(),
+        method: "RefundService.Create",
+        request_id: id.into(),
+    }
+}
+
+async fn exercise(store: Arc<dyn Store>) {
+    let k = key("k1");
+    let now = 1_000_000;
+    assert!(
+        store
+            .insert(&k, "fp", "t1", now + 5_000, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert(&k, "fp", "t2", now + 5_000, now)
+            .await
+            .unwrap(),
+        "one owner"
+    );
+    let row = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.fingerprint.as_str()),
+        ("in_flight", "fp")
+    );
+
+    // A live lease cannot be taken over; an expired one can, once.
+    assert!(
+        !store
+            .take_over(&k, "t2", now + 9_000, now + 1_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_over(&k, "t2", now + 9_000, now + 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_over(&k, "t3", now + 9_000, now + 5_000)
+            .await
+            .unwrap()
+    );
+
+    // The old holder can no longer complete; the new one can.
+    assert!(!store.complete(&k, "t1", "{}", now).await.unwrap());
+    assert!(store.mark_unknown(&k, "t2", now).await.unwrap());
+    assert_eq!(store.load(&k).await.unwrap().unwrap().state, "unknown");
+    assert!(
+        store.take_over(&k, "t3", now + 9_000, now).await.unwrap(),
+        "unknown is resumable"
+    );
+    assert!(store.complete(&k, "t3", "{\"x\":1}", now).await.unwrap());
+    let row = store.load(&k).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.outcome.as_deref()),
+        ("done", Some("{\"x\":1}"))
+    );
+    assert!(
+        !store
+            .take_over(&k, "t4", i64::MAX, i64::MAX - 1)
+            .await
+            .unwrap(),
+        "done is final"
+    );
+
+    // Delete only by the holder.
+    let k2 = key("k2");
+    assert!(
+        store
+            .insert(&k2, "fp", "a", now + 5_000, now)
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete(&k2, "b").await.unwrap());
+    assert!(store.delete(&k2, "a").await.unwrap());
+    assert!(store.load(&k2).await.unwrap().is_none());
+
+    // Purge removes done keys created before the cutoff, never unresolved ones.
+    let k3 = key("k3");
+    assert!(
+        store
+            .insert(&k3, "fp", "c", now + 5_000, now)
+            .await
+            .unwrap()
+    );
+    assert!(store.mark_unknown(&k3, "c", now).await.unwrap());
+    assert_eq!(store.purge(now + 1).await.unwrap(), 1);
+    assert!(store.load(&k).await.unwrap().is_none());
+    assert!(store.load(&k3).await.unwrap().is_some());
+
+    // Refund states move forward only.
+    store
+        .save_refund("main", "r1", None, "Processing", "p", now)
+        .await
+        .unwrap();
+    store
+        .save_refund("main", "r1", Some("R1"), "Succeeded", "s", now)
+        .await
+        .unwrap();
+    store
+        .save_refund("main", "r1", None, "Processing", "late", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_refund("main", "r1").await.unwrap().as_deref(),
+        Some("s")
+    );
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("nested/dir/p.db").display());
+    exercise(idempotency::open(&url).await.unwrap()).await;
+    // Reopening runs the migrations again without harm.
+    assert!(idempotency::open(&url).await.is_ok());
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let db = TestDatabase::create().await;
+    exercise(idempotency::open(&db.url).await.unwrap()).await;
+    assert!(idempotency::open(&db.url).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_an_error_not_a_hang() {
+    let port = common::process::free_port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/none");
+    assert!(idempotency::open(&url).await.is_err());
+    assert!(idempotency::open("mysql://x").await.is_err());
+}
