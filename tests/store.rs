@@ -147,3 +147,51 @@ async fn an_unreachable_store_is_an_error_not_a_hang() {
     assert!(idempotency::open(&url).await.is_err());
     assert!(idempotency::open("mysql://x").await.is_err());
 }
+
+#[tokio::test]
+async fn a_provider_without_deduplication_is_never_resent_blindly() {
+    use paygate::domain::{CancelOutcome, CancellationStatus, ProviderResult};
+    use paygate::error::{ErrorContext, GatewayError};
+    use paygate::idempotency::Idempotency;
+    use paygate::providers::ProviderError;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let idem = Idempotency::new(
+        idempotency::open(&url).await.unwrap(),
+        idempotency::DEFAULT_RETENTION,
+    );
+    let calls = AtomicU32::new(0);
+    let k = key("no-dedup");
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
+    let ctx = ErrorContext::default();
+    let first = idem
+        .run::<CancelOutcome, _, _>(&k, "fp", deadline(), &ctx, false, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ProviderError::unknown("answer lost", None))
+        })
+        .await;
+    assert!(matches!(first, Err(GatewayError::Provider(..))));
+    for _ in 0..3 {
+        let again = idem
+            .run(&k, "fp", deadline(), &ctx, false, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(CancelOutcome {
+                    status: CancellationStatus::Accepted,
+                    result: ProviderResult {
+                        provider: "x".into(),
+                        code: "OK".into(),
+                        status: "S".into(),
+                        message: String::new(),
+                    },
+                })
+            })
+            .await;
+        let Err(GatewayError::OutcomeUnresolved(_)) = again else {
+            panic!("expected OUTCOME_UNKNOWN, got {again:?}");
+        };
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "never resent");
+}
