@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::admission::AccountGuard;
 use crate::providers::Provider;
 
 /// A configured provider account.
@@ -11,6 +12,8 @@ pub struct Account {
     pub name: String,
     /// The provider client for this account.
     pub provider: Arc<dyn Provider>,
+    /// Rate limit, in-flight cap and circuit breaker in front of the provider.
+    pub guard: AccountGuard,
 }
 
 impl std::fmt::Debug for Account {

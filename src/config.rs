@@ -8,8 +8,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use std::collections::HashMap;
+
+use crate::admission::GuardSettings;
+use crate::auth::{Auth, Policy};
 use crate::providers::antom::client::Settings as AntomSettings;
 use crate::providers::antom::signing::{Signer, Verifier};
+use crate::ratelimit::Rate;
+use crate::secret::Secret;
 
 /// Name of the account the `PAYGATE_ANTOM_*` variables describe.
 pub const ENV_ANTOM_ACCOUNT: &str = "antom";
@@ -64,8 +70,39 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     store_url: Option<String>,
     idempotency_retention_hours: Option<u64>,
+    max_in_flight_requests: Option<usize>,
+    max_queue_ms: Option<u64>,
+    caller_rps: Option<f64>,
+    caller_burst: Option<u32>,
+    tls: Option<FileTls>,
+    auth: Option<FileAuth>,
+    #[serde(default)]
+    callers: BTreeMap<String, FileCaller>,
     #[serde(default)]
     accounts: BTreeMap<String, FileAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    tokens_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCaller {
+    methods: Option<Vec<String>>,
+    accounts: Option<Vec<String>>,
+    rps: Option<f64>,
+    burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +116,11 @@ struct FileAccount {
     sandbox: Option<bool>,
     key_version: Option<u32>,
     timeout_ms: Option<u64>,
+    rps: Option<f64>,
+    burst: Option<u32>,
+    max_in_flight: Option<usize>,
+    breaker_threshold: Option<u32>,
+    breaker_cool_down_ms: Option<u64>,
 }
 
 /// One provider account, ready to build.
@@ -88,6 +130,19 @@ pub struct AccountConfig {
     pub name: String,
     /// The provider and its settings.
     pub provider: ProviderConfig,
+    /// Rate limit, in-flight cap, circuit breaker.
+    pub guard: GuardSettings,
+}
+
+/// TLS material for the gRPC port.
+#[derive(Debug)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub cert: Vec<u8>,
+    /// Server private key (PEM).
+    pub key: Secret<Vec<u8>>,
+    /// CA that signs client certificates; set = mutual TLS.
+    pub client_ca: Option<Vec<u8>>,
 }
 
 /// Provider-specific settings.
@@ -112,6 +167,18 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Idempotency store: `sqlite://PATH` or `postgres://...`.
     pub store_url: String,
+    /// TLS on the gRPC port.
+    pub tls: Option<TlsFiles>,
+    /// Caller authentication and policies.
+    pub auth: Auth,
+    /// Gateway-wide in-flight cap.
+    pub max_in_flight_requests: usize,
+    /// Longest wait for a rate-limit slot.
+    pub max_queue: Duration,
+    /// Rate for callers without their own.
+    pub caller_rate: Option<Rate>,
+    /// Rates by caller.
+    pub caller_rates: HashMap<String, Rate>,
     /// How long completed idempotency keys are kept.
     pub idempotency_retention: Duration,
     /// Provider accounts.
@@ -176,6 +243,8 @@ impl Config {
             ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", "private_key_file"),
             ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", "antom_public_key_file"),
             ("PAYGATE_ANTOM_SANDBOX", "sandbox"),
+            ("PAYGATE_ANTOM_RPS", "rps"),
+            ("PAYGATE_ANTOM_BURST", "burst"),
         ];
         if antom_env.iter().any(|(k, _)| env(k).is_some()) {
             let acct = file
@@ -190,6 +259,22 @@ impl Config {
                     "PAYGATE_ANTOM_CLIENT_ID" => acct.client_id = Some(v),
                     "PAYGATE_ANTOM_PRIVATE_KEY_FILE" => acct.private_key_file = Some(v.into()),
                     "PAYGATE_ANTOM_PUBLIC_KEY_FILE" => acct.antom_public_key_file = Some(v.into()),
+                    "PAYGATE_ANTOM_RPS" => {
+                        acct.rps = Some(
+                            v.parse()
+                                .ok()
+                                .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                                .ok_or_else(|| err(var, "must be a positive number"))?,
+                        )
+                    }
+                    "PAYGATE_ANTOM_BURST" => {
+                        acct.burst = Some(
+                            v.parse()
+                                .ok()
+                                .filter(|b: &u32| *b > 0)
+                                .ok_or_else(|| err(var, "must be a positive integer"))?,
+                        )
+                    }
                     _ => {
                         acct.sandbox = Some(match v.as_str() {
                             "true" | "1" => true,
@@ -214,8 +299,13 @@ impl Config {
                     "account names are 1-64 characters of A-Z a-z 0-9 _ - .",
                 ));
             }
+            let guard = guard_settings(&name, &a, env)?;
             let provider = antom_account(&name, a, env)?;
-            accounts.push(AccountConfig { name, provider });
+            accounts.push(AccountConfig {
+                name,
+                provider,
+                guard,
+            });
         }
 
         let default_account = env("PAYGATE_DEFAULT_ACCOUNT")
@@ -271,8 +361,43 @@ impl Config {
             })?,
             None => file.idempotency_retention_hours.unwrap_or(7 * 24),
         };
+        let tls = tls_files(file.tls.unwrap_or_default(), env)?;
+        let mut auth = Auth {
+            mtls: tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            ..Auth::default()
+        };
+        let tokens = env("PAYGATE_AUTH_TOKENS_FILE")
+            .map(|v| ("PAYGATE_AUTH_TOKENS_FILE".to_owned(), PathBuf::from(v)))
+            .or_else(|| {
+                file.auth
+                    .and_then(|a| a.tokens_file)
+                    .map(|p| ("auth.tokens_file".to_owned(), p))
+            });
+        if let Some((setting, path)) = tokens {
+            auth.token_hashes = read_tokens(&setting, &path)?;
+        }
+        let caller_rate = rate("caller_rps", file.caller_rps, file.caller_burst)?;
+        let mut caller_rates = HashMap::new();
+        for (name, c) in file.callers {
+            if let Some(r) = rate(&format!("callers.{name}.rps"), c.rps, c.burst)? {
+                caller_rates.insert(name.clone(), r);
+            }
+            auth.policies.insert(
+                name,
+                Policy {
+                    methods: c.methods,
+                    accounts: c.accounts,
+                },
+            );
+        }
         Ok(Config {
             listen_addr,
+            tls,
+            auth,
+            max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),
+            max_queue: Duration::from_millis(file.max_queue_ms.unwrap_or(250)),
+            caller_rate,
+            caller_rates,
             store_url: store.1,
             idempotency_retention: Duration::from_secs(retention_hours * 3600),
             default_account,
@@ -282,6 +407,134 @@ impl Config {
             accounts,
         })
     }
+}
+
+fn rate(setting: &str, rps: Option<f64>, burst: Option<u32>) -> Result<Option<Rate>, ConfigError> {
+    let Some(per_second) = rps else {
+        return Ok(None);
+    };
+    if !(per_second.is_finite() && per_second > 0.0) {
+        return Err(err(setting, "must be a positive number"));
+    }
+    let burst = burst.unwrap_or_else(|| per_second.ceil().max(1.0) as u32);
+    if burst == 0 {
+        return Err(err(setting, "burst must be positive"));
+    }
+    Ok(Some(Rate { per_second, burst }))
+}
+
+fn guard_settings(
+    name: &str,
+    a: &FileAccount,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<GuardSettings, ConfigError> {
+    let d = GuardSettings::default();
+    Ok(GuardSettings {
+        rate: rate(
+            &setting_name(name, "rps", "PAYGATE_ANTOM_RPS", env),
+            a.rps,
+            a.burst,
+        )?,
+        max_in_flight: a.max_in_flight.unwrap_or(d.max_in_flight).max(1),
+        max_queue: d.max_queue,
+        breaker_threshold: a.breaker_threshold.unwrap_or(d.breaker_threshold).max(1),
+        breaker_cool_down: a
+            .breaker_cool_down_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.breaker_cool_down),
+    })
+}
+
+fn read_file(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| err(setting, format!("cannot read {}: {e}", path.display())))
+}
+
+fn tls_files(
+    f: FileTls,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let pick = |var: &str, key: &str, from_file: Option<PathBuf>| {
+        env(var)
+            .map(|v| (var.to_owned(), PathBuf::from(v)))
+            .or_else(|| from_file.map(|p| (format!("tls.{key}"), p)))
+    };
+    let cert = pick("PAYGATE_TLS_CERT_FILE", "cert_file", f.cert_file);
+    let key = pick("PAYGATE_TLS_KEY_FILE", "key_file", f.key_file);
+    let ca = pick(
+        "PAYGATE_TLS_CLIENT_CA_FILE",
+        "client_ca_file",
+        f.client_ca_file,
+    );
+    match (cert, key) {
+        (None, None) => match ca {
+            Some((setting, _)) => Err(err(
+                setting,
+                "mutual TLS needs PAYGATE_TLS_CERT_FILE and PAYGATE_TLS_KEY_FILE too",
+            )),
+            None => Ok(None),
+        },
+        (Some((s, _)), None) => Err(err(s, "PAYGATE_TLS_KEY_FILE is missing")),
+        (None, Some((s, _))) => Err(err(s, "PAYGATE_TLS_CERT_FILE is missing")),
+        (Some((cs, cp)), Some((ks, kp))) => {
+            let cert = read_file(&cs, &cp)?;
+            let key = read_file(&ks, &kp)?;
+            let client_ca = match ca {
+                Some((s, p)) => Some(read_file(&s, &p)?),
+                None => None,
+            };
+            for (setting, bytes, tag) in [(&cs, &cert, "CERTIFICATE"), (&ks, &key, "PRIVATE KEY")] {
+                if !String::from_utf8_lossy(bytes).contains(tag) {
+                    return Err(err(
+                        setting.as_str(),
+                        format!("not a PEM file with a {tag}"),
+                    ));
+                }
+            }
+            Ok(Some(TlsFiles {
+                cert,
+                key: Secret::new(key),
+                client_ca,
+            }))
+        }
+    }
+}
+
+/// Reads a tokens file: one `CALLER SHA256HEX` per line; `#` starts a comment.
+fn read_tokens(setting: &str, path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text =
+        String::from_utf8(read_file(setting, path)?).map_err(|_| err(setting, "not UTF-8 text"))?;
+    let mut map = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(caller), Some(hash), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(err(
+                setting,
+                format!("line {}: expected `CALLER SHA256HEX`", i + 1),
+            ));
+        };
+        let hash = hash
+            .strip_prefix("sha256:")
+            .unwrap_or(hash)
+            .to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err(
+                setting,
+                format!(
+                    "line {}: the hash must be 64 hex digits (SHA-256 of the token)",
+                    i + 1
+                ),
+            ));
+        }
+        map.insert(hash, caller.to_owned());
+    }
+    if map.is_empty() {
+        return Err(err(setting, "no tokens in the file"));
+    }
+    Ok(map)
 }
 
 /// The setting name to report: the environment variable when the env shortcut set it.

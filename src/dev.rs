@@ -129,10 +129,17 @@ pub async fn start(
         shutdown_grace: Duration::from_secs(5),
         log_format,
         store_url: format!("sqlite://{}", data_dir.join("paygate.db").display()),
+        tls: None,
+        auth: crate::auth::Auth::default(),
+        max_in_flight_requests: 1024,
+        max_queue: Duration::from_millis(250),
+        caller_rate: None,
+        caller_rates: Default::default(),
         idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
         accounts: vec![AccountConfig {
             name: "antom".into(),
             provider: ProviderConfig::Antom(settings),
+            guard: Default::default(),
         }],
     };
     Ok((sim, config))

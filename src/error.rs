@@ -80,6 +80,27 @@ pub enum GatewayError {
     OutcomeUnresolved(ErrorContext),
     /// The idempotency store cannot be reached; nothing was sent to the provider.
     StoreUnavailable(ErrorContext),
+    /// The caller did not prove who it is.
+    Unauthenticated {
+        /// ErrorInfo reason.
+        reason: &'static str,
+        /// What to do about it.
+        message: &'static str,
+    },
+    /// The caller may not do this.
+    PermissionDenied {
+        /// What was refused.
+        message: String,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
+    /// A gateway rate limit refused the call (nothing was sent).
+    RateLimited(Box<crate::ratelimit::Limited>, ErrorContext),
+    /// The gateway has too much work in flight (nothing was sent).
+    Overloaded {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// A stored final error, replayed.
     Replayed(Box<GatewayError>),
     /// A bug or an impossible state in the gateway itself.
@@ -163,6 +184,9 @@ impl From<GatewayError> for Status {
                 if let Some(after) = retry_after {
                     d.set_retry_info(Some(after));
                 }
+                if let Some(q) = &e.quota {
+                    d.add_quota_failure_violation(q.subject.clone(), q.description.clone());
+                }
                 let message = match &e.disposition {
                     Disposition::Unknown { .. } => format!(
                         "{}; the outcome is unknown: retry with the same request_id, which never executes twice",
@@ -236,6 +260,42 @@ impl From<GatewayError> for Status {
                     "the idempotency store is unavailable; nothing was sent to the provider".into(),
                     d,
                     Some(Duration::from_secs(1)),
+                )
+            }
+            GatewayError::Unauthenticated { reason, message } => {
+                let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+                status(Code::Unauthenticated, message.into(), d, None)
+            }
+            GatewayError::PermissionDenied { message, ctx } => {
+                let d = ErrorDetails::with_error_info(
+                    "CALLER_NOT_ALLOWED",
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                status(Code::PermissionDenied, message, d, None)
+            }
+            GatewayError::RateLimited(l, ctx) => {
+                let mut md = metadata(&ctx);
+                md.insert("limit".into(), l.subject.clone());
+                let mut d = ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, md);
+                d.set_retry_info(Some(l.retry_after));
+                d.add_quota_failure_violation(l.subject.clone(), l.description.clone());
+                status(
+                    Code::ResourceExhausted,
+                    format!("rate limit of {} reached; retry after the delay", l.subject),
+                    d,
+                    Some(l.retry_after),
+                )
+            }
+            GatewayError::Overloaded { retry_after } => {
+                let mut d =
+                    ErrorDetails::with_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
+                d.set_retry_info(Some(retry_after));
+                status(
+                    Code::ResourceExhausted,
+                    "the gateway has too many requests in flight; retry after the delay".into(),
+                    d,
+                    Some(retry_after),
                 )
             }
             GatewayError::Replayed(inner) => {

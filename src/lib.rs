@@ -2,13 +2,16 @@
 //! payment providers, safely.
 
 pub mod accounts;
+pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod error;
 pub mod idempotency;
 pub mod providers;
+pub mod ratelimit;
 pub mod secret;
 pub mod server;
 pub mod sim;

@@ -87,7 +87,7 @@ async fn run_gateway(config: Config) -> Result<(), ExitCode> {
         ExitCode::from(2)
     })?;
     let listener = bind(listen).await?;
-    tracing::info!(addr = %listen, accounts = ?gateway.accounts.names(), "paygate listening");
+    tracing::info!(addr = %listen, accounts = ?gateway.shared.accounts.names(), tls = gateway.tls.is_some(), "paygate listening");
     server::serve(gateway, listener, shutdown_signal())
         .await
         .map_err(|e| {

@@ -10,17 +10,20 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::accounts::{Account, Accounts};
-use crate::api::ApiSettings;
+use crate::admission::AccountGuard;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
+use crate::api::{ApiSettings, Shared};
 use crate::config::{Config, ConfigError, ProviderConfig};
 use crate::idempotency::{self, Idempotency};
 use crate::pb;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::providers::antom::Antom;
+use crate::ratelimit::CallerLimits;
 
 /// Any error from serving.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,14 +31,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Everything the server needs, built from a [`Config`].
 #[derive(Debug)]
 pub struct Gateway {
-    /// Provider accounts.
-    pub accounts: Arc<Accounts>,
-    /// The idempotency layer and its store.
-    pub idempotency: Idempotency,
-    /// Service settings.
-    pub api: ApiSettings,
+    /// What the services share.
+    pub shared: Arc<Shared>,
     /// How long shutdown waits for in-flight calls.
     pub shutdown_grace: Duration,
+    /// TLS (and mutual TLS) on the gRPC port.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Gateway {
@@ -58,17 +59,36 @@ impl Gateway {
                 }
             };
             accounts.push(Account {
+                guard: AccountGuard::new(&a.name, &a.guard),
                 name: a.name,
                 provider: Arc::new(provider),
             });
         }
-        Ok(Self {
-            accounts: Arc::new(Accounts::new(accounts, config.default_account)),
-            idempotency: Idempotency::new(store, config.idempotency_retention),
-            api: ApiSettings {
+        let tls = config.tls.map(|t| {
+            let mut c =
+                ServerTlsConfig::new().identity(Identity::from_pem(&t.cert, t.key.expose()));
+            if let Some(ca) = &t.client_ca {
+                c = c
+                    .client_ca_root(Certificate::from_pem(ca))
+                    .client_auth_optional(!config.auth.token_hashes.is_empty());
+            }
+            c
+        });
+        let shared = Shared::new(
+            Arc::new(Accounts::new(accounts, config.default_account)),
+            Idempotency::new(store, config.idempotency_retention),
+            config.auth,
+            CallerLimits::new(config.caller_rate, config.caller_rates),
+            ApiSettings {
                 max_request_time: config.max_request_time,
+                max_in_flight: config.max_in_flight_requests,
+                max_queue: config.max_queue,
             },
+        );
+        Ok(Self {
+            shared: Arc::new(shared),
             shutdown_grace: config.shutdown_grace,
+            tls,
         })
     }
 }
@@ -97,17 +117,14 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    let refunds = RefundApi::new(
-        gateway.accounts.clone(),
-        gateway.idempotency.clone(),
-        gateway.api.clone(),
-    );
-    let subscriptions = SubscriptionApi::new(
-        gateway.accounts.clone(),
-        gateway.idempotency.clone(),
-        gateway.api.clone(),
-    );
-    let purge = tokio::spawn(gateway.idempotency.clone().purge_loop(PURGE_EVERY));
+    if !gateway.shared.auth.enabled() {
+        tracing::warn!(
+            "no caller authentication is configured: every caller may use every RPC and account (set PAYGATE_AUTH_TOKENS_FILE or mutual TLS)"
+        );
+    }
+    let refunds = RefundApi::new(gateway.shared.clone());
+    let subscriptions = SubscriptionApi::new(gateway.shared.clone());
+    let purge = tokio::spawn(gateway.shared.idempotency.clone().purge_loop(PURGE_EVERY));
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal = {
@@ -125,7 +142,11 @@ pub async fn serve(
         }
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = gateway.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

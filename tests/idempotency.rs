@@ -117,6 +117,8 @@ async fn rejections_that_executed_nothing_are_not_stored() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
+    // The account backs off as the provider asked; honouring RetryInfo gets through.
+    tokio::time::sleep(retry_delay(&e).unwrap()).await;
     let r = env
         .refunds
         .create(refund_req("k-1", "PAY_USD_100", 100))

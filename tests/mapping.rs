@@ -66,6 +66,10 @@ async fn every_table_row_maps_as_documented() {
                     e.metadata().get("grpc-retry-pushback-ms").unwrap(),
                     after.as_millis().to_string().as_str()
                 );
+                if *grpc == Code::ResourceExhausted {
+                    // The provider throttled the account: it backs off for that long.
+                    tokio::time::sleep(*after).await;
+                }
             }
             Meaning::Misconfigured => {
                 let e = got.unwrap_err();

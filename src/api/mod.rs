@@ -5,19 +5,25 @@ pub mod refund;
 pub mod subscription;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use crate::accounts::Accounts;
+use crate::auth::Auth;
 use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationStatus, CancellationType, Money, ProviderResult,
     RefundRecord, RefundState,
 };
 use crate::error::{ErrorContext, GatewayError, REPLAYED_HEADER};
-use crate::idempotency::Reply;
+use crate::idempotency::{Idempotency, Reply};
 use crate::pb;
+use crate::ratelimit::{self, CallerLimits};
 
 /// Time kept back from the caller's deadline so the answer reaches it in time.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -27,6 +33,88 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 pub struct ApiSettings {
     /// Longest time one RPC may take, whatever the caller's deadline.
     pub max_request_time: Duration,
+    /// Most requests in flight in the whole gateway; beyond it, calls are shed at once.
+    pub max_in_flight: usize,
+    /// Longest a call waits for a caller rate-limit slot.
+    pub max_queue: Duration,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            max_request_time: Duration::from_secs(30),
+            max_in_flight: 1024,
+            max_queue: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What every service shares: accounts, the idempotency layer, authentication and the
+/// gateway-wide limits.
+#[derive(Debug)]
+pub struct Shared {
+    /// Provider accounts.
+    pub accounts: Arc<Accounts>,
+    /// The idempotency layer.
+    pub idempotency: Idempotency,
+    /// Caller authentication and policies.
+    pub auth: Auth,
+    /// Per-caller rate limits.
+    pub callers: CallerLimits,
+    /// Settings.
+    pub settings: ApiSettings,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Bundles the parts.
+    pub fn new(
+        accounts: Arc<Accounts>,
+        idempotency: Idempotency,
+        auth: Auth,
+        callers: CallerLimits,
+        settings: ApiSettings,
+    ) -> Self {
+        let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        Self {
+            accounts,
+            idempotency,
+            auth,
+            callers,
+            settings,
+            in_flight,
+        }
+    }
+
+    /// Authorizes `caller` for `method`, then admits the call: a gateway-wide in-flight slot
+    /// (shed at once when full) and a slot of the caller's rate limit (waited for if the wait
+    /// fits the deadline and the queueing limit).
+    pub async fn admit(
+        &self,
+        caller: &str,
+        method: &str,
+        deadline: Instant,
+        ctx: &ErrorContext,
+    ) -> Result<OwnedSemaphorePermit, GatewayError> {
+        self.auth.authorize_method(caller, method, ctx)?;
+        let permit =
+            self.in_flight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| GatewayError::Overloaded {
+                    retry_after: Duration::from_millis(200),
+                })?;
+        if let Some(limiter) = self.callers.limiter(caller) {
+            let until = deadline
+                .checked_sub(Duration::from_millis(50))
+                .unwrap_or(deadline)
+                .min(Instant::now() + self.settings.max_queue);
+            ratelimit::acquire(&limiter, until)
+                .await
+                .map_err(|l| GatewayError::RateLimited(Box::new(l), ctx.clone()))?;
+        }
+        Ok(permit)
+    }
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -60,11 +148,6 @@ pub fn deadline_of<T>(req: &Request<T>, settings: &ApiSettings) -> Instant {
     now + asked
         .unwrap_or(settings.max_request_time)
         .min(settings.max_request_time)
-}
-
-/// The authenticated caller of a request; empty while no authentication is configured.
-pub fn caller_of<T>(_req: &Request<T>) -> String {
-    String::new()
 }
 
 /// Runs an RPC body under its deadline and maps its error to a `Status`, in one place.

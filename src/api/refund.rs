@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{ApiSettings, caller_of, deadline_of, refund_to_pb, run};
-use crate::accounts::Accounts;
+use super::{Shared, deadline_of, refund_to_pb, run};
 use crate::domain::CreateRefund;
 use crate::error::{ErrorContext, GatewayError};
-use crate::idempotency::{self, Idempotency, Key, Reply};
+use crate::idempotency::{self, Key, Reply};
 use crate::pb;
 use crate::pb::refund_service_server::RefundService;
 use crate::providers::{CallContext, call_resolving};
@@ -17,23 +16,18 @@ use crate::validate;
 /// The refund service.
 #[derive(Debug, Clone)]
 pub struct RefundApi {
-    accounts: Arc<Accounts>,
-    idempotency: Idempotency,
-    settings: ApiSettings,
+    shared: Arc<Shared>,
 }
 
 impl RefundApi {
-    /// Serves refunds for these accounts.
-    pub fn new(accounts: Arc<Accounts>, idempotency: Idempotency, settings: ApiSettings) -> Self {
-        Self {
-            accounts,
-            idempotency,
-            settings,
-        }
+    /// Serves refunds.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 }
 
 const CREATE: &str = "RefundService.Create";
+const INQUIRE: &str = "RefundService.Inquire";
 
 #[tonic::async_trait]
 impl RefundService for RefundApi {
@@ -41,13 +35,17 @@ impl RefundService for RefundApi {
         &self,
         request: Request<pb::CreateRefundRequest>,
     ) -> Result<Response<pb::Refund>, Status> {
-        let deadline = deadline_of(&request, &self.settings);
-        let caller = caller_of(&request);
+        let s = &self.shared;
+        let deadline = deadline_of(&request, &s.settings);
+        let caller = s.auth.authenticate(&request);
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
         run(CREATE, deadline, ctx.clone(), true, async {
-            let (account, cmd) = validate::create_refund(&req, &self.accounts)?;
+            let caller = caller?;
+            let _admitted = s.admit(&caller, CREATE, deadline, &ctx).await?;
+            let (account, cmd) = validate::create_refund(&req, &s.accounts)?;
             let ctx = ctx.with_account(&account);
+            s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let key = Key {
                 caller,
                 method: CREATE,
@@ -63,15 +61,19 @@ impl RefundService for RefundApi {
             let provider = &account.provider;
             let dedup = provider.deduplicates_requests();
             let call = CallContext::new(deadline);
-            let reply = self
+            let reply = s
                 .idempotency
                 .run(&key, &fingerprint, deadline, &ctx, dedup, || {
-                    call_resolving(&call, dedup, || provider.create_refund(&cmd, &call))
+                    call_resolving(&call, dedup, || {
+                        account
+                            .guard
+                            .call(deadline, || provider.create_refund(&cmd, &call))
+                    })
                 })
                 .await?;
             let record = if reply.replayed {
                 // A replay reports the latest state the gateway learned (e.g. by Inquire).
-                match self
+                match s
                     .idempotency
                     .latest_refund(&account.name, &cmd.request_id)
                     .await
@@ -80,7 +82,7 @@ impl RefundService for RefundApi {
                     None => reply.value,
                 }
             } else {
-                self.idempotency
+                s.idempotency
                     .record_refund(&account.name, &reply.value)
                     .await;
                 reply.value
@@ -97,25 +99,29 @@ impl RefundService for RefundApi {
         &self,
         request: Request<pb::InquireRefundRequest>,
     ) -> Result<Response<pb::Refund>, Status> {
-        let deadline = deadline_of(&request, &self.settings);
+        let s = &self.shared;
+        let deadline = deadline_of(&request, &s.settings);
+        let caller = s.auth.authenticate(&request);
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
-        run(
-            "RefundService.Inquire",
-            deadline,
-            ctx.clone(),
-            false,
-            async {
-                let (account, query) = validate::inquire_refund(&req, &self.accounts)?;
-                let call = CallContext::new(deadline);
-                let provider = &account.provider;
-                let record = call_resolving(&call, true, || provider.inquire_refund(&query, &call))
-                    .await
-                    .map_err(|e| GatewayError::provider(e, ctx.with_account(&account)))?;
-                self.idempotency.record_refund(&account.name, &record).await;
-                Ok(Reply::fresh(refund_to_pb(&record)))
-            },
-        )
+        run(INQUIRE, deadline, ctx.clone(), false, async {
+            let caller = caller?;
+            let _admitted = s.admit(&caller, INQUIRE, deadline, &ctx).await?;
+            let (account, query) = validate::inquire_refund(&req, &s.accounts)?;
+            let ctx = ctx.with_account(&account);
+            s.auth.authorize_account(&caller, &account.name, &ctx)?;
+            let call = CallContext::new(deadline);
+            let provider = &account.provider;
+            let record = call_resolving(&call, true, || {
+                account
+                    .guard
+                    .call(deadline, || provider.inquire_refund(&query, &call))
+            })
+            .await
+            .map_err(|e| GatewayError::provider(e, ctx.clone()))?;
+            s.idempotency.record_refund(&account.name, &record).await;
+            Ok(Reply::fresh(refund_to_pb(&record)))
+        })
         .await
     }
 }

@@ -4,11 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{ApiSettings, caller_of, cancel_to_pb, deadline_of, run};
-use crate::accounts::Accounts;
+use super::{Shared, cancel_to_pb, deadline_of, run};
 use crate::domain::CancelSubscription;
 use crate::error::ErrorContext;
-use crate::idempotency::{self, Idempotency, Key, Reply};
+use crate::idempotency::{self, Key, Reply};
 use crate::pb;
 use crate::pb::subscription_service_server::SubscriptionService;
 use crate::providers::{CallContext, call_resolving};
@@ -17,19 +16,13 @@ use crate::validate;
 /// The subscription service.
 #[derive(Debug, Clone)]
 pub struct SubscriptionApi {
-    accounts: Arc<Accounts>,
-    idempotency: Idempotency,
-    settings: ApiSettings,
+    shared: Arc<Shared>,
 }
 
 impl SubscriptionApi {
-    /// Serves cancellations for these accounts.
-    pub fn new(accounts: Arc<Accounts>, idempotency: Idempotency, settings: ApiSettings) -> Self {
-        Self {
-            accounts,
-            idempotency,
-            settings,
-        }
+    /// Serves cancellations.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 }
 
@@ -41,13 +34,17 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<pb::CancelSubscriptionRequest>,
     ) -> Result<Response<pb::CancelSubscriptionResponse>, Status> {
-        let deadline = deadline_of(&request, &self.settings);
-        let caller = caller_of(&request);
+        let s = &self.shared;
+        let deadline = deadline_of(&request, &s.settings);
+        let caller = s.auth.authenticate(&request);
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
         run(CANCEL, deadline, ctx.clone(), true, async {
-            let (account, cmd) = validate::cancel_subscription(&req, &self.accounts)?;
+            let caller = caller?;
+            let _admitted = s.admit(&caller, CANCEL, deadline, &ctx).await?;
+            let (account, cmd) = validate::cancel_subscription(&req, &s.accounts)?;
             let ctx = ctx.with_account(&account);
+            s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let key = Key {
                 caller,
                 method: CANCEL,
@@ -64,10 +61,14 @@ impl SubscriptionService for SubscriptionApi {
             let call = CallContext::new(deadline);
             // A repeated cancel asks for the state the first one already reached, so the
             // identical request is resent to settle an unknown outcome.
-            let reply = self
+            let reply = s
                 .idempotency
                 .run(&key, &fingerprint, deadline, &ctx, true, || {
-                    call_resolving(&call, true, || provider.cancel_subscription(&cmd, &call))
+                    call_resolving(&call, true, || {
+                        account
+                            .guard
+                            .call(deadline, || provider.cancel_subscription(&cmd, &call))
+                    })
                 })
                 .await?;
             Ok(Reply {

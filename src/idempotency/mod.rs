@@ -447,6 +447,7 @@ impl Idempotency {
                     reason: r.reason,
                     message: r.message,
                     result: r.result.map(Box::new),
+                    quota: None,
                 };
                 Err(GatewayError::Replayed(Box::new(GatewayError::provider(
                     err,

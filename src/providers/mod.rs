@@ -84,6 +84,8 @@ pub struct ProviderError {
     pub message: String,
     /// The provider's raw result, when a verified answer carried one.
     pub result: Option<Box<ProviderResult>>,
+    /// The limit that refused the call, when a rate limit did.
+    pub quota: Option<Box<crate::ratelimit::Limited>>,
 }
 
 impl ProviderError {
@@ -97,6 +99,7 @@ impl ProviderError {
             reason: "OUTCOME_UNKNOWN".into(),
             message: message.into(),
             result: result.map(Box::new),
+            quota: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl ProviderError {
             reason: "OUTCOME_UNKNOWN".into(),
             message: message.into(),
             result: None,
+            quota: None,
         }
     }
 
@@ -124,6 +128,7 @@ impl ProviderError {
             reason: reason.into(),
             message: message.into(),
             result: None,
+            quota: None,
         }
     }
 
@@ -135,6 +140,7 @@ impl ProviderError {
             reason: reason.into(),
             message: message.into(),
             result: None,
+            quota: None,
         }
     }
 
@@ -199,6 +205,7 @@ where
 {
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0;
+    let mut earlier_unknown: Option<ProviderError> = None;
     loop {
         attempt += 1;
         let err = match call().await {
@@ -206,7 +213,12 @@ where
             Err(e) => e,
         };
         let Disposition::Unknown { deadline_cut } = err.disposition else {
-            return Err(err);
+            // A repeat that was not executed (throttled, refused before sending) settles
+            // nothing: the earlier attempt's outcome is still unknown.
+            return Err(match (&err.disposition, earlier_unknown) {
+                (Disposition::Retryable { .. } | Disposition::Misconfigured, Some(u)) => u,
+                _ => err,
+            });
         };
         if !repeat_safe || deadline_cut || attempt > MAX_RESOLUTION_ATTEMPTS {
             return Err(err);
@@ -215,6 +227,7 @@ where
         if left < backoff + MIN_ATTEMPT_TIME {
             return Err(err);
         }
+        earlier_unknown = Some(err.clone());
         tracing::warn!(attempt, reason = %err.reason, message = %err.message,
             "provider outcome unknown; repeating the identical request to settle it");
         tokio::time::sleep(backoff).await;

@@ -8,7 +8,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use paygate::accounts::{Account, Accounts};
-use paygate::api::ApiSettings;
+use std::collections::HashMap;
+
+use paygate::admission::{AccountGuard, GuardSettings};
+use paygate::api::{ApiSettings, Shared};
+use paygate::auth::Auth;
 use paygate::idempotency::Idempotency;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
@@ -16,10 +20,12 @@ use paygate::pb::subscription_service_client::SubscriptionServiceClient;
 use paygate::providers::antom::Antom;
 use paygate::providers::antom::client::Settings;
 use paygate::providers::antom::signing::{Signer, Verifier};
+use paygate::ratelimit::{CallerLimits, Rate};
 use paygate::server::{self, Gateway, Running};
 use paygate::sim::antom::{AntomSim, Payment, PaymentStatus, SimServer, Subscription};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
+use tonic::transport::ServerTlsConfig;
 
 pub const CLIENT_ID: &str = "SANDBOX_TEST_CLIENT";
 
@@ -61,6 +67,16 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// Store URL; `None` = a fresh SQLite file in a temporary directory.
     pub store_url: Option<String>,
+    /// The account's rate limit, in-flight cap and breaker.
+    pub guard: GuardSettings,
+    /// Caller authentication and policies.
+    pub auth: Auth,
+    /// Default and per-caller rates.
+    pub caller_rate: Option<Rate>,
+    pub caller_rates: HashMap<String, Rate>,
+    pub max_in_flight: usize,
+    pub max_queue: Duration,
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for Options {
@@ -72,6 +88,13 @@ impl Default for Options {
             max_request_time: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(5),
             store_url: None,
+            guard: GuardSettings::default(),
+            auth: Auth::default(),
+            caller_rate: None,
+            caller_rates: HashMap::new(),
+            max_in_flight: 1024,
+            max_queue: Duration::from_millis(250),
+            tls: None,
         }
     }
 }
@@ -121,6 +144,7 @@ pub async fn start_with(o: Options) -> Env {
         vec![Account {
             name: "main".into(),
             provider: Arc::new(Antom::new(settings).unwrap()),
+            guard: AccountGuard::new("main", &o.guard),
         }],
         Some("main".into()),
     );
@@ -133,20 +157,32 @@ pub async fn start_with(o: Options) -> Env {
         paygate::idempotency::DEFAULT_RETENTION,
     );
     let gateway = Gateway {
-        accounts: Arc::new(accounts),
-        idempotency: idempotency.clone(),
-        api: ApiSettings {
-            max_request_time: o.max_request_time,
-        },
+        shared: Arc::new(Shared::new(
+            Arc::new(accounts),
+            idempotency.clone(),
+            o.auth,
+            CallerLimits::new(o.caller_rate, o.caller_rates),
+            ApiSettings {
+                max_request_time: o.max_request_time,
+                max_in_flight: o.max_in_flight,
+                max_queue: o.max_queue,
+            },
+        )),
         shutdown_grace: o.shutdown_grace,
+        tls: o.tls.clone(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = server::spawn(gateway, listener).unwrap();
-    let channel = Channel::from_shared(running.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = if o.tls.is_some() {
+        // TLS tests build their own channels.
+        Channel::from_shared(running.url()).unwrap().connect_lazy()
+    } else {
+        Channel::from_shared(running.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
     Env {
         sim,
         dir,

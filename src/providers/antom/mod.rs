@@ -81,6 +81,7 @@ fn refusal(meaning: Meaning, r: &ResultObject) -> ProviderError {
             reason: r.result_code.clone(),
             message,
             result: Some(Box::new(result)),
+            quota: None,
         },
         Meaning::Retryable(code, after) => ProviderError {
             result: Some(Box::new(result)),

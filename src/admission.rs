@@ -1,0 +1,246 @@
+//! What stands between a request and a provider account: the account's rate limit (and its
+//! adaptive back-off), a cap on in-flight provider calls, and a circuit breaker that fails fast
+//! for a short cool-down when the provider keeps failing. Other accounts are unaffected.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::providers::{Disposition, ProviderError};
+use crate::ratelimit::{self, Backoff, Limited, Limiter, Rate};
+
+/// Settings of one account's guard.
+#[derive(Debug, Clone)]
+pub struct GuardSettings {
+    /// The provider quota to stay under; `None` = unlimited.
+    pub rate: Option<Rate>,
+    /// Most provider calls in flight at once.
+    pub max_in_flight: usize,
+    /// Longest a request waits for a rate-limit slot.
+    pub max_queue: Duration,
+    /// Consecutive failures that open the circuit.
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails fast.
+    pub breaker_cool_down: Duration,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        Self {
+            rate: None,
+            max_in_flight: 64,
+            max_queue: Duration::from_millis(250),
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Consecutive-failure circuit breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    state: Mutex<(u32, Option<Instant>)>,
+    threshold: u32,
+    cool_down: Duration,
+}
+
+impl Breaker {
+    /// Opens after `threshold` consecutive failures, for `cool_down`.
+    pub fn new(threshold: u32, cool_down: Duration) -> Self {
+        Self {
+            state: Mutex::new((0, None)),
+            threshold: threshold.max(1),
+            cool_down,
+        }
+    }
+
+    /// How long the circuit stays open, if it is.
+    pub fn open_for(&self) -> Option<Duration> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let left = s.1?.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// A call failed in a way that says the provider is unwell.
+    pub fn failure(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 += 1;
+        if s.0 >= self.threshold {
+            // Open; after the cool-down a single failed probe opens it again.
+            *s = (self.threshold - 1, Some(Instant::now() + self.cool_down));
+            tracing::warn!(
+                cool_down_ms = self.cool_down.as_millis() as u64,
+                "provider keeps failing; failing fast for a cool-down"
+            );
+        }
+    }
+
+    /// A call got an answer.
+    pub fn success(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *s = (0, None);
+    }
+}
+
+/// The guard of one account.
+#[derive(Debug)]
+pub struct AccountGuard {
+    account: String,
+    limiter: Option<Limiter>,
+    backoff: Backoff,
+    in_flight: Arc<Semaphore>,
+    breaker: Breaker,
+    max_queue: Duration,
+}
+
+/// Time kept back from the deadline when deciding whether a wait fits.
+const WAIT_MARGIN: Duration = Duration::from_millis(50);
+
+/// A rate-limit rejection as a provider-call error (nothing was sent).
+pub fn rate_limited(l: Limited) -> ProviderError {
+    ProviderError {
+        quota: Some(Box::new(l.clone())),
+        ..ProviderError::retryable(
+            Code::ResourceExhausted,
+            "RATE_LIMITED",
+            format!("rate limit of {} reached; retry after the delay", l.subject),
+            l.retry_after,
+        )
+    }
+}
+
+impl AccountGuard {
+    /// A guard for `account`.
+    pub fn new(account: &str, s: &GuardSettings) -> Self {
+        Self {
+            account: account.to_owned(),
+            limiter: s
+                .rate
+                .and_then(|r| Limiter::new(format!("account:{account}"), r)),
+            backoff: Backoff::default(),
+            in_flight: Arc::new(Semaphore::new(s.max_in_flight.max(1))),
+            breaker: Breaker::new(s.breaker_threshold, s.breaker_cool_down),
+            max_queue: s.max_queue,
+        }
+    }
+
+    /// Runs one provider call `f` if the account admits it before `deadline`, and learns from
+    /// its result.
+    pub async fn call<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T, ProviderError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        if let Some(left) = self.breaker.open_for() {
+            return Err(ProviderError::retryable(
+                Code::Unavailable,
+                "CIRCUIT_OPEN",
+                format!(
+                    "account {} is failing fast after repeated provider failures",
+                    self.account
+                ),
+                left,
+            ));
+        }
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            return Err(ProviderError::retryable(
+                Code::ResourceExhausted,
+                "OVERLOADED",
+                format!("too many calls in flight to account {}", self.account),
+                Duration::from_millis(200),
+            ));
+        };
+        let until = (deadline.checked_sub(WAIT_MARGIN).unwrap_or(deadline))
+            .min(Instant::now() + self.max_queue);
+        if let Some(left) = self.backoff.remaining() {
+            if Instant::now() + left > until {
+                return Err(rate_limited(Limited {
+                    subject: format!("account:{}", self.account),
+                    description: "the provider asked to slow down".into(),
+                    retry_after: left,
+                }));
+            }
+            tokio::time::sleep(left).await;
+        }
+        if let Some(l) = &self.limiter {
+            ratelimit::acquire(l, until).await.map_err(rate_limited)?;
+        }
+        let result = f().await;
+        match &result {
+            Ok(_) => {
+                self.breaker.success();
+                self.backoff.succeeded();
+            }
+            Err(e) => match (&e.disposition, e.reason.as_str()) {
+                (_, "REQUEST_TRAFFIC_EXCEED_LIMIT" | "PROVIDER_RATE_LIMITED") => {
+                    let hint = match e.disposition {
+                        Disposition::Retryable { after } => Some(after),
+                        _ => None,
+                    };
+                    self.backoff.throttled(hint);
+                }
+                (
+                    Disposition::Unknown {
+                        deadline_cut: false,
+                    },
+                    _,
+                )
+                | (_, "PROVIDER_UNAVAILABLE") => self.breaker.failure(),
+                (Disposition::Unknown { deadline_cut: true }, _) => {}
+                _ => self.breaker.success(),
+            },
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn breaker_opens_after_consecutive_failures_and_a_probe_reopens_it() {
+        let b = Breaker::new(3, Duration::from_millis(50));
+        b.failure();
+        b.failure();
+        assert!(b.open_for().is_none());
+        b.failure();
+        assert!(b.open_for().is_some());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(b.open_for().is_none(), "half-open after the cool-down");
+        b.failure();
+        assert!(b.open_for().is_some(), "one failed probe reopens");
+        b.success();
+        assert!(b.open_for().is_none());
+    }
+
+    #[tokio::test]
+    async fn in_flight_cap_sheds_at_once() {
+        let g = AccountGuard::new(
+            "a",
+            &GuardSettings {
+                max_in_flight: 1,
+                ..Default::default()
+            },
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let slow = g.call(deadline, || async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, ProviderError>(())
+        });
+        let fast = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            g.call(deadline, || async { Ok::<_, ProviderError>(()) })
+                .await
+        };
+        let (a, b) = tokio::join!(slow, fast);
+        assert!(a.is_ok());
+        let e = b.unwrap_err();
+        assert_eq!(e.reason, "OVERLOADED");
+        assert_eq!(e.code, Code::ResourceExhausted);
+    }
+}

@@ -1,0 +1,277 @@
+//! Caller authentication and authorization. A caller is identified by its TLS client
+//! certificate (mutual TLS: the first URI SAN, else DNS SAN, else the subject CN) or by a bearer
+//! token (only SHA-256 hashes of tokens are configured). A per-caller policy says which RPCs
+//! and which accounts it may use. With nothing configured, every call is anonymous and allowed
+//! (dev mode, or a mesh that authenticates), and the server warns at start.
+
+use std::collections::HashMap;
+
+use tonic::Request;
+
+use crate::error::{ErrorContext, GatewayError};
+
+/// What a caller may do. `None` lists mean "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// RPCs it may call, as `Service.Method` (e.g. `RefundService.Create`); `None` = all.
+    pub methods: Option<Vec<String>>,
+    /// Accounts it may use; `None` = all.
+    pub accounts: Option<Vec<String>>,
+}
+
+impl Policy {
+    fn allows_method(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == "*" || x == method))
+    }
+
+    fn allows_account(&self, account: &str) -> bool {
+        self.accounts
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|x| x == "*" || x == account))
+    }
+}
+
+/// The authentication and authorization settings.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// SHA-256 (lower-case hex) of each accepted bearer token -> caller name.
+    pub token_hashes: HashMap<String, String>,
+    /// Client certificates are verified (mutual TLS is on).
+    pub mtls: bool,
+    /// Policies by caller name; `*` applies to callers without their own.
+    pub policies: HashMap<String, Policy>,
+}
+
+/// SHA-256 of a token, lower-case hex, as the tokens file holds it.
+pub fn hash_token(token: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The identity in a DER client certificate: first URI SAN, else first DNS SAN, else CN.
+pub fn certificate_identity(der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        let names = &san.value.general_names;
+        for want_uri in [true, false] {
+            for n in names {
+                match n {
+                    GeneralName::URI(u) if want_uri => return Some((*u).to_owned()),
+                    GeneralName::DNSName(d) if !want_uri => return Some((*d).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+}
+
+impl Auth {
+    /// True when callers must authenticate.
+    pub fn enabled(&self) -> bool {
+        self.mtls || !self.token_hashes.is_empty()
+    }
+
+    /// Who is calling: the certificate's or the token's caller, or `""` when authentication
+    /// is off.
+    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<String, GatewayError> {
+        if !self.enabled() {
+            return Ok(String::new());
+        }
+        if self.mtls
+            && let Some(certs) = req.peer_certs()
+            && let Some(first) = certs.first()
+        {
+            return certificate_identity(first.as_ref()).ok_or(GatewayError::Unauthenticated {
+                reason: "CERTIFICATE_WITHOUT_IDENTITY",
+                message: "the client certificate names no URI SAN, DNS SAN or CN",
+            });
+        }
+        let Some(header) = req.metadata().get("authorization") else {
+            return Err(GatewayError::Unauthenticated {
+                reason: "MISSING_CREDENTIALS",
+                message: "send a client certificate or an `authorization: Bearer <token>` header",
+            });
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let caller = token.and_then(|t| self.token_hashes.get(&hash_token(t)));
+        caller.cloned().ok_or(GatewayError::Unauthenticated {
+            reason: "INVALID_TOKEN",
+            message: "the bearer token is not valid",
+        })
+    }
+
+    fn policy(&self, caller: &str) -> Option<&Policy> {
+        self.policies.get(caller).or_else(|| self.policies.get("*"))
+    }
+
+    /// May `caller` call `method` at all?
+    pub fn authorize_method(
+        &self,
+        caller: &str,
+        method: &str,
+        ctx: &ErrorContext,
+    ) -> Result<(), GatewayError> {
+        if !self.enabled() || self.policy(caller).is_some_and(|p| p.allows_method(method)) {
+            return Ok(());
+        }
+        Err(GatewayError::PermissionDenied {
+            message: format!("caller {caller:?} may not call {method}"),
+            ctx: ctx.clone(),
+        })
+    }
+
+    /// May `caller` use `account`?
+    pub fn authorize_account(
+        &self,
+        caller: &str,
+        account: &str,
+        ctx: &ErrorContext,
+    ) -> Result<(), GatewayError> {
+        if !self.enabled()
+            || self
+                .policy(caller)
+                .is_some_and(|p| p.allows_account(account))
+        {
+            return Ok(());
+        }
+        Err(GatewayError::PermissionDenied {
+            message: format!("caller {caller:?} may not use account {account:?}"),
+            ctx: ctx.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let mut a = Auth::default();
+        a.token_hashes
+            .insert(hash_token("s3cret"), "billing".into());
+        a.token_hashes.insert(hash_token("other"), "support".into());
+        a.policies.insert(
+            "billing".into(),
+            Policy {
+                methods: None,
+                accounts: Some(vec!["main".into()]),
+            },
+        );
+        a.policies.insert(
+            "support".into(),
+            Policy {
+                methods: Some(vec!["RefundService.Inquire".into()]),
+                accounts: None,
+            },
+        );
+        a
+    }
+
+    fn req(h: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        if let Some(h) = h {
+            r.metadata_mut().insert("authorization", h.parse().unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn tokens_map_to_callers_and_policies_apply() {
+        let a = auth();
+        let ctx = ErrorContext::default();
+        assert_eq!(
+            a.authenticate(&req(Some("Bearer s3cret"))).unwrap(),
+            "billing"
+        );
+        assert!(matches!(
+            a.authenticate(&req(None)),
+            Err(GatewayError::Unauthenticated {
+                reason: "MISSING_CREDENTIALS",
+                ..
+            })
+        ));
+        assert!(matches!(
+            a.authenticate(&req(Some("Bearer nope"))),
+            Err(GatewayError::Unauthenticated {
+                reason: "INVALID_TOKEN",
+                ..
+            })
+        ));
+        assert!(
+            a.authorize_method("billing", "RefundService.Create", &ctx)
+                .is_ok()
+        );
+        assert!(a.authorize_account("billing", "main", &ctx).is_ok());
+        assert!(a.authorize_account("billing", "eu", &ctx).is_err());
+        assert!(
+            a.authorize_method("support", "RefundService.Create", &ctx)
+                .is_err()
+        );
+        assert!(
+            a.authorize_method("support", "RefundService.Inquire", &ctx)
+                .is_ok()
+        );
+        assert!(
+            a.authorize_method("nobody", "RefundService.Inquire", &ctx)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn without_configuration_everyone_is_anonymous_and_allowed() {
+        let a = Auth::default();
+        assert_eq!(a.authenticate(&req(None)).unwrap(), "");
+        assert!(
+            a.authorize_method("", "RefundService.Create", &ErrorContext::default())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn certificate_identity_prefers_uri_then_dns_then_cn() {
+        let mut p = rcgen::CertificateParams::new(vec!["billing.svc".to_string()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "billing-cn");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.clone().self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_identity(cert.der()).as_deref(),
+            Some("billing.svc")
+        );
+        p.subject_alt_names.insert(
+            0,
+            rcgen::SanType::URI("spiffe://corp/billing".try_into().unwrap()),
+        );
+        let cert = p.clone().self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_identity(cert.der()).as_deref(),
+            Some("spiffe://corp/billing")
+        );
+        p.subject_alt_names.clear();
+        let cert = p.self_signed(&key).unwrap();
+        assert_eq!(
+            certificate_identity(cert.der()).as_deref(),
+            Some("billing-cn")
+        );
+        assert_eq!(certificate_identity(b"garbage"), None);
+    }
+}
