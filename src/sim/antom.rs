@@ -123,6 +123,13 @@ pub enum FaultKind {
         /// Milliseconds.
         ms: u64,
     },
+    /// Execute, then send the headers and half the body, and never finish.
+    NeverFinish,
+    /// Execute, then answer a body of this many bytes.
+    HugeBody {
+        /// Bytes.
+        bytes: usize,
+    },
 }
 
 /// A fault that applies to the next `times` matching requests.
@@ -213,6 +220,7 @@ struct SimState {
     subscriptions: Vec<Subscription>,
     faults: Vec<Fault>,
     stats: Stats,
+    call_times: Vec<(String, std::time::Instant)>,
     next_id: u64,
 }
 
@@ -375,6 +383,16 @@ impl AntomSim {
     /// Verified calls to `endpoint` so far.
     pub fn calls(&self, endpoint: &str) -> u64 {
         self.state().stats.calls.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// When each verified call to `endpoint` arrived.
+    pub fn call_times(&self, endpoint: &str) -> Vec<std::time::Instant> {
+        self.state()
+            .call_times
+            .iter()
+            .filter(|(e, _)| e == endpoint)
+            .map(|(_, t)| *t)
+            .collect()
     }
 
     /// Refunds executed against `payment_id`.
@@ -756,7 +774,12 @@ async fn handle(
             json!({"result": result("INVALID_SIGNATURE", "F", "signature does not verify")}),
         );
     }
-    *sim.state().stats.calls.entry(endpoint.into()).or_default() += 1;
+    {
+        let mut st = sim.state();
+        *st.stats.calls.entry(endpoint.into()).or_default() += 1;
+        st.call_times
+            .push((endpoint.into(), std::time::Instant::now()));
+    }
 
     let fault = sim.take_fault(endpoint);
     match &fault {
@@ -781,6 +804,22 @@ async fn handle(
     let mut bytes = answer.to_string().into_bytes();
     if fault == Some(FaultKind::MalformedBody) {
         bytes.truncate(bytes.len() / 2);
+    }
+    if let Some(FaultKind::HugeBody { bytes: n }) = &fault {
+        bytes = vec![b' '; *n];
+    }
+    if fault == Some(FaultKind::NeverFinish) {
+        let half = Bytes::from(bytes[..bytes.len() / 2].to_vec());
+        let stream = tokio_stream::StreamExt::chain(
+            tokio_stream::once(Ok::<_, std::io::Error>(half)),
+            tokio_stream::pending(),
+        );
+        let mut r = Response::new(Body::from_stream(stream));
+        r.headers_mut().insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        return r;
     }
     if fault == Some(FaultKind::LoseAnswer) {
         let broken = broken_stream();

@@ -270,3 +270,25 @@ pub fn retry_delay(s: &tonic::Status) -> Option<Duration> {
         .retry_info()
         .and_then(|r| r.retry_delay)
 }
+
+/// A request carrying `authorization: Bearer <token>` and a deadline.
+pub fn authed<T>(msg: T, token: &str, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r.set_timeout(timeout);
+    r
+}
+
+/// Auth settings with one token per caller (the token is the caller's name + "-token").
+pub fn token_auth(callers: &[(&str, paygate::auth::Policy)]) -> Auth {
+    let mut a = Auth::default();
+    for (name, policy) in callers {
+        a.token_hashes.insert(
+            paygate::auth::hash_token(&format!("{name}-token")),
+            name.to_string(),
+        );
+        a.policies.insert(name.to_string(), policy.clone());
+    }
+    a
+}
