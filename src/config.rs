@@ -706,4 +706,70 @@ mod tests {
         let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
         assert!(e.problem.contains("listen_adr"), "{e}");
     }
+
+    #[test]
+    fn tokens_callers_limits_and_tls_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, p) = keys(dir.path());
+        let tokens = dir.path().join("tokens");
+        std::fs::write(
+            &tokens,
+            format!(
+                "# caller sha256\nbilling {}\nsupport sha256:{}\n",
+                crate::auth::hash_token("t1"),
+                crate::auth::hash_token("t2").to_uppercase()
+            ),
+        )
+        .unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "caller_rps = 50\n[auth]\ntokens_file = {tokens:?}\n[callers.billing]\nmethods = [\"RefundService.Create\"]\nrps = 5\nburst = 2\n[accounts.antom]\nprovider = \"antom\"\nbase_url = \"https://x.example\"\nclient_id = \"C\"\nprivate_key_file = {k:?}\nantom_public_key_file = {p:?}\nrps = 10\n"
+            ),
+        )
+        .unwrap();
+        let env = env_of(&[("PAYGATE_ANTOM_BURST", "4")]);
+        let c = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(c.auth.token_hashes.len(), 2);
+        assert_eq!(
+            c.auth.token_hashes[&crate::auth::hash_token("t2")],
+            "support"
+        );
+        assert_eq!(
+            c.caller_rates["billing"],
+            Rate {
+                per_second: 5.0,
+                burst: 2
+            }
+        );
+        assert_eq!(
+            c.caller_rate,
+            Some(Rate {
+                per_second: 50.0,
+                burst: 50
+            })
+        );
+        assert_eq!(
+            c.accounts[0].guard.rate,
+            Some(Rate {
+                per_second: 10.0,
+                burst: 4
+            })
+        );
+        assert!(c.tls.is_none());
+
+        std::fs::write(&tokens, "billing not-a-hash\n").unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert_eq!(e.setting, "auth.tokens_file");
+        assert!(e.problem.contains("line 1"));
+        let e = Config::load(
+            Some(&path),
+            &env_of(&[("PAYGATE_TLS_CERT_FILE", "/nonexistent.pem")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_TLS_CERT_FILE");
+        let e = Config::load(Some(&path), &env_of(&[("PAYGATE_ANTOM_RPS", "-1")])).unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_ANTOM_RPS");
+    }
 }

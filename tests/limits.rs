@@ -47,11 +47,26 @@ fn inquiry(id: u64) -> pb::InquireRefundRequest {
 async fn three_times_the_account_rate_for_ten_seconds() {
     let mut caller_rates = HashMap::new();
     // The noisy caller may use most of the account; billing keeps a share of its own.
-    caller_rates.insert("noisy".to_string(), Rate { per_second: 15.0, burst: 5 });
-    caller_rates.insert("billing".to_string(), Rate { per_second: 5.0, burst: 2 });
+    caller_rates.insert(
+        "noisy".to_string(),
+        Rate {
+            per_second: 15.0,
+            burst: 5,
+        },
+    );
+    caller_rates.insert(
+        "billing".to_string(),
+        Rate {
+            per_second: 5.0,
+            burst: 2,
+        },
+    );
     let env = start_with(Options {
         guard: GuardSettings {
-            rate: Some(Rate { per_second: RATE, burst: BURST }),
+            rate: Some(Rate {
+                per_second: RATE,
+                burst: BURST,
+            }),
             ..Default::default()
         },
         auth: token_auth(&[("noisy", Policy::default()), ("billing", Policy::default())]),
@@ -75,9 +90,13 @@ async fn three_times_the_account_rate_for_ten_seconds() {
         tick.tick().await;
         n += 1;
         let mut c = env.refunds.clone();
-        let (ok, limited, other, delays) = (ok.clone(), limited.clone(), other.clone(), delays.clone());
+        let (ok, limited, other, delays) =
+            (ok.clone(), limited.clone(), other.clone(), delays.clone());
         tasks.push(tokio::spawn(async move {
-            match c.inquire(authed(inquiry(n), "noisy-token", Duration::from_secs(5))).await {
+            match c
+                .inquire(authed(inquiry(n), "noisy-token", Duration::from_secs(5)))
+                .await
+            {
                 // Unknown refund ids answer NOT_FOUND: the provider was reached.
                 Err(e) if e.code() == Code::NotFound => {
                     ok.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +106,10 @@ async fn three_times_the_account_rate_for_ten_seconds() {
                     let d = e.get_error_details();
                     assert!(d.quota_failure().is_some(), "QuotaFailure says which limit");
                     assert!(e.metadata().get("grpc-retry-pushback-ms").is_some());
-                    delays.lock().unwrap().push(retry_delay(&e).expect("RetryInfo"));
+                    delays
+                        .lock()
+                        .unwrap()
+                        .push(retry_delay(&e).expect("RetryInfo"));
                     limited.fetch_add(1, Ordering::Relaxed);
                 }
                 other_result => {
@@ -105,7 +127,11 @@ async fn three_times_the_account_rate_for_ten_seconds() {
             let mut refused = 0;
             for i in 0..18 {
                 match c
-                    .inquire(authed(inquiry(1_000_000 + i), "billing-token", Duration::from_secs(5)))
+                    .inquire(authed(
+                        inquiry(1_000_000 + i),
+                        "billing-token",
+                        Duration::from_secs(5),
+                    ))
                     .await
                 {
                     Err(e) if e.code() == Code::NotFound => served += 1,
@@ -126,7 +152,9 @@ async fn three_times_the_account_rate_for_ten_seconds() {
     let worst_second = max_in_window(&times, Duration::from_secs(1));
     let delays = delays.lock().unwrap().clone();
     let max_delay = delays.iter().max().copied().unwrap_or_default();
-    println!("offered {n} noisy requests in {elapsed:?} ({offered} req/s); account limit {RATE} req/s + burst {BURST}");
+    println!(
+        "offered {n} noisy requests in {elapsed:?} ({offered} req/s); account limit {RATE} req/s + burst {BURST}"
+    );
     println!(
         "noisy: {} reached the provider, {} RESOURCE_EXHAUSTED, {} other; billing: {billing_served} served, {billing_refused} refused",
         ok.load(Ordering::Relaxed),
@@ -139,7 +167,10 @@ async fn three_times_the_account_rate_for_ten_seconds() {
     );
 
     assert_eq!(other.load(Ordering::Relaxed), 0);
-    assert!(limited.load(Ordering::Relaxed) > 0, "3x the rate must be limited");
+    assert!(
+        limited.load(Ordering::Relaxed) > 0,
+        "3x the rate must be limited"
+    );
     assert!(
         worst_second <= RATE as usize + BURST as usize,
         "provider saw {worst_second} calls in one second"
@@ -153,8 +184,12 @@ async fn three_times_the_account_rate_for_ten_seconds() {
     for i in 0..20 {
         let mut c = env.refunds.clone();
         burst.push(tokio::spawn(async move {
-            c.inquire(authed(inquiry(2_000_000 + i), "noisy-token", Duration::from_secs(5)))
-                .await
+            c.inquire(authed(
+                inquiry(2_000_000 + i),
+                "noisy-token",
+                Duration::from_secs(5),
+            ))
+            .await
         }));
     }
     let mut rejected = Vec::new();
@@ -170,10 +205,18 @@ async fn three_times_the_account_rate_for_ten_seconds() {
     for (i, delay) in &rejected {
         tokio::time::sleep(*delay).await;
         let again = c
-            .inquire(authed(inquiry(2_000_000 + *i as u64), "noisy-token", Duration::from_secs(5)))
+            .inquire(authed(
+                inquiry(2_000_000 + *i as u64),
+                "noisy-token",
+                Duration::from_secs(5),
+            ))
             .await
             .unwrap_err();
-        assert_eq!(again.code(), Code::NotFound, "honoured delay succeeds: {again:?}");
+        assert_eq!(
+            again.code(),
+            Code::NotFound,
+            "honoured delay succeeds: {again:?}"
+        );
     }
     println!(
         "burst of 20 concurrent after the run: {} rejected, each served after its RetryInfo delay",
@@ -186,7 +229,10 @@ async fn three_times_the_account_rate_for_ten_seconds() {
 async fn one_caller_alone_cannot_push_the_account_past_its_rate() {
     let env = start_with(Options {
         guard: GuardSettings {
-            rate: Some(Rate { per_second: 10.0, burst: 3 }),
+            rate: Some(Rate {
+                per_second: 10.0,
+                burst: 3,
+            }),
             ..Default::default()
         },
         max_queue: Duration::from_millis(50),
@@ -211,7 +257,10 @@ async fn one_caller_alone_cannot_push_the_account_past_its_rate() {
     }
     let times = env.sim().call_times("inquiryRefund");
     let worst = max_in_window(&times, Duration::from_secs(1));
-    println!("3 s at 30 req/s against 10 req/s + 3: provider saw {} calls, at most {worst} per second, {limited} limited", times.len());
+    println!(
+        "3 s at 30 req/s against 10 req/s + 3: provider saw {} calls, at most {worst} per second, {limited} limited",
+        times.len()
+    );
     assert!(worst <= 13, "{worst}");
     assert!(limited > 0);
 }
@@ -234,7 +283,10 @@ async fn the_gateway_wide_in_flight_cap_sheds_at_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let e = env.refunds.clone().inquire(inquiry(9)).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(200), "shed quickly");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "shed quickly"
+    );
     assert_eq!(e.code(), Code::ResourceExhausted);
     assert_eq!(reason(&e), "OVERLOADED");
     assert!(retry_delay(&e).is_some());
@@ -255,9 +307,8 @@ async fn a_failing_provider_opens_the_circuit_for_that_account_only() {
         ..Default::default()
     })
     .await;
-    env.sim().inject(
-        Fault::on("inquiryRefund", FaultKind::HttpStatus { status: 503 }).times(100),
-    );
+    env.sim()
+        .inject(Fault::on("inquiryRefund", FaultKind::HttpStatus { status: 503 }).times(100));
     // One inquiry makes four attempts (settling resends): the circuit opens.
     let e = env.refunds.inquire(inquiry(1)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
@@ -267,7 +318,11 @@ async fn a_failing_provider_opens_the_circuit_for_that_account_only() {
     assert_eq!(reason(&e), "CIRCUIT_OPEN");
     let wait = retry_delay(&e).unwrap();
     assert!(wait <= Duration::from_millis(800));
-    assert_eq!(env.sim().calls("inquiryRefund"), calls, "failing fast: no provider call");
+    assert_eq!(
+        env.sim().calls("inquiryRefund"),
+        calls,
+        "failing fast: no provider call"
+    );
     // After the cool-down a probe goes through and, once the provider is healthy, closes it.
     env.sim().clear_faults();
     tokio::time::sleep(wait).await;
