@@ -2,7 +2,8 @@
 //! certificate (mutual TLS: the first URI SAN, else DNS SAN, else the subject CN) or by a bearer
 //! token (only SHA-256 hashes of tokens are configured). A per-caller policy says which RPCs
 //! and which accounts it may use. With nothing configured, every call is anonymous and allowed
-//! (dev mode, or a mesh that authenticates), and the server warns at start.
+//! (dev mode, or a mesh that authenticates), and the server warns at start. With callers
+//! authenticated but no policy configured, every authenticated caller may do everything.
 
 use std::collections::HashMap;
 
@@ -119,7 +120,17 @@ impl Auth {
         })
     }
 
+    /// The caller's policy: its own, else `*`. With no policies configured at all, every
+    /// authenticated caller may do everything; once any is configured, a caller without one
+    /// (and without `*`) may do nothing.
     fn policy(&self, caller: &str) -> Option<&Policy> {
+        static ALLOW_ALL: Policy = Policy {
+            methods: None,
+            accounts: None,
+        };
+        if self.policies.is_empty() {
+            return Some(&ALLOW_ALL);
+        }
         self.policies.get(caller).or_else(|| self.policies.get("*"))
     }
 

@@ -37,6 +37,8 @@ enum Command {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Print the SHA-256 of a bearer token read from standard input, for the tokens file.
+    HashToken,
     /// Run the Antom simulator alone.
     Sim {
         /// Listen address.
@@ -136,6 +138,20 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                 eprintln!("paygate: server error: {e}");
                 ExitCode::from(1)
             })
+        }
+        Command::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token).map_err(|e| {
+                eprintln!("paygate: hash-token: {e}");
+                ExitCode::from(1)
+            })?;
+            let token = token.trim_end_matches(['\r', '\n']);
+            if token.is_empty() {
+                eprintln!("paygate: hash-token: no token on standard input");
+                return Err(ExitCode::from(2));
+            }
+            println!("{}", paygate::auth::hash_token(token));
+            Ok(())
         }
         Command::Sim {
             listen,

@@ -323,3 +323,27 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_setting() {
     assert!(err.contains("accounts.a.provider"), "{err}");
     assert!(!err.contains("not a key"));
 }
+
+#[test]
+fn hash_token_prints_the_sha256_the_tokens_file_wants() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("hash-token")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"my-token\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        paygate::auth::hash_token("my-token")
+    );
+    assert_eq!(paygate::auth::hash_token("my-token").len(), 64);
+}

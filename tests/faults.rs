@@ -36,24 +36,132 @@ fn u(code: &str, status: &str) -> FaultKind {
 async fn fault_table() {
     let s = Duration::from_secs(3);
     let cases = vec![
-        Case { name: "latency spike within the deadline (200 ms)", faults: f(FaultKind::Latency { ms: 200 }, 1), deadline: s, expect: (Code::Ok, ""), executed: 1 },
-        Case { name: "latency beyond the deadline (5 s every time, deadline 1 s)", faults: f(FaultKind::Latency { ms: 5_000 }, 50), deadline: Duration::from_secs(1), expect: (Code::DeadlineExceeded, "OUTCOME_UNKNOWN"), executed: 0 },
-        Case { name: "one HTTP 503", faults: f(FaultKind::HttpStatus { status: 503 }, 1), deadline: s, expect: (Code::Ok, ""), executed: 1 },
-        Case { name: "HTTP 5xx storm", faults: f(FaultKind::HttpStatus { status: 502 }, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 0 },
-        Case { name: "connection reset mid-answer, once", faults: f(FaultKind::LoseAnswer, 1), deadline: s, expect: (Code::Ok, ""), executed: 1 },
-        Case { name: "connection reset mid-answer, every time", faults: f(FaultKind::LoseAnswer, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 1 },
-        Case { name: "answer never finishes, once (attempt cap 500 ms)", faults: f(FaultKind::NeverFinish, 1), deadline: s, expect: (Code::Ok, ""), executed: 1 },
-        Case { name: "answer never finishes, every time", faults: f(FaultKind::NeverFinish, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 1 },
-        Case { name: "bad answer signature, every time", faults: f(FaultKind::BadSignature, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 1 },
-        Case { name: "missing answer signature, every time", faults: f(FaultKind::NoSignature, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 1 },
-        Case { name: "malformed answer body, every time", faults: f(FaultKind::MalformedBody, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 1 },
-        Case { name: "2 MiB answer, every time", faults: f(FaultKind::HugeBody { bytes: 2 << 20 }, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 1 },
-        Case { name: "U streak of 3 (UNKNOWN_EXCEPTION)", faults: f(u("UNKNOWN_EXCEPTION", "U"), 3), deadline: s, expect: (Code::Ok, ""), executed: 1 },
-        Case { name: "U streak longer than the settling attempts", faults: f(u("UNKNOWN_EXCEPTION", "U"), 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 0 },
-        Case { name: "quota answer REQUEST_TRAFFIC_EXCEED_LIMIT", faults: f(u("REQUEST_TRAFFIC_EXCEED_LIMIT", "U"), 1), deadline: s, expect: (Code::ResourceExhausted, "REQUEST_TRAFFIC_EXCEED_LIMIT"), executed: 0 },
-        Case { name: "HTTP 429", faults: f(FaultKind::HttpStatus { status: 429 }, 1), deadline: s, expect: (Code::ResourceExhausted, "PROVIDER_RATE_LIMITED"), executed: 0 },
-        Case { name: "answer after the refund executed arrives late (4 s), once", faults: f(FaultKind::SlowAnswer { ms: 4_000 }, 1), deadline: s, expect: (Code::Ok, ""), executed: 1 },
-        Case { name: "answer after the refund executed arrives late (4 s), every time", faults: f(FaultKind::SlowAnswer { ms: 4_000 }, 50), deadline: s, expect: (Code::Unavailable, "OUTCOME_UNKNOWN"), executed: 1 },
+        Case {
+            name: "latency spike within the deadline (200 ms)",
+            faults: f(FaultKind::Latency { ms: 200 }, 1),
+            deadline: s,
+            expect: (Code::Ok, ""),
+            executed: 1,
+        },
+        Case {
+            name: "latency beyond the deadline (5 s every time, deadline 1 s)",
+            faults: f(FaultKind::Latency { ms: 5_000 }, 50),
+            deadline: Duration::from_secs(1),
+            expect: (Code::DeadlineExceeded, "OUTCOME_UNKNOWN"),
+            executed: 0,
+        },
+        Case {
+            name: "one HTTP 503",
+            faults: f(FaultKind::HttpStatus { status: 503 }, 1),
+            deadline: s,
+            expect: (Code::Ok, ""),
+            executed: 1,
+        },
+        Case {
+            name: "HTTP 5xx storm",
+            faults: f(FaultKind::HttpStatus { status: 502 }, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 0,
+        },
+        Case {
+            name: "connection reset mid-answer, once",
+            faults: f(FaultKind::LoseAnswer, 1),
+            deadline: s,
+            expect: (Code::Ok, ""),
+            executed: 1,
+        },
+        Case {
+            name: "connection reset mid-answer, every time",
+            faults: f(FaultKind::LoseAnswer, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 1,
+        },
+        Case {
+            name: "answer never finishes, once (attempt cap 500 ms)",
+            faults: f(FaultKind::NeverFinish, 1),
+            deadline: s,
+            expect: (Code::Ok, ""),
+            executed: 1,
+        },
+        Case {
+            name: "answer never finishes, every time",
+            faults: f(FaultKind::NeverFinish, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 1,
+        },
+        Case {
+            name: "bad answer signature, every time",
+            faults: f(FaultKind::BadSignature, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 1,
+        },
+        Case {
+            name: "missing answer signature, every time",
+            faults: f(FaultKind::NoSignature, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 1,
+        },
+        Case {
+            name: "malformed answer body, every time",
+            faults: f(FaultKind::MalformedBody, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 1,
+        },
+        Case {
+            name: "2 MiB answer, every time",
+            faults: f(FaultKind::HugeBody { bytes: 2 << 20 }, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 1,
+        },
+        Case {
+            name: "U streak of 3 (UNKNOWN_EXCEPTION)",
+            faults: f(u("UNKNOWN_EXCEPTION", "U"), 3),
+            deadline: s,
+            expect: (Code::Ok, ""),
+            executed: 1,
+        },
+        Case {
+            name: "U streak longer than the settling attempts",
+            faults: f(u("UNKNOWN_EXCEPTION", "U"), 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 0,
+        },
+        Case {
+            name: "quota answer REQUEST_TRAFFIC_EXCEED_LIMIT",
+            faults: f(u("REQUEST_TRAFFIC_EXCEED_LIMIT", "U"), 1),
+            deadline: s,
+            expect: (Code::ResourceExhausted, "REQUEST_TRAFFIC_EXCEED_LIMIT"),
+            executed: 0,
+        },
+        Case {
+            name: "HTTP 429",
+            faults: f(FaultKind::HttpStatus { status: 429 }, 1),
+            deadline: s,
+            expect: (Code::ResourceExhausted, "PROVIDER_RATE_LIMITED"),
+            executed: 0,
+        },
+        Case {
+            name: "answer after the refund executed arrives late (4 s), once",
+            faults: f(FaultKind::SlowAnswer { ms: 4_000 }, 1),
+            deadline: s,
+            expect: (Code::Ok, ""),
+            executed: 1,
+        },
+        Case {
+            name: "answer after the refund executed arrives late (4 s), every time",
+            faults: f(FaultKind::SlowAnswer { ms: 4_000 }, 50),
+            deadline: s,
+            expect: (Code::Unavailable, "OUTCOME_UNKNOWN"),
+            executed: 1,
+        },
     ];
     let mut table = vec![
         "| fault | caller sees | provider calls | refunds executed | after a retry with the same request_id |".to_string(),
@@ -74,7 +182,10 @@ async fn fault_table() {
         }
         let got = env
             .refunds
-            .create(with_timeout(refund_req("fault-1", "PAY_USD_100", 500), case.deadline))
+            .create(with_timeout(
+                refund_req("fault-1", "PAY_USD_100", 500),
+                case.deadline,
+            ))
             .await;
         let (code, why, retry) = match &got {
             Ok(_) => (Code::Ok, String::new(), None),
@@ -109,7 +220,10 @@ async fn fault_table() {
         } else {
             format!(
                 "{code:?} `{why}`{}",
-                retry.map_or(String::new(), |d| format!(" + RetryInfo {} ms", d.as_millis()))
+                retry.map_or(String::new(), |d| format!(
+                    " + RetryInfo {} ms",
+                    d.as_millis()
+                ))
             )
         };
         table.push(format!(

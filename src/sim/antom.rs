@@ -130,6 +130,18 @@ pub enum FaultKind {
         /// Bytes.
         bytes: usize,
     },
+    /// Answer these bytes without executing anything, signed or not, with extra headers
+    /// (which replace the simulator's own of the same name).
+    Raw {
+        /// The body.
+        body: Vec<u8>,
+        /// Sign it properly.
+        #[serde(default)]
+        sign: bool,
+        /// Extra or replacement headers.
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+    },
 }
 
 /// A fault that applies to the next `times` matching requests.
@@ -788,6 +800,31 @@ async fn handle(
             return empty(StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY));
         }
         _ => {}
+    }
+    if let Some(FaultKind::Raw {
+        body: raw,
+        sign,
+        headers: extra,
+    }) = &fault
+    {
+        let mut r = Response::new(Body::from(raw.clone()));
+        if *sign {
+            let (time, signature) = sim.sign_answer(&signed_uri, raw);
+            for (k, v) in [("response-time", time), ("signature", signature)] {
+                if let Ok(v) = v.parse() {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+        }
+        for (k, v) in extra {
+            if let (Ok(k), Ok(v)) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                axum::http::HeaderValue::from_bytes(v.as_bytes()),
+            ) {
+                r.headers_mut().insert(k, v);
+            }
+        }
+        return r;
     }
     let answer = match &fault {
         Some(FaultKind::Result { code, status }) => {

@@ -67,9 +67,24 @@ pub fn write_keys(dir: &Path) {
 
 /// Starts `paygate serve` against the simulator at `sim_url` with the store at `store_url`.
 pub fn spawn_gateway(dir: &Path, sim_url: &str, store_url: &str) -> GatewayProcess {
+    spawn_gateway_with(dir, sim_url, store_url, &[], Stdio::inherit())
+}
+
+/// The same, with extra environment variables and a choice of stderr.
+pub fn spawn_gateway_with(
+    dir: &Path,
+    sim_url: &str,
+    store_url: &str,
+    extra_env: &[(&str, String)],
+    stderr: Stdio,
+) -> GatewayProcess {
     write_keys(dir);
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_paygate"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paygate"));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = cmd
         .arg("serve")
         .env_remove("PAYGATE_CONFIG")
         .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -82,9 +97,15 @@ pub fn spawn_gateway(dir: &Path, sim_url: &str, store_url: &str) -> GatewayProce
         )
         .env("PAYGATE_STORE_URL", store_url)
         .env("PAYGATE_SHUTDOWN_GRACE_MS", "1000")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            extra_env
+                .iter()
+                .find(|(k, _)| *k == "RUST_LOG")
+                .map_or("warn".to_string(), |(_, v)| v.clone()),
+        )
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     GatewayProcess { child, port }
