@@ -302,23 +302,24 @@ impl Idempotency {
             let lease_ms = deadline.saturating_duration_since(Instant::now()) + LEASE_SLACK;
             let lease_until = now + lease_ms.as_millis() as i64;
             let tok = token();
-            let inserted = self
-                .store
-                .insert(key, fingerprint, &tok, lease_until, now)
-                .await
-                .map_err(|e| store_error(ctx, e))?;
-            if inserted {
-                return self
-                    .attempt(key, &tok, Start::Fresh, ctx, resend_settles, &mut attempt)
-                    .await;
-            }
-            let Some(row) = self
+            // Read first: a replay then costs one indexed read and no write.
+            let row = self
                 .store
                 .load(key)
                 .await
-                .map_err(|e| store_error(ctx, e))?
-            else {
-                continue; // purged between the two statements
+                .map_err(|e| store_error(ctx, e))?;
+            let Some(row) = row else {
+                let inserted = self
+                    .store
+                    .insert(key, fingerprint, &tok, lease_until, now)
+                    .await
+                    .map_err(|e| store_error(ctx, e))?;
+                if inserted {
+                    return self
+                        .attempt(key, &tok, Start::Fresh, ctx, resend_settles, &mut attempt)
+                        .await;
+                }
+                continue; // another attempt inserted it first: read it
             };
             if row.fingerprint != fingerprint {
                 return Err(GatewayError::KeyReused(ctx.clone()));

@@ -242,6 +242,15 @@ pub struct AntomSim {
     merchant_key: Verifier,
     antom_key: Signer,
     state: Mutex<SimState>,
+    fast: Option<FastMode>,
+}
+
+/// Benchmark mode: canned answers signed once per endpoint, no verification, no state, an
+/// optional fixed delay. Its answers cost the simulator almost nothing.
+#[derive(Debug, Default)]
+struct FastMode {
+    delay: Duration,
+    canned: Mutex<HashMap<String, (Bytes, String, String)>>,
 }
 
 impl std::fmt::Debug for AntomSim {
@@ -358,7 +367,69 @@ impl AntomSim {
             merchant_key,
             antom_key,
             state: Mutex::new(SimState::default()),
+            fast: None,
         })
+    }
+
+    /// A simulator in benchmark mode (see [`FastMode`]): every call succeeds with a canned
+    /// answer after `delay`.
+    pub fn fast(client_id: impl Into<String>, antom_key: Signer, delay: Duration) -> Arc<Self> {
+        let client_id = client_id.into();
+        Arc::new(Self {
+            merchant_key: Verifier::from_der(&antom_key.public_key_der())
+                .expect("a generated key parses"),
+            client_id,
+            antom_key,
+            state: Mutex::new(SimState::default()),
+            fast: Some(FastMode {
+                delay,
+                canned: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn canned(&self, fast: &FastMode, endpoint: &str, uri: &str) -> Answer {
+        let (body, time, sig) = {
+            let mut c = fast.canned.lock().unwrap_or_else(|e| e.into_inner());
+            c.entry(uri.to_owned())
+                .or_insert_with(|| {
+                    let answer = match endpoint {
+                        "refund" => json!({
+                            "result": result("SUCCESS", "S", "success"),
+                            "refundId": "2026BENCH0000000001",
+                            "refundRequestId": "bench",
+                            "paymentId": "PAY_BENCH",
+                            "refundAmount": {"currency": "USD", "value": "100"},
+                            "refundTime": "2026-11-23T00:00:00Z",
+                        }),
+                        "inquiryRefund" => json!({
+                            "result": result("SUCCESS", "S", "success"),
+                            "refundId": "2026BENCH0000000001",
+                            "refundRequestId": "bench",
+                            "refundAmount": {"currency": "USD", "value": "100"},
+                            "refundStatus": "SUCCESS",
+                            "refundTime": "2026-11-23T00:00:00Z",
+                        }),
+                        _ => json!({"result": result("SUCCESS", "S", "success")}),
+                    };
+                    let bytes = Bytes::from(answer.to_string());
+                    let (t, s) = self.sign_answer(uri, &bytes);
+                    (bytes, t, s)
+                })
+                .clone()
+        };
+        let mut r = Response::new(Body::from(body));
+        let hm = r.headers_mut();
+        hm.insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("application/json; charset=UTF-8"),
+        );
+        for (k, v) in [("response-time", time), ("signature", sig)] {
+            if let Ok(v) = v.parse() {
+                hm.insert(k, v);
+            }
+        }
+        r
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {
@@ -759,6 +830,12 @@ async fn handle(
     let Some(endpoint) = endpoint_of(path) else {
         return empty(StatusCode::NOT_FOUND);
     };
+    if let Some(fast) = &sim.fast {
+        if !fast.delay.is_zero() {
+            tokio::time::sleep(fast.delay).await;
+        }
+        return sim.canned(fast, endpoint, path);
+    }
     if method != Method::POST {
         return sim.unsigned(json!({"result": result("METHOD_NOT_SUPPORTED", "F", "POST only")}));
     }

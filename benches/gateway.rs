@@ -1,0 +1,666 @@
+//! The gateway's cost next to a direct signed call, and next to the RSA floor.
+//! Run: `cargo bench --bench gateway` (about three minutes; PostgreSQL from
+//! PAYGATE_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/postgres).
+//!
+//! - direct: this process signs Antom requests itself (paygate's Antom client, as a service
+//!   using an SDK would), calls the simulator over HTTP and verifies the answer;
+//! - gateway: a tonic client calls a paygate process (release build), which calls the simulator;
+//! - floor: one RSA-2048 PKCS#1 v1.5 SHA-256 signature plus one verification with aws-lc-rs.
+//!
+//! The simulator runs in fast mode (canned answers signed once). Load is open loop at a fixed
+//! rate; latency is measured from each request's scheduled start. Gateway CPU and peak RSS are
+//! read from /proc for the gateway process. Prints tables; asserts nothing.
+
+use std::future::Future;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use paygate::domain::{CancelSubscription, CancellationType, CreateRefund, InquireRefund, Money};
+use paygate::pb;
+use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::pb::subscription_service_client::SubscriptionServiceClient;
+use paygate::providers::antom::Antom;
+use paygate::providers::antom::client::Settings;
+use paygate::providers::antom::signing::{Signer, Verifier};
+use paygate::providers::{CallContext, Provider};
+use paygate::sim::antom::{AntomSim, SimServer};
+use sqlx::Connection;
+use tonic::transport::Channel;
+
+const CLIENT_ID: &str = "BENCH_CLIENT";
+
+struct Keys {
+    merchant: String,
+    antom: String,
+}
+
+fn keys() -> Keys {
+    Keys {
+        merchant: Signer::generate().unwrap().private_key_pem(),
+        antom: Signer::generate().unwrap().private_key_pem(),
+    }
+}
+
+async fn sim(keys: &Keys, delay: Duration) -> SimServer {
+    AntomSim::fast(
+        CLIENT_ID,
+        Signer::from_bytes(keys.antom.as_bytes()).unwrap(),
+        delay,
+    )
+    .bind("127.0.0.1:0".parse().unwrap())
+    .await
+    .unwrap()
+}
+
+fn verifier(private_pem: &str) -> Verifier {
+    Verifier::from_der(
+        &Signer::from_bytes(private_pem.as_bytes())
+            .unwrap()
+            .public_key_der(),
+    )
+    .unwrap()
+}
+
+// ---------------------------------------------------------------- the gateway process
+
+struct Gateway {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn gateway(keys: &Keys, sim_url: &str, store: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let merchant = dir.path().join("merchant.pem");
+    let antom_pub = dir.path().join("antom_pub.pem");
+    std::fs::write(&merchant, &keys.merchant).unwrap();
+    std::fs::write(
+        &antom_pub,
+        Signer::from_bytes(keys.antom.as_bytes())
+            .unwrap()
+            .public_key_pem(),
+    )
+    .unwrap();
+    let store = store.replace("{dir}", &dir.path().display().to_string());
+    let config = dir.path().join("paygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store_url = {store:?}\nmax_in_flight_requests = 4096\n[accounts.antom]\nprovider = \"antom\"\nbase_url = {sim_url:?}\nclient_id = {CLIENT_ID:?}\nprivate_key_file = {merchant:?}\nantom_public_key_file = {antom_pub:?}\nmax_in_flight = 4096\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_paygate"))
+        .args(["--config"])
+        .arg(&config)
+        .arg("serve")
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let g = Gateway {
+        child,
+        port,
+        _dir: dir,
+    };
+    for _ in 0..200 {
+        if RefundServiceClient::connect(g.url()).await.is_ok() {
+            return g;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gateway did not start");
+}
+
+impl Gateway {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// User + system CPU seconds of the process so far.
+    fn cpu(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (t(11) + t(12)) / 100.0
+    }
+
+    /// Peak resident set size in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+
+    async fn channels(&self, n: usize) -> Vec<Channel> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(
+                Channel::from_shared(self.url())
+                    .unwrap()
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    }
+}
+
+// ---------------------------------------------------------------- load
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    n: usize,
+    errors: usize,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+/// Open loop: request `i` is scheduled at `start + i / rate`; its latency counts from then.
+async fn open_loop<F, Fut>(rate: f64, dur: Duration, call: F) -> Stats
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let n = (rate * dur.as_secs_f64()) as u64;
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at).await;
+        let fut = call(i);
+        tasks.push(tokio::spawn(async move {
+            let ok = fut.await;
+            (at.elapsed(), ok)
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    let mut errors = 0;
+    for t in tasks {
+        let (d, ok) = t.await.unwrap();
+        if !ok {
+            errors += 1;
+        }
+        lat.push(d);
+    }
+    lat.sort();
+    Stats {
+        p50: pct(&lat, 0.5),
+        p99: pct(&lat, 0.99),
+        p999: pct(&lat, 0.999),
+        n: lat.len(),
+        errors,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Op {
+    CreateFirst,
+    CreateReplay,
+    Cancel,
+    Inquire,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::CreateFirst => "refund Create (first call)",
+            Op::CreateReplay => "refund Create (replay)",
+            Op::Cancel => "Cancel",
+            Op::Inquire => "Inquire",
+        }
+    }
+}
+
+fn refund(id: String) -> CreateRefund {
+    CreateRefund {
+        request_id: id,
+        payment_id: "PAY_BENCH".into(),
+        amount: Money {
+            currency: "USD".into(),
+            value: 100,
+        },
+        reason: None,
+        reference_refund_id: None,
+    }
+}
+
+async fn direct(antom: Arc<Antom>, op: Op, rate: f64, dur: Duration, tag: &str) -> Stats {
+    let tag = tag.to_owned();
+    open_loop(rate, dur, move |i| {
+        let antom = antom.clone();
+        let id = match op {
+            Op::CreateReplay => format!("direct-replay-{tag}"),
+            _ => format!("direct-{tag}-{i}"),
+        };
+        async move {
+            let ctx = CallContext::new(tokio::time::Instant::now() + Duration::from_secs(10));
+            match op {
+                Op::CreateFirst | Op::CreateReplay => {
+                    antom.create_refund(&refund(id), &ctx).await.is_ok()
+                }
+                Op::Cancel => antom
+                    .cancel_subscription(
+                        &CancelSubscription {
+                            request_id: id,
+                            subscription_id: Some("SUB_BENCH".into()),
+                            subscription_request_id: None,
+                            cancellation_type: CancellationType::Cancel,
+                        },
+                        &ctx,
+                    )
+                    .await
+                    .is_ok(),
+                Op::Inquire => antom
+                    .inquire_refund(
+                        &InquireRefund {
+                            refund_id: Some("2026BENCH0000000001".into()),
+                            request_id: None,
+                        },
+                        &ctx,
+                    )
+                    .await
+                    .is_ok(),
+            }
+        }
+    })
+    .await
+}
+
+fn req<T>(m: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(m);
+    r.set_timeout(Duration::from_secs(10));
+    r
+}
+
+async fn via_gateway(channels: &[Channel], op: Op, rate: f64, dur: Duration, tag: &str) -> Stats {
+    let channels = channels.to_vec();
+    let tag = tag.to_owned();
+    open_loop(rate, dur, move |i| {
+        let ch = channels[i as usize % channels.len()].clone();
+        let id = match op {
+            Op::CreateReplay => format!("gw-replay-{tag}"),
+            _ => format!("gw-{tag}-{i}"),
+        };
+        async move {
+            match op {
+                Op::CreateFirst | Op::CreateReplay => RefundServiceClient::new(ch)
+                    .create(req(pb::CreateRefundRequest {
+                        request_id: id,
+                        payment_id: "PAY_BENCH".into(),
+                        amount: Some(pb::Money {
+                            currency: "USD".into(),
+                            value: 100,
+                        }),
+                        ..Default::default()
+                    }))
+                    .await
+                    .is_ok(),
+                Op::Cancel => SubscriptionServiceClient::new(ch)
+                    .cancel(req(pb::CancelSubscriptionRequest {
+                        request_id: id,
+                        subscription_id: "SUB_BENCH".into(),
+                        cancellation_type: pb::CancellationType::Cancel as i32,
+                        ..Default::default()
+                    }))
+                    .await
+                    .is_ok(),
+                Op::Inquire => RefundServiceClient::new(ch)
+                    .inquire(req(pb::InquireRefundRequest {
+                        refund_id: "2026BENCH0000000001".into(),
+                        ..Default::default()
+                    }))
+                    .await
+                    .is_ok(),
+            }
+        }
+    })
+    .await
+}
+
+/// Mean cost of one RSA-2048 signature plus one verification, in ms.
+fn floor_ms() -> f64 {
+    let s = Signer::generate().unwrap();
+    let v = Verifier::from_der(&s.public_key_der()).unwrap();
+    let msg = vec![b'x'; 300];
+    let n = 2_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        let sig = s.sign(&msg);
+        assert!(v.verify(&msg, &sig));
+    }
+    t.elapsed().as_secs_f64() * 1e3 / n as f64
+}
+
+// ---------------------------------------------------------------- stores
+
+struct Pg {
+    admin: String,
+    name: String,
+}
+
+impl Pg {
+    async fn create(tag: &str) -> Option<(Pg, String)> {
+        let admin = std::env::var("PAYGATE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut c = sqlx::PgConnection::connect(&admin).await.ok()?;
+        let name = format!("paygate_bench_{tag}_{}", std::process::id());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .ok()?;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_owned())
+            .unwrap_or(admin.clone());
+        let url = format!("{base}/{name}");
+        Some((Pg { admin, name }, url))
+    }
+
+    async fn drop_db(self) {
+        if let Ok(mut c) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut c)
+            .await;
+        }
+    }
+}
+
+/// Fills the store with `n` completed keys (done directly in SQL).
+async fn prefill(store_url: &str, n: u64) {
+    let now = 1_795_000_000_000i64;
+    let outcome = r#"{"Cancel":{"status":"Accepted","result":{"provider":"antom","code":"SUCCESS","status":"S","message":"success"}}}"#;
+    if store_url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(store_url).await.unwrap();
+        let sql = format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) \
+             INSERT OR IGNORE INTO idempotency_keys \
+             SELECT 'hist', 'SubscriptionService.Cancel', 'hist-' || x, 'fp', 'done', NULL, 0, 1, '{outcome}', {now}, {now} FROM c"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(store_url).await.unwrap();
+        let sql = format!(
+            "INSERT INTO idempotency_keys \
+             SELECT 'hist', 'SubscriptionService.Cancel', 'hist-' || x, 'fp', 'done', NULL, 0, 1, '{outcome}', {now}, {now} \
+             FROM generate_series(1, {n}) AS x ON CONFLICT DO NOTHING; ANALYZE idempotency_keys"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    format!(
+        "{} cores ({cpu}), {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+fn row(cells: &[String]) {
+    println!("| {} |", cells.join(" | "));
+    let _ = std::io::stdout().flush();
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("PAYGATE_BENCH_QUICK").is_ok();
+    let dur = |rate: f64| {
+        let base = if rate <= 200.0 { 5.0 } else { 3.0 };
+        Duration::from_secs_f64(if quick { base / 5.0 } else { base })
+    };
+    println!("machine: {}", machine());
+    let floor = floor_ms();
+    println!("floor: RSA-2048 sign + verify = {floor:.3} ms of one core (aws-lc-rs)\n");
+
+    let keys = keys();
+    let fast_sim = sim(&keys, Duration::ZERO).await;
+    let antom = Arc::new(
+        Antom::new(Settings {
+            base_url: fast_sim.base_url(),
+            client_id: CLIENT_ID.into(),
+            sandbox: false,
+            key_version: 1,
+            timeout: Duration::from_secs(10),
+            signer: Signer::from_bytes(keys.merchant.as_bytes()).unwrap(),
+            verifier: verifier(&keys.antom),
+        })
+        .unwrap(),
+    );
+
+    let pg = Pg::create("main").await;
+    let mut stores = vec![("sqlite", "sqlite://{dir}/paygate.db".to_string())];
+    match &pg {
+        Some((_, url)) => stores.push(("postgres", url.clone())),
+        None => println!("PostgreSQL unavailable: its rows are skipped"),
+    }
+
+    println!("## Latency (open loop) and gateway CPU per request\n");
+    row(&[
+        "store",
+        "operation",
+        "rate/s",
+        "direct p50/p99/p99.9 ms",
+        "gateway p50/p99/p99.9 ms",
+        "added p50 / p99 ms",
+        "gateway CPU ms/req",
+        "CPU / floor",
+        "errors",
+    ]
+    .map(String::from));
+    row(&["---"; 9].map(String::from));
+    let mut warm = true;
+    for (store_name, store) in &stores {
+        let gw = gateway(&keys, &fast_sim.base_url(), store).await;
+        let chans = gw.channels(4).await;
+        // Warm up connections and the store, and create the replayed key.
+        let _ = via_gateway(
+            &chans,
+            Op::CreateReplay,
+            200.0,
+            Duration::from_millis(300),
+            store_name,
+        )
+        .await;
+        let _ = via_gateway(
+            &chans,
+            Op::CreateFirst,
+            200.0,
+            Duration::from_millis(300),
+            &format!("warm-{store_name}"),
+        )
+        .await;
+        if warm {
+            let _ = direct(
+                antom.clone(),
+                Op::CreateFirst,
+                200.0,
+                Duration::from_millis(300),
+                "warm",
+            )
+            .await;
+            warm = false;
+        }
+        for op in [Op::CreateFirst, Op::CreateReplay, Op::Cancel, Op::Inquire] {
+            for rate in [200.0, 1000.0] {
+                let tag = format!("{store_name}-{rate}");
+                let d = direct(antom.clone(), op, rate, dur(rate), &tag).await;
+                let cpu0 = gw.cpu();
+                let g = via_gateway(&chans, op, rate, dur(rate), &tag).await;
+                let cpu = (gw.cpu() - cpu0) * 1e3 / g.n as f64;
+                row(&[
+                    store_name.to_string(),
+                    op.name().into(),
+                    format!("{rate}"),
+                    format!("{:.3} / {:.3} / {:.3}", d.p50, d.p99, d.p999),
+                    format!("{:.3} / {:.3} / {:.3}", g.p50, g.p99, g.p999),
+                    format!("{:.3} / {:.3}", g.p50 - d.p50, g.p99 - d.p99),
+                    format!("{cpu:.3}"),
+                    format!("{:.2}", cpu / floor),
+                    format!("{}", d.errors + g.errors),
+                ]);
+            }
+        }
+        println!(
+            "| {store_name} | peak RSS after the runs: {:.1} MiB | | | | | | | |",
+            gw.peak_rss_mib()
+        );
+    }
+
+    println!("\n## Cost per request with history in the store (200 req/s)\n");
+    row(&[
+        "store",
+        "keys already stored",
+        "operation",
+        "gateway p50 ms",
+        "gateway CPU ms/req",
+    ]
+    .map(String::from));
+    row(&["---"; 5].map(String::from));
+    for (store_name, _) in &stores {
+        for n in [10_000u64, 1_000_000] {
+            let (store_url, extra) = if *store_name == "sqlite" {
+                ("sqlite://{dir}/paygate.db".to_string(), None)
+            } else {
+                match Pg::create(&format!("h{n}")).await {
+                    Some((p, url)) => (url, Some(p)),
+                    None => continue,
+                }
+            };
+            let gw = gateway(&keys, &fast_sim.base_url(), &store_url).await;
+            let resolved = if *store_name == "sqlite" {
+                format!("sqlite://{}/paygate.db", gw._dir.path().display())
+            } else {
+                store_url.clone()
+            };
+            let t = Instant::now();
+            prefill(&resolved, n).await;
+            eprintln!("prefilled {n} keys into {store_name} in {:?}", t.elapsed());
+            let chans = gw.channels(4).await;
+            let _ = via_gateway(
+                &chans,
+                Op::CreateReplay,
+                200.0,
+                Duration::from_millis(300),
+                &format!("h{n}"),
+            )
+            .await;
+            for op in [Op::CreateFirst, Op::CreateReplay] {
+                let cpu0 = gw.cpu();
+                let g = via_gateway(&chans, op, 200.0, dur(200.0), &format!("h{n}")).await;
+                let cpu = (gw.cpu() - cpu0) * 1e3 / g.n as f64;
+                row(&[
+                    store_name.to_string(),
+                    format!("{n}"),
+                    op.name().into(),
+                    format!("{:.3}", g.p50),
+                    format!("{cpu:.3}"),
+                ]);
+            }
+            drop(gw);
+            if let Some(p) = extra {
+                p.drop_db().await;
+            }
+        }
+    }
+
+    println!(
+        "\n## Peak RSS with 1,000 requests in flight (SQLite store, simulator answers after 2 s)\n"
+    );
+    let slow_sim = sim(&keys, Duration::from_secs(2)).await;
+    let gw = gateway(&keys, &slow_sim.base_url(), "sqlite://{dir}/paygate.db").await;
+    let chans = gw.channels(8).await;
+    let before = gw.peak_rss_mib();
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let ch = chans[i % chans.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut r = tonic::Request::new(pb::CreateRefundRequest {
+                request_id: format!("rss-{i}"),
+                payment_id: "PAY_BENCH".into(),
+                amount: Some(pb::Money {
+                    currency: "USD".into(),
+                    value: 100,
+                }),
+                ..Default::default()
+            });
+            r.set_timeout(Duration::from_secs(30));
+            RefundServiceClient::new(ch).create(r).await.is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            ok += 1;
+        }
+    }
+    println!(
+        "peak RSS {:.1} MiB (idle {before:.1} MiB), {ok}/1000 succeeded",
+        gw.peak_rss_mib()
+    );
+    drop(gw);
+    if let Some((p, _)) = pg {
+        p.drop_db().await;
+    }
+}
