@@ -489,8 +489,38 @@ async fn main() {
         .unwrap(),
     );
 
+    // Profiling aid: PAYGATE_BENCH_PROFILE=first|replay|inquire runs one operation against a
+    // SQLite gateway at 1000 req/s for 20 s and prints the gateway's pid, for `perf record -p`.
+    if let Ok(which) = std::env::var("PAYGATE_BENCH_PROFILE") {
+        let op = match which.as_str() {
+            "replay" => Op::CreateReplay,
+            "inquire" => Op::Inquire,
+            "cancel" => Op::Cancel,
+            _ => Op::CreateFirst,
+        };
+        let gw = gateway(&keys, &fast_sim.base_url(), "sqlite://{dir}/paygate.db").await;
+        let chans = gw.channels(4).await;
+        let _ = via_gateway(&chans, op, 200.0, Duration::from_millis(500), "warm").await;
+        eprintln!("gateway pid {}", gw.child.id());
+        let cpu0 = gw.cpu();
+        let g = via_gateway(&chans, op, 1000.0, Duration::from_secs(20), "profile").await;
+        println!(
+            "{}: p50 {:.3} ms, CPU {:.3} ms/req",
+            op.name(),
+            g.p50,
+            (gw.cpu() - cpu0) * 1e3 / g.n as f64
+        );
+        return;
+    }
+
     let pg = Pg::create("main").await;
-    let mut stores = vec![("sqlite", "sqlite://{dir}/paygate.db".to_string())];
+    let mut stores = vec![
+        ("sqlite", "sqlite://{dir}/paygate.db".to_string()),
+        (
+            "sqlite sync=normal",
+            "sqlite://{dir}/paygate.db?synchronous=normal".to_string(),
+        ),
+    ];
     match &pg {
         Some((_, url)) => stores.push(("postgres", url.clone())),
         None => println!("PostgreSQL unavailable: its rows are skipped"),
@@ -578,7 +608,7 @@ async fn main() {
     ]
     .map(String::from));
     row(&["---"; 5].map(String::from));
-    for (store_name, _) in &stores {
+    for (store_name, _) in stores.iter().filter(|(n, _)| !n.contains("normal")) {
         for n in [10_000u64, 1_000_000] {
             let (store_url, extra) = if *store_name == "sqlite" {
                 ("sqlite://{dir}/paygate.db".to_string(), None)

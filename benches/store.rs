@@ -48,7 +48,7 @@ async fn measure(idem: &Idempotency, replay: bool) -> (Vec<Duration>, f64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let t = Instant::now();
         let r = idem
-            .run(&k, &fp, deadline, &ctx, true, || async {
+            .run(&k, &fp, "main", deadline, &ctx, true, || async {
                 Ok::<_, ProviderError>(outcome())
             })
             .await

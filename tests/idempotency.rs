@@ -190,18 +190,25 @@ async fn inquire_records_the_state_that_replays_then_report() {
 
 #[tokio::test]
 async fn purged_keys_are_gone_after_retention() {
-    let env = start().await;
+    let env = start_with(Options {
+        retention: Duration::from_millis(400),
+        ..Default::default()
+    })
+    .await;
     let mut c = env.refunds.clone();
     c.create(refund_req("old-1", "PAY_USD_100", 100))
         .await
         .unwrap();
-    // Nothing is older than the default retention yet.
+    // Within the retention nothing is purged and the key replays.
     assert_eq!(env.idempotency.purge_expired().await.unwrap(), 0);
-    let zero =
-        paygate::idempotency::Idempotency::new(env.idempotency.store().clone(), Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let r = c
+        .create(refund_req("old-1", "PAY_USD_100", 100))
+        .await
+        .unwrap();
+    assert_eq!(r.metadata().get("idempotent-replayed").unwrap(), "true");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        zero.purge_expired().await.unwrap(),
+        env.idempotency.purge_expired().await.unwrap(),
         2,
         "the key and the refund row"
     );

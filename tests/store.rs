@@ -59,14 +59,19 @@ async fn exercise(store: Arc<dyn Store>) {
     );
 
     // The old holder can no longer complete; the new one can.
-    assert!(!store.complete(&k, "t1", "{}", now).await.unwrap());
+    assert!(!store.complete(&k, "t1", "{}", None, now).await.unwrap());
     assert!(store.mark_unknown(&k, "t2", now).await.unwrap());
     assert_eq!(store.load(&k).await.unwrap().unwrap().state, "unknown");
     assert!(
         store.take_over(&k, "t3", now + 9_000, now).await.unwrap(),
         "unknown is resumable"
     );
-    assert!(store.complete(&k, "t3", "{\"x\":1}", now).await.unwrap());
+    assert!(
+        store
+            .complete(&k, "t3", "{\"x\":1}", None, now)
+            .await
+            .unwrap()
+    );
     let row = store.load(&k).await.unwrap().unwrap();
     assert_eq!(
         (row.state.as_str(), row.outcome.as_deref()),
@@ -168,7 +173,7 @@ async fn a_provider_without_deduplication_is_never_resent_blindly() {
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
     let ctx = ErrorContext::default();
     let first = idem
-        .run::<CancelOutcome, _, _>(&k, "fp", deadline(), &ctx, false, || async {
+        .run::<CancelOutcome, _, _>(&k, "fp", "main", deadline(), &ctx, false, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(ProviderError::unknown("answer lost", None))
         })
@@ -176,7 +181,7 @@ async fn a_provider_without_deduplication_is_never_resent_blindly() {
     assert!(matches!(first, Err(GatewayError::Provider(..))));
     for _ in 0..3 {
         let again = idem
-            .run(&k, "fp", deadline(), &ctx, false, || async {
+            .run(&k, "fp", "main", deadline(), &ctx, false, || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Ok(CancelOutcome {
                     status: CancellationStatus::Accepted,

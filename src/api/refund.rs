@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, deadline_of, refund_to_pb, run};
-use crate::domain::CreateRefund;
+use crate::domain::{CreateRefund, RefundState};
 use crate::error::{ErrorContext, GatewayError};
 use crate::idempotency::{self, Key, Reply};
 use crate::pb;
@@ -63,28 +63,30 @@ impl RefundService for RefundApi {
             let call = CallContext::new(deadline);
             let reply = s
                 .idempotency
-                .run(&key, &fingerprint, deadline, &ctx, dedup, || {
-                    call_resolving(&call, dedup, || {
-                        account
-                            .guard
-                            .call(deadline, || provider.create_refund(&cmd, &call))
-                    })
-                })
+                .run(
+                    &key,
+                    &fingerprint,
+                    &account.name,
+                    deadline,
+                    &ctx,
+                    dedup,
+                    || {
+                        call_resolving(&call, dedup, || {
+                            account
+                                .guard
+                                .call(deadline, || provider.create_refund(&cmd, &call))
+                        })
+                    },
+                )
                 .await?;
-            let record = if reply.replayed {
-                // A replay reports the latest state the gateway learned (e.g. by Inquire).
-                match s
-                    .idempotency
+            // A replay of a refund that was still processing reports the latest state the
+            // gateway has learned since (e.g. by Inquire). Final states never change.
+            let record = if reply.replayed && reply.value.state == RefundState::Processing {
+                s.idempotency
                     .latest_refund(&account.name, &cmd.request_id)
                     .await
-                {
-                    Some(latest) => latest,
-                    None => reply.value,
-                }
+                    .unwrap_or(reply.value)
             } else {
-                s.idempotency
-                    .record_refund(&account.name, &reply.value)
-                    .await;
                 reply.value
             };
             Ok(Reply {

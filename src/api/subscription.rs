@@ -63,13 +63,21 @@ impl SubscriptionService for SubscriptionApi {
             // identical request is resent to settle an unknown outcome.
             let reply = s
                 .idempotency
-                .run(&key, &fingerprint, deadline, &ctx, true, || {
-                    call_resolving(&call, true, || {
-                        account
-                            .guard
-                            .call(deadline, || provider.cancel_subscription(&cmd, &call))
-                    })
-                })
+                .run(
+                    &key,
+                    &fingerprint,
+                    &account.name,
+                    deadline,
+                    &ctx,
+                    true,
+                    || {
+                        call_resolving(&call, true, || {
+                            account
+                                .guard
+                                .call(deadline, || provider.cancel_subscription(&cmd, &call))
+                        })
+                    },
+                )
                 .await?;
             Ok(Reply {
                 value: cancel_to_pb(&cmd, &reply.value),

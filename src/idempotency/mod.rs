@@ -88,12 +88,14 @@ pub trait Store: Send + Sync + 'static {
         lease_until: i64,
         now: i64,
     ) -> StoreFuture<'a, bool>;
-    /// Stores the final outcome, if `token` still holds the lease.
+    /// Stores the final outcome, if `token` still holds the lease, together with the refund's
+    /// state when the outcome is a refund.
     fn complete<'a>(
         &'a self,
         key: &'a Key,
         token: &'a str,
         outcome: &'a str,
+        refund: Option<RefundRow<'a>>,
         now: i64,
     ) -> StoreFuture<'a, bool>;
     /// Marks the key `unknown` and frees the lease.
@@ -118,6 +120,69 @@ pub trait Store: Send + Sync + 'static {
         account: &'a str,
         request_id: &'a str,
     ) -> StoreFuture<'a, Option<String>>;
+}
+
+/// A refund's state as recorded next to a completed key.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundRow<'a> {
+    /// Provider account.
+    pub account: &'a str,
+    /// The refund's request id.
+    pub request_id: &'a str,
+    /// The provider's refund id.
+    pub refund_id: Option<&'a str>,
+    /// `Succeeded`, `Processing` or `Failed`.
+    pub state: &'a str,
+    /// JSON of the `RefundRecord`.
+    pub record: &'a str,
+}
+
+/// Completed outcomes kept in memory: a done key never changes, so a replay needs no store
+/// read. Bounded; the oldest entries go first.
+struct DoneCache {
+    inner: std::sync::Mutex<(
+        std::collections::HashMap<Key, (String, Arc<Outcome>, Instant)>,
+        std::collections::VecDeque<Key>,
+    )>,
+    capacity: usize,
+}
+
+impl DoneCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            inner: std::sync::Mutex::new(Default::default()),
+            capacity,
+        }
+    }
+
+    /// The cached outcome, unless it is older than `max_age` (then it may have been purged).
+    fn get(&self, key: &Key, max_age: Duration) -> Option<(String, Arc<Outcome>)> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (fp, o, at) = g.0.get(key)?;
+        (at.elapsed() < max_age).then(|| (fp.clone(), o.clone()))
+    }
+
+    fn put(&self, key: &Key, fingerprint: &str, outcome: Arc<Outcome>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *g;
+        if map
+            .insert(
+                key.clone(),
+                (fingerprint.to_owned(), outcome, Instant::now()),
+            )
+            .is_none()
+        {
+            order.push_back(key.clone());
+            while order.len() > self.capacity {
+                if let Some(old) = order.pop_front() {
+                    map.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` or `postgres://...`.
@@ -244,7 +309,11 @@ fn state_name(s: RefundState) -> &'static str {
 pub struct Idempotency {
     store: Arc<dyn Store>,
     retention: Duration,
+    done: Arc<DoneCache>,
 }
+
+/// How many completed outcomes are kept in memory.
+pub const DONE_CACHE_CAPACITY: usize = 100_000;
 
 impl std::fmt::Debug for Idempotency {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,6 +329,15 @@ fn store_error(ctx: &ErrorContext, e: sqlx::Error) -> GatewayError {
     GatewayError::StoreUnavailable(ctx.clone())
 }
 
+/// What one run is about.
+struct Run<'a> {
+    key: &'a Key,
+    fingerprint: &'a str,
+    account: &'a str,
+    tok: &'a str,
+    ctx: &'a ErrorContext,
+}
+
 /// How a run's attempt began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Start {
@@ -270,7 +348,11 @@ enum Start {
 impl Idempotency {
     /// Uses `store`, keeping completed keys for `retention`.
     pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
-        Self { store, retention }
+        Self {
+            store,
+            retention,
+            done: Arc::new(DoneCache::new(DONE_CACHE_CAPACITY)),
+        }
     }
 
     /// The store.
@@ -282,10 +364,12 @@ impl Idempotency {
     /// module documentation. `resend_settles` says whether sending the identical request again
     /// settles an earlier attempt whose outcome is unknown (the provider deduplicates, or the
     /// operation is naturally idempotent).
+    #[allow(clippy::too_many_arguments)]
     pub async fn run<T, F, Fut>(
         &self,
         key: &Key,
         fingerprint: &str,
+        account: &str,
         deadline: Instant,
         ctx: &ErrorContext,
         resend_settles: bool,
@@ -296,6 +380,12 @@ impl Idempotency {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
+        if let Some((fp, outcome)) = self.done.get(key, self.retention) {
+            if fp != fingerprint {
+                return Err(GatewayError::KeyReused(ctx.clone()));
+            }
+            return self.replay(Some((*outcome).clone()), ctx);
+        }
         let mut wait = Duration::from_millis(5);
         loop {
             let now = now_ms();
@@ -315,8 +405,15 @@ impl Idempotency {
                     .await
                     .map_err(|e| store_error(ctx, e))?;
                 if inserted {
+                    let run = Run {
+                        key,
+                        fingerprint,
+                        account,
+                        tok: &tok,
+                        ctx,
+                    };
                     return self
-                        .attempt(key, &tok, Start::Fresh, ctx, resend_settles, &mut attempt)
+                        .attempt(run, Start::Fresh, resend_settles, &mut attempt)
                         .await;
                 }
                 continue; // another attempt inserted it first: read it
@@ -325,7 +422,16 @@ impl Idempotency {
                 return Err(GatewayError::KeyReused(ctx.clone()));
             }
             match row.state.as_str() {
-                "done" => return self.replay(row.outcome.as_deref(), ctx),
+                "done" => {
+                    let outcome: Option<Outcome> = row
+                        .outcome
+                        .as_deref()
+                        .and_then(|o| serde_json::from_str(o).ok());
+                    if let Some(o) = &outcome {
+                        self.done.put(key, fingerprint, Arc::new(o.clone()));
+                    }
+                    return self.replay(outcome, ctx);
+                }
                 "in_flight" if row.lease_until > now => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left <= wait + Duration::from_millis(10) {
@@ -348,8 +454,15 @@ impl Idempotency {
                     if taken {
                         tracing::warn!(method = key.method, request_id = %key.request_id,
                             "resuming a key whose earlier attempt has an unknown outcome");
+                        let run = Run {
+                            key,
+                            fingerprint,
+                            account,
+                            tok: &tok,
+                            ctx,
+                        };
                         return self
-                            .attempt(key, &tok, Start::Resume, ctx, resend_settles, &mut attempt)
+                            .attempt(run, Start::Resume, resend_settles, &mut attempt)
                             .await;
                     }
                 }
@@ -359,10 +472,8 @@ impl Idempotency {
 
     async fn attempt<T, F, Fut>(
         &self,
-        key: &Key,
-        tok: &str,
+        run: Run<'_>,
         start: Start,
-        ctx: &ErrorContext,
         resend_settles: bool,
         attempt: &mut F,
     ) -> Result<Reply<T>, GatewayError>
@@ -371,13 +482,14 @@ impl Idempotency {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
+        let Run { key, tok, ctx, .. } = run;
         if start == Start::Resume && !resend_settles {
             let _ = self.store.mark_unknown(key, tok, now_ms()).await;
             return Err(GatewayError::OutcomeUnresolved(ctx.clone()));
         }
         match attempt().await {
             Ok(value) => {
-                self.finish(key, tok, &value.to_outcome()).await;
+                self.finish(&run, value.to_outcome()).await;
                 Ok(Reply::fresh(value))
             }
             Err(e) => {
@@ -389,7 +501,7 @@ impl Idempotency {
                             message: e.message.clone(),
                             result: e.result.as_deref().cloned(),
                         });
-                        self.finish(key, tok, &refusal).await;
+                        self.finish(&run, refusal).await;
                     }
                     Disposition::Unknown { .. } => {
                         self.log(self.store.mark_unknown(key, tok, now_ms()).await);
@@ -409,16 +521,35 @@ impl Idempotency {
         }
     }
 
-    async fn finish(&self, key: &Key, tok: &str, outcome: &Outcome) {
-        let json = match serde_json::to_string(outcome) {
+    async fn finish(&self, run: &Run<'_>, outcome: Outcome) {
+        let key = run.key;
+        let json = match serde_json::to_string(&outcome) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an outcome; the key stays leased");
                 return;
             }
         };
-        match self.store.complete(key, tok, &json, now_ms()).await {
-            Ok(true) => {}
+        let record_json;
+        let refund = match &outcome {
+            Outcome::Refund(r) => {
+                record_json = serde_json::to_string(r).unwrap_or_default();
+                r.request_id.as_deref().map(|request_id| RefundRow {
+                    account: run.account,
+                    request_id,
+                    refund_id: r.refund_id.as_deref(),
+                    state: state_name(r.state),
+                    record: &record_json,
+                })
+            }
+            _ => None,
+        };
+        match self
+            .store
+            .complete(key, run.tok, &json, refund, now_ms())
+            .await
+        {
+            Ok(true) => self.done.put(key, run.fingerprint, Arc::new(outcome)),
             Ok(false) => tracing::warn!(method = key.method, request_id = %key.request_id,
                 "lease lost before the outcome was stored; a later attempt settles it"),
             Err(e) => {
@@ -436,11 +567,10 @@ impl Idempotency {
 
     fn replay<T: Storable>(
         &self,
-        outcome: Option<&str>,
+        outcome: Option<Outcome>,
         ctx: &ErrorContext,
     ) -> Result<Reply<T>, GatewayError> {
-        let parsed: Option<Outcome> = outcome.and_then(|o| serde_json::from_str(o).ok());
-        match parsed {
+        match outcome {
             Some(Outcome::Refused(r)) => {
                 let err = ProviderError {
                     disposition: Disposition::Definitive,

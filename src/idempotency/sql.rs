@@ -52,7 +52,8 @@ pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_
      ON CONFLICT (account, request_id) DO UPDATE SET \
        refund_id = COALESCE(excluded.refund_id, refunds.refund_id), \
        state = excluded.state, record = excluded.record, updated_at = excluded.updated_at \
-     WHERE refunds.state = 'Processing' OR excluded.state <> 'Processing'";
+     WHERE (refunds.state = 'Processing' OR excluded.state <> 'Processing') \
+       AND (refunds.state <> excluded.state OR refunds.refund_id IS NULL)";
 
 pub const LOAD_REFUND: &str = "SELECT record FROM refunds WHERE account = $1 AND request_id = $2";
 
@@ -137,9 +138,12 @@ macro_rules! impl_store {
                 key: &'a $crate::idempotency::Key,
                 token: &'a str,
                 outcome: &'a str,
+                refund: Option<$crate::idempotency::RefundRow<'a>>,
                 now: i64,
             ) -> $crate::idempotency::StoreFuture<'a, bool> {
                 Box::pin(async move {
+                    // The outcome and the refund's state commit together: one durable write.
+                    let mut tx = self.pool.begin().await?;
                     let r = sqlx::query($crate::idempotency::sql::COMPLETE)
                         .bind(&key.caller)
                         .bind(key.method)
@@ -147,8 +151,20 @@ macro_rules! impl_store {
                         .bind(token)
                         .bind(outcome)
                         .bind(now)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
+                    if let Some(f) = refund {
+                        sqlx::query($crate::idempotency::sql::SAVE_REFUND)
+                            .bind(f.account)
+                            .bind(f.request_id)
+                            .bind(f.refund_id)
+                            .bind(f.state)
+                            .bind(f.record)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
                     Ok(r.rows_affected() == 1)
                 })
             }

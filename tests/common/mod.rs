@@ -77,6 +77,8 @@ pub struct Options {
     pub max_in_flight: usize,
     pub max_queue: Duration,
     pub tls: Option<ServerTlsConfig>,
+    /// How long completed keys are kept.
+    pub retention: Duration,
 }
 
 impl Default for Options {
@@ -95,6 +97,7 @@ impl Default for Options {
             max_in_flight: 1024,
             max_queue: Duration::from_millis(250),
             tls: None,
+            retention: paygate::idempotency::DEFAULT_RETENTION,
         }
     }
 }
@@ -152,10 +155,8 @@ pub async fn start_with(o: Options) -> Env {
     let url = o
         .store_url
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("paygate.db").display()));
-    let idempotency = Idempotency::new(
-        paygate::idempotency::open(&url).await.unwrap(),
-        paygate::idempotency::DEFAULT_RETENTION,
-    );
+    let idempotency =
+        Idempotency::new(paygate::idempotency::open(&url).await.unwrap(), o.retention);
     let gateway = Gateway {
         shared: Arc::new(Shared::new(
             Arc::new(accounts),
