@@ -140,12 +140,12 @@ pub struct RefundRow<'a> {
 /// Completed outcomes kept in memory: a done key never changes, so a replay needs no store
 /// read. Bounded; the oldest entries go first.
 struct DoneCache {
-    inner: std::sync::Mutex<(
-        std::collections::HashMap<Key, (String, Arc<Outcome>, Instant)>,
-        std::collections::VecDeque<Key>,
-    )>,
+    inner: std::sync::Mutex<(DoneMap, std::collections::VecDeque<Key>)>,
     capacity: usize,
 }
+
+/// Key -> (fingerprint, outcome, when cached).
+type DoneMap = std::collections::HashMap<Key, (String, Arc<Outcome>, Instant)>;
 
 impl DoneCache {
     fn new(capacity: usize) -> Self {
