@@ -261,6 +261,7 @@ fn refund(id: String) -> CreateRefund {
         },
         reason: None,
         reference_refund_id: None,
+        cancel_subscription: false,
     }
 }
 
@@ -285,6 +286,7 @@ async fn direct(antom: Arc<Antom>, op: Op, rate: f64, dur: Duration, tag: &str) 
                             subscription_id: Some("SUB_BENCH".into()),
                             subscription_request_id: None,
                             cancellation_type: CancellationType::Cancel,
+                            cancel_reason: None,
                         },
                         &ctx,
                     )

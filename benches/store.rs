@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use paygate::domain::{CancelOutcome, CancellationStatus, ProviderResult};
 use paygate::error::ErrorContext;
 use paygate::idempotency::{self, Idempotency, Key, Store};
-use paygate::providers::ProviderError;
+use paygate::providers::{ProviderError, Resolution};
 use sqlx::Connection;
 
 const N: usize = 2_000;
@@ -22,6 +22,10 @@ fn outcome() -> CancelOutcome {
             status: "S".into(),
             message: "success".into(),
         },
+        effect: None,
+        subscription_state: None,
+        cancel_time: None,
+        cancel_reason: None,
     }
 }
 
@@ -48,9 +52,15 @@ async fn measure(idem: &Idempotency, replay: bool) -> (Vec<Duration>, f64) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let t = Instant::now();
         let r = idem
-            .run(&k, &fp, "main", deadline, &ctx, true, || async {
-                Ok::<_, ProviderError>(outcome())
-            })
+            .run(
+                &k,
+                &fp,
+                "main",
+                deadline,
+                &ctx,
+                || async { Ok(Resolution::Resend) },
+                || async { Ok::<_, ProviderError>(outcome()) },
+            )
             .await
             .expect("run");
         samples.push(t.elapsed());

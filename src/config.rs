@@ -14,11 +14,14 @@ use crate::admission::GuardSettings;
 use crate::auth::{Auth, Policy};
 use crate::providers::antom::client::Settings as AntomSettings;
 use crate::providers::antom::signing::{Signer, Verifier};
+use crate::providers::payxpert::client::Settings as PayXpertSettings;
 use crate::ratelimit::Rate;
 use crate::secret::Secret;
 
 /// Name of the account the `PAYGATE_ANTOM_*` variables describe.
 pub const ENV_ANTOM_ACCOUNT: &str = "antom";
+/// Name of the account the `PAYGATE_PAYXPERT_*` variables describe.
+pub const ENV_PAYXPERT_ACCOUNT: &str = "payxpert";
 
 /// A configuration problem, naming the setting.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,8 @@ struct FileAccount {
     sandbox: Option<bool>,
     key_version: Option<u32>,
     timeout_ms: Option<u64>,
+    originator_id: Option<String>,
+    password_file: Option<PathBuf>,
     rps: Option<f64>,
     burst: Option<u32>,
     max_in_flight: Option<usize>,
@@ -150,6 +155,8 @@ pub struct TlsFiles {
 pub enum ProviderConfig {
     /// An Antom account.
     Antom(AntomSettings),
+    /// A PayXpert account.
+    PayXpert(PayXpertSettings),
 }
 
 /// The whole configuration.
@@ -286,6 +293,27 @@ impl Config {
             }
         }
 
+        let payxpert_env = [
+            "PAYGATE_PAYXPERT_BASE_URL",
+            "PAYGATE_PAYXPERT_ORIGINATOR_ID",
+            "PAYGATE_PAYXPERT_PASSWORD_FILE",
+        ];
+        if payxpert_env.iter().any(|k| env(k).is_some()) {
+            let acct = file
+                .accounts
+                .entry(ENV_PAYXPERT_ACCOUNT.to_owned())
+                .or_default();
+            acct.provider.get_or_insert_with(|| "payxpert".into());
+            for var in payxpert_env {
+                let Some(v) = env(var) else { continue };
+                match var {
+                    "PAYGATE_PAYXPERT_BASE_URL" => acct.base_url = Some(v),
+                    "PAYGATE_PAYXPERT_ORIGINATOR_ID" => acct.originator_id = Some(v),
+                    _ => acct.password_file = Some(v.into()),
+                }
+            }
+        }
+
         let mut accounts = Vec::new();
         for (name, a) in file.accounts {
             if name.is_empty()
@@ -300,7 +328,22 @@ impl Config {
                 ));
             }
             let guard = guard_settings(&name, &a, env)?;
-            let provider = antom_account(&name, a, env)?;
+            let provider = match a.provider.as_deref() {
+                Some("antom") => antom_account(&name, a, env)?,
+                Some("payxpert") => payxpert_account(&name, a, env)?,
+                Some(other) => {
+                    return Err(err(
+                        format!("accounts.{name}.provider"),
+                        format!("unknown provider {other:?}; known: antom, payxpert"),
+                    ));
+                }
+                None => {
+                    return Err(err(
+                        format!("accounts.{name}.provider"),
+                        "missing; known: antom, payxpert",
+                    ));
+                }
+            };
             accounts.push(AccountConfig {
                 name,
                 provider,
@@ -328,8 +371,8 @@ impl Config {
             return Err(err(
                 "accounts",
                 "no provider account is configured: set PAYGATE_ANTOM_BASE_URL, PAYGATE_ANTOM_CLIENT_ID, \
-                 PAYGATE_ANTOM_PRIVATE_KEY_FILE and PAYGATE_ANTOM_PUBLIC_KEY_FILE, or pass --config \
-                 (or run `paygate dev` for a local demo)",
+                 PAYGATE_ANTOM_PRIVATE_KEY_FILE and PAYGATE_ANTOM_PUBLIC_KEY_FILE (or the PAYGATE_PAYXPERT_* \
+                 variables), or pass --config (or run `paygate dev` for a local demo)",
             ));
         }
 
@@ -544,11 +587,71 @@ fn setting_name(
     env_var: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> String {
-    if account == ENV_ANTOM_ACCOUNT && env(env_var).is_some() {
+    let env_account = if env_var.starts_with("PAYGATE_PAYXPERT_") {
+        ENV_PAYXPERT_ACCOUNT
+    } else {
+        ENV_ANTOM_ACCOUNT
+    };
+    if account == env_account && env(env_var).is_some() {
         env_var.to_owned()
     } else {
         format!("accounts.{account}.{key}")
     }
+}
+
+fn base_url(url: Option<String>, setting: &str) -> Result<String, ConfigError> {
+    let url = url.ok_or_else(|| err(setting, "missing"))?;
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || reqwest::Url::parse(&url).is_err()
+    {
+        return Err(err(setting, format!("{url:?} is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+fn timeout(name: &str, ms: Option<u64>) -> Result<Duration, ConfigError> {
+    match ms.unwrap_or(15_000) {
+        0 => Err(err(
+            format!("accounts.{name}.timeout_ms"),
+            "must be positive",
+        )),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+fn payxpert_account(
+    name: &str,
+    a: FileAccount,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProviderConfig, ConfigError> {
+    let set = |key: &str, var: &str| setting_name(name, key, var, env);
+    let base_url = base_url(a.base_url, &set("base_url", "PAYGATE_PAYXPERT_BASE_URL"))?;
+    let id_set = set("originator_id", "PAYGATE_PAYXPERT_ORIGINATOR_ID");
+    let originator_id = a
+        .originator_id
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| err(&id_set, "missing"))?;
+    if originator_id.contains(':') || !originator_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err(
+            &id_set,
+            "must be printable ASCII without spaces or ':'",
+        ));
+    }
+    let pw_set = set("password_file", "PAYGATE_PAYXPERT_PASSWORD_FILE");
+    let pw_path = a.password_file.ok_or_else(|| err(&pw_set, "missing"))?;
+    let password = String::from_utf8(read_file(&pw_set, &pw_path)?)
+        .map_err(|_| err(&pw_set, "not UTF-8 text"))?
+        .trim_end_matches(['\r', '\n'])
+        .to_owned();
+    if password.is_empty() {
+        return Err(err(&pw_set, "the file is empty"));
+    }
+    Ok(ProviderConfig::PayXpert(PayXpertSettings {
+        base_url,
+        originator_id,
+        password: Secret::new(password),
+        timeout: timeout(name, a.timeout_ms)?,
+    }))
 }
 
 fn antom_account(
@@ -557,31 +660,7 @@ fn antom_account(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ProviderConfig, ConfigError> {
     let set = |key: &str, var: &str| setting_name(name, key, var, env);
-    match a.provider.as_deref() {
-        Some("antom") => {}
-        Some(other) => {
-            return Err(err(
-                format!("accounts.{name}.provider"),
-                format!("unknown provider {other:?}; known: antom"),
-            ));
-        }
-        None => {
-            return Err(err(
-                format!("accounts.{name}.provider"),
-                "missing; known: antom",
-            ));
-        }
-    }
-    let base_url_set = set("base_url", "PAYGATE_ANTOM_BASE_URL");
-    let base_url = a.base_url.ok_or_else(|| err(&base_url_set, "missing"))?;
-    if !(base_url.starts_with("https://") || base_url.starts_with("http://"))
-        || reqwest::Url::parse(&base_url).is_err()
-    {
-        return Err(err(
-            &base_url_set,
-            format!("{base_url:?} is not an http(s) URL"),
-        ));
-    }
+    let base_url = base_url(a.base_url, &set("base_url", "PAYGATE_ANTOM_BASE_URL"))?;
     let client_id_set = set("client_id", "PAYGATE_ANTOM_CLIENT_ID");
     let client_id = a
         .client_id
@@ -620,7 +699,7 @@ fn antom_account(
         client_id,
         sandbox,
         key_version: a.key_version.unwrap_or(1),
-        timeout: Duration::from_millis(timeout_ms),
+        timeout: timeout(name, a.timeout_ms)?,
         signer,
         verifier,
     }))
@@ -664,7 +743,9 @@ mod tests {
         let c = Config::load(None, &env).unwrap();
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:50051");
         assert_eq!(c.default_account.as_deref(), Some("antom"));
-        let ProviderConfig::Antom(s) = &c.accounts[0].provider;
+        let ProviderConfig::Antom(s) = &c.accounts[0].provider else {
+            panic!("an antom account")
+        };
         assert!(s.sandbox, "SANDBOX_ client ids use sandbox paths");
     }
 
@@ -700,7 +781,9 @@ mod tests {
         .unwrap();
         let c = Config::load(Some(&path), &env_of(&[])).unwrap();
         assert_eq!(c.default_account.as_deref(), Some("eu"));
-        let ProviderConfig::Antom(s) = &c.accounts[0].provider;
+        let ProviderConfig::Antom(s) = &c.accounts[0].provider else {
+            panic!("an antom account")
+        };
         assert!(!s.sandbox);
         std::fs::write(&path, "listen_adr = \"x\"\n").unwrap();
         let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();

@@ -8,7 +8,11 @@ use std::time::Duration;
 use crate::config::{AccountConfig, Config, LogFormat, ProviderConfig};
 use crate::providers::antom::client::Settings;
 use crate::providers::antom::signing::{Signer, Verifier};
-use crate::sim::antom::{AntomSim, SimServer};
+use crate::providers::payxpert::client::Settings as PayXpertSettings;
+use crate::secret::Secret;
+use crate::sim::SimServer;
+use crate::sim::antom::AntomSim;
+use crate::sim::payxpert::PayXpertSim;
 
 /// The simulator's merchant client id in dev mode (a sandbox id, so sandbox paths are used).
 pub const DEV_CLIENT_ID: &str = "SANDBOX_PAYGATE_DEV";
@@ -108,20 +112,46 @@ pub fn sim_account(
     })
 }
 
-/// Starts the dev simulator and returns it with a gateway configuration for it.
+/// The PayXpert simulator's originator id in dev mode.
+pub const DEV_ORIGINATOR: &str = "DEV_ORIGINATOR";
+
+/// The dev simulators.
+#[derive(Debug)]
+pub struct DevSims {
+    /// Antom.
+    pub antom: SimServer,
+    /// PayXpert.
+    pub payxpert: SimServer<PayXpertSim>,
+}
+
+impl DevSims {
+    /// Stops both.
+    pub async fn stop(self) {
+        self.antom.stop().await;
+        self.payxpert.stop().await;
+    }
+}
+
+/// Starts the dev simulators and returns them with a gateway configuration for them.
 pub async fn start(
     data_dir: &Path,
     listen_addr: SocketAddr,
     log_format: LogFormat,
-) -> std::io::Result<(SimServer, Config)> {
+) -> std::io::Result<(DevSims, Config)> {
     let files = load_or_create_keys(&data_dir.join("dev-keys"))?;
-    let sim = start_sim(
-        &files,
-        DEV_CLIENT_ID,
-        "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
-    )
-    .await?;
+    let loopback: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
+    let sim = start_sim(&files, DEV_CLIENT_ID, loopback).await?;
     let settings = sim_account(&files, sim.base_url(), DEV_CLIENT_ID)?;
+    let password = hex_token();
+    let px = PayXpertSim::new(DEV_ORIGINATOR, password.clone());
+    px.seed_demo();
+    let px = px.bind(loopback).await?;
+    let px_settings = PayXpertSettings {
+        base_url: px.base_url(),
+        originator_id: DEV_ORIGINATOR.into(),
+        password: Secret::new(password),
+        timeout: Duration::from_secs(5),
+    };
     let config = Config {
         listen_addr,
         default_account: Some("antom".into()),
@@ -136,29 +166,53 @@ pub async fn start(
         caller_rate: None,
         caller_rates: Default::default(),
         idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
-        accounts: vec![AccountConfig {
-            name: "antom".into(),
-            provider: ProviderConfig::Antom(settings),
-            guard: Default::default(),
-        }],
+        accounts: vec![
+            AccountConfig {
+                name: "antom".into(),
+                provider: ProviderConfig::Antom(settings),
+                guard: Default::default(),
+            },
+            AccountConfig {
+                name: "payxpert".into(),
+                provider: ProviderConfig::PayXpert(px_settings),
+                guard: Default::default(),
+            },
+        ],
     };
-    Ok((sim, config))
+    Ok((
+        DevSims {
+            antom: sim,
+            payxpert: px,
+        },
+        config,
+    ))
+}
+
+fn hex_token() -> String {
+    let mut b = [0u8; 16];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The banner dev mode prints: where things are and a call that works.
-pub fn banner(addr: SocketAddr, sim: &SimServer) -> String {
+pub fn banner(addr: SocketAddr, sims: &DevSims) -> String {
     format!(
         r#"paygate dev mode
   gRPC gateway     {addr} (plaintext; reflection and grpc.health.v1 enabled)
-  Antom simulator  {sim_url}  (account "antom", client id {DEV_CLIENT_ID})
-  demo data        payment PAY_DEMO_0001 (USD 100.00), payment PAY_DEMO_ASYNC (EUR 50.00, refunds stay PROCESSING),
-                   subscription SUB_DEMO_0001
+  Antom simulator     {sim_url}  (account "antom", the default; client id {DEV_CLIENT_ID})
+  PayXpert simulator  {px_url}  (account "payxpert")
+  demo data   Antom: payment PAY_DEMO_0001 (USD 100.00), payment PAY_DEMO_ASYNC (EUR 50.00, refunds stay PROCESSING),
+                     subscription SUB_DEMO_0001
+              PayXpert: transaction 1000001 (EUR 100.00, subscription 2000001), transaction 1000002 (EUR 50.00)
 
 Try it:
   grpcurl -plaintext -d '{{"request_id":"demo-refund-1","payment_id":"PAY_DEMO_0001","amount":{{"currency":"USD","value":"500"}}}}' {addr} paygate.v1.RefundService/Create
   grpcurl -plaintext -d '{{"request_id":"demo-refund-1"}}' {addr} paygate.v1.RefundService/Inquire
   grpcurl -plaintext -d '{{"request_id":"demo-cancel-1","subscription_id":"SUB_DEMO_0001","cancellation_type":"CANCELLATION_TYPE_CANCEL"}}' {addr} paygate.v1.SubscriptionService/Cancel
+  grpcurl -plaintext -d '{{"account":"payxpert","request_id":"demo-px-refund-1","payment_id":"1000002","amount":{{"currency":"EUR","value":"700"}}}}' {addr} paygate.v1.RefundService/Create
+  grpcurl -plaintext -d '{{"account":"payxpert","request_id":"demo-px-cancel-1","subscription_id":"2000001","cancellation_type":"CANCELLATION_TYPE_CANCEL","cancel_reason":1016}}' {addr} paygate.v1.SubscriptionService/Cancel
 "#,
-        sim_url = sim.base_url()
+        sim_url = sims.antom.base_url(),
+        px_url = sims.payxpert.base_url(),
     )
 }

@@ -43,6 +43,18 @@ pub struct CancelSubscription {
     pub subscription_request_id: Option<String>,
     /// How to cancel.
     pub cancellation_type: CancellationType,
+    /// Provider cancel-reason code (PayXpert), if given.
+    #[serde(default)]
+    pub cancel_reason: Option<u16>,
+}
+
+/// When a cancellation takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancellationEffect {
+    /// Now.
+    Immediate,
+    /// At the end of the paid period.
+    EndOfPeriod,
 }
 
 /// What a provider said about a cancellation.
@@ -52,6 +64,18 @@ pub struct CancelOutcome {
     pub status: CancellationStatus,
     /// The provider's raw result.
     pub result: ProviderResult,
+    /// When it takes effect, if known.
+    #[serde(default)]
+    pub effect: Option<CancellationEffect>,
+    /// The subscription's state as the provider reported it.
+    #[serde(default)]
+    pub subscription_state: Option<String>,
+    /// When the subscription ends or ended, if the provider said.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub cancel_time: Option<OffsetDateTime>,
+    /// The reason code sent.
+    #[serde(default)]
+    pub cancel_reason: Option<u16>,
 }
 
 /// A validated request to refund a payment.
@@ -67,6 +91,9 @@ pub struct CreateRefund {
     pub reason: Option<String>,
     /// The caller's own refund reference, if any.
     pub reference_refund_id: Option<String>,
+    /// Also cancel the subscription tied to the payment (PayXpert).
+    #[serde(default)]
+    pub cancel_subscription: bool,
 }
 
 /// A validated request to read a refund. At least one of the two ids is set.

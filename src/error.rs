@@ -101,6 +101,13 @@ pub enum GatewayError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// Nothing is known of what the request names.
+    NotFound {
+        /// What was not found.
+        message: String,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
     /// A stored final error, replayed.
     Replayed(Box<GatewayError>),
     /// A bug or an impossible state in the gateway itself.
@@ -297,6 +304,14 @@ impl From<GatewayError> for Status {
                     d,
                     Some(retry_after),
                 )
+            }
+            GatewayError::NotFound { message, ctx } => {
+                let d = ErrorDetails::with_error_info(
+                    "REFUND_NOT_RECORDED",
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                status(Code::NotFound, message, d, None)
             }
             GatewayError::Replayed(inner) => {
                 let mut s = Status::from(*inner);

@@ -39,8 +39,49 @@ enum Command {
     },
     /// Print the SHA-256 of a bearer token read from standard input, for the tokens file.
     HashToken,
-    /// Run the Antom simulator alone.
+    /// Operator: settle a refund key whose outcome the gateway could not decide
+    /// (OUTCOME_UNKNOWN), after checking the provider's back office.
+    Settle {
+        /// Idempotency store.
+        #[arg(long, env = "PAYGATE_STORE_URL", default_value = paygate::config::DEFAULT_STORE_URL)]
+        store_url: String,
+        /// The account the refund was made on.
+        #[arg(long)]
+        account: String,
+        /// The caller that owns the key (empty without authentication).
+        #[arg(long, default_value = "")]
+        caller: String,
+        /// The refund's request_id.
+        #[arg(long)]
+        request_id: String,
+        /// The refund happened: its provider refund id.
+        #[arg(long, conflicts_with = "failed", required_unless_present = "failed")]
+        refund_id: Option<String>,
+        /// The refunded payment (with --refund-id).
+        #[arg(long, requires = "refund_id")]
+        payment_id: Option<String>,
+        /// The refunded amount in minor units (with --refund-id).
+        #[arg(long, requires_all = ["refund_id", "currency"])]
+        amount: Option<i64>,
+        /// The amount's currency.
+        #[arg(long, requires = "amount")]
+        currency: Option<String>,
+        /// The refund did not happen.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Run a provider simulator alone.
     Sim {
+        /// `antom` or `payxpert`.
+        #[arg(long, default_value = "antom")]
+        provider: String,
+        /// PayXpert: the originator password the simulator accepts.
+        #[arg(
+            long,
+            env = "PAYGATE_SIM_PAYXPERT_PASSWORD",
+            default_value = "dev-password"
+        )]
+        password: String,
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
@@ -121,7 +162,7 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                 })?,
                 None => SocketAddr::from(([127, 0, 0, 1], 50051)),
             };
-            let (sim, config) = dev::start(&data_dir, listen, format).await.map_err(|e| {
+            let (sims, config) = dev::start(&data_dir, listen, format).await.map_err(|e| {
                 eprintln!("paygate: dev mode: {e}");
                 ExitCode::from(1)
             })?;
@@ -131,13 +172,62 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             })?;
             let listener = bind(listen).await?;
             let addr = listener.local_addr().unwrap_or(listen);
-            println!("{}", dev::banner(addr, &sim));
+            println!("{}", dev::banner(addr, &sims));
             let served = server::serve(gateway, listener, shutdown_signal()).await;
-            sim.stop().await;
+            sims.stop().await;
             served.map_err(|e| {
                 eprintln!("paygate: server error: {e}");
                 ExitCode::from(1)
             })
+        }
+        Command::Settle {
+            store_url,
+            account,
+            caller,
+            request_id,
+            refund_id,
+            payment_id,
+            amount,
+            currency,
+            failed,
+        } => {
+            telemetry::init(LogFormat::Text);
+            let store = paygate::idempotency::open(&store_url).await.map_err(|e| {
+                eprintln!("paygate: settle: PAYGATE_STORE_URL: {e}");
+                ExitCode::from(2)
+            })?;
+            let idem = paygate::idempotency::Idempotency::new(
+                store,
+                paygate::idempotency::DEFAULT_RETENTION,
+            );
+            let outcome = paygate::idempotency::operator_outcome(
+                &request_id,
+                refund_id,
+                payment_id,
+                amount.zip(currency),
+                failed,
+            );
+            let key = paygate::idempotency::Key {
+                caller,
+                method: "RefundService.Create",
+                request_id: request_id.clone(),
+            };
+            match idem.settle(&key, &account, &outcome).await {
+                Ok(true) => {
+                    println!("settled {request_id}");
+                    Ok(())
+                }
+                Ok(false) => {
+                    eprintln!(
+                        "paygate: settle: no unsettled key {request_id:?} (unknown, or already final)"
+                    );
+                    Err(ExitCode::from(1))
+                }
+                Err(e) => {
+                    eprintln!("paygate: settle: {e}");
+                    Err(ExitCode::from(1))
+                }
+            }
         }
         Command::HashToken => {
             let mut token = String::new();
@@ -154,11 +244,33 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             Ok(())
         }
         Command::Sim {
+            provider,
+            password,
             listen,
             keys_dir,
             client_id,
         } => {
             telemetry::init(cli.log_format.unwrap_or(LogFormat::Text));
+            if provider == "payxpert" {
+                let sim = paygate::sim::payxpert::PayXpertSim::new(dev::DEV_ORIGINATOR, password);
+                sim.seed_demo();
+                let sim = sim.bind(listen).await.map_err(|e| {
+                    eprintln!("paygate: sim: cannot listen on {listen}: {e}");
+                    ExitCode::from(1)
+                })?;
+                println!(
+                    "PayXpert simulator on {url} (originator {o})\nPoint a gateway at it with:\n  PAYGATE_PAYXPERT_BASE_URL={url} PAYGATE_PAYXPERT_ORIGINATOR_ID={o} \\\n  PAYGATE_PAYXPERT_PASSWORD_FILE=<file with the password> paygate serve",
+                    url = sim.base_url(),
+                    o = dev::DEV_ORIGINATOR,
+                );
+                shutdown_signal().await;
+                sim.stop().await;
+                return Ok(());
+            }
+            if provider != "antom" {
+                eprintln!("paygate: sim: --provider must be antom or payxpert");
+                return Err(ExitCode::from(2));
+            }
             let files = dev::load_or_create_keys(&keys_dir).map_err(|e| {
                 eprintln!("paygate: sim: keys in {}: {e}", keys_dir.display());
                 ExitCode::from(1)

@@ -22,7 +22,9 @@ use crate::idempotency::{self, Idempotency};
 use crate::pb;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
+use crate::providers::Provider;
 use crate::providers::antom::Antom;
+use crate::providers::payxpert::PayXpert;
 use crate::ratelimit::CallerLimits;
 
 /// Any error from serving.
@@ -50,18 +52,22 @@ impl Gateway {
             })?;
         let mut accounts = Vec::new();
         for a in config.accounts {
-            let provider = match a.provider {
+            let client_error = |e: reqwest::Error| ConfigError {
+                setting: format!("accounts.{}", a.name),
+                problem: format!("cannot build the HTTP client: {e}"),
+            };
+            let provider: Arc<dyn Provider> = match a.provider {
                 ProviderConfig::Antom(settings) => {
-                    Antom::new(settings).map_err(|e| ConfigError {
-                        setting: format!("accounts.{}", a.name),
-                        problem: format!("cannot build the HTTP client: {e}"),
-                    })?
+                    Arc::new(Antom::new(settings).map_err(client_error)?)
+                }
+                ProviderConfig::PayXpert(settings) => {
+                    Arc::new(PayXpert::new(settings).map_err(client_error)?)
                 }
             };
             accounts.push(Account {
                 guard: AccountGuard::new(&a.name, &a.guard),
                 name: a.name,
-                provider: Arc::new(provider),
+                provider,
             });
         }
         let tls = config.tls.map(|t| {

@@ -156,21 +156,22 @@ pub fn create_refund(
         &req.reference_refund_id,
         false,
     );
-    if let (Some(a), Some(m)) = (&acct, &amount) {
-        a.provider.check_amount("amount", m, &mut v);
-    }
-    match (acct, amount) {
-        (Some(acct), Some(amount)) if v.is_empty() => Ok((
-            acct,
-            CreateRefund {
-                request_id: req.request_id.clone(),
-                payment_id: req.payment_id.clone(),
-                amount,
-                reason: some(&req.reason),
-                reference_refund_id: some(&req.reference_refund_id),
-            },
-        )),
-        _ => Err(v.into_error()),
+    let (Some(acct), Some(amount)) = (acct, amount) else {
+        return Err(v.into_error());
+    };
+    let cmd = CreateRefund {
+        request_id: req.request_id.clone(),
+        payment_id: req.payment_id.clone(),
+        amount,
+        reason: some(&req.reason),
+        reference_refund_id: some(&req.reference_refund_id),
+        cancel_subscription: req.cancel_subscription,
+    };
+    acct.provider.check_refund(&cmd, &mut v);
+    if v.is_empty() {
+        Ok((acct, cmd))
+    } else {
+        Err(v.into_error())
     }
 }
 
@@ -237,16 +238,31 @@ pub fn cancel_subscription(
             None
         }
     };
-    match (acct, kind) {
-        (Some(acct), Some(cancellation_type)) if v.is_empty() => Ok((
-            acct,
-            CancelSubscription {
-                request_id: req.request_id.clone(),
-                subscription_id: some(&req.subscription_id),
-                subscription_request_id: some(&req.subscription_request_id),
-                cancellation_type,
-            },
-        )),
-        _ => Err(v.into_error()),
+    let cancel_reason = match req.cancel_reason {
+        0 => None,
+        r @ 1000..=1099 => Some(r as u16),
+        r => {
+            v.add(
+                "cancel_reason",
+                format!("{r} is not a merchant cancel reason (1000-1099)"),
+            );
+            None
+        }
+    };
+    let (Some(acct), Some(cancellation_type)) = (acct, kind) else {
+        return Err(v.into_error());
+    };
+    let cmd = CancelSubscription {
+        request_id: req.request_id.clone(),
+        subscription_id: some(&req.subscription_id),
+        subscription_request_id: some(&req.subscription_request_id),
+        cancellation_type,
+        cancel_reason,
+    };
+    acct.provider.check_cancel(&cmd, &mut v);
+    if v.is_empty() {
+        Ok((acct, cmd))
+    } else {
+        Err(v.into_error())
     }
 }

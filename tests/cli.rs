@@ -192,6 +192,10 @@ async fn serve_runs_from_the_environment_contract_and_stops_on_sigterm() {
         )
         .env("PAYGATE_LOG_FORMAT", "json")
         .env("PAYGATE_SHUTDOWN_GRACE_MS", "2000")
+        .env(
+            "PAYGATE_STORE_URL",
+            format!("sqlite://{}", dir.path().join("paygate.db").display()),
+        )
         .env_remove("PAYGATE_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -77,6 +77,7 @@ proptest! {
             amount: has_amount.then(|| pb::Money { currency: currency.clone(), value }),
             reason: why,
             reference_refund_id: reference,
+            cancel_subscription: false,
         };
         match validate::create_refund(&req, accounts) {
             Ok((_, cmd)) => {

@@ -112,15 +112,45 @@ async fn exercise(store: Arc<dyn Store>) {
 
     // Refund states move forward only.
     store
-        .save_refund("main", "r1", None, "Processing", "p", now)
+        .save_refund(
+            paygate::idempotency::RefundRow {
+                account: "main",
+                request_id: "r1",
+                payment_id: Some("P1"),
+                refund_id: None,
+                state: "Processing",
+                record: "p",
+            },
+            now,
+        )
         .await
         .unwrap();
     store
-        .save_refund("main", "r1", Some("R1"), "Succeeded", "s", now)
+        .save_refund(
+            paygate::idempotency::RefundRow {
+                account: "main",
+                request_id: "r1",
+                payment_id: Some("P1"),
+                refund_id: Some("R1"),
+                state: "Succeeded",
+                record: "s",
+            },
+            now,
+        )
         .await
         .unwrap();
     store
-        .save_refund("main", "r1", None, "Processing", "late", now)
+        .save_refund(
+            paygate::idempotency::RefundRow {
+                account: "main",
+                request_id: "r1",
+                payment_id: Some("P1"),
+                refund_id: None,
+                state: "Processing",
+                record: "late",
+            },
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -154,11 +184,11 @@ async fn an_unreachable_store_is_an_error_not_a_hang() {
 }
 
 #[tokio::test]
-async fn a_provider_without_deduplication_is_never_resent_blindly() {
+async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
     use paygate::domain::{CancelOutcome, CancellationStatus, ProviderResult};
     use paygate::error::{ErrorContext, GatewayError};
     use paygate::idempotency::Idempotency;
-    use paygate::providers::ProviderError;
+    use paygate::providers::{ProviderError, Resolution};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
@@ -168,35 +198,104 @@ async fn a_provider_without_deduplication_is_never_resent_blindly() {
         idempotency::open(&url).await.unwrap(),
         idempotency::DEFAULT_RETENTION,
     );
+    let outcome = || CancelOutcome {
+        status: CancellationStatus::Accepted,
+        result: ProviderResult {
+            provider: "x".into(),
+            code: "OK".into(),
+            status: "S".into(),
+            message: String::new(),
+        },
+        effect: None,
+        subscription_state: None,
+        cancel_time: None,
+        cancel_reason: None,
+    };
     let calls = AtomicU32::new(0);
-    let k = key("no-dedup");
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
     let ctx = ErrorContext::default();
-    let first = idem
-        .run::<CancelOutcome, _, _>(&k, "fp", "main", deadline(), &ctx, false, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(ProviderError::unknown("answer lost", None))
-        })
-        .await;
-    assert!(matches!(first, Err(GatewayError::Provider(..))));
+    let lost = |k: &'static str| {
+        let k = key(k);
+        let idem = &idem;
+        let ctx = &ctx;
+        let calls = &calls;
+        async move {
+            let r = idem
+                .run::<CancelOutcome, _, _, _, _>(
+                    &k,
+                    "fp",
+                    "main",
+                    deadline(),
+                    ctx,
+                    || async { Ok(Resolution::Resend) },
+                    || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Err(ProviderError::unknown("answer lost", None))
+                    },
+                )
+                .await;
+            assert!(matches!(r, Err(GatewayError::Provider(..))));
+            k
+        }
+    };
+
+    // Undecidable: never sent again, and it stays so until an operator settles it.
+    let k = lost("undecidable").await;
     for _ in 0..3 {
         let again = idem
-            .run(&k, "fp", "main", deadline(), &ctx, false, || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Ok(CancelOutcome {
-                    status: CancellationStatus::Accepted,
-                    result: ProviderResult {
-                        provider: "x".into(),
-                        code: "OK".into(),
-                        status: "S".into(),
-                        message: String::new(),
-                    },
-                })
-            })
+            .run(
+                &k,
+                "fp",
+                "main",
+                deadline(),
+                &ctx,
+                || async { Ok(Resolution::Undecidable("two candidates".into())) },
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(outcome())
+                },
+            )
             .await;
         let Err(GatewayError::OutcomeUnresolved(_)) = again else {
             panic!("expected OUTCOME_UNKNOWN, got {again:?}");
         };
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1, "never resent");
+
+    // Adopt: the earlier execution's result is stored and returned, nothing is sent.
+    let k = lost("adopt").await;
+    let adopted = idem
+        .run(
+            &k,
+            "fp",
+            "main",
+            deadline(),
+            &ctx,
+            || async { Ok(Resolution::Adopt(outcome())) },
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(outcome())
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!adopted.replayed);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "only the lost attempt was sent"
+    );
+    let replay = idem
+        .run(
+            &k,
+            "fp",
+            "main",
+            deadline(),
+            &ctx,
+            || async { Ok(Resolution::Resend) },
+            || async { Ok(outcome()) },
+        )
+        .await
+        .unwrap();
+    assert!(replay.replayed);
 }

@@ -36,6 +36,7 @@ async fn all_refund_violations_are_reported_together() {
             }),
             reason: "r".repeat(257),
             reference_refund_id: "tab\there".into(),
+            cancel_subscription: true,
         })
         .await
         .unwrap_err();

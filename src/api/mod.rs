@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 use crate::accounts::Accounts;
 use crate::auth::Auth;
 use crate::domain::{
-    CancelOutcome, CancelSubscription, CancellationStatus, CancellationType, Money, ProviderResult,
-    RefundRecord, RefundState,
+    CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
+    Money, ProviderResult, RefundRecord, RefundState,
 };
 use crate::error::{ErrorContext, GatewayError, REPLAYED_HEADER};
 use crate::idempotency::{Idempotency, Reply};
@@ -221,10 +221,7 @@ pub fn refund_to_pb(r: &RefundRecord) -> pb::Refund {
             RefundState::Processing => pb::RefundStatus::Processing,
             RefundState::Failed => pb::RefundStatus::Failed,
         } as i32,
-        refund_time: r.refund_time.map(|t| prost_types::Timestamp {
-            seconds: t.unix_timestamp(),
-            nanos: t.nanosecond() as i32,
-        }),
+        refund_time: r.refund_time.map(timestamp),
         provider_result: Some(provider_result(&r.result)),
         reference_refund_id: r.reference_refund_id.clone().unwrap_or_default(),
     }
@@ -247,6 +244,21 @@ pub fn cancel_to_pb(
             CancellationStatus::Confirmed => pb::CancellationStatus::Confirmed,
         } as i32,
         provider_result: Some(provider_result(&out.result)),
+        effect: match out.effect {
+            Some(CancellationEffect::Immediate) => pb::CancellationEffect::Immediate,
+            Some(CancellationEffect::EndOfPeriod) => pb::CancellationEffect::EndOfPeriod,
+            None => pb::CancellationEffect::Unspecified,
+        } as i32,
+        subscription_state: out.subscription_state.clone().unwrap_or_default(),
+        cancel_time: out.cancel_time.map(timestamp),
+        cancel_reason: out.cancel_reason.map_or(0, i32::from),
+    }
+}
+
+fn timestamp(t: time::OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: t.nanosecond() as i32,
     }
 }
 

@@ -61,15 +61,24 @@ impl RefundService for RefundApi {
             let provider = &account.provider;
             let dedup = provider.deduplicates_requests();
             let call = CallContext::new(deadline);
-            let reply = s
-                .idempotency
+            let idem = &s.idempotency;
+            // An earlier attempt with an unknown outcome is settled by the provider first
+            // (Antom: resend; PayXpert: reconcile against its refunds of the payment).
+            let resolve = || async {
+                let known = idem.known_refunds(&account.name, &cmd.payment_id).await;
+                account
+                    .guard
+                    .call(deadline, || provider.resolve_refund(&cmd, &known, &call))
+                    .await
+            };
+            let reply = idem
                 .run(
                     &key,
                     &fingerprint,
                     &account.name,
                     deadline,
                     &ctx,
-                    dedup,
+                    resolve,
                     || {
                         call_resolving(&call, dedup, || {
                             account
@@ -109,11 +118,26 @@ impl RefundService for RefundApi {
         run(INQUIRE, deadline, ctx.clone(), false, async {
             let caller = caller?;
             let _admitted = s.admit(&caller, INQUIRE, deadline, &ctx).await?;
-            let (account, query) = validate::inquire_refund(&req, &s.accounts)?;
+            let (account, mut query) = validate::inquire_refund(&req, &s.accounts)?;
             let ctx = ctx.with_account(&account);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let call = CallContext::new(deadline);
             let provider = &account.provider;
+            if query.refund_id.is_none() && !provider.inquires_by_request_id() {
+                // The provider knows refunds only by its own id: use the one recorded.
+                let request_id = query.request_id.clone().unwrap_or_default();
+                let known = s.idempotency.latest_refund(&account.name, &request_id).await;
+                query.refund_id = known.and_then(|r| r.refund_id);
+                if query.refund_id.is_none() {
+                    return Err(GatewayError::NotFound {
+                        message: format!(
+                            "no refund with request_id {request_id:?} is recorded for account {:?}; give refund_id",
+                            account.name
+                        ),
+                        ctx: ctx.clone(),
+                    });
+                }
+            }
             let record = call_resolving(&call, true, || {
                 account
                     .guard

@@ -10,7 +10,7 @@ use crate::error::ErrorContext;
 use crate::idempotency::{self, Key, Reply};
 use crate::pb;
 use crate::pb::subscription_service_server::SubscriptionService;
-use crate::providers::{CallContext, call_resolving};
+use crate::providers::{CallContext, Resolution, call_resolving};
 use crate::validate;
 
 /// The subscription service.
@@ -69,7 +69,7 @@ impl SubscriptionService for SubscriptionApi {
                     &account.name,
                     deadline,
                     &ctx,
-                    true,
+                    || async { Ok(Resolution::Resend) },
                     || {
                         call_resolving(&call, true, || {
                             account

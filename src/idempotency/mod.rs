@@ -30,7 +30,7 @@ use tonic::Code;
 
 use crate::domain::{CancelOutcome, ProviderResult, RefundRecord, RefundState};
 use crate::error::{ErrorContext, GatewayError};
-use crate::providers::{Disposition, ProviderError};
+use crate::providers::{Disposition, ProviderError, Resolution};
 
 /// A boxed store future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'a>>;
@@ -100,20 +100,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, bool>;
     /// Marks the key `unknown` and frees the lease.
     fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str, now: i64) -> StoreFuture<'a, bool>;
+    /// Marks the key `unresolved`: an operator must settle it.
+    fn mark_unresolved<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// Settles a key that is not done (an operator's decision), with an optional refund row.
+    fn settle<'a>(
+        &'a self,
+        key: &'a Key,
+        outcome: &'a str,
+        refund: Option<RefundRow<'a>>,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// Refund ids recorded for a payment of an account.
+    fn known_refunds<'a>(
+        &'a self,
+        account: &'a str,
+        payment_id: &'a str,
+    ) -> StoreFuture<'a, Vec<String>>;
     /// Deletes a key whose attempt executed nothing.
     fn delete<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
     /// Deletes completed keys created before `cutoff`; returns how many rows went.
     fn purge(&self, cutoff: i64) -> StoreFuture<'_, u64>;
     /// Records the latest state of a refund.
-    fn save_refund<'a>(
-        &'a self,
-        account: &'a str,
-        request_id: &'a str,
-        refund_id: Option<&'a str>,
-        state: &'a str,
-        record: &'a str,
-        now: i64,
-    ) -> StoreFuture<'a, ()>;
+    fn save_refund<'a>(&'a self, refund: RefundRow<'a>, now: i64) -> StoreFuture<'a, ()>;
     /// The latest recorded state of a refund (JSON of `RefundRecord`).
     fn load_refund<'a>(
         &'a self,
@@ -129,6 +142,8 @@ pub struct RefundRow<'a> {
     pub account: &'a str,
     /// The refund's request id.
     pub request_id: &'a str,
+    /// The refunded payment.
+    pub payment_id: Option<&'a str>,
     /// The provider's refund id.
     pub refund_id: Option<&'a str>,
     /// `Succeeded`, `Processing` or `Failed`.
@@ -220,6 +235,42 @@ pub enum Outcome {
     Cancel(CancelOutcome),
     /// The provider refused for good.
     Refused(StoredRefusal),
+}
+
+/// The outcome an operator settles a refund key with: the refund happened (its id, payment
+/// and amount), or it did not.
+pub fn operator_outcome(
+    request_id: &str,
+    refund_id: Option<String>,
+    payment_id: Option<String>,
+    amount: Option<(i64, String)>,
+    failed: bool,
+) -> Outcome {
+    if failed || refund_id.is_none() {
+        return Outcome::Refused(StoredRefusal {
+            code: Code::FailedPrecondition as i32,
+            reason: "SETTLED_AS_FAILED".into(),
+            message:
+                "an operator settled this refund as not executed; use a new request_id to refund"
+                    .into(),
+            result: None,
+        });
+    }
+    Outcome::Refund(RefundRecord {
+        refund_id,
+        request_id: Some(request_id.to_owned()),
+        payment_id,
+        amount: amount.map(|(value, currency)| crate::domain::Money { currency, value }),
+        state: RefundState::Succeeded,
+        refund_time: None,
+        reference_refund_id: None,
+        result: ProviderResult {
+            provider: "operator".into(),
+            code: "SETTLED".into(),
+            status: "S".into(),
+            message: "settled by an operator".into(),
+        },
+    })
 }
 
 /// A success value that can be stored and replayed.
@@ -330,6 +381,7 @@ fn store_error(ctx: &ErrorContext, e: sqlx::Error) -> GatewayError {
 }
 
 /// What one run is about.
+#[derive(Clone, Copy)]
 struct Run<'a> {
     key: &'a Key,
     fingerprint: &'a str,
@@ -365,20 +417,22 @@ impl Idempotency {
     /// settles an earlier attempt whose outcome is unknown (the provider deduplicates, or the
     /// operation is naturally idempotent).
     #[allow(clippy::too_many_arguments)]
-    pub async fn run<T, F, Fut>(
+    pub async fn run<T, F, Fut, R, RFut>(
         &self,
         key: &Key,
         fingerprint: &str,
         account: &str,
         deadline: Instant,
         ctx: &ErrorContext,
-        resend_settles: bool,
+        resolve: R,
         mut attempt: F,
     ) -> Result<Reply<T>, GatewayError>
     where
         T: Storable,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
+        R: FnOnce() -> RFut,
+        RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
     {
         if let Some((fp, outcome)) = self.done.get(key, self.retention) {
             if fp != fingerprint {
@@ -412,9 +466,7 @@ impl Idempotency {
                         tok: &tok,
                         ctx,
                     };
-                    return self
-                        .attempt(run, Start::Fresh, resend_settles, &mut attempt)
-                        .await;
+                    return self.attempt(run, Start::Fresh, &mut attempt).await;
                 }
                 continue; // another attempt inserted it first: read it
             };
@@ -432,6 +484,7 @@ impl Idempotency {
                     }
                     return self.replay(outcome, ctx);
                 }
+                "unresolved" => return Err(GatewayError::OutcomeUnresolved(ctx.clone())),
                 "in_flight" if row.lease_until > now => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left <= wait + Duration::from_millis(10) {
@@ -461,11 +514,58 @@ impl Idempotency {
                             tok: &tok,
                             ctx,
                         };
-                        return self
-                            .attempt(run, Start::Resume, resend_settles, &mut attempt)
-                            .await;
+                        return self.resume(run, resolve, &mut attempt).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Settles an earlier attempt with an unknown outcome before acting again.
+    async fn resume<T, F, Fut, R, RFut>(
+        &self,
+        run: Run<'_>,
+        resolve: R,
+        attempt: &mut F,
+    ) -> Result<Reply<T>, GatewayError>
+    where
+        T: Storable,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+        R: FnOnce() -> RFut,
+        RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
+    {
+        let Run { key, tok, ctx, .. } = run;
+        match resolve().await {
+            Ok(Resolution::Resend) => self.attempt(run, Start::Resume, attempt).await,
+            Ok(Resolution::Adopt(value)) => {
+                tracing::warn!(method = key.method, request_id = %key.request_id,
+                    "an earlier attempt with an unknown outcome had executed; adopting its result");
+                self.finish(&run, value.to_outcome()).await;
+                Ok(Reply::fresh(value))
+            }
+            Ok(Resolution::Undecidable(why)) => {
+                tracing::error!(method = key.method, request_id = %key.request_id, why = %why,
+                    "outcome cannot be settled automatically; an operator must settle the key");
+                self.log(self.store.mark_unresolved(key, tok, now_ms()).await);
+                Err(GatewayError::OutcomeUnresolved(ctx.clone()))
+            }
+            Err(e) => {
+                // Settling failed (nothing new was sent): the key stays unknown.
+                self.log(self.store.mark_unknown(key, tok, now_ms()).await);
+                let e = match e.disposition {
+                    Disposition::Unknown { .. } | Disposition::Definitive => ProviderError {
+                        disposition: Disposition::Retryable {
+                            after: crate::error::UNKNOWN_OUTCOME_RETRY,
+                        },
+                        code: Code::Unavailable,
+                        reason: "OUTCOME_UNKNOWN".into(),
+                        message: format!("cannot settle an earlier attempt yet: {}", e.message),
+                        ..e
+                    },
+                    _ => e,
+                };
+                Err(GatewayError::provider(e, ctx.clone()))
             }
         }
     }
@@ -474,7 +574,6 @@ impl Idempotency {
         &self,
         run: Run<'_>,
         start: Start,
-        resend_settles: bool,
         attempt: &mut F,
     ) -> Result<Reply<T>, GatewayError>
     where
@@ -483,10 +582,6 @@ impl Idempotency {
         Fut: Future<Output = Result<T, ProviderError>>,
     {
         let Run { key, tok, ctx, .. } = run;
-        if start == Start::Resume && !resend_settles {
-            let _ = self.store.mark_unknown(key, tok, now_ms()).await;
-            return Err(GatewayError::OutcomeUnresolved(ctx.clone()));
-        }
         match attempt().await {
             Ok(value) => {
                 self.finish(&run, value.to_outcome()).await;
@@ -537,6 +632,7 @@ impl Idempotency {
                 r.request_id.as_deref().map(|request_id| RefundRow {
                     account: run.account,
                     request_id,
+                    payment_id: r.payment_id.as_deref(),
                     refund_id: r.refund_id.as_deref(),
                     state: state_name(r.state),
                     record: &record_json,
@@ -611,17 +707,55 @@ impl Idempotency {
         if let Err(e) = self
             .store
             .save_refund(
-                account,
-                request_id,
-                r.refund_id.as_deref(),
-                state_name(r.state),
-                &json,
+                RefundRow {
+                    account,
+                    request_id,
+                    payment_id: r.payment_id.as_deref(),
+                    refund_id: r.refund_id.as_deref(),
+                    state: state_name(r.state),
+                    record: &json,
+                },
                 now_ms(),
             )
             .await
         {
             tracing::warn!(error = %e, "cannot record a refund's state");
         }
+    }
+
+    /// Refund ids the gateway attributes to a payment.
+    pub async fn known_refunds(&self, account: &str, payment_id: &str) -> Vec<String> {
+        self.store
+            .known_refunds(account, payment_id)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// An operator's decision on a key that could not be settled automatically: store this
+    /// outcome as final. False if the key is unknown or already final.
+    pub async fn settle(
+        &self,
+        key: &Key,
+        account: &str,
+        outcome: &Outcome,
+    ) -> Result<bool, sqlx::Error> {
+        let json = serde_json::to_string(outcome).unwrap_or_default();
+        let record_json;
+        let refund = match outcome {
+            Outcome::Refund(r) => {
+                record_json = serde_json::to_string(r).unwrap_or_default();
+                r.request_id.as_deref().map(|request_id| RefundRow {
+                    account,
+                    request_id,
+                    payment_id: r.payment_id.as_deref(),
+                    refund_id: r.refund_id.as_deref(),
+                    state: state_name(r.state),
+                    record: &record_json,
+                })
+            }
+            _ => None,
+        };
+        self.store.settle(key, &json, refund, now_ms()).await
     }
 
     /// The latest recorded state of a refund, if any.

@@ -7,13 +7,22 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The versioned schema migrations, embedded in the binary.
 pub fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "idempotency".into(),
-        MigrationType::Simple,
-        include_str!("migrations/0001_idempotency.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "idempotency".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0001_idempotency.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "refund payments".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0002_refund_payment.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 pub const INSERT: &str = "INSERT INTO idempotency_keys \
@@ -38,6 +47,18 @@ pub const MARK_UNKNOWN: &str = "UPDATE idempotency_keys \
      SET state = 'unknown', lease_token = NULL, lease_until = 0, updated_at = $5 \
      WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
 
+pub const MARK_UNRESOLVED: &str = "UPDATE idempotency_keys \
+     SET state = 'unresolved', lease_token = NULL, lease_until = 0, updated_at = $5 \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
+
+/// An operator settles a key that is not final.
+pub const SETTLE: &str = "UPDATE idempotency_keys \
+     SET state = 'done', outcome = $4, lease_token = NULL, lease_until = 0, updated_at = $5 \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND state <> 'done'";
+
+pub const KNOWN_REFUNDS: &str = "SELECT refund_id FROM refunds \
+     WHERE account = $1 AND payment_id = $2 AND refund_id IS NOT NULL";
+
 pub const DELETE: &str = "DELETE FROM idempotency_keys \
      WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
 
@@ -47,10 +68,11 @@ pub const PURGE_REFUNDS: &str =
     "DELETE FROM refunds WHERE updated_at < $1 AND state <> 'Processing'";
 
 /// Records a refund's state; a final state is never overwritten by PROCESSING.
-pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_id, state, record, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
+pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_id, state, record, updated_at, payment_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (account, request_id) DO UPDATE SET \
        refund_id = COALESCE(excluded.refund_id, refunds.refund_id), \
+       payment_id = COALESCE(excluded.payment_id, refunds.payment_id), \
        state = excluded.state, record = excluded.record, updated_at = excluded.updated_at \
      WHERE (refunds.state = 'Processing' OR excluded.state <> 'Processing') \
        AND (refunds.state <> excluded.state OR refunds.refund_id IS NULL)";
@@ -161,11 +183,86 @@ macro_rules! impl_store {
                             .bind(f.state)
                             .bind(f.record)
                             .bind(now)
+                            .bind(f.payment_id)
                             .execute(&mut *tx)
                             .await?;
                     }
                     tx.commit().await?;
                     Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn settle<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+                outcome: &'a str,
+                refund: Option<$crate::idempotency::RefundRow<'a>>,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    let r = sqlx::query($crate::idempotency::sql::SETTLE)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .bind(outcome)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 1
+                        && let Some(f) = refund
+                    {
+                        sqlx::query($crate::idempotency::sql::SAVE_REFUND)
+                            .bind(f.account)
+                            .bind(f.request_id)
+                            .bind(f.refund_id)
+                            .bind(f.state)
+                            .bind(f.record)
+                            .bind(now)
+                            .bind(f.payment_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn mark_unresolved<'a>(
+                &'a self,
+                key: &'a $crate::idempotency::Key,
+                token: &'a str,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let r = sqlx::query($crate::idempotency::sql::MARK_UNRESOLVED)
+                        .bind(&key.caller)
+                        .bind(key.method)
+                        .bind(&key.request_id)
+                        .bind(token)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn known_refunds<'a>(
+                &'a self,
+                account: &'a str,
+                payment_id: &'a str,
+            ) -> $crate::idempotency::StoreFuture<'a, Vec<String>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let rows = sqlx::query($crate::idempotency::sql::KNOWN_REFUNDS)
+                        .bind(account)
+                        .bind(payment_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter()
+                        .map(|r| r.try_get(0))
+                        .collect::<Result<_, _>>()
+                        .map_err(Into::into)
                 })
             }
 
@@ -221,21 +318,18 @@ macro_rules! impl_store {
 
             fn save_refund<'a>(
                 &'a self,
-                account: &'a str,
-                request_id: &'a str,
-                refund_id: Option<&'a str>,
-                state: &'a str,
-                record: &'a str,
+                f: $crate::idempotency::RefundRow<'a>,
                 now: i64,
             ) -> $crate::idempotency::StoreFuture<'a, ()> {
                 Box::pin(async move {
                     sqlx::query($crate::idempotency::sql::SAVE_REFUND)
-                        .bind(account)
-                        .bind(request_id)
-                        .bind(refund_id)
-                        .bind(state)
-                        .bind(record)
+                        .bind(f.account)
+                        .bind(f.request_id)
+                        .bind(f.refund_id)
+                        .bind(f.state)
+                        .bind(f.record)
                         .bind(now)
+                        .bind(f.payment_id)
                         .execute(&self.pool)
                         .await?;
                     Ok(())

@@ -3,6 +3,8 @@
 //! caller's deadline.
 
 pub mod antom;
+pub mod http;
+pub mod payxpert;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,8 +14,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use crate::domain::{
-    CancelOutcome, CancelSubscription, CreateRefund, InquireRefund, Money, ProviderResult,
-    RefundRecord,
+    CancelOutcome, CancelSubscription, CreateRefund, InquireRefund, ProviderResult, RefundRecord,
 };
 use crate::validate::Violations;
 
@@ -49,6 +50,23 @@ impl CallContext {
             Some(left.min(cap))
         }
     }
+}
+
+/// What a provider result code means. Each provider's code table maps its codes to these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meaning {
+    /// The call succeeded.
+    Success,
+    /// A refund was accepted and is still being processed (answered as OK + PROCESSING).
+    Processing,
+    /// A definitive refusal; the same request always gets the same answer.
+    Definitive(Code),
+    /// Not executed; the same request may be repeated after the delay.
+    Retryable(Code, Duration),
+    /// Our keys, credentials or set-up are wrong.
+    Misconfigured,
+    /// The outcome is unknown.
+    Unknown,
 }
 
 /// What a failed provider call means for the caller and for the idempotency store.
@@ -144,10 +162,57 @@ impl ProviderError {
         }
     }
 
+    /// The error for a provider answer that is not a success, per the code table's `meaning`.
+    pub fn refusal(
+        meaning: Meaning,
+        reason: String,
+        message: String,
+        result: ProviderResult,
+    ) -> Self {
+        let result = Some(Box::new(result));
+        match meaning {
+            Meaning::Definitive(code) => ProviderError {
+                disposition: Disposition::Definitive,
+                code,
+                reason,
+                message,
+                result,
+                quota: None,
+            },
+            Meaning::Retryable(code, after) => ProviderError {
+                result,
+                ..ProviderError::retryable(code, reason, message, after)
+            },
+            Meaning::Misconfigured => {
+                tracing::error!(reason = %reason,
+                    "the provider refused our credentials or set-up; an operator must fix the account");
+                ProviderError {
+                    result,
+                    ..ProviderError::misconfigured(reason, message)
+                }
+            }
+            Meaning::Success | Meaning::Processing | Meaning::Unknown => ProviderError {
+                result,
+                ..ProviderError::unknown(message, None)
+            },
+        }
+    }
+
     /// True if the request may have been executed.
     pub fn is_unknown(&self) -> bool {
         matches!(self.disposition, Disposition::Unknown { .. })
     }
+}
+
+/// How an earlier attempt with an unknown outcome was settled.
+#[derive(Debug, Clone)]
+pub enum Resolution<T> {
+    /// It did not execute, or the provider deduplicates: sending the request again is safe.
+    Resend,
+    /// It executed; this is its outcome.
+    Adopt(T),
+    /// It cannot be decided automatically; an operator must check (the text says what).
+    Undecidable(String),
 }
 
 /// A payment provider behind the gateway. Implementations live in one folder each and own
@@ -161,8 +226,24 @@ pub trait Provider: Send + Sync + 'static {
     /// again.
     fn deduplicates_requests(&self) -> bool;
 
-    /// Provider-specific rules for a refund amount, added to the generic validation.
-    fn check_amount(&self, field: &str, amount: &Money, violations: &mut Violations);
+    /// Provider-specific rules for a refund, added to the generic validation.
+    fn check_refund(&self, req: &CreateRefund, violations: &mut Violations);
+
+    /// Provider-specific rules for a cancellation, added to the generic validation.
+    fn check_cancel(&self, req: &CancelSubscription, violations: &mut Violations);
+
+    /// True when the provider can look a refund up by the request id it was created with;
+    /// otherwise the gateway supplies the refund id it recorded.
+    fn inquires_by_request_id(&self) -> bool;
+
+    /// Settles an earlier refund attempt whose outcome is unknown, before anything is sent
+    /// again. `known` lists the refund ids the gateway already attributes to the payment.
+    fn resolve_refund<'a>(
+        &'a self,
+        req: &'a CreateRefund,
+        known: &'a [String],
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>>;
 
     /// Cancels a subscription.
     fn cancel_subscription<'a>(

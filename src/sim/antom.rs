@@ -21,8 +21,6 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::providers::antom::signing::{self, Signer, Verifier};
 
@@ -89,94 +87,7 @@ fn active() -> String {
     "ACTIVE".into()
 }
 
-/// One way to misbehave.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum FaultKind {
-    /// Answer this result (signed) without executing anything.
-    Result {
-        /// Result code.
-        code: String,
-        /// `S`, `F` or `U`.
-        status: String,
-    },
-    /// Wait this long, then behave normally.
-    Latency {
-        /// Milliseconds.
-        ms: u64,
-    },
-    /// Answer this HTTP status with no body and execute nothing.
-    HttpStatus {
-        /// HTTP status code.
-        status: u16,
-    },
-    /// Execute, then answer with a signature that does not verify.
-    BadSignature,
-    /// Execute, then answer without a signature.
-    NoSignature,
-    /// Execute, then answer a signed body that is not valid JSON.
-    MalformedBody,
-    /// Execute, then break the connection instead of answering.
-    LoseAnswer,
-    /// Execute, then wait this long before answering.
-    SlowAnswer {
-        /// Milliseconds.
-        ms: u64,
-    },
-    /// Execute, then send the headers and half the body, and never finish.
-    NeverFinish,
-    /// Execute, then answer a body of this many bytes.
-    HugeBody {
-        /// Bytes.
-        bytes: usize,
-    },
-    /// Answer these bytes without executing anything, signed or not, with extra headers
-    /// (which replace the simulator's own of the same name).
-    Raw {
-        /// The body.
-        body: Vec<u8>,
-        /// Sign it properly.
-        #[serde(default)]
-        sign: bool,
-        /// Extra or replacement headers.
-        #[serde(default)]
-        headers: Vec<(String, String)>,
-    },
-}
-
-/// A fault that applies to the next `times` matching requests.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Fault {
-    /// `refund`, `inquiryRefund`, `cancel`; `None` matches any.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// How many requests it applies to.
-    #[serde(default = "one")]
-    pub times: u32,
-    /// What to do.
-    pub kind: FaultKind,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Fault {
-    /// A fault for the next request to `endpoint`.
-    pub fn on(endpoint: &str, kind: FaultKind) -> Self {
-        Self {
-            endpoint: Some(endpoint.into()),
-            times: 1,
-            kind,
-        }
-    }
-
-    /// Applies to the next `n` requests.
-    pub fn times(mut self, n: u32) -> Self {
-        self.times = n;
-        self
-    }
-}
+pub use super::{Fault, FaultKind};
 
 /// A refund the simulator executed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -261,41 +172,7 @@ impl std::fmt::Debug for AntomSim {
     }
 }
 
-/// A running simulator.
-#[derive(Debug)]
-pub struct SimServer {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its state.
-    pub sim: Arc<AntomSim>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl SimServer {
-    /// `http://addr`, for the gateway's base URL.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops the server.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for SimServer {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
-}
+pub use super::SimServer;
 
 type Answer = Response;
 
@@ -541,22 +418,8 @@ impl AntomSim {
 
     /// Serves on `listener` until stopped.
     pub fn serve(self: &Arc<Self>, listener: TcpListener) -> std::io::Result<SimServer> {
-        let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
         let app = Router::new().fallback(handle).with_state(self.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(SimServer {
-            addr,
-            sim: self.clone(),
-            stop: Some(tx),
-            task: Some(task),
-        })
+        SimServer::start(self.clone(), listener, app)
     }
 
     /// Binds `addr` and serves.

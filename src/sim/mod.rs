@@ -2,3 +2,156 @@
 //! the dev mode and the benchmarks share them.
 
 pub mod antom;
+pub mod payxpert;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct SimServer<S = antom::AntomSim> {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub sim: Arc<S>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl<S: Send + Sync + 'static> SimServer<S> {
+    /// Serves `app` on `listener` in the background.
+    pub fn start(sim: Arc<S>, listener: TcpListener, app: axum::Router) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(SimServer {
+            addr,
+            sim,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://addr`, for the gateway's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl<S> Drop for SimServer<S> {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+/// One way to misbehave.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Answer this result (signed) without executing anything.
+    Result {
+        /// Result code.
+        code: String,
+        /// `S`, `F` or `U`.
+        status: String,
+    },
+    /// Wait this long, then behave normally.
+    Latency {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Answer this HTTP status with no body and execute nothing.
+    HttpStatus {
+        /// HTTP status code.
+        status: u16,
+    },
+    /// Execute, then answer with a signature that does not verify.
+    BadSignature,
+    /// Execute, then answer without a signature.
+    NoSignature,
+    /// Execute, then answer a signed body that is not valid JSON.
+    MalformedBody,
+    /// Execute, then break the connection instead of answering.
+    LoseAnswer,
+    /// Execute, then wait this long before answering.
+    SlowAnswer {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Execute, then send the headers and half the body, and never finish.
+    NeverFinish,
+    /// Execute, then answer a body of this many bytes.
+    HugeBody {
+        /// Bytes.
+        bytes: usize,
+    },
+    /// Answer these bytes without executing anything, signed or not, with extra headers
+    /// (which replace the simulator's own of the same name).
+    Raw {
+        /// The body.
+        body: Vec<u8>,
+        /// Sign it properly.
+        #[serde(default)]
+        sign: bool,
+        /// Extra or replacement headers.
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+    },
+}
+
+/// A fault that applies to the next `times` matching requests.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Fault {
+    /// `refund`, `inquiryRefund`, `cancel`; `None` matches any.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// How many requests it applies to.
+    #[serde(default = "one")]
+    pub times: u32,
+    /// What to do.
+    pub kind: FaultKind,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Fault {
+    /// A fault for the next request to `endpoint`.
+    pub fn on(endpoint: &str, kind: FaultKind) -> Self {
+        Self {
+            endpoint: Some(endpoint.into()),
+            times: 1,
+            kind,
+        }
+    }
+
+    /// Applies to the next `n` requests.
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = n;
+        self
+    }
+}

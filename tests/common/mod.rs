@@ -143,14 +143,34 @@ pub async fn start_with(o: Options) -> Env {
         signer: Signer::from_bytes(o.merchant_key.as_bytes()).unwrap(),
         verifier: public_of(o.trusted_antom_key),
     };
-    let accounts = Accounts::new(
-        vec![Account {
-            name: "main".into(),
-            provider: Arc::new(Antom::new(settings).unwrap()),
-            guard: AccountGuard::new("main", &o.guard),
-        }],
-        Some("main".into()),
-    );
+    let account = Account {
+        name: "main".into(),
+        provider: Arc::new(Antom::new(settings).unwrap()),
+        guard: AccountGuard::new("main", &o.guard),
+    };
+    let g = serve_accounts(vec![account], o).await;
+    Env {
+        sim,
+        dir: g.dir,
+        idempotency: g.idempotency,
+        gateway: Some(g.running),
+        refunds: RefundServiceClient::new(g.channel.clone()),
+        subscriptions: SubscriptionServiceClient::new(g.channel.clone()),
+        channel: g.channel,
+    }
+}
+
+/// A gateway serving `accounts` (the first is the default), in this process.
+pub struct Served {
+    pub dir: tempfile::TempDir,
+    pub idempotency: Idempotency,
+    pub running: Running,
+    pub channel: Channel,
+}
+
+pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
+    let default = accounts.first().map(|a| a.name.clone());
+    let accounts = Accounts::new(accounts, default);
     let dir = tempfile::tempdir().unwrap();
     let url = o
         .store_url
@@ -184,13 +204,10 @@ pub async fn start_with(o: Options) -> Env {
             .await
             .unwrap()
     };
-    Env {
-        sim,
+    Served {
         dir,
         idempotency,
-        gateway: Some(running),
-        refunds: RefundServiceClient::new(channel.clone()),
-        subscriptions: SubscriptionServiceClient::new(channel.clone()),
+        running,
         channel,
     }
 }

@@ -9,10 +9,8 @@ use tonic::Code;
 use super::codes::{self, Meaning, TRAFFIC_RETRY};
 use super::signing::{self, Signer, Verifier};
 use super::wire::ResultOnly;
+use crate::providers::http::{read_capped, retry_after, transport_error};
 use crate::providers::{CallContext, ProviderError};
-
-/// Answers larger than this are not read (and the outcome is unknown).
-pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// An Antom API endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,9 +126,10 @@ impl Client {
             .body(body)
             .send()
             .await;
-        let mut resp = match sent {
+        let what = format!("antom {}", endpoint.name());
+        let resp = match sent {
             Ok(r) => r,
-            Err(e) => return Err(transport_error(endpoint, &e, cut_by_deadline)),
+            Err(e) => return Err(transport_error(&what, &e, cut_by_deadline)),
         };
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -154,25 +153,7 @@ impl Client {
         }
         let response_time = header(&resp, "response-time");
         let signature = header(&resp, "signature");
-        let mut answer = Vec::new();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
-                        return Err(ProviderError::unknown(
-                            format!(
-                                "antom {} answer exceeds {MAX_ANSWER_BYTES} bytes",
-                                endpoint.name()
-                            ),
-                            None,
-                        ));
-                    }
-                    answer.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(transport_error(endpoint, &e, cut_by_deadline)),
-            }
-        }
+        let answer = read_capped(resp, &what, cut_by_deadline).await?;
         self.verify(endpoint, &uri, response_time, signature, answer)
     }
 
@@ -236,29 +217,4 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let secs: u64 = header(resp, "retry-after")?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(300)))
-}
-
-fn transport_error(endpoint: Endpoint, e: &reqwest::Error, cut_by_deadline: bool) -> ProviderError {
-    let what = endpoint.name();
-    if e.is_connect() {
-        // The request never left: repeating it is safe.
-        return ProviderError::retryable(
-            Code::Unavailable,
-            "PROVIDER_UNAVAILABLE",
-            format!("cannot connect to antom for {what}"),
-            Duration::from_secs(1),
-        );
-    }
-    if e.is_timeout() && cut_by_deadline {
-        return ProviderError::deadline_cut(format!("the deadline ended the antom {what} call"));
-    }
-    if e.is_timeout() {
-        return ProviderError::unknown(format!("antom {what} call timed out"), None);
-    }
-    ProviderError::unknown(format!("antom {what} call failed mid-way"), None)
 }

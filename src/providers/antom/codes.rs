@@ -5,23 +5,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-/// What a result code means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Meaning {
-    /// The call succeeded.
-    Success,
-    /// A refund was accepted and is still being processed (answered as OK + PROCESSING).
-    Processing,
-    /// A definitive refusal; the same request always gets the same answer.
-    Definitive(Code),
-    /// Not executed; the same request may be repeated after the delay.
-    Retryable(Code, Duration),
-    /// Our keys, client id or API set-up are wrong.
-    Misconfigured,
-    /// The outcome is unknown.
-    Unknown,
-}
-
+pub use crate::providers::Meaning;
 use Meaning::*;
 
 /// Antom's throttling answer; back off this long before repeating.

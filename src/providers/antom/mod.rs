@@ -12,10 +12,10 @@ use self::codes::Meaning;
 use self::wire::{
     CancelRequest, InquiryRefundRequest, RefundRequest, RefundResponse, ResultObject, ResultOnly,
 };
-use super::{BoxFuture, CallContext, Provider, ProviderError};
+use super::{BoxFuture, CallContext, Provider, ProviderError, Resolution};
 use crate::domain::{
-    CancelOutcome, CancelSubscription, CancellationStatus, CreateRefund, InquireRefund, Money,
-    ProviderResult, RefundRecord, RefundState,
+    CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
+    CreateRefund, InquireRefund, ProviderResult, RefundRecord, RefundState,
 };
 use crate::validate::Violations;
 
@@ -74,31 +74,7 @@ fn refusal(meaning: Meaning, r: &ResultObject) -> ProviderError {
         "antom answered {} ({}): {}",
         r.result_code, r.result_status, result.message
     );
-    match meaning {
-        Meaning::Definitive(code) => ProviderError {
-            disposition: super::Disposition::Definitive,
-            code,
-            reason: r.result_code.clone(),
-            message,
-            result: Some(Box::new(result)),
-            quota: None,
-        },
-        Meaning::Retryable(code, after) => ProviderError {
-            result: Some(Box::new(result)),
-            ..ProviderError::retryable(code, r.result_code.clone(), message, after)
-        },
-        Meaning::Misconfigured => {
-            tracing::error!(code = %r.result_code,
-                "antom refused our credentials or set-up; an operator must fix the account");
-            ProviderError {
-                result: Some(Box::new(result)),
-                ..ProviderError::misconfigured(r.result_code.clone(), message)
-            }
-        }
-        Meaning::Success | Meaning::Processing | Meaning::Unknown => {
-            ProviderError::unknown(message, Some(result))
-        }
-    }
+    ProviderError::refusal(meaning, r.result_code.clone(), message, result)
 }
 
 impl Provider for Antom {
@@ -110,13 +86,37 @@ impl Provider for Antom {
         true
     }
 
-    fn check_amount(&self, field: &str, amount: &Money, violations: &mut Violations) {
-        if amount.currency == "IDR" && amount.value % 100 != 0 {
+    fn check_refund(&self, req: &CreateRefund, violations: &mut Violations) {
+        if req.amount.currency == "IDR" && req.amount.value % 100 != 0 {
+            violations.add("amount.value", "Antom requires IDR amounts to end in 00");
+        }
+        if req.cancel_subscription {
             violations.add(
-                &format!("{field}.value"),
-                "Antom requires IDR amounts to end in 00",
+                "cancel_subscription",
+                "Antom refunds never cancel a subscription; use SubscriptionService.Cancel",
             );
         }
+    }
+
+    fn check_cancel(&self, req: &CancelSubscription, violations: &mut Violations) {
+        if req.cancel_reason.is_some() {
+            violations.add("cancel_reason", "Antom takes no cancel reason; set 0");
+        }
+    }
+
+    fn inquires_by_request_id(&self) -> bool {
+        true
+    }
+
+    fn resolve_refund<'a>(
+        &'a self,
+        _req: &'a CreateRefund,
+        _known: &'a [String],
+        _ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>> {
+        // Antom deduplicates on refundRequestId: the identical request returns the first
+        // execution's result.
+        Box::pin(async { Ok(Resolution::Resend) })
     }
 
     fn cancel_subscription<'a>(
@@ -133,6 +133,13 @@ impl Provider for Antom {
                 Meaning::Success => Ok(CancelOutcome {
                     status: CancellationStatus::Accepted,
                     result: provider_result(r),
+                    effect: Some(match req.cancellation_type {
+                        CancellationType::Cancel => CancellationEffect::EndOfPeriod,
+                        CancellationType::Terminate => CancellationEffect::Immediate,
+                    }),
+                    subscription_state: None,
+                    cancel_time: None,
+                    cancel_reason: None,
                 }),
                 m => Err(refusal(m, r)),
             }

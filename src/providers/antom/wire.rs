@@ -213,6 +213,7 @@ mod tests {
             },
             reason: None,
             reference_refund_id: None,
+            cancel_subscription: false,
         });
         assert_eq!(
             serde_json::to_string(&r).unwrap(),

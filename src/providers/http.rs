@@ -1,0 +1,67 @@
+//! HTTP plumbing every provider client shares: bounded answer reading and the meaning of
+//! transport failures.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use super::ProviderError;
+
+/// Answers larger than this are not read (and the outcome is unknown).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Reads the whole answer, refusing more than [`MAX_ANSWER_BYTES`].
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    what: &str,
+    cut_by_deadline: bool,
+) -> Result<Vec<u8>, ProviderError> {
+    let mut answer = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(ProviderError::unknown(
+                        format!("{what} answer exceeds {MAX_ANSWER_BYTES} bytes"),
+                        None,
+                    ));
+                }
+                answer.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(answer),
+            Err(e) => return Err(transport_error(what, &e, cut_by_deadline)),
+        }
+    }
+}
+
+/// The `Retry-After` header in seconds, capped at 5 minutes.
+pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let secs: u64 = resp
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs.min(300)))
+}
+
+/// What a failed send means: a refused connection executed nothing; anything later may have.
+pub fn transport_error(what: &str, e: &reqwest::Error, cut_by_deadline: bool) -> ProviderError {
+    if e.is_connect() {
+        return ProviderError::retryable(
+            Code::Unavailable,
+            "PROVIDER_UNAVAILABLE",
+            format!("cannot connect for {what}"),
+            Duration::from_secs(1),
+        );
+    }
+    if e.is_timeout() && cut_by_deadline {
+        return ProviderError::deadline_cut(format!("the deadline ended the {what} call"));
+    }
+    if e.is_timeout() {
+        return ProviderError::unknown(format!("{what} call timed out"), None);
+    }
+    ProviderError::unknown(format!("{what} call failed mid-way"), None)
+}

@@ -1,0 +1,108 @@
+//! PayXpert's HTTP plumbing: one pooled reqwest client with HTTP Basic auth (originator id
+//! and password), JSON bodies, bounded answers.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tonic::Code;
+
+use super::wire::Answer;
+use crate::providers::http::{read_capped, retry_after, transport_error};
+use crate::providers::{CallContext, ProviderError};
+use crate::secret::Secret;
+
+/// Everything needed to talk to one PayXpert account.
+#[derive(Debug)]
+pub struct Settings {
+    /// Scheme and host, e.g. `https://api.payxpert.com`.
+    pub base_url: String,
+    /// The originator id (Basic auth user).
+    pub originator_id: String,
+    /// The originator password (Basic auth password).
+    pub password: Secret<String>,
+    /// Upper bound for one HTTP attempt.
+    pub timeout: Duration,
+}
+
+/// An authenticated client for one PayXpert account.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    settings: Settings,
+}
+
+impl Client {
+    /// Builds the client.
+    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("paygate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, settings })
+    }
+
+    /// Calls `path` (GET without a body, POST with one) and parses the answer.
+    pub async fn call(
+        &self,
+        what: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+        ctx: &CallContext,
+    ) -> Result<Answer, ProviderError> {
+        let s = &self.settings;
+        let Some(timeout) = ctx.attempt_timeout(s.timeout) else {
+            return Err(ProviderError::deadline_cut(
+                "no time left for the provider call",
+            ));
+        };
+        let cut_by_deadline = timeout < s.timeout;
+        let url = format!("{}/{}", s.base_url.trim_end_matches('/'), path);
+        let what = format!("payxpert {what}");
+        let request = match &body {
+            Some(_) => self.http.post(&url),
+            None => self.http.get(&url),
+        }
+        .basic_auth(&s.originator_id, Some(s.password.expose()))
+        .query(query)
+        .timeout(timeout);
+        let request = match body {
+            Some(b) => request.header("Content-Type", "application/json").body(b),
+            None => request,
+        };
+        let resp = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return Err(transport_error(&what, &e, cut_by_deadline)),
+        };
+        match resp.status() {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                tracing::error!(what = %what, "payxpert refused the originator id or password");
+                return Err(ProviderError::misconfigured(
+                    "PROVIDER_AUTH_FAILED",
+                    format!("{what}: PayXpert refused the originator credentials"),
+                ));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                return Err(ProviderError::retryable(
+                    Code::ResourceExhausted,
+                    "PROVIDER_RATE_LIMITED",
+                    format!("{what} answered HTTP 429"),
+                    retry_after(&resp).unwrap_or(Duration::from_secs(1)),
+                ));
+            }
+            s if !s.is_success() => {
+                return Err(ProviderError::unknown(
+                    format!("{what} answered HTTP {}", s.as_u16()),
+                    None,
+                ));
+            }
+            _ => {}
+        }
+        let bytes = read_capped(resp, &what, cut_by_deadline).await?;
+        serde_json::from_slice(&bytes).map_err(|_| {
+            tracing::error!(what = %what, "payxpert answer is not the expected JSON");
+            ProviderError::unknown(format!("{what} answer could not be understood"), None)
+        })
+    }
+}
