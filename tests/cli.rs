@@ -136,6 +136,30 @@ async fn dev_mode_answers_its_own_examples() {
         .into_inner();
     assert_eq!(q.refund_id, r.refund_id);
 
+    // The PayXpert examples (the second Create and Cancel lines).
+    let px_lines: Vec<&str> = banner
+        .lines()
+        .filter(|l| l.contains("\"account\":\"payxpert\""))
+        .collect();
+    assert_eq!(px_lines.len(), 2, "{banner}");
+    let px_refund = example_json(px_lines[0], "paygate.v1.RefundService/Create");
+    let r = refunds
+        .create(pb::CreateRefundRequest {
+            account: s(&px_refund, "account"),
+            request_id: s(&px_refund, "request_id"),
+            payment_id: s(&px_refund, "payment_id"),
+            amount: Some(pb::Money {
+                currency: s(&px_refund["amount"], "currency"),
+                value: s(&px_refund["amount"], "value").parse().unwrap(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.provider_result.unwrap().provider, "payxpert");
+    let px_cancel = example_json(px_lines[1], "paygate.v1.SubscriptionService/Cancel");
+
     let cancel = example_json(&banner, "paygate.v1.SubscriptionService/Cancel");
     assert_eq!(s(&cancel, "cancellation_type"), "CANCELLATION_TYPE_CANCEL");
     let mut subs = SubscriptionServiceClient::connect(url).await.unwrap();
@@ -150,6 +174,19 @@ async fn dev_mode_answers_its_own_examples() {
         .unwrap()
         .into_inner();
     assert_eq!(c.status(), pb::CancellationStatus::Accepted);
+    let c = subs
+        .cancel(pb::CancelSubscriptionRequest {
+            account: s(&px_cancel, "account"),
+            request_id: s(&px_cancel, "request_id"),
+            subscription_id: s(&px_cancel, "subscription_id"),
+            cancellation_type: pb::CancellationType::Cancel as i32,
+            cancel_reason: px_cancel["cancel_reason"].as_i64().unwrap() as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.effect(), pb::CancellationEffect::EndOfPeriod);
 }
 
 #[tokio::test]
