@@ -576,7 +576,7 @@ async fn main() {
         }
         for op in [Op::CreateFirst, Op::CreateReplay, Op::Cancel, Op::Inquire] {
             for rate in [200.0, 1000.0] {
-                let tag = format!("{store_name}-{rate}");
+                let tag = format!("{}-{rate}", store_name.replace([' ', '='], "-"));
                 let d = direct(antom.clone(), op, rate, dur(rate), &tag).await;
                 let cpu0 = gw.cpu();
                 let g = via_gateway(&chans, op, rate, dur(rate), &tag).await;
