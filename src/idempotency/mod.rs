@@ -355,6 +355,33 @@ fn state_name(s: RefundState) -> &'static str {
     }
 }
 
+/// The JSON of the refund record in `outcome` (empty when it is not a refund).
+fn refund_json(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Refund(r) => serde_json::to_string(r).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// The refund-state row written with `outcome`, when it is a refund.
+fn refund_row<'a>(
+    account: &'a str,
+    outcome: &'a Outcome,
+    record: &'a str,
+) -> Option<RefundRow<'a>> {
+    let Outcome::Refund(r) = outcome else {
+        return None;
+    };
+    Some(RefundRow {
+        account,
+        request_id: r.request_id.as_deref()?,
+        payment_id: r.payment_id.as_deref(),
+        refund_id: r.refund_id.as_deref(),
+        state: state_name(r.state),
+        record,
+    })
+}
+
 /// The idempotency layer over a store.
 #[derive(Clone)]
 pub struct Idempotency {
@@ -625,21 +652,8 @@ impl Idempotency {
                 return;
             }
         };
-        let record_json;
-        let refund = match &outcome {
-            Outcome::Refund(r) => {
-                record_json = serde_json::to_string(r).unwrap_or_default();
-                r.request_id.as_deref().map(|request_id| RefundRow {
-                    account: run.account,
-                    request_id,
-                    payment_id: r.payment_id.as_deref(),
-                    refund_id: r.refund_id.as_deref(),
-                    state: state_name(r.state),
-                    record: &record_json,
-                })
-            }
-            _ => None,
-        };
+        let record_json = refund_json(&outcome);
+        let refund = refund_row(run.account, &outcome, &record_json);
         match self
             .store
             .complete(key, run.tok, &json, refund, now_ms())
@@ -740,21 +754,8 @@ impl Idempotency {
         outcome: &Outcome,
     ) -> Result<bool, sqlx::Error> {
         let json = serde_json::to_string(outcome).unwrap_or_default();
-        let record_json;
-        let refund = match outcome {
-            Outcome::Refund(r) => {
-                record_json = serde_json::to_string(r).unwrap_or_default();
-                r.request_id.as_deref().map(|request_id| RefundRow {
-                    account,
-                    request_id,
-                    payment_id: r.payment_id.as_deref(),
-                    refund_id: r.refund_id.as_deref(),
-                    state: state_name(r.state),
-                    record: &record_json,
-                })
-            }
-            _ => None,
-        };
+        let record_json = refund_json(outcome);
+        let refund = refund_row(account, outcome, &record_json);
         self.store.settle(key, &json, refund, now_ms()).await
     }
 

@@ -10,6 +10,15 @@ use super::ProviderError;
 /// Answers larger than this are not read (and the outcome is unknown).
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
+/// The pooled HTTP client each provider account uses.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("paygate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Reads the whole answer, refusing more than [`MAX_ANSWER_BYTES`].
 pub async fn read_capped(
     mut resp: reqwest::Response,

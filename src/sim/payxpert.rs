@@ -285,18 +285,7 @@ impl PayXpertSim {
     }
 
     fn take_fault(&self, endpoint: &str) -> Option<FaultKind> {
-        let mut st = self.state();
-        let i = st
-            .faults
-            .iter()
-            .position(|f| f.times > 0 && f.endpoint.as_deref().is_none_or(|e| e == endpoint))?;
-        let f = &mut st.faults[i];
-        f.times -= 1;
-        let kind = f.kind.clone();
-        if f.times == 0 {
-            st.faults.remove(i);
-        }
-        Some(kind)
+        super::take_fault(&mut self.state().faults, endpoint)
     }
 
     fn refund(&self, id: &str, body: &[u8]) -> Value {

@@ -72,11 +72,7 @@ pub struct Client {
 impl Client {
     /// Builds the client; the connection pool is shared by every call of the account.
     pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("paygate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::providers::http::client()?;
         Ok(Self { http, settings })
     }
 
