@@ -285,3 +285,83 @@ async fn mutual_tls_identifies_callers_and_refuses_unknown_cas() {
     assert!(plain_failed);
     assert_eq!(env.sim().calls("refund"), 1);
 }
+
+/// The binary with PAYGATE_TLS_* and a tokens file: TLS on, client certificates optional
+/// because tokens are configured, and a token still required without a certificate.
+#[tokio::test]
+async fn the_binary_serves_tls_from_its_environment() {
+    use common::process::spawn_gateway_with;
+    use paygate::providers::antom::signing::Signer;
+    use paygate::sim::antom::AntomSim;
+    let pki = pki();
+    let sim = AntomSim::new(
+        CLIENT_ID,
+        public_of(merchant_pem()),
+        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
+    );
+    seed(&sim);
+    let sim = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let cert = write("server.pem", &pki.server_cert);
+    let key = write("server.key", &pki.server_key);
+    let ca = write("ca.pem", &pki.ca_pem);
+    let tokens = write(
+        "tokens",
+        &format!("billing {}\n", paygate::auth::hash_token("billing-token")),
+    );
+    let store = format!("sqlite://{}", dir.path().join("p.db").display());
+    let gw = spawn_gateway_with(
+        dir.path(),
+        &sim.base_url(),
+        &store,
+        &[
+            ("PAYGATE_TLS_CERT_FILE", cert),
+            ("PAYGATE_TLS_KEY_FILE", key),
+            ("PAYGATE_TLS_CLIENT_CA_FILE", ca),
+            ("PAYGATE_AUTH_TOKENS_FILE", tokens),
+        ],
+        std::process::Stdio::null(),
+    );
+    let url = gw.url();
+    let mut channel = None;
+    for _ in 0..100 {
+        if let Ok(ch) = tls_channel(&url, &pki, None).await {
+            channel = Some(ch);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut client = RefundServiceClient::new(channel.expect("TLS gateway came up"));
+    let e = client
+        .create(refund_req("bin-tls-1", "PAY_USD_100", 100))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::Unauthenticated,
+        "no certificate and no token"
+    );
+    let r = client
+        .create(authed(
+            refund_req("bin-tls-1", "PAY_USD_100", 100),
+            "billing-token",
+            T,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().status(), pb::RefundStatus::Succeeded);
+    // With a client certificate instead of a token.
+    let ch = tls_channel(&url, &pki, Some((&pki.client_cert, &pki.client_key)))
+        .await
+        .unwrap();
+    let r = RefundServiceClient::new(ch)
+        .create(refund_req("bin-tls-2", "PAY_USD_100", 100))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().status(), pb::RefundStatus::Succeeded);
+}
