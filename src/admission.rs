@@ -130,12 +130,18 @@ impl AccountGuard {
 
     /// Runs one provider call `f` if the account admits it before `deadline`, and learns from
     /// its result.
-    pub async fn call<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T, ProviderError>
+    pub async fn call<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        endpoint: (&'static str, &'static str),
+        f: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
         if let Some(left) = self.breaker.open_for() {
+            metrics::counter!("paygate_shed_total", "reason" => "circuit_open").increment(1);
             return Err(ProviderError::retryable(
                 Code::Unavailable,
                 "CIRCUIT_OPEN",
@@ -147,6 +153,7 @@ impl AccountGuard {
             ));
         }
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            metrics::counter!("paygate_shed_total", "reason" => "account_in_flight").increment(1);
             return Err(ProviderError::retryable(
                 Code::ResourceExhausted,
                 "OVERLOADED",
@@ -169,7 +176,23 @@ impl AccountGuard {
         if let Some(l) = &self.limiter {
             ratelimit::acquire(l, until).await.map_err(rate_limited)?;
         }
+        let (provider, name) = endpoint;
+        let in_flight = crate::telemetry::GaugeGuard::hold(metrics::gauge!(
+            "paygate_provider_in_flight", "account" => self.account.clone()
+        ));
+        let started = std::time::Instant::now();
         let result = f().await;
+        drop(in_flight);
+        metrics::histogram!("paygate_provider_call_duration_seconds",
+            "provider" => provider, "account" => self.account.clone(), "endpoint" => name)
+        .record(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => e.reason.clone(),
+        };
+        metrics::counter!("paygate_provider_calls_total",
+            "provider" => provider, "account" => self.account.clone(), "endpoint" => name, "result" => outcome)
+        .increment(1);
         match &result {
             Ok(_) => {
                 self.breaker.success();
@@ -228,14 +251,16 @@ mod tests {
             },
         );
         let deadline = Instant::now() + Duration::from_secs(5);
-        let slow = g.call(deadline, || async {
+        let slow = g.call(deadline, ("test", "x"), || async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok::<_, ProviderError>(())
         });
         let fast = async {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            g.call(deadline, || async { Ok::<_, ProviderError>(()) })
-                .await
+            g.call(deadline, ("test", "x"), || async {
+                Ok::<_, ProviderError>(())
+            })
+            .await
         };
         let (a, b) = tokio::join!(slow, fast);
         assert!(a.is_ok());

@@ -72,6 +72,7 @@ struct FileConfig {
     shutdown_grace_ms: Option<u64>,
     log_format: Option<LogFormat>,
     store_url: Option<String>,
+    metrics_addr: Option<String>,
     idempotency_retention_hours: Option<u64>,
     max_in_flight_requests: Option<usize>,
     max_queue_ms: Option<u64>,
@@ -174,6 +175,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Idempotency store: `sqlite://PATH` or `postgres://...`.
     pub store_url: String,
+    /// Where `/metrics` is served; `None` = off.
+    pub metrics_addr: Option<SocketAddr>,
     /// TLS on the gRPC port.
     pub tls: Option<TlsFiles>,
     /// Caller authentication and policies.
@@ -433,8 +436,19 @@ impl Config {
                 },
             );
         }
+        let metrics_addr = match env("PAYGATE_METRICS_ADDR")
+            .map(|v| ("PAYGATE_METRICS_ADDR", v))
+            .or_else(|| file.metrics_addr.map(|v| ("metrics_addr", v)))
+        {
+            Some((setting, v)) => Some(
+                v.parse()
+                    .map_err(|_| err(setting, format!("{v:?} is not a host:port address")))?,
+            ),
+            None => None,
+        };
         Ok(Config {
             listen_addr,
+            metrics_addr,
             tls,
             auth,
             max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),

@@ -160,6 +160,7 @@ pub async fn start(
         log_format,
         store_url: format!("sqlite://{}", data_dir.join("paygate.db").display()),
         tls: None,
+        metrics_addr: None,
         auth: crate::auth::Auth::default(),
         max_in_flight_requests: 1024,
         max_queue: Duration::from_millis(250),

@@ -125,6 +125,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ExitCode> {
 
 async fn run_gateway(config: Config) -> Result<(), ExitCode> {
     let listen = config.listen_addr;
+    if let Some(addr) = config.metrics_addr {
+        telemetry::install_metrics(addr).map_err(|e| {
+            eprintln!("paygate: PAYGATE_METRICS_ADDR: cannot serve metrics on {addr}: {e}");
+            ExitCode::from(1)
+        })?;
+        tracing::info!(%addr, "metrics on /metrics");
+    }
     let gateway = Gateway::from_config(config).await.map_err(|e| {
         eprintln!("paygate: configuration error: {e}");
         ExitCode::from(2)

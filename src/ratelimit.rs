@@ -93,11 +93,18 @@ pub struct Limited {
 /// Waits for a slot of `limiter` if the wait ends before `until`; otherwise says how long the
 /// caller would have had to wait.
 pub async fn acquire(limiter: &Limiter, until: Instant) -> Result<(), Limited> {
+    let mut waited = false;
     loop {
         match limiter.try_acquire() {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if waited {
+                    metrics::counter!("paygate_rate_limit_total", "limit" => limiter.subject.clone(), "outcome" => "waited").increment(1);
+                }
+                return Ok(());
+            }
             Err(wait) => {
                 if Instant::now() + wait > until {
+                    metrics::counter!("paygate_rate_limit_total", "limit" => limiter.subject.clone(), "outcome" => "rejected").increment(1);
                     return Err(Limited {
                         subject: limiter.subject.clone(),
                         description: format!(
@@ -107,6 +114,7 @@ pub async fn acquire(limiter: &Limiter, until: Instant) -> Result<(), Limited> {
                         retry_after: wait.max(Duration::from_millis(1)),
                     });
                 }
+                waited = true;
                 tokio::time::sleep(wait).await;
             }
         }

@@ -24,6 +24,7 @@ use crate::error::{ErrorContext, GatewayError, REPLAYED_HEADER};
 use crate::idempotency::{Idempotency, Reply};
 use crate::pb;
 use crate::ratelimit::{self, CallerLimits};
+use crate::telemetry::GaugeGuard;
 
 /// Time kept back from the caller's deadline so the answer reaches it in time.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -160,6 +161,7 @@ pub async fn run<T>(
     body: impl Future<Output = Result<Reply<T>, GatewayError>>,
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
+    let _in_flight = GaugeGuard::hold(metrics::gauge!("paygate_in_flight_requests"));
     let result = match tokio::time::timeout_at(deadline, body).await {
         Ok(r) => r,
         Err(_) => Err(GatewayError::DeadlineExceeded {
@@ -167,9 +169,12 @@ pub async fn run<T>(
             ctx,
         }),
     };
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed_ms = elapsed * 1000.0;
+    metrics::histogram!("paygate_rpc_duration_seconds", "method" => method).record(elapsed);
     match result {
         Ok(reply) => {
+            metrics::counter!("paygate_rpc_total", "method" => method, "code" => "OK").increment(1);
             tracing::info!(
                 method,
                 elapsed_ms,
@@ -187,6 +192,8 @@ pub async fn run<T>(
         }
         Err(e) => {
             let status = Status::from(e);
+            let code = format!("{:?}", status.code());
+            metrics::counter!("paygate_rpc_total", "method" => method, "code" => code).increment(1);
             tracing::info!(method, elapsed_ms, code = ?status.code(), message = status.message(), "rpc");
             Err(status)
         }

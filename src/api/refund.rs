@@ -68,7 +68,9 @@ impl RefundService for RefundApi {
                 let known = idem.known_refunds(&account.name, &cmd.payment_id).await;
                 account
                     .guard
-                    .call(deadline, || provider.resolve_refund(&cmd, &known, &call))
+                    .call(deadline, (provider.name(), "resolve"), || {
+                        provider.resolve_refund(&cmd, &known, &call)
+                    })
                     .await
             };
             let reply = idem
@@ -83,7 +85,9 @@ impl RefundService for RefundApi {
                         call_resolving(&call, dedup, || {
                             account
                                 .guard
-                                .call(deadline, || provider.create_refund(&cmd, &call))
+                                .call(deadline, (provider.name(), "refund"), || {
+                                    provider.create_refund(&cmd, &call)
+                                })
                         })
                     },
                 )
@@ -141,7 +145,7 @@ impl RefundService for RefundApi {
             let record = call_resolving(&call, true, || {
                 account
                     .guard
-                    .call(deadline, || provider.inquire_refund(&query, &call))
+                    .call(deadline, (provider.name(), "inquire"), || provider.inquire_refund(&query, &call))
             })
             .await
             .map_err(|e| GatewayError::provider(e, ctx.clone()))?;

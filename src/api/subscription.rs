@@ -74,7 +74,9 @@ impl SubscriptionService for SubscriptionApi {
                         call_resolving(&call, true, || {
                             account
                                 .guard
-                                .call(deadline, || provider.cancel_subscription(&cmd, &call))
+                                .call(deadline, (provider.name(), "cancel"), || {
+                                    provider.cancel_subscription(&cmd, &call)
+                                })
                         })
                     },
                 )

@@ -31,6 +31,7 @@ use tonic::Code;
 use crate::domain::{CancelOutcome, ProviderResult, RefundRecord, RefundState};
 use crate::error::{ErrorContext, GatewayError};
 use crate::providers::{Disposition, ProviderError, Resolution};
+use crate::telemetry::{idempotency_event, store_op};
 
 /// A boxed store future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'a>>;
@@ -463,6 +464,7 @@ impl Idempotency {
     {
         if let Some((fp, outcome)) = self.done.get(key, self.retention) {
             if fp != fingerprint {
+                idempotency_event("conflict");
                 return Err(GatewayError::KeyReused(ctx.clone()));
             }
             return self.replay(Some((*outcome).clone()), ctx);
@@ -480,11 +482,12 @@ impl Idempotency {
                 .await
                 .map_err(|e| store_error(ctx, e))?;
             let Some(row) = row else {
-                let inserted = self
-                    .store
-                    .insert(key, fingerprint, &tok, lease_until, now)
-                    .await
-                    .map_err(|e| store_error(ctx, e))?;
+                let inserted = store_op(
+                    "insert",
+                    self.store.insert(key, fingerprint, &tok, lease_until, now),
+                )
+                .await
+                .map_err(|e| store_error(ctx, e))?;
                 if inserted {
                     let run = Run {
                         key,
@@ -498,6 +501,7 @@ impl Idempotency {
                 continue; // another attempt inserted it first: read it
             };
             if row.fingerprint != fingerprint {
+                idempotency_event("conflict");
                 return Err(GatewayError::KeyReused(ctx.clone()));
             }
             match row.state.as_str() {
@@ -511,10 +515,14 @@ impl Idempotency {
                     }
                     return self.replay(outcome, ctx);
                 }
-                "unresolved" => return Err(GatewayError::OutcomeUnresolved(ctx.clone())),
+                "unresolved" => {
+                    idempotency_event("unresolved");
+                    return Err(GatewayError::OutcomeUnresolved(ctx.clone()));
+                }
                 "in_flight" if row.lease_until > now => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left <= wait + Duration::from_millis(10) {
+                        idempotency_event("aborted");
                         let lease_left = Duration::from_millis((row.lease_until - now) as u64);
                         return Err(GatewayError::InFlight {
                             retry_after: lease_left
@@ -522,6 +530,7 @@ impl Idempotency {
                             ctx: ctx.clone(),
                         });
                     }
+                    idempotency_event("in_flight_wait");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_millis(50));
                 }
@@ -532,6 +541,7 @@ impl Idempotency {
                         .await
                         .map_err(|e| store_error(ctx, e))?;
                     if taken {
+                        idempotency_event("resumed");
                         tracing::warn!(method = key.method, request_id = %key.request_id,
                             "resuming a key whose earlier attempt has an unknown outcome");
                         let run = Run {
@@ -566,12 +576,14 @@ impl Idempotency {
         match resolve().await {
             Ok(Resolution::Resend) => self.attempt(run, Start::Resume, attempt).await,
             Ok(Resolution::Adopt(value)) => {
+                idempotency_event("adopted");
                 tracing::warn!(method = key.method, request_id = %key.request_id,
                     "an earlier attempt with an unknown outcome had executed; adopting its result");
                 self.finish(&run, value.to_outcome()).await;
                 Ok(Reply::fresh(value))
             }
             Ok(Resolution::Undecidable(why)) => {
+                idempotency_event("unresolved");
                 tracing::error!(method = key.method, request_id = %key.request_id, why = %why,
                     "outcome cannot be settled automatically; an operator must settle the key");
                 self.log(self.store.mark_unresolved(key, tok, now_ms()).await);
@@ -626,6 +638,7 @@ impl Idempotency {
                         self.finish(&run, refusal).await;
                     }
                     Disposition::Unknown { .. } => {
+                        idempotency_event("unknown");
                         self.log(self.store.mark_unknown(key, tok, now_ms()).await);
                     }
                     Disposition::Retryable { .. } | Disposition::Misconfigured => {
@@ -654,10 +667,11 @@ impl Idempotency {
         };
         let record_json = refund_json(&outcome);
         let refund = refund_row(run.account, &outcome, &record_json);
-        match self
-            .store
-            .complete(key, run.tok, &json, refund, now_ms())
-            .await
+        match store_op(
+            "complete",
+            self.store.complete(key, run.tok, &json, refund, now_ms()),
+        )
+        .await
         {
             Ok(true) => self.done.put(key, run.fingerprint, Arc::new(outcome)),
             Ok(false) => tracing::warn!(method = key.method, request_id = %key.request_id,
@@ -680,6 +694,7 @@ impl Idempotency {
         outcome: Option<Outcome>,
         ctx: &ErrorContext,
     ) -> Result<Reply<T>, GatewayError> {
+        idempotency_event("replay");
         match outcome {
             Some(Outcome::Refused(r)) => {
                 let err = ProviderError {

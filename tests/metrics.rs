@@ -1,0 +1,145 @@
+//! `/metrics` after a few calls: the series exist with the right counts.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::{free_port, spawn_gateway_with};
+use common::*;
+use paygate::providers::antom::signing::Signer;
+use paygate::sim::antom::AntomSim;
+use tonic::Code;
+
+/// The value of the series whose line starts with `prefix` (name and labels, in the
+/// exporter's label order), if present.
+fn value(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.starts_with(name)
+                && l[name.len()..].starts_with(['{', ' '])
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_rpcs_provider_calls_and_replays() {
+    let sim = AntomSim::new(
+        CLIENT_ID,
+        public_of(merchant_pem()),
+        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
+    );
+    seed(&sim);
+    let sim = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = format!("sqlite://{}", dir.path().join("p.db").display());
+    let gw = spawn_gateway_with(
+        dir.path(),
+        &sim.base_url(),
+        &store,
+        &[("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{port}"))],
+        Stdio::null(),
+    );
+    let mut client = gw.client().await;
+    client
+        .create(refund_req("m-1", "PAY_USD_100", 100))
+        .await
+        .unwrap();
+    client
+        .create(refund_req("m-1", "PAY_USD_100", 100))
+        .await
+        .unwrap();
+    let e = client
+        .create(refund_req("m-2", "PAY_USD_100", 50_000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = client
+        .create(refund_req("m-1", "PAY_USD_100", 7))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = client
+        .create(refund_req("bad id", "PAY_USD_100", 7))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut scrape = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = reqwest::get(&url).await {
+            scrape = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let get = |name: &str, labels: &[(&str, &str)]| {
+        value(&scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{scrape}"))
+    };
+    let create = ("method", "RefundService.Create");
+    assert_eq!(get("paygate_rpc_total", &[create, ("code", "OK")]), 2.0);
+    assert_eq!(
+        get(
+            "paygate_rpc_total",
+            &[create, ("code", "FailedPrecondition")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get("paygate_rpc_total", &[create, ("code", "InvalidArgument")]),
+        2.0
+    );
+    let refund = [
+        ("provider", "antom"),
+        ("account", "antom"),
+        ("endpoint", "refund"),
+    ];
+    assert_eq!(
+        get(
+            "paygate_provider_calls_total",
+            &[refund[0], refund[1], refund[2], ("result", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "paygate_provider_calls_total",
+            &[
+                refund[0],
+                refund[1],
+                refund[2],
+                ("result", "REFUND_AMOUNT_EXCEED")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get("paygate_provider_call_duration_seconds_count", &refund),
+        2.0
+    );
+    assert_eq!(
+        get("paygate_idempotency_events_total", &[("event", "replay")]),
+        1.0
+    );
+    assert_eq!(
+        get("paygate_idempotency_events_total", &[("event", "conflict")]),
+        1.0
+    );
+    assert_eq!(get("paygate_in_flight_requests", &[]), 0.0);
+    assert!(
+        get(
+            "paygate_store_duration_seconds_count",
+            &[("op", "complete")]
+        ) >= 2.0
+    );
+    assert!(get("paygate_rpc_duration_seconds_count", &[create]) >= 5.0);
+    assert_eq!(sim.sim.calls("refund"), 2);
+}
