@@ -181,6 +181,7 @@ impl Client {
                     ),
                 ));
             }
+            metrics::counter!("paygate_signature_failures_total", "provider" => "antom", "kind" => "missing").increment(1);
             tracing::error!(
                 endpoint = endpoint.name(),
                 "antom answer carries no signature; treating the outcome as unknown"
@@ -195,6 +196,7 @@ impl Client {
                 .verify(&signing::content(uri, &s.client_id, &time, &answer), &sig)
         });
         if !valid {
+            metrics::counter!("paygate_signature_failures_total", "provider" => "antom", "kind" => "invalid").increment(1);
             tracing::error!(
                 endpoint = endpoint.name(),
                 "antom answer signature does not verify; treating the outcome as unknown"
