@@ -156,12 +156,14 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             if let Some(f) = cli.log_format {
                 config.log_format = f;
             }
-            telemetry::init(config.log_format);
-            run_gateway(config).await
+            let telemetry = telemetry::init(config.log_format);
+            let served = run_gateway(config).await;
+            telemetry.shutdown().await;
+            served
         }
         Command::Dev { data_dir } => {
             let format = cli.log_format.unwrap_or(LogFormat::Text);
-            telemetry::init(format);
+            let _telemetry = telemetry::init(format);
             let listen = match env("PAYGATE_LISTEN_ADDR") {
                 Some(v) => v.parse().map_err(|_| {
                     eprintln!("paygate: configuration error: PAYGATE_LISTEN_ADDR: {v:?} is not a host:port address");
@@ -198,7 +200,7 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             currency,
             failed,
         } => {
-            telemetry::init(LogFormat::Text);
+            let _telemetry = telemetry::init(LogFormat::Text);
             let store = paygate::idempotency::open(&store_url).await.map_err(|e| {
                 eprintln!("paygate: settle: PAYGATE_STORE_URL: {e}");
                 ExitCode::from(2)
@@ -257,7 +259,7 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             keys_dir,
             client_id,
         } => {
-            telemetry::init(cli.log_format.unwrap_or(LogFormat::Text));
+            let _telemetry = telemetry::init(cli.log_format.unwrap_or(LogFormat::Text));
             if provider == "payxpert" {
                 let sim = paygate::sim::payxpert::PayXpertSim::new(dev::DEV_ORIGINATOR, password);
                 sim.seed_demo();

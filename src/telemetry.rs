@@ -6,16 +6,129 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Safe to call more than once (later calls do nothing).
-pub fn init(format: LogFormat) {
+/// The trace exporter; call [`Telemetry::shutdown`] before the process exits.
+#[must_use]
+pub struct Telemetry {
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes pending spans and stops the exporter (without blocking the async runtime).
+    pub async fn shutdown(mut self) {
+        if let Some(p) = self.traces.take() {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+    }
+}
+
+/// Installs the global subscriber: logs to stderr, and OpenTelemetry traces exported over OTLP
+/// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (service name from `OTEL_SERVICE_NAME`, default
+/// `paygate`). Safe to call more than once (later calls do nothing).
+pub fn init(format: LogFormat) -> Telemetry {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let traces = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .and_then(|_| match tracer_provider() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("paygate: OTEL_EXPORTER_OTLP_ENDPOINT: traces are off: {e}");
+                None
+            }
+        });
+    let otel = traces.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        tracing_opentelemetry::layer().with_tracer(p.tracer("paygate"))
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
     };
+    Telemetry { traces }
+}
+
+fn tracer_provider() -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "paygate".into());
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .build();
+    // Exports run as tasks on the gateway's tokio runtime (the tonic exporter needs one).
+    let processor =
+        opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build())
+}
+
+struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A span for one RPC, child of the caller's W3C trace context when its metadata carries one.
+pub fn rpc_span(method: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = method,
+        rpc.method = method,
+        account = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+        caller = tracing::field::Empty,
+        replayed = tracing::field::Empty,
+        grpc.code = tracing::field::Empty,
+    );
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataExtractor(metadata)));
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The W3C trace-context headers of the current span, for an outgoing provider request.
+pub fn trace_headers() -> Vec<(String, String)> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Collect(Vec<(String, String)>);
+    impl opentelemetry::propagation::Injector for Collect {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.push((key.to_owned(), value));
+        }
+    }
+    let cx = tracing::Span::current().context();
+    let mut c = Collect(Vec::new());
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut c));
+    c.0
 }
 
 /// Prometheus metrics, served on `addr` at `/metrics` (text format). Series:

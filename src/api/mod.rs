@@ -151,6 +151,14 @@ pub fn deadline_of<T>(req: &Request<T>, settings: &ApiSettings) -> Instant {
         .min(settings.max_request_time)
 }
 
+/// Adds the resolved account, the caller and the request id to the RPC's span.
+pub fn record_call(account: &str, caller: &str, request_id: &str) {
+    let span = tracing::Span::current();
+    span.record("account", account);
+    span.record("caller", caller);
+    span.record("request_id", request_id);
+}
+
 /// Runs an RPC body under its deadline and maps its error to a `Status`, in one place.
 /// `mutating` says whether a provider call cut short could have executed.
 pub async fn run<T>(
@@ -175,6 +183,9 @@ pub async fn run<T>(
     match result {
         Ok(reply) => {
             metrics::counter!("paygate_rpc_total", "method" => method, "code" => "OK").increment(1);
+            let span = tracing::Span::current();
+            span.record("grpc.code", "OK");
+            span.record("replayed", reply.replayed);
             tracing::info!(
                 method,
                 elapsed_ms,
@@ -193,6 +204,10 @@ pub async fn run<T>(
         Err(e) => {
             let status = Status::from(e);
             let code = format!("{:?}", status.code());
+            tracing::Span::current().record("grpc.code", code.as_str());
+            if status.metadata().get(REPLAYED_HEADER).is_some() {
+                tracing::Span::current().record("replayed", true);
+            }
             metrics::counter!("paygate_rpc_total", "method" => method, "code" => code).increment(1);
             tracing::info!(method, elapsed_ms, code = ?status.code(), message = status.message(), "rpc");
             Err(status)

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
-use super::{Shared, deadline_of, refund_to_pb, run};
+use super::{Shared, deadline_of, record_call, refund_to_pb, run};
 use crate::domain::{CreateRefund, RefundState};
 use crate::error::{ErrorContext, GatewayError};
 use crate::idempotency::{self, Key, Reply};
 use crate::pb;
 use crate::pb::refund_service_server::RefundService;
-use crate::providers::{CallContext, call_resolving};
+use crate::providers::{Attempt, CallContext, call_resolving};
+use crate::telemetry;
 use crate::validate;
 
 /// The refund service.
@@ -38,6 +40,7 @@ impl RefundService for RefundApi {
         let s = &self.shared;
         let deadline = deadline_of(&request, &s.settings);
         let caller = s.auth.authenticate(&request);
+        let span = telemetry::rpc_span(CREATE, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
         run(CREATE, deadline, ctx.clone(), true, async {
@@ -45,6 +48,7 @@ impl RefundService for RefundApi {
             let _admitted = s.admit(&caller, CREATE, deadline, &ctx).await?;
             let (account, cmd) = validate::create_refund(&req, &s.accounts)?;
             let ctx = ctx.with_account(&account);
+            record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let key = Key {
                 caller,
@@ -82,13 +86,22 @@ impl RefundService for RefundApi {
                     &ctx,
                     resolve,
                     || {
-                        call_resolving(&call, dedup, || {
-                            account
-                                .guard
-                                .call(deadline, (provider.name(), "refund"), || {
-                                    provider.create_refund(&cmd, &call)
-                                })
-                        })
+                        call_resolving(
+                            &call,
+                            dedup,
+                            Attempt {
+                                provider: provider.name(),
+                                account: &account.name,
+                                endpoint: "refund",
+                            },
+                            || {
+                                account
+                                    .guard
+                                    .call(deadline, (provider.name(), "refund"), || {
+                                        provider.create_refund(&cmd, &call)
+                                    })
+                            },
+                        )
                     },
                 )
                 .await?;
@@ -107,6 +120,7 @@ impl RefundService for RefundApi {
                 replayed: reply.replayed,
             })
         })
+        .instrument(span)
         .await
     }
 
@@ -117,6 +131,7 @@ impl RefundService for RefundApi {
         let s = &self.shared;
         let deadline = deadline_of(&request, &s.settings);
         let caller = s.auth.authenticate(&request);
+        let span = telemetry::rpc_span(INQUIRE, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
         run(INQUIRE, deadline, ctx.clone(), false, async {
@@ -124,6 +139,7 @@ impl RefundService for RefundApi {
             let _admitted = s.admit(&caller, INQUIRE, deadline, &ctx).await?;
             let (account, mut query) = validate::inquire_refund(&req, &s.accounts)?;
             let ctx = ctx.with_account(&account);
+            record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let call = CallContext::new(deadline);
             let provider = &account.provider;
@@ -142,7 +158,7 @@ impl RefundService for RefundApi {
                     });
                 }
             }
-            let record = call_resolving(&call, true, || {
+            let record = call_resolving(&call, true, Attempt { provider: provider.name(), account: &account.name, endpoint: "inquire" }, || {
                 account
                     .guard
                     .call(deadline, (provider.name(), "inquire"), || provider.inquire_refund(&query, &call))
@@ -152,6 +168,7 @@ impl RefundService for RefundApi {
             s.idempotency.record_refund(&account.name, &record).await;
             Ok(Reply::fresh(refund_to_pb(&record)))
         })
+        .instrument(span)
         .await
     }
 }

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
-use super::{Shared, cancel_to_pb, deadline_of, run};
+use super::{Shared, cancel_to_pb, deadline_of, record_call, run};
 use crate::domain::CancelSubscription;
 use crate::error::ErrorContext;
 use crate::idempotency::{self, Key, Reply};
 use crate::pb;
 use crate::pb::subscription_service_server::SubscriptionService;
-use crate::providers::{CallContext, Resolution, call_resolving};
+use crate::providers::{Attempt, CallContext, Resolution, call_resolving};
+use crate::telemetry;
 use crate::validate;
 
 /// The subscription service.
@@ -37,6 +39,7 @@ impl SubscriptionService for SubscriptionApi {
         let s = &self.shared;
         let deadline = deadline_of(&request, &s.settings);
         let caller = s.auth.authenticate(&request);
+        let span = telemetry::rpc_span(CANCEL, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
         run(CANCEL, deadline, ctx.clone(), true, async {
@@ -44,6 +47,7 @@ impl SubscriptionService for SubscriptionApi {
             let _admitted = s.admit(&caller, CANCEL, deadline, &ctx).await?;
             let (account, cmd) = validate::cancel_subscription(&req, &s.accounts)?;
             let ctx = ctx.with_account(&account);
+            record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let key = Key {
                 caller,
@@ -71,13 +75,22 @@ impl SubscriptionService for SubscriptionApi {
                     &ctx,
                     || async { Ok(Resolution::Resend) },
                     || {
-                        call_resolving(&call, true, || {
-                            account
-                                .guard
-                                .call(deadline, (provider.name(), "cancel"), || {
-                                    provider.cancel_subscription(&cmd, &call)
-                                })
-                        })
+                        call_resolving(
+                            &call,
+                            true,
+                            Attempt {
+                                provider: provider.name(),
+                                account: &account.name,
+                                endpoint: "cancel",
+                            },
+                            || {
+                                account
+                                    .guard
+                                    .call(deadline, (provider.name(), "cancel"), || {
+                                        provider.cancel_subscription(&cmd, &call)
+                                    })
+                            },
+                        )
                     },
                 )
                 .await?;
@@ -86,6 +99,7 @@ impl SubscriptionService for SubscriptionApi {
                 replayed: reply.replayed,
             })
         })
+        .instrument(span)
         .await
     }
 }

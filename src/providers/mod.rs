@@ -267,6 +267,17 @@ pub trait Provider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<RefundRecord, ProviderError>>;
 }
 
+/// What a provider attempt is, for its trace span.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// Provider name.
+    pub provider: &'static str,
+    /// Account name.
+    pub account: &'a str,
+    /// Endpoint (refund, inquire, cancel).
+    pub endpoint: &'static str,
+}
+
 /// How many times an unknown outcome is settled by repeating the call within one RPC.
 const MAX_RESOLUTION_ATTEMPTS: u32 = 3;
 /// The least time worth starting another attempt with.
@@ -278,18 +289,37 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
 pub async fn call_resolving<T, F, Fut>(
     ctx: &CallContext,
     repeat_safe: bool,
+    what: Attempt<'_>,
     mut call: F,
 ) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
 {
+    use tracing::Instrument;
     let mut backoff = Duration::from_millis(50);
     let mut attempt = 0;
     let mut earlier_unknown: Option<ProviderError> = None;
     loop {
         attempt += 1;
-        let err = match call().await {
+        let span = tracing::info_span!(
+            "provider_call",
+            otel.name = what.endpoint,
+            provider = what.provider,
+            account = what.account,
+            endpoint = what.endpoint,
+            attempt,
+            result = tracing::field::Empty,
+        );
+        let outcome = call().instrument(span.clone()).await;
+        span.record(
+            "result",
+            match &outcome {
+                Ok(_) => "ok",
+                Err(e) => e.reason.as_str(),
+            },
+        );
+        let err = match outcome {
             Ok(v) => return Ok(v),
             Err(e) => e,
         };

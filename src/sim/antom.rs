@@ -144,6 +144,7 @@ struct SimState {
     faults: Vec<Fault>,
     stats: Stats,
     call_times: Vec<(String, std::time::Instant)>,
+    traceparents: Vec<String>,
     next_id: u64,
 }
 
@@ -343,6 +344,11 @@ impl AntomSim {
     /// Verified calls to `endpoint` so far.
     pub fn calls(&self, endpoint: &str) -> u64 {
         self.state().stats.calls.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// The W3C `traceparent` headers of the verified calls, in arrival order.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.state().traceparents.clone()
     }
 
     /// When each verified call to `endpoint` arrived.
@@ -720,6 +726,9 @@ async fn handle(
         *st.stats.calls.entry(endpoint.into()).or_default() += 1;
         st.call_times
             .push((endpoint.into(), std::time::Instant::now()));
+        if let Some(tp) = h("traceparent") {
+            st.traceparents.push(tp.to_owned());
+        }
     }
 
     let fault = sim.take_fault(endpoint);

@@ -108,9 +108,11 @@ impl Client {
             .signer
             .sign(&signing::content(&uri, &s.client_id, &request_time, &body));
         let url = format!("{}{}", s.base_url.trim_end_matches('/'), uri);
-        let sent = self
-            .http
-            .post(&url)
+        let mut request = self.http.post(&url);
+        for (k, v) in crate::telemetry::trace_headers() {
+            request = request.header(k, v);
+        }
+        let sent = request
             .timeout(timeout)
             .header("Content-Type", "application/json; charset=UTF-8")
             .header("Client-Id", &s.client_id)

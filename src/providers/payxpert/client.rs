@@ -63,6 +63,9 @@ impl Client {
         .basic_auth(&s.originator_id, Some(s.password.expose()))
         .query(query)
         .timeout(timeout);
+        let request = crate::telemetry::trace_headers()
+            .into_iter()
+            .fold(request, |r, (k, v)| r.header(k, v));
         let request = match body {
             Some(b) => request.header("Content-Type", "application/json").body(b),
             None => request,
