@@ -8,7 +8,7 @@ use tracing::Instrument;
 use super::{Shared, deadline_of, record_call, refund_to_pb, run};
 use crate::domain::{CreateRefund, RefundState};
 use crate::error::{ErrorContext, GatewayError};
-use crate::idempotency::{self, Key, Reply};
+use crate::idempotency::{self, Reply};
 use crate::pb;
 use crate::pb::refund_service_server::RefundService;
 use crate::providers::{Attempt, CallContext, call_resolving};
@@ -50,18 +50,12 @@ impl RefundService for RefundApi {
             let ctx = ctx.with_account(&account);
             record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
-            let key = Key {
-                caller,
-                method: CREATE,
-                request_id: cmd.request_id.clone(),
+            let blanked = CreateRefund {
+                request_id: String::new(),
+                ..cmd.clone()
             };
-            let fingerprint = idempotency::fingerprint(
-                &account.name,
-                &CreateRefund {
-                    request_id: String::new(),
-                    ..cmd.clone()
-                },
-            );
+            let (key, fingerprint) =
+                idempotency::keyed(caller, CREATE, &cmd.request_id, &account.name, &blanked);
             let provider = &account.provider;
             let dedup = provider.deduplicates_requests();
             let call = CallContext::new(deadline);

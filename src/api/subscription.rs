@@ -8,7 +8,7 @@ use tracing::Instrument;
 use super::{Shared, cancel_to_pb, deadline_of, record_call, run};
 use crate::domain::CancelSubscription;
 use crate::error::ErrorContext;
-use crate::idempotency::{self, Key, Reply};
+use crate::idempotency::{self, Reply};
 use crate::pb;
 use crate::pb::subscription_service_server::SubscriptionService;
 use crate::providers::{Attempt, CallContext, Resolution, call_resolving};
@@ -49,18 +49,12 @@ impl SubscriptionService for SubscriptionApi {
             let ctx = ctx.with_account(&account);
             record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
-            let key = Key {
-                caller,
-                method: CANCEL,
-                request_id: cmd.request_id.clone(),
+            let blanked = CancelSubscription {
+                request_id: String::new(),
+                ..cmd.clone()
             };
-            let fingerprint = idempotency::fingerprint(
-                &account.name,
-                &CancelSubscription {
-                    request_id: String::new(),
-                    ..cmd.clone()
-                },
-            );
+            let (key, fingerprint) =
+                idempotency::keyed(caller, CANCEL, &cmd.request_id, &account.name, &blanked);
             let provider = &account.provider;
             let call = CallContext::new(deadline);
             // A repeated cancel asks for the state the first one already reached, so the

@@ -332,6 +332,23 @@ pub fn fingerprint<T: Serialize>(account: &str, request: &T) -> String {
     hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref())
 }
 
+/// The key of a mutating call and the fingerprint of the request. `rest` is the request with its
+/// request id blanked, so that only the other fields count.
+pub fn keyed<T: Serialize>(
+    caller: String,
+    method: &'static str,
+    request_id: &str,
+    account: &str,
+    rest: &T,
+) -> (Key, String) {
+    let key = Key {
+        caller,
+        method,
+        request_id: request_id.to_owned(),
+    };
+    (key, fingerprint(account, rest))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

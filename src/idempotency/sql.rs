@@ -79,6 +79,22 @@ pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_
 
 pub const LOAD_REFUND: &str = "SELECT record FROM refunds WHERE account = $1 AND request_id = $2";
 
+/// The refund-state upsert with its parameters bound (used inside and outside transactions).
+macro_rules! save_refund_query {
+    ($f:expr, $now:expr) => {
+        sqlx::query($crate::idempotency::sql::SAVE_REFUND)
+            .bind($f.account)
+            .bind($f.request_id)
+            .bind($f.refund_id)
+            .bind($f.state)
+            .bind($f.record)
+            .bind($now)
+            .bind($f.payment_id)
+    };
+}
+
+pub(crate) use save_refund_query;
+
 /// Implements `Store` for a struct with a `pool` field of a sqlx pool type.
 macro_rules! impl_store {
     ($ty:ty, $name:literal) => {
@@ -176,14 +192,7 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                     if let Some(f) = refund {
-                        sqlx::query($crate::idempotency::sql::SAVE_REFUND)
-                            .bind(f.account)
-                            .bind(f.request_id)
-                            .bind(f.refund_id)
-                            .bind(f.state)
-                            .bind(f.record)
-                            .bind(now)
-                            .bind(f.payment_id)
+                        $crate::idempotency::sql::save_refund_query!(f, now)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -212,14 +221,7 @@ macro_rules! impl_store {
                     if r.rows_affected() == 1
                         && let Some(f) = refund
                     {
-                        sqlx::query($crate::idempotency::sql::SAVE_REFUND)
-                            .bind(f.account)
-                            .bind(f.request_id)
-                            .bind(f.refund_id)
-                            .bind(f.state)
-                            .bind(f.record)
-                            .bind(now)
-                            .bind(f.payment_id)
+                        $crate::idempotency::sql::save_refund_query!(f, now)
                             .execute(&mut *tx)
                             .await?;
                     }
@@ -322,14 +324,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::idempotency::StoreFuture<'a, ()> {
                 Box::pin(async move {
-                    sqlx::query($crate::idempotency::sql::SAVE_REFUND)
-                        .bind(f.account)
-                        .bind(f.request_id)
-                        .bind(f.refund_id)
-                        .bind(f.state)
-                        .bind(f.record)
-                        .bind(now)
-                        .bind(f.payment_id)
+                    $crate::idempotency::sql::save_refund_query!(f, now)
                         .execute(&self.pool)
                         .await?;
                     Ok(())
