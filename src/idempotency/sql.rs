@@ -79,6 +79,18 @@ pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_
 
 pub const LOAD_REFUND: &str = "SELECT record FROM refunds WHERE account = $1 AND request_id = $2";
 
+/// A statement on one key, with the key's three columns bound as `$1`-`$3`.
+macro_rules! key_query {
+    ($sql:expr, $key:expr) => {
+        sqlx::query($sql)
+            .bind(&$key.caller)
+            .bind($key.method)
+            .bind(&$key.request_id)
+    };
+}
+
+pub(crate) use key_query;
+
 /// The refund-state upsert with its parameters bound (used inside and outside transactions).
 macro_rules! save_refund_query {
     ($f:expr, $now:expr) => {
@@ -112,16 +124,14 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::idempotency::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = sqlx::query($crate::idempotency::sql::INSERT)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .bind(fingerprint)
-                        .bind(token)
-                        .bind(lease_until)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
+                    let r =
+                        $crate::idempotency::sql::key_query!($crate::idempotency::sql::INSERT, key)
+                            .bind(fingerprint)
+                            .bind(token)
+                            .bind(lease_until)
+                            .bind(now)
+                            .execute(&self.pool)
+                            .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
@@ -132,12 +142,10 @@ macro_rules! impl_store {
             ) -> $crate::idempotency::StoreFuture<'a, Option<$crate::idempotency::Row>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row = sqlx::query($crate::idempotency::sql::LOAD)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                    let row =
+                        $crate::idempotency::sql::key_query!($crate::idempotency::sql::LOAD, key)
+                            .fetch_optional(&self.pool)
+                            .await?;
                     row.map(|r| {
                         Ok($crate::idempotency::Row {
                             fingerprint: r.try_get(0)?,
@@ -158,15 +166,15 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::idempotency::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = sqlx::query($crate::idempotency::sql::TAKE_OVER)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .bind(token)
-                        .bind(lease_until)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
+                    let r = $crate::idempotency::sql::key_query!(
+                        $crate::idempotency::sql::TAKE_OVER,
+                        key
+                    )
+                    .bind(token)
+                    .bind(lease_until)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
@@ -182,15 +190,15 @@ macro_rules! impl_store {
                 Box::pin(async move {
                     // The outcome and the refund's state commit together: one durable write.
                     let mut tx = self.pool.begin().await?;
-                    let r = sqlx::query($crate::idempotency::sql::COMPLETE)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .bind(token)
-                        .bind(outcome)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    let r = $crate::idempotency::sql::key_query!(
+                        $crate::idempotency::sql::COMPLETE,
+                        key
+                    )
+                    .bind(token)
+                    .bind(outcome)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                     if let Some(f) = refund {
                         $crate::idempotency::sql::save_refund_query!(f, now)
                             .execute(&mut *tx)
@@ -210,14 +218,12 @@ macro_rules! impl_store {
             ) -> $crate::idempotency::StoreFuture<'a, bool> {
                 Box::pin(async move {
                     let mut tx = self.pool.begin().await?;
-                    let r = sqlx::query($crate::idempotency::sql::SETTLE)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .bind(outcome)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    let r =
+                        $crate::idempotency::sql::key_query!($crate::idempotency::sql::SETTLE, key)
+                            .bind(outcome)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
                     if r.rows_affected() == 1
                         && let Some(f) = refund
                     {
@@ -237,14 +243,14 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::idempotency::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = sqlx::query($crate::idempotency::sql::MARK_UNRESOLVED)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .bind(token)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
+                    let r = $crate::idempotency::sql::key_query!(
+                        $crate::idempotency::sql::MARK_UNRESOLVED,
+                        key
+                    )
+                    .bind(token)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
@@ -275,14 +281,14 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::idempotency::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = sqlx::query($crate::idempotency::sql::MARK_UNKNOWN)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .bind(token)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
+                    let r = $crate::idempotency::sql::key_query!(
+                        $crate::idempotency::sql::MARK_UNKNOWN,
+                        key
+                    )
+                    .bind(token)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
@@ -293,13 +299,11 @@ macro_rules! impl_store {
                 token: &'a str,
             ) -> $crate::idempotency::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = sqlx::query($crate::idempotency::sql::DELETE)
-                        .bind(&key.caller)
-                        .bind(key.method)
-                        .bind(&key.request_id)
-                        .bind(token)
-                        .execute(&self.pool)
-                        .await?;
+                    let r =
+                        $crate::idempotency::sql::key_query!($crate::idempotency::sql::DELETE, key)
+                            .bind(token)
+                            .execute(&self.pool)
+                            .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
