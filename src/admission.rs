@@ -2,6 +2,7 @@
 //! adaptive back-off), a cap on in-flight provider calls, and a circuit breaker that fails fast
 //! for a short cool-down when the provider keeps failing. Other accounts are unaffected.
 
+use crate::error::reason;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,7 +107,7 @@ pub fn rate_limited(l: Limited) -> ProviderError {
         quota: Some(Box::new(l.clone())),
         ..ProviderError::retryable(
             Code::ResourceExhausted,
-            "RATE_LIMITED",
+            reason::RATE_LIMITED,
             format!("rate limit of {} reached; retry after the delay", l.subject),
             l.retry_after,
         )
@@ -144,7 +145,7 @@ impl AccountGuard {
             metrics::counter!("paygate_shed_total", "reason" => "circuit_open").increment(1);
             return Err(ProviderError::retryable(
                 Code::Unavailable,
-                "CIRCUIT_OPEN",
+                reason::CIRCUIT_OPEN,
                 format!(
                     "account {} is failing fast after repeated provider failures",
                     self.account
@@ -156,7 +157,7 @@ impl AccountGuard {
             metrics::counter!("paygate_shed_total", "reason" => "account_in_flight").increment(1);
             return Err(ProviderError::retryable(
                 Code::ResourceExhausted,
-                "OVERLOADED",
+                reason::OVERLOADED,
                 format!("too many calls in flight to account {}", self.account),
                 Duration::from_millis(200),
             ));
@@ -199,7 +200,7 @@ impl AccountGuard {
                 self.backoff.succeeded();
             }
             Err(e) => match (&e.disposition, e.reason.as_str()) {
-                (_, "REQUEST_TRAFFIC_EXCEED_LIMIT" | "PROVIDER_RATE_LIMITED") => {
+                (_, "REQUEST_TRAFFIC_EXCEED_LIMIT" | reason::PROVIDER_RATE_LIMITED) => {
                     let hint = match e.disposition {
                         Disposition::Retryable { after } => Some(after),
                         _ => None,
@@ -212,7 +213,7 @@ impl AccountGuard {
                     },
                     _,
                 )
-                | (_, "PROVIDER_UNAVAILABLE") => self.breaker.failure(),
+                | (_, reason::PROVIDER_UNAVAILABLE) => self.breaker.failure(),
                 (Disposition::Unknown { deadline_cut: true }, _) => {}
                 _ => self.breaker.success(),
             },

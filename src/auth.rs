@@ -5,6 +5,7 @@
 //! (dev mode, or a mesh that authenticates), and the server warns at start. With callers
 //! authenticated but no policy configured, every authenticated caller may do everything.
 
+use crate::error::reason;
 use std::collections::HashMap;
 
 use tonic::Request;
@@ -94,13 +95,13 @@ impl Auth {
             && let Some(first) = certs.first()
         {
             return certificate_identity(first.as_ref()).ok_or(GatewayError::Unauthenticated {
-                reason: "CERTIFICATE_WITHOUT_IDENTITY",
+                reason: reason::CERTIFICATE_WITHOUT_IDENTITY,
                 message: "the client certificate names no URI SAN, DNS SAN or CN",
             });
         }
         let Some(header) = req.metadata().get("authorization") else {
             return Err(GatewayError::Unauthenticated {
-                reason: "MISSING_CREDENTIALS",
+                reason: reason::MISSING_CREDENTIALS,
                 message: "send a client certificate or an `authorization: Bearer <token>` header",
             });
         };
@@ -115,7 +116,7 @@ impl Auth {
             .filter(|t| !t.is_empty());
         let caller = token.and_then(|t| self.token_hashes.get(&hash_token(t)));
         caller.cloned().ok_or(GatewayError::Unauthenticated {
-            reason: "INVALID_TOKEN",
+            reason: reason::INVALID_TOKEN,
             message: "the bearer token is not valid",
         })
     }

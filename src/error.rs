@@ -14,6 +14,79 @@ use crate::providers::{Disposition, ProviderError};
 /// ErrorInfo domain of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "paygate";
 
+/// The ErrorInfo reasons the gateway itself gives (domain `paygate`). A provider's refusal
+/// carries the provider's code as its reason: Antom's result code as it is, PayXpert's error
+/// code as `PAYXPERT_<code>`. `proto/paygate/v1/error_reasons.md` documents every one.
+pub mod reason {
+    /// A request field breaks a rule (with BadRequest).
+    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    /// A provider call may have executed and the gateway could not learn its outcome.
+    pub const OUTCOME_UNKNOWN: &str = "OUTCOME_UNKNOWN";
+    /// The deadline ended before any provider call.
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+    /// The request_id was used before with other parameters.
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+    /// Another call with the same request_id is in progress.
+    pub const REQUEST_IN_FLIGHT: &str = "REQUEST_IN_FLIGHT";
+    /// The idempotency store cannot be reached.
+    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    /// The caller's policy forbids the method or the account.
+    pub const CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";
+    /// A gateway rate limit refused the call.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// Too many calls in flight.
+    pub const OVERLOADED: &str = "OVERLOADED";
+    /// The account's circuit breaker is open.
+    pub const CIRCUIT_OPEN: &str = "CIRCUIT_OPEN";
+    /// No refund is recorded for the request_id.
+    pub const REFUND_NOT_RECORDED: &str = "REFUND_NOT_RECORDED";
+    /// A bug or a broken set-up in the gateway.
+    pub const INTERNAL: &str = "INTERNAL";
+    /// The call carried no credentials.
+    pub const MISSING_CREDENTIALS: &str = "MISSING_CREDENTIALS";
+    /// The bearer token is unknown.
+    pub const INVALID_TOKEN: &str = "INVALID_TOKEN";
+    /// The client certificate names no identity.
+    pub const CERTIFICATE_WITHOUT_IDENTITY: &str = "CERTIFICATE_WITHOUT_IDENTITY";
+    /// The provider refused the connection; nothing was sent.
+    pub const PROVIDER_UNAVAILABLE: &str = "PROVIDER_UNAVAILABLE";
+    /// The provider answered HTTP 429.
+    pub const PROVIDER_RATE_LIMITED: &str = "PROVIDER_RATE_LIMITED";
+    /// The provider refused the gateway's credentials.
+    pub const PROVIDER_AUTH_FAILED: &str = "PROVIDER_AUTH_FAILED";
+    /// The refund's currency is not the payment's.
+    pub const CURRENCY_MISMATCH: &str = "CURRENCY_MISMATCH";
+    /// The refund_id names a transaction that is not a refund.
+    pub const NOT_A_REFUND: &str = "NOT_A_REFUND";
+    /// An operator settled the key as failed.
+    pub const SETTLED_AS_FAILED: &str = "SETTLED_AS_FAILED";
+
+    /// Every reason above.
+    pub const ALL: &[&str] = &[
+        INVALID_REQUEST,
+        OUTCOME_UNKNOWN,
+        DEADLINE_EXCEEDED,
+        IDEMPOTENCY_KEY_REUSED,
+        REQUEST_IN_FLIGHT,
+        STORE_UNAVAILABLE,
+        CALLER_NOT_ALLOWED,
+        RATE_LIMITED,
+        OVERLOADED,
+        CIRCUIT_OPEN,
+        REFUND_NOT_RECORDED,
+        INTERNAL,
+        MISSING_CREDENTIALS,
+        INVALID_TOKEN,
+        CERTIFICATE_WITHOUT_IDENTITY,
+        PROVIDER_UNAVAILABLE,
+        PROVIDER_RATE_LIMITED,
+        PROVIDER_AUTH_FAILED,
+        CURRENCY_MISMATCH,
+        NOT_A_REFUND,
+        SETTLED_AS_FAILED,
+    ];
+}
+
 /// Response metadata that marks an answer replayed from the idempotency store.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
@@ -167,7 +240,7 @@ impl From<GatewayError> for Status {
                     .collect::<Vec<_>>()
                     .join("; ");
                 let mut d = ErrorDetails::with_bad_request(violations);
-                d.set_error_info("INVALID_REQUEST", ERROR_DOMAIN, HashMap::new());
+                d.set_error_info(reason::INVALID_REQUEST, ERROR_DOMAIN, HashMap::new());
                 status(
                     Code::InvalidArgument,
                     format!("invalid request: {summary}"),
@@ -209,18 +282,18 @@ impl From<GatewayError> for Status {
             } => {
                 let (reason, message) = if outcome_unknown {
                     (
-                        "OUTCOME_UNKNOWN",
+                        reason::OUTCOME_UNKNOWN,
                         "deadline exceeded while the provider call was under way; the outcome is unknown: retry with the same request_id, which never executes twice",
                     )
                 } else {
-                    ("DEADLINE_EXCEEDED", "deadline exceeded")
+                    (reason::DEADLINE_EXCEEDED, "deadline exceeded")
                 };
                 let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(&ctx));
                 status(Code::DeadlineExceeded, message.into(), d, None)
             }
             GatewayError::KeyReused(ctx) => {
                 let d = ErrorDetails::with_error_info(
-                    "IDEMPOTENCY_KEY_REUSED",
+                    reason::IDEMPOTENCY_KEY_REUSED,
                     ERROR_DOMAIN,
                     metadata(&ctx),
                 );
@@ -233,7 +306,7 @@ impl From<GatewayError> for Status {
             }
             GatewayError::InFlight { retry_after, ctx } => {
                 let mut d = ErrorDetails::with_error_info(
-                    "REQUEST_IN_FLIGHT",
+                    reason::REQUEST_IN_FLIGHT,
                     ERROR_DOMAIN,
                     metadata(&ctx),
                 );
@@ -246,8 +319,11 @@ impl From<GatewayError> for Status {
                 )
             }
             GatewayError::OutcomeUnresolved(ctx) => {
-                let d =
-                    ErrorDetails::with_error_info("OUTCOME_UNKNOWN", ERROR_DOMAIN, metadata(&ctx));
+                let d = ErrorDetails::with_error_info(
+                    reason::OUTCOME_UNKNOWN,
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
                 status(
                     Code::FailedPrecondition,
                     "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key".into(),
@@ -257,7 +333,7 @@ impl From<GatewayError> for Status {
             }
             GatewayError::StoreUnavailable(ctx) => {
                 let mut d = ErrorDetails::with_error_info(
-                    "STORE_UNAVAILABLE",
+                    reason::STORE_UNAVAILABLE,
                     ERROR_DOMAIN,
                     metadata(&ctx),
                 );
@@ -275,7 +351,7 @@ impl From<GatewayError> for Status {
             }
             GatewayError::PermissionDenied { message, ctx } => {
                 let d = ErrorDetails::with_error_info(
-                    "CALLER_NOT_ALLOWED",
+                    reason::CALLER_NOT_ALLOWED,
                     ERROR_DOMAIN,
                     metadata(&ctx),
                 );
@@ -284,7 +360,7 @@ impl From<GatewayError> for Status {
             GatewayError::RateLimited(l, ctx) => {
                 let mut md = metadata(&ctx);
                 md.insert("limit".into(), l.subject.clone());
-                let mut d = ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, md);
+                let mut d = ErrorDetails::with_error_info(reason::RATE_LIMITED, ERROR_DOMAIN, md);
                 d.set_retry_info(Some(l.retry_after));
                 d.add_quota_failure_violation(l.subject.clone(), l.description.clone());
                 status(
@@ -296,7 +372,7 @@ impl From<GatewayError> for Status {
             }
             GatewayError::Overloaded { retry_after } => {
                 let mut d =
-                    ErrorDetails::with_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
+                    ErrorDetails::with_error_info(reason::OVERLOADED, ERROR_DOMAIN, HashMap::new());
                 d.set_retry_info(Some(retry_after));
                 status(
                     Code::ResourceExhausted,
@@ -307,7 +383,7 @@ impl From<GatewayError> for Status {
             }
             GatewayError::NotFound { message, ctx } => {
                 let d = ErrorDetails::with_error_info(
-                    "REFUND_NOT_RECORDED",
+                    reason::REFUND_NOT_RECORDED,
                     ERROR_DOMAIN,
                     metadata(&ctx),
                 );
@@ -323,7 +399,8 @@ impl From<GatewayError> for Status {
             }
             GatewayError::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");
-                let d = ErrorDetails::with_error_info("INTERNAL", ERROR_DOMAIN, HashMap::new());
+                let d =
+                    ErrorDetails::with_error_info(reason::INTERNAL, ERROR_DOMAIN, HashMap::new());
                 status(Code::Internal, "internal error".into(), d, None)
             }
         }

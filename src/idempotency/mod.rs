@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
+use crate::error::reason;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -250,7 +251,7 @@ pub fn operator_outcome(
     if failed || refund_id.is_none() {
         return Outcome::Refused(StoredRefusal {
             code: Code::FailedPrecondition as i32,
-            reason: "SETTLED_AS_FAILED".into(),
+            reason: reason::SETTLED_AS_FAILED.into(),
             message:
                 "an operator settled this refund as not executed; use a new request_id to refund"
                     .into(),
@@ -615,7 +616,7 @@ impl Idempotency {
                             after: crate::error::UNKNOWN_OUTCOME_RETRY,
                         },
                         code: Code::Unavailable,
-                        reason: "OUTCOME_UNKNOWN".into(),
+                        reason: reason::OUTCOME_UNKNOWN.into(),
                         message: format!("cannot settle an earlier attempt yet: {}", e.message),
                         ..e
                     },

@@ -1,6 +1,7 @@
 //! HTTP plumbing every provider client shares: bounded answer reading and the meaning of
 //! transport failures.
 
+use crate::error::reason;
 use std::time::Duration;
 
 use tonic::Code;
@@ -61,7 +62,7 @@ pub fn transport_error(what: &str, e: &reqwest::Error, cut_by_deadline: bool) ->
     if e.is_connect() {
         return ProviderError::retryable(
             Code::Unavailable,
-            "PROVIDER_UNAVAILABLE",
+            reason::PROVIDER_UNAVAILABLE,
             format!("cannot connect for {what}"),
             Duration::from_secs(1),
         );

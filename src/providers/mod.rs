@@ -6,6 +6,7 @@ pub mod antom;
 pub mod http;
 pub mod payxpert;
 
+use crate::error::reason;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -114,7 +115,7 @@ impl ProviderError {
                 deadline_cut: false,
             },
             code: Code::Unavailable,
-            reason: "OUTCOME_UNKNOWN".into(),
+            reason: reason::OUTCOME_UNKNOWN.into(),
             message: message.into(),
             result: result.map(Box::new),
             quota: None,
@@ -126,7 +127,7 @@ impl ProviderError {
         Self {
             disposition: Disposition::Unknown { deadline_cut: true },
             code: Code::DeadlineExceeded,
-            reason: "OUTCOME_UNKNOWN".into(),
+            reason: reason::OUTCOME_UNKNOWN.into(),
             message: message.into(),
             result: None,
             quota: None,

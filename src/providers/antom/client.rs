@@ -1,6 +1,7 @@
 //! Antom's HTTP plumbing: one pooled reqwest client, request signing, answer verification on
 //! the raw bytes, bounded answer size. Knows nothing of refunds or subscriptions.
 
+use crate::error::reason;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -134,7 +135,7 @@ impl Client {
             let after = retry_after(&resp).unwrap_or(TRAFFIC_RETRY);
             return Err(ProviderError::retryable(
                 Code::ResourceExhausted,
-                "PROVIDER_RATE_LIMITED",
+                reason::PROVIDER_RATE_LIMITED,
                 format!("antom {} answered HTTP 429", endpoint.name()),
                 after,
             ));

@@ -5,6 +5,7 @@ pub mod codes;
 pub mod signing;
 pub mod wire;
 
+use crate::error::reason;
 use serde::de::DeserializeOwned;
 
 use self::client::{Client, Endpoint, Settings};
@@ -43,7 +44,7 @@ impl Antom {
         ctx: &CallContext,
     ) -> Result<Ans, ProviderError> {
         let body = serde_json::to_vec(req)
-            .map_err(|e| ProviderError::misconfigured("INTERNAL", e.to_string()))?;
+            .map_err(|e| ProviderError::misconfigured(reason::INTERNAL, e.to_string()))?;
         let answer = self.client.post(endpoint, body, ctx).await?;
         serde_json::from_slice(&answer).map_err(|_| {
             tracing::error!(

@@ -1,6 +1,7 @@
 //! PayXpert's HTTP plumbing: one pooled reqwest client with HTTP Basic auth (originator id
 //! and password), JSON bodies, bounded answers.
 
+use crate::error::reason;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -78,14 +79,14 @@ impl Client {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 tracing::error!(what = %what, "payxpert refused the originator id or password");
                 return Err(ProviderError::misconfigured(
-                    "PROVIDER_AUTH_FAILED",
+                    reason::PROVIDER_AUTH_FAILED,
                     format!("{what}: PayXpert refused the originator credentials"),
                 ));
             }
             StatusCode::TOO_MANY_REQUESTS => {
                 return Err(ProviderError::retryable(
                     Code::ResourceExhausted,
-                    "PROVIDER_RATE_LIMITED",
+                    reason::PROVIDER_RATE_LIMITED,
                     format!("{what} answered HTTP 429"),
                     retry_after(&resp).unwrap_or(Duration::from_secs(1)),
                 ));

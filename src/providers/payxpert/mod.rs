@@ -6,6 +6,7 @@ pub mod client;
 pub mod codes;
 pub mod wire;
 
+use crate::error::reason;
 use std::time::Duration;
 
 use tonic::Code;
@@ -60,7 +61,7 @@ impl PayXpert {
                     deadline_cut: false,
                 } => ProviderError::retryable(
                     Code::Unavailable,
-                    "PROVIDER_UNAVAILABLE",
+                    reason::PROVIDER_UNAVAILABLE,
                     e.message,
                     Duration::from_secs(1),
                 ),
@@ -243,7 +244,7 @@ impl Provider for PayXpert {
                 return Err(ProviderError {
                     disposition: super::Disposition::Definitive,
                     code: Code::FailedPrecondition,
-                    reason: "CURRENCY_MISMATCH".into(),
+                    reason: reason::CURRENCY_MISMATCH.into(),
                     message: format!(
                         "payment {} is in {}, not {}",
                         req.payment_id,
@@ -311,7 +312,7 @@ impl Provider for PayXpert {
                 return Err(ProviderError {
                     disposition: super::Disposition::Definitive,
                     code: Code::NotFound,
-                    reason: "NOT_A_REFUND".into(),
+                    reason: reason::NOT_A_REFUND.into(),
                     message: format!("transaction {id} is not a refund"),
                     result: Some(Box::new(result_of(&a))),
                     quota: None,
