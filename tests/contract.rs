@@ -129,3 +129,23 @@ fn the_service_config_retries_unavailable_on_every_paygate_service() {
     assert_eq!(covered, services);
     assert!(config["retryThrottling"]["maxTokens"].as_u64().unwrap() > 0);
 }
+
+/// The README's first code block in `lang` after `marker`.
+fn readme_block(marker: &str, lang: &str) -> String {
+    let readme = include_str!("../README.md");
+    let from = readme.find(marker).expect(marker);
+    let fence = format!("```{lang}\n");
+    let start = from + readme[from..].find(&fence).unwrap() + fence.len();
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_owned()
+}
+
+#[test]
+fn the_readme_examples_are_the_example_files() {
+    let python = readme_block("## Calling it from Python and Node.js", "python");
+    assert_eq!(python, include_str!("../examples/python/quickstart.py"));
+    assert!(python.lines().count() <= 10, "{python}");
+    let node = readme_block("## Calling it from Python and Node.js", "js");
+    assert_eq!(node, include_str!("../examples/node/quickstart.js"));
+    assert!(node.lines().count() <= 10, "{node}");
+}
