@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "paygate/v1/common.proto",
         "paygate/v1/refund_service.proto",
         "paygate/v1/subscription_service.proto",
+        "paygate/v1/event_service.proto",
     ])?;
     std::fs::write(
         out.join("paygate_descriptor.bin"),

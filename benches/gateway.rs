@@ -113,6 +113,7 @@ async fn gateway(keys: &Keys, sim_url: &str, store: &str) -> Gateway {
         .arg(&config)
         .arg("serve")
         .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PAYGATE_NOTIFY_ADDR", "off")
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

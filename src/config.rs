@@ -73,6 +73,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     store_url: Option<String>,
     metrics_addr: Option<String>,
+    notify_addr: Option<String>,
     idempotency_retention_hours: Option<u64>,
     max_in_flight_requests: Option<usize>,
     max_queue_ms: Option<u64>,
@@ -177,6 +178,9 @@ pub struct Config {
     pub store_url: String,
     /// Where `/metrics` is served; `None` = off.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where provider notifications are received (`PAYGATE_NOTIFY_ADDR`, default
+    /// `0.0.0.0:8081`; `off` turns the listener off).
+    pub notify_addr: Option<SocketAddr>,
     /// TLS on the gRPC port.
     pub tls: Option<TlsFiles>,
     /// Caller authentication and policies.
@@ -199,6 +203,8 @@ pub struct Config {
 pub const DEFAULT_STORE_URL: &str = "sqlite://./data/paygate.db";
 
 /// Default gRPC listen address.
+/// The notification listener's default address.
+pub const DEFAULT_NOTIFY_ADDR: &str = "0.0.0.0:8081";
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
 
 impl Config {
@@ -446,9 +452,23 @@ impl Config {
             ),
             None => None,
         };
+        let notify_addr = match env("PAYGATE_NOTIFY_ADDR")
+            .map(|v| ("PAYGATE_NOTIFY_ADDR", v))
+            .or_else(|| file.notify_addr.map(|v| ("notify_addr", v)))
+            .unwrap_or(("notify_addr", DEFAULT_NOTIFY_ADDR.into()))
+        {
+            (_, v) if v == "off" => None,
+            (setting, v) => Some(v.parse().map_err(|_| {
+                err(
+                    setting,
+                    format!("{v:?} is not a host:port address (or off)"),
+                )
+            })?),
+        };
         Ok(Config {
             listen_addr,
             metrics_addr,
+            notify_addr,
             tls,
             auth,
             max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),

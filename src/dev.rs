@@ -11,7 +11,7 @@ use crate::providers::antom::signing::{Signer, Verifier};
 use crate::providers::payxpert::client::Settings as PayXpertSettings;
 use crate::secret::Secret;
 use crate::sim::SimServer;
-use crate::sim::antom::AntomSim;
+use crate::sim::antom::{ANTOM_RESEND_SCHEDULE, AntomSim, NotifyTarget};
 use crate::sim::payxpert::PayXpertSim;
 
 /// The simulator's merchant client id in dev mode (a sandbox id, so sandbox paths are used).
@@ -161,6 +161,14 @@ pub async fn start(
         store_url: format!("sqlite://{}", data_dir.join("paygate.db").display()),
         tls: None,
         metrics_addr: None,
+        // Loopback, on a free port unless PAYGATE_NOTIFY_ADDR names one; the Antom simulator
+        // is pointed at it once it is bound.
+        notify_addr: Some(
+            std::env::var("PAYGATE_NOTIFY_ADDR")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(loopback),
+        ),
         auth: crate::auth::Auth::default(),
         max_in_flight_requests: 1024,
         max_queue: Duration::from_millis(250),
@@ -195,11 +203,29 @@ fn hex_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Points the Antom simulator's notifications at the gateway's listener, with Antom's
+/// resends, and settles its PROCESSING refunds after a few seconds.
+pub fn connect_notifications(sims: &DevSims, notify: SocketAddr) {
+    sims.antom.sim.notify_to(NotifyTarget {
+        base_url: format!("http://{notify}/notify/antom"),
+        resend: ANTOM_RESEND_SCHEDULE.to_vec(),
+        auto_settle: Some(DEV_SETTLE_AFTER),
+    });
+}
+
+/// How long dev-mode refunds of `PAY_DEMO_ASYNC` stay PROCESSING.
+pub const DEV_SETTLE_AFTER: Duration = Duration::from_secs(5);
+
 /// The banner dev mode prints: where things are and a call that works.
-pub fn banner(addr: SocketAddr, sims: &DevSims) -> String {
+pub fn banner(addr: SocketAddr, notify: Option<SocketAddr>, sims: &DevSims) -> String {
+    let notify = notify.map_or_else(
+        || "off".to_owned(),
+        |a| format!("http://{a}/notify/antom/{{refund,subscription,payment}}"),
+    );
     format!(
         r#"paygate dev mode
   gRPC gateway     {addr} (plaintext; reflection and grpc.health.v1 enabled)
+  notifications    {notify} (the Antom simulator sends here)
   Antom simulator     {sim_url}  (account "antom", the default; client id {DEV_CLIENT_ID})
   PayXpert simulator  {px_url}  (account "payxpert")
   demo data   Antom: payment PAY_DEMO_0001 (USD 100.00), payment PAY_DEMO_ASYNC (EUR 50.00, refunds stay PROCESSING),
@@ -212,6 +238,8 @@ Try it:
   grpcurl -plaintext -d '{{"request_id":"demo-cancel-1","subscription_id":"SUB_DEMO_0001","cancellation_type":"CANCELLATION_TYPE_CANCEL"}}' {addr} paygate.v1.SubscriptionService/Cancel
   grpcurl -plaintext -d '{{"account":"payxpert","request_id":"demo-px-refund-1","payment_id":"1000002","amount":{{"currency":"EUR","value":"700"}}}}' {addr} paygate.v1.RefundService/Create
   grpcurl -plaintext -d '{{"account":"payxpert","request_id":"demo-px-cancel-1","subscription_id":"2000001","cancellation_type":"CANCELLATION_TYPE_CANCEL","cancel_reason":1016}}' {addr} paygate.v1.SubscriptionService/Cancel
+  grpcurl -plaintext -d '{{"subscription_id":"SUB_DEMO_0001"}}' {addr} paygate.v1.SubscriptionService/Get
+  grpcurl -plaintext -d '{{}}' {addr} paygate.v1.EventService/Watch
 "#,
         sim_url = sims.antom.base_url(),
         px_url = sims.payxpert.base_url(),

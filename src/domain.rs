@@ -150,3 +150,105 @@ pub struct ProviderResult {
     /// Provider message.
     pub message: String,
 }
+
+/// What the gateway knows of a subscription: Cancel answers and provider notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SubscriptionRecord {
+    /// The provider's subscription id.
+    pub subscription_id: String,
+    /// The merchant's subscription id, when known.
+    #[serde(default)]
+    pub subscription_request_id: Option<String>,
+    /// Where its cancellation stands; `None` when no cancellation is known.
+    #[serde(default)]
+    pub cancellation: Option<CancellationStatus>,
+    /// How it was cancelled, when known.
+    #[serde(default)]
+    pub cancellation_type: Option<CancellationType>,
+    /// Its state as the provider last reported it.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The provider's last notification type for it.
+    #[serde(default)]
+    pub last_notification_type: Option<String>,
+    /// When it ends or ended, if the provider said.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub end_time: Option<OffsetDateTime>,
+}
+
+impl SubscriptionRecord {
+    /// This record with what `newer` adds; a confirmed cancellation is never downgraded.
+    pub fn merged(&self, newer: &SubscriptionRecord) -> SubscriptionRecord {
+        let cancellation = match (self.cancellation, newer.cancellation) {
+            (Some(CancellationStatus::Confirmed), _) => Some(CancellationStatus::Confirmed),
+            (old, None) => old,
+            (_, new) => new,
+        };
+        SubscriptionRecord {
+            subscription_id: newer.subscription_id.clone(),
+            subscription_request_id: newer
+                .subscription_request_id
+                .clone()
+                .or_else(|| self.subscription_request_id.clone()),
+            cancellation,
+            cancellation_type: newer.cancellation_type.or(self.cancellation_type),
+            state: newer.state.clone().or_else(|| self.state.clone()),
+            last_notification_type: newer
+                .last_notification_type
+                .clone()
+                .or_else(|| self.last_notification_type.clone()),
+            end_time: newer.end_time.or(self.end_time),
+        }
+    }
+}
+
+/// A subscription period's charge, as a provider reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionPayment {
+    /// The provider's subscription id.
+    pub subscription_id: String,
+    /// The merchant's subscription id.
+    pub subscription_request_id: Option<String>,
+    /// The period's payment id.
+    pub payment_id: String,
+    /// The amount charged.
+    pub amount: Option<Money>,
+    /// Whether the charge succeeded.
+    pub succeeded: bool,
+    /// The period's number.
+    pub phase: Option<String>,
+    /// The period's start.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub period_start: Option<OffsetDateTime>,
+    /// The period's end.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub period_end: Option<OffsetDateTime>,
+    /// When it was paid.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub payment_time: Option<OffsetDateTime>,
+    /// The provider's raw result.
+    pub result: ProviderResult,
+}
+
+/// What a verified provider notification reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notice {
+    /// A refund reached a final state.
+    Refund(RefundRecord),
+    /// A subscription changed.
+    Subscription(SubscriptionRecord),
+    /// A subscription period was charged.
+    SubscriptionPayment(SubscriptionPayment),
+}
+
+/// A verified provider notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Identifies what it reports within its account, the same for every delivery of it
+    /// (e.g. `refund/<refund id>/SUCCESS`).
+    pub event_id: String,
+    /// The provider's name for the notification (REFUND_RESULT, CANCEL, PAYMENT_RESULT...).
+    pub provider_event_type: String,
+    /// What it reports.
+    pub notice: Notice,
+}

@@ -60,6 +60,12 @@ pub mod reason {
     pub const NOT_A_REFUND: &str = "NOT_A_REFUND";
     /// An operator settled the key as failed.
     pub const SETTLED_AS_FAILED: &str = "SETTLED_AS_FAILED";
+    /// The gateway knows nothing of the subscription.
+    pub const SUBSCRIPTION_NOT_RECORDED: &str = "SUBSCRIPTION_NOT_RECORDED";
+    /// Events after the cursor were purged by retention.
+    pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+    /// The gateway is shutting down; reconnect (to another replica).
+    pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -84,6 +90,9 @@ pub mod reason {
         CURRENCY_MISMATCH,
         NOT_A_REFUND,
         SETTLED_AS_FAILED,
+        SUBSCRIPTION_NOT_RECORDED,
+        CURSOR_EXPIRED,
+        SHUTTING_DOWN,
     ];
 }
 
@@ -176,11 +185,20 @@ pub enum GatewayError {
     },
     /// Nothing is known of what the request names.
     NotFound {
+        /// ErrorInfo reason.
+        reason: &'static str,
         /// What was not found.
         message: String,
         /// What the call was about.
         ctx: ErrorContext,
     },
+    /// The events after a Watch cursor were purged.
+    CursorExpired {
+        /// The oldest cursor that can still be resumed from.
+        oldest: i64,
+    },
+    /// The gateway is shutting down; a stream ends with this.
+    ShuttingDown,
     /// A stored final error, replayed.
     Replayed(Box<GatewayError>),
     /// A bug or an impossible state in the gateway itself.
@@ -381,13 +399,41 @@ impl From<GatewayError> for Status {
                     Some(retry_after),
                 )
             }
-            GatewayError::NotFound { message, ctx } => {
-                let d = ErrorDetails::with_error_info(
-                    reason::REFUND_NOT_RECORDED,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
+            GatewayError::NotFound {
+                reason,
+                message,
+                ctx,
+            } => {
+                let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(&ctx));
                 status(Code::NotFound, message, d, None)
+            }
+            GatewayError::CursorExpired { oldest } => {
+                let mut md = HashMap::new();
+                md.insert("oldestCursor".into(), oldest.to_string());
+                let d = ErrorDetails::with_error_info(reason::CURSOR_EXPIRED, ERROR_DOMAIN, md);
+                status(
+                    Code::OutOfRange,
+                    format!(
+                        "events after this cursor were purged by retention; resume from cursor {oldest} or from the start (empty cursor), and reconcile what may be missing"
+                    ),
+                    d,
+                    None,
+                )
+            }
+            GatewayError::ShuttingDown => {
+                let mut d = ErrorDetails::with_error_info(
+                    reason::SHUTTING_DOWN,
+                    ERROR_DOMAIN,
+                    HashMap::new(),
+                );
+                d.set_retry_info(Some(Duration::from_secs(1)));
+                status(
+                    Code::Unavailable,
+                    "the gateway is shutting down; reconnect and resume from your last cursor"
+                        .into(),
+                    d,
+                    Some(Duration::from_secs(1)),
+                )
             }
             GatewayError::Replayed(inner) => {
                 let mut s = Status::from(*inner);

@@ -181,7 +181,11 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             })?;
             let listener = bind(listen).await?;
             let addr = listener.local_addr().unwrap_or(listen);
-            println!("{}", dev::banner(addr, &sims));
+            let notify = gateway.notify.as_ref().and_then(|l| l.local_addr().ok());
+            if let Some(n) = notify {
+                dev::connect_notifications(&sims, n);
+            }
+            println!("{}", dev::banner(addr, notify, &sims));
             let served = server::serve(gateway, listener, shutdown_signal()).await;
             sims.stop().await;
             served.map_err(|e| {

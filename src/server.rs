@@ -14,12 +14,14 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::accounts::{Account, Accounts};
 use crate::admission::AccountGuard;
+use crate::api::event::EventApi;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
 use crate::api::{ApiSettings, Shared};
 use crate::config::{Config, ConfigError, ProviderConfig};
 use crate::idempotency::{self, Idempotency};
 use crate::pb;
+use crate::pb::event_service_server::EventServiceServer;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::providers::Provider;
@@ -39,6 +41,8 @@ pub struct Gateway {
     pub shutdown_grace: Duration,
     /// TLS (and mutual TLS) on the gRPC port.
     pub tls: Option<ServerTlsConfig>,
+    /// Where provider notifications are received, if anywhere.
+    pub notify: Option<TcpListener>,
 }
 
 impl Gateway {
@@ -91,10 +95,18 @@ impl Gateway {
                 max_queue: config.max_queue,
             },
         );
+        let notify = match config.notify_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| ConfigError {
+                setting: "PAYGATE_NOTIFY_ADDR".into(),
+                problem: format!("cannot listen for notifications on {addr}: {e}"),
+            })?),
+            None => None,
+        };
         Ok(Self {
             shared: Arc::new(shared),
             shutdown_grace: config.shutdown_grace,
             tls,
+            notify,
         })
     }
 }
@@ -113,6 +125,9 @@ pub async fn serve(
     health_reporter
         .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
         .await;
+    health_reporter
+        .set_serving::<EventServiceServer<EventApi>>()
+        .await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -130,19 +145,38 @@ pub async fn serve(
     }
     let refunds = RefundApi::new(gateway.shared.clone());
     let subscriptions = SubscriptionApi::new(gateway.shared.clone());
+    let events = EventApi::new(gateway.shared.clone());
+    let notify = gateway.notify.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "receiving provider notifications");
+        }
+        let shared = gateway.shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::notify::serve(shared, listener).await {
+                tracing::error!(error = %e, "the notification listener stopped");
+            }
+        })
+    });
     let purge = tokio::spawn(gateway.shared.idempotency.clone().purge_loop(PURGE_EVERY));
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal = {
         let health = health_reporter.clone();
+        let stopping = gateway.shared.stopping.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: no new calls, draining in-flight calls");
+            // Event streams end (UNAVAILABLE, resume elsewhere); the notification listener
+            // stops taking notifications, which providers send again later.
+            stopping.send_replace(true);
             health
                 .set_not_serving::<RefundServiceServer<RefundApi>>()
                 .await;
             health
                 .set_not_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+                .await;
+            health
+                .set_not_serving::<EventServiceServer<EventApi>>()
                 .await;
             let _ = draining_tx.send(());
         }
@@ -158,10 +192,12 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(RefundServiceServer::new(refunds))
         .add_service(SubscriptionServiceServer::new(subscriptions))
+        .add_service(EventServiceServer::new(events))
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
     let grace = gateway.shutdown_grace;
     let _stop_purge = AbortOnDrop(purge);
+    let _stop_notify = notify.map(AbortOnDrop);
     tokio::select! {
         r = &mut server => Ok(r?),
         _ = async {

@@ -266,3 +266,64 @@ pub fn cancel_subscription(
         Err(v.into_error())
     }
 }
+
+/// Validates a subscription read: the account and one of the two ids.
+pub fn get_subscription(
+    req: &pb::GetSubscriptionRequest,
+    accounts: &Accounts,
+) -> Result<Arc<Account>, GatewayError> {
+    let mut v = Violations::default();
+    let acct = account(&mut v, accounts, &req.account);
+    identifier(&mut v, "subscription_id", &req.subscription_id, false);
+    identifier(
+        &mut v,
+        "subscription_request_id",
+        &req.subscription_request_id,
+        false,
+    );
+    if req.subscription_id.is_empty() && req.subscription_request_id.is_empty() {
+        v.add(
+            "subscription_id",
+            "give subscription_id or subscription_request_id",
+        );
+    }
+    match acct {
+        Some(acct) if v.is_empty() => Ok(acct),
+        _ => Err(v.into_error()),
+    }
+}
+
+/// Validates a Watch: the cursor (empty = 0, from the start) and the named accounts.
+pub fn watch_events(
+    req: &pb::WatchEventsRequest,
+    accounts: &Accounts,
+) -> Result<(i64, Vec<String>), GatewayError> {
+    let mut v = Violations::default();
+    let cursor = if req.after_cursor.is_empty() {
+        0
+    } else {
+        match req.after_cursor.parse::<i64>() {
+            Ok(c) if c >= 0 && req.after_cursor.bytes().all(|b| b.is_ascii_digit()) => c,
+            _ => {
+                v.add(
+                    "after_cursor",
+                    "not a cursor: pass the cursor of an event exactly as received, or nothing",
+                );
+                0
+            }
+        }
+    };
+    for (i, name) in req.accounts.iter().enumerate() {
+        if name.is_empty() || accounts.resolve(name).is_none() {
+            v.add(
+                &format!("accounts[{i}]"),
+                format!("unknown account {name:?}"),
+            );
+        }
+    }
+    if v.is_empty() {
+        Ok((cursor, req.accounts.clone()))
+    } else {
+        Err(v.into_error())
+    }
+}

@@ -1,6 +1,7 @@
 //! The gRPC services: thin methods that validate, resolve the account, call the provider and
 //! convert the outcome. Shared here: deadlines and domain -> protobuf conversion.
 
+pub mod event;
 pub mod refund;
 pub mod subscription;
 
@@ -64,6 +65,10 @@ pub struct Shared {
     pub callers: CallerLimits,
     /// Settings.
     pub settings: ApiSettings,
+    /// Provider events and subscription states.
+    pub events: crate::events::Events,
+    /// Turns true when shutdown starts; long-lived streams end on it.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -79,6 +84,8 @@ impl Shared {
         let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
         Self {
             accounts,
+            events: crate::events::Events::new(idempotency.clone()),
+            stopping: tokio::sync::watch::Sender::new(false),
             idempotency,
             auth,
             callers,
@@ -274,6 +281,77 @@ pub fn cancel_to_pb(
         subscription_state: out.subscription_state.clone().unwrap_or_default(),
         cancel_time: out.cancel_time.map(timestamp),
         cancel_reason: out.cancel_reason.map_or(0, i32::from),
+    }
+}
+
+/// Domain subscription state -> `Subscription`.
+pub fn subscription_to_pb(
+    account: &str,
+    r: &crate::domain::SubscriptionRecord,
+    updated_ms: i64,
+) -> pb::Subscription {
+    pb::Subscription {
+        account: account.to_owned(),
+        subscription_id: r.subscription_id.clone(),
+        subscription_request_id: r.subscription_request_id.clone().unwrap_or_default(),
+        cancellation_status: match r.cancellation {
+            None => pb::CancellationStatus::Unspecified,
+            Some(CancellationStatus::Accepted) => pb::CancellationStatus::Accepted,
+            Some(CancellationStatus::Confirmed) => pb::CancellationStatus::Confirmed,
+        } as i32,
+        cancellation_type: match r.cancellation_type {
+            None => pb::CancellationType::Unspecified,
+            Some(CancellationType::Cancel) => pb::CancellationType::Cancel,
+            Some(CancellationType::Terminate) => pb::CancellationType::Terminate,
+        } as i32,
+        subscription_state: r.state.clone().unwrap_or_default(),
+        last_notification_type: r.last_notification_type.clone().unwrap_or_default(),
+        end_time: r.end_time.map(timestamp),
+        update_time: Some(timestamp_ms(updated_ms)),
+    }
+}
+
+/// A stored event -> `Event`.
+pub fn event_to_pb(e: &crate::events::Event) -> pb::Event {
+    use crate::domain::Notice;
+    use pb::event::Payload;
+    let payload = match &e.notice {
+        Notice::Refund(r) => Payload::Refund(refund_to_pb(r)),
+        Notice::Subscription(s) => {
+            Payload::Subscription(subscription_to_pb(&e.account, s, e.received_at))
+        }
+        Notice::SubscriptionPayment(p) => Payload::SubscriptionPayment(pb::SubscriptionPayment {
+            subscription_id: p.subscription_id.clone(),
+            subscription_request_id: p.subscription_request_id.clone().unwrap_or_default(),
+            payment_id: p.payment_id.clone(),
+            amount: p.amount.as_ref().map(money),
+            status: if p.succeeded {
+                pb::SubscriptionPaymentStatus::Succeeded
+            } else {
+                pb::SubscriptionPaymentStatus::Failed
+            } as i32,
+            phase: p.phase.clone().unwrap_or_default(),
+            period_start_time: p.period_start.map(timestamp),
+            period_end_time: p.period_end.map(timestamp),
+            payment_time: p.payment_time.map(timestamp),
+            provider_result: Some(provider_result(&p.result)),
+        }),
+    };
+    pb::Event {
+        cursor: e.seq.to_string(),
+        event_id: e.event_id.clone(),
+        account: e.account.clone(),
+        provider: e.provider.clone(),
+        provider_event_type: e.kind.clone(),
+        receive_time: Some(timestamp_ms(e.received_at)),
+        payload: Some(payload),
+    }
+}
+
+fn timestamp_ms(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
 

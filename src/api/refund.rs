@@ -144,6 +144,7 @@ impl RefundService for RefundApi {
                 query.refund_id = known.and_then(|r| r.refund_id);
                 if query.refund_id.is_none() {
                     return Err(GatewayError::NotFound {
+                        reason: crate::error::reason::REFUND_NOT_RECORDED,
                         message: format!(
                             "no refund with request_id {request_id:?} is recorded for account {:?}; give refund_id",
                             account.name

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::{Shared, cancel_to_pb, deadline_of, record_call, run};
-use crate::domain::CancelSubscription;
-use crate::error::ErrorContext;
+use super::{Shared, cancel_to_pb, deadline_of, record_call, run, subscription_to_pb};
+use crate::domain::{CancelSubscription, SubscriptionRecord};
+use crate::error::{ErrorContext, GatewayError, reason};
 use crate::idempotency::{self, Reply};
 use crate::pb;
 use crate::pb::subscription_service_server::SubscriptionService;
@@ -29,6 +29,7 @@ impl SubscriptionApi {
 }
 
 const CANCEL: &str = "SubscriptionService.Cancel";
+const GET: &str = "SubscriptionService.Get";
 
 #[tonic::async_trait]
 impl SubscriptionService for SubscriptionApi {
@@ -88,10 +89,72 @@ impl SubscriptionService for SubscriptionApi {
                     },
                 )
                 .await?;
+            if !reply.replayed
+                && let Some(subscription_id) = &cmd.subscription_id
+            {
+                let known = SubscriptionRecord {
+                    subscription_id: subscription_id.clone(),
+                    subscription_request_id: cmd.subscription_request_id.clone(),
+                    cancellation: Some(reply.value.status),
+                    cancellation_type: Some(cmd.cancellation_type),
+                    state: reply.value.subscription_state.clone(),
+                    last_notification_type: None,
+                    end_time: reply.value.cancel_time,
+                };
+                s.events.record_cancel(&account.name, &known).await;
+            }
             Ok(Reply {
                 value: cancel_to_pb(&cmd, &reply.value),
                 replayed: reply.replayed,
             })
+        })
+        .instrument(span)
+        .await
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let s = &self.shared;
+        let deadline = deadline_of(&request, &s.settings);
+        let caller = s.auth.authenticate(&request);
+        let span = telemetry::rpc_span(GET, request.metadata());
+        let req = request.into_inner();
+        let ctx = ErrorContext::default();
+        run(GET, deadline, ctx.clone(), false, async {
+            let caller = caller?;
+            let _admitted = s.admit(&caller, GET, deadline, &ctx).await?;
+            let account = validate::get_subscription(&req, &s.accounts)?;
+            let ctx = ctx.with_account(&account);
+            s.auth.authorize_account(&caller, &account.name, &ctx)?;
+            let found = s
+                .events
+                .subscription(
+                    &account.name,
+                    &req.subscription_id,
+                    &req.subscription_request_id,
+                )
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot read a subscription's state");
+                    GatewayError::StoreUnavailable(ctx.clone())
+                })?;
+            let Some((record, updated)) = found else {
+                return Err(GatewayError::NotFound {
+                    reason: reason::SUBSCRIPTION_NOT_RECORDED,
+                    message: format!(
+                        "the gateway has recorded nothing about this subscription on account {:?}: no Cancel through the gateway and no notification",
+                        account.name
+                    ),
+                    ctx,
+                });
+            };
+            Ok(Reply::fresh(subscription_to_pb(
+                &account.name,
+                &record,
+                updated,
+            )))
         })
         .instrument(span)
         .await

@@ -135,6 +135,89 @@ pub trait Store: Send + Sync + 'static {
         account: &'a str,
         request_id: &'a str,
     ) -> StoreFuture<'a, Option<String>>;
+    /// Stores a provider notification as the next event, unless one with its `event_id` is
+    /// stored already, and applies its effect in the same transaction. Returns the event's
+    /// sequence number, or `None` for a duplicate (nothing changed).
+    fn record_event<'a>(
+        &'a self,
+        event: EventRow<'a>,
+        effect: EventEffect<'a>,
+        now: i64,
+    ) -> StoreFuture<'a, Option<i64>>;
+    /// Up to `limit` events after sequence number `after`, oldest first.
+    fn events_after(&self, after: i64, limit: i64) -> StoreFuture<'_, Vec<StoredEvent>>;
+    /// The highest sequence number purged so far (0 = none).
+    fn events_purged_through(&self) -> StoreFuture<'_, i64>;
+    /// Records the latest state of a subscription.
+    fn save_subscription<'a>(&'a self, s: SubscriptionRow<'a>, now: i64) -> StoreFuture<'a, ()>;
+    /// The latest recorded state of a subscription (JSON of `SubscriptionRecord`, and when it
+    /// was written), by subscription id or, when that is empty, by the merchant's id.
+    fn load_subscription<'a>(
+        &'a self,
+        account: &'a str,
+        subscription_id: &'a str,
+        subscription_request_id: &'a str,
+    ) -> StoreFuture<'a, Option<(String, i64)>>;
+}
+
+/// A provider notification to store as an event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRow<'a> {
+    /// Identifies what it reports; unique.
+    pub event_id: &'a str,
+    /// Provider account.
+    pub account: &'a str,
+    /// Provider name.
+    pub provider: &'a str,
+    /// The provider's notification type.
+    pub kind: &'a str,
+    /// JSON of the `Notice`.
+    pub payload: &'a str,
+}
+
+/// What storing an event changes besides the event itself.
+#[derive(Debug, Clone, Copy)]
+pub enum EventEffect<'a> {
+    /// Nothing.
+    None,
+    /// A refund's recorded state.
+    Refund(RefundRow<'a>),
+    /// A subscription's recorded state.
+    Subscription(SubscriptionRow<'a>),
+}
+
+/// A subscription's state as recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionRow<'a> {
+    /// Provider account.
+    pub account: &'a str,
+    /// The provider's subscription id.
+    pub subscription_id: &'a str,
+    /// The merchant's subscription id.
+    pub subscription_request_id: Option<&'a str>,
+    /// `None`, `Accepted` or `Confirmed`.
+    pub cancellation: &'a str,
+    /// JSON of the `SubscriptionRecord`.
+    pub record: &'a str,
+}
+
+/// An event as read back.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its position; later events have greater numbers.
+    pub seq: i64,
+    /// Identifies what it reports.
+    pub event_id: String,
+    /// Provider account.
+    pub account: String,
+    /// Provider name.
+    pub provider: String,
+    /// The provider's notification type.
+    pub kind: String,
+    /// JSON of the `Notice`.
+    pub payload: String,
+    /// When it was stored (Unix ms).
+    pub received_at: i64,
 }
 
 /// A refund's state as recorded next to a completed key.
@@ -362,11 +445,11 @@ fn token() -> String {
     hex(&b)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn state_name(s: RefundState) -> &'static str {
+pub(crate) fn state_name(s: RefundState) -> &'static str {
     match s {
         RefundState::Succeeded => "Succeeded",
         RefundState::Processing => "Processing",

@@ -22,6 +22,13 @@ pub fn migrator() -> Migrator {
             include_str!("migrations/0002_refund_payment.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "events and subscriptions".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0003_events.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -79,6 +86,41 @@ pub const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_
 
 pub const LOAD_REFUND: &str = "SELECT record FROM refunds WHERE account = $1 AND request_id = $2";
 
+/// Takes the next event number; the row lock it holds until commit orders the writers.
+pub const NEXT_EVENT_SEQ: &str =
+    "UPDATE event_counter SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq";
+
+pub const INSERT_EVENT: &str = "INSERT INTO events \
+     (seq, event_id, account, provider, kind, payload, received_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
+
+pub const EVENTS_AFTER: &str = "SELECT seq, event_id, account, provider, kind, payload, received_at \
+     FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+pub const PURGED_THROUGH: &str = "SELECT purged_through FROM event_counter WHERE id = 1";
+
+/// Moves the purge mark to the newest event received before the cutoff.
+pub const MARK_EVENTS_PURGED: &str = "UPDATE event_counter SET purged_through = \
+     COALESCE((SELECT MAX(seq) FROM events WHERE received_at < $1), purged_through) WHERE id = 1";
+
+pub const PURGE_EVENTS: &str =
+    "DELETE FROM events WHERE seq <= (SELECT purged_through FROM event_counter WHERE id = 1)";
+
+/// Records a subscription's state; a confirmed cancellation is never replaced by one that is
+/// not.
+pub const SAVE_SUBSCRIPTION: &str = "INSERT INTO subscriptions \
+     (account, subscription_id, subscription_request_id, cancellation, record, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (account, subscription_id) DO UPDATE SET \
+       subscription_request_id = COALESCE(excluded.subscription_request_id, subscriptions.subscription_request_id), \
+       cancellation = excluded.cancellation, record = excluded.record, updated_at = excluded.updated_at \
+     WHERE subscriptions.cancellation <> 'Confirmed' OR excluded.cancellation = 'Confirmed'";
+
+/// By subscription id, or, when that is empty, by the merchant's subscription id.
+pub const LOAD_SUBSCRIPTION: &str = "SELECT record, updated_at FROM subscriptions \
+     WHERE account = $1 AND ((subscription_id = $2) OR ($2 = '' AND subscription_request_id = $3)) \
+     ORDER BY updated_at DESC LIMIT 1";
+
 /// A statement on one key, with the key's three columns bound as `$1`-`$3`.
 macro_rules! key_query {
     ($sql:expr, $key:expr) => {
@@ -106,6 +148,21 @@ macro_rules! save_refund_query {
 }
 
 pub(crate) use save_refund_query;
+
+/// The subscription-state upsert with its parameters bound.
+macro_rules! save_subscription_query {
+    ($s:expr, $now:expr) => {
+        sqlx::query($crate::idempotency::sql::SAVE_SUBSCRIPTION)
+            .bind($s.account)
+            .bind($s.subscription_id)
+            .bind($s.subscription_request_id)
+            .bind($s.cancellation)
+            .bind($s.record)
+            .bind($now)
+    };
+}
+
+pub(crate) use save_subscription_query;
 
 /// Implements `Store` for a struct with a `pool` field of a sqlx pool type.
 macro_rules! impl_store {
@@ -318,7 +375,14 @@ macro_rules! impl_store {
                         .bind(cutoff)
                         .execute(&self.pool)
                         .await?;
-                    Ok(keys.rows_affected() + refunds.rows_affected())
+                    sqlx::query($crate::idempotency::sql::MARK_EVENTS_PURGED)
+                        .bind(cutoff)
+                        .execute(&self.pool)
+                        .await?;
+                    let events = sqlx::query($crate::idempotency::sql::PURGE_EVENTS)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(keys.rows_affected() + refunds.rows_affected() + events.rows_affected())
                 })
             }
 
@@ -348,6 +412,120 @@ macro_rules! impl_store {
                         .fetch_optional(&self.pool)
                         .await?;
                     row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
+                })
+            }
+
+            fn record_event<'a>(
+                &'a self,
+                e: $crate::idempotency::EventRow<'a>,
+                effect: $crate::idempotency::EventEffect<'a>,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, Option<i64>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let mut tx = self.pool.begin().await?;
+                    let seq: i64 = sqlx::query($crate::idempotency::sql::NEXT_EVENT_SEQ)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get(0)?;
+                    let r = sqlx::query($crate::idempotency::sql::INSERT_EVENT)
+                        .bind(seq)
+                        .bind(e.event_id)
+                        .bind(e.account)
+                        .bind(e.provider)
+                        .bind(e.kind)
+                        .bind(e.payload)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    match effect {
+                        $crate::idempotency::EventEffect::Refund(f) => {
+                            $crate::idempotency::sql::save_refund_query!(f, now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        $crate::idempotency::EventEffect::Subscription(s) => {
+                            $crate::idempotency::sql::save_subscription_query!(s, now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        $crate::idempotency::EventEffect::None => {}
+                    }
+                    tx.commit().await?;
+                    Ok(Some(seq))
+                })
+            }
+
+            fn events_after(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> $crate::idempotency::StoreFuture<'_, Vec<$crate::idempotency::StoredEvent>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let rows = sqlx::query($crate::idempotency::sql::EVENTS_AFTER)
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok($crate::idempotency::StoredEvent {
+                                seq: r.try_get(0)?,
+                                event_id: r.try_get(1)?,
+                                account: r.try_get(2)?,
+                                provider: r.try_get(3)?,
+                                kind: r.try_get(4)?,
+                                payload: r.try_get(5)?,
+                                received_at: r.try_get(6)?,
+                            })
+                        })
+                        .collect()
+                })
+            }
+
+            fn events_purged_through(&self) -> $crate::idempotency::StoreFuture<'_, i64> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    sqlx::query($crate::idempotency::sql::PURGED_THROUGH)
+                        .fetch_one(&self.pool)
+                        .await?
+                        .try_get(0)
+                })
+            }
+
+            fn save_subscription<'a>(
+                &'a self,
+                s: $crate::idempotency::SubscriptionRow<'a>,
+                now: i64,
+            ) -> $crate::idempotency::StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    $crate::idempotency::sql::save_subscription_query!(s, now)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn load_subscription<'a>(
+                &'a self,
+                account: &'a str,
+                subscription_id: &'a str,
+                subscription_request_id: &'a str,
+            ) -> $crate::idempotency::StoreFuture<'a, Option<(String, i64)>> {
+                Box::pin(async move {
+                    use sqlx::Row as _;
+                    let row = sqlx::query($crate::idempotency::sql::LOAD_SUBSCRIPTION)
+                        .bind(account)
+                        .bind(subscription_id)
+                        .bind(subscription_request_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
                 })
             }
         }

@@ -266,6 +266,32 @@ pub trait Provider: Send + Sync + 'static {
         req: &'a InquireRefund,
         ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<RefundRecord, ProviderError>>;
+
+    /// Verifies and reads a notification the provider sent: `kind` is the last path segment
+    /// it was posted to (`refund`, `subscription`, `payment`), `uri` the path and query as
+    /// received, `header` looks request headers up by lower-case name, `body` is the raw body.
+    /// Providers that send none keep this default.
+    fn notification(
+        &self,
+        kind: &str,
+        uri: &str,
+        header: &dyn Fn(&str) -> Option<String>,
+        body: &[u8],
+    ) -> Result<crate::domain::Notification, NotificationError> {
+        let _ = (kind, uri, header, body);
+        Err(NotificationError::Unsupported)
+    }
+}
+
+/// Why a notification was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotificationError {
+    /// The provider or the path takes no notifications.
+    Unsupported,
+    /// The signature or client id is missing or wrong: not from the provider.
+    Unverified(&'static str),
+    /// Verified, but not a body the gateway understands.
+    Malformed(String),
 }
 
 /// What a provider attempt is, for its trace span.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -146,6 +146,7 @@ struct SimState {
     call_times: Vec<(String, std::time::Instant)>,
     traceparents: Vec<String>,
     next_id: u64,
+    deliveries: Vec<Delivery>,
 }
 
 /// The simulator's shared state and keys.
@@ -155,6 +156,50 @@ pub struct AntomSim {
     antom_key: Signer,
     state: Mutex<SimState>,
     fast: Option<FastMode>,
+    me: Weak<AntomSim>,
+    notify: Mutex<Option<NotifyTarget>>,
+    http: reqwest::Client,
+}
+
+/// Antom's resending of an unacknowledged notification: the waits before each of the up to
+/// 8 resends (0 s, 2 min, 10 min, 10 min, 1 h, 2 h, 6 h, 15 h).
+pub const ANTOM_RESEND_SCHEDULE: [Duration; 8] = [
+    Duration::from_secs(0),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(600),
+    Duration::from_secs(3600),
+    Duration::from_secs(7200),
+    Duration::from_secs(21600),
+    Duration::from_secs(54000),
+];
+
+/// Where and how the simulator sends notifications.
+#[derive(Debug, Clone)]
+pub struct NotifyTarget {
+    /// `http://host:port/notify/<account>`; the kind (`refund`, `subscription`, `payment`) is
+    /// appended.
+    pub base_url: String,
+    /// Waits before each resend of an unacknowledged notification.
+    pub resend: Vec<Duration>,
+    /// Settle PROCESSING refunds as succeeded after this long (dev mode).
+    pub auto_settle: Option<Duration>,
+}
+
+/// One notification the simulator sent, and how it went.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// `refund`, `subscription` or `payment`.
+    pub kind: String,
+    /// The JSON body.
+    pub body: String,
+    /// POSTs made so far.
+    pub attempts: u32,
+    /// Whether the exact acknowledgement came back.
+    pub acked: bool,
+    /// The HTTP status of each attempt (0 = no answer).
+    pub statuses: Vec<u16>,
 }
 
 /// Benchmark mode: canned answers signed once per endpoint, no verification, no state, an
@@ -240,12 +285,15 @@ impl AntomSim {
         merchant_key: Verifier,
         antom_key: Signer,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             client_id: client_id.into(),
             merchant_key,
             antom_key,
             state: Mutex::new(SimState::default()),
             fast: None,
+            me: me.clone(),
+            notify: Mutex::new(None),
+            http: reqwest::Client::new(),
         })
     }
 
@@ -253,7 +301,7 @@ impl AntomSim {
     /// answer after `delay`.
     pub fn fast(client_id: impl Into<String>, antom_key: Signer, delay: Duration) -> Arc<Self> {
         let client_id = client_id.into();
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             merchant_key: Verifier::from_der(&antom_key.public_key_der())
                 .expect("a generated key parses"),
             client_id,
@@ -263,6 +311,9 @@ impl AntomSim {
                 delay,
                 canned: Mutex::new(HashMap::new()),
             }),
+            me: me.clone(),
+            notify: Mutex::new(None),
+            http: reqwest::Client::new(),
         })
     }
 
@@ -383,16 +434,193 @@ impl AntomSim {
             .map(|s| s.status.clone())
     }
 
-    /// Finishes a PROCESSING refund as SUCCESS or FAIL.
+    /// Finishes a PROCESSING refund as SUCCESS or FAIL, and sends notifyRefund.
     pub fn settle_refund(&self, refund_id: &str, success: bool) -> bool {
         let mut st = self.state();
         let Some(r) = st.refunds.get_mut(refund_id) else {
             return false;
         };
+        if r.status != "PROCESSING" {
+            return false;
+        }
         // A failed refund stops counting against the amount paid.
         r.status = if success { "SUCCESS" } else { "FAIL" }.into();
         r.time = now();
+        let (code, status, message) = if success {
+            ("SUCCESS", "S", "success")
+        } else {
+            ("PROCESS_FAIL", "F", "refund failed")
+        };
+        let body = json!({
+            "notifyType": "REFUND_RESULT",
+            "result": result(code, status, message),
+            "refundStatus": r.status,
+            "refundRequestId": r.refund_request_id,
+            "refundId": r.refund_id,
+            "refundAmount": {"currency": r.currency, "value": r.value.to_string()},
+            "refundTime": r.time,
+        });
+        drop(st);
+        self.notify("refund", body);
         true
+    }
+
+    /// Sends notifications to `target` from now on.
+    pub fn notify_to(&self, target: NotifyTarget) {
+        *self.notify.lock().unwrap_or_else(|e| e.into_inner()) = Some(target);
+    }
+
+    /// Every notification sent so far, in order.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.state().deliveries.clone()
+    }
+
+    /// Charges a subscription period and sends notifyPayment.
+    pub fn charge_period(
+        &self,
+        subscription_id: &str,
+        payment_id: &str,
+        (currency, value): (&str, i64),
+        success: bool,
+    ) -> Option<usize> {
+        let srid = self
+            .state()
+            .subscriptions
+            .iter()
+            .find(|s| s.subscription_id == subscription_id)?
+            .subscription_request_id
+            .clone();
+        let t = now();
+        let mut body = json!({
+            "notifyType": "PAYMENT_RESULT",
+            "result": if success { result("SUCCESS", "S", "success") } else { result("PAYMENT_FAIL", "F", "payment failed") },
+            "paymentId": payment_id,
+            "paymentAmount": {"currency": currency, "value": value.to_string()},
+            "paymentCreateTime": t,
+            "subscriptionRequestId": srid,
+            "subscriptionId": subscription_id,
+            "periodStartTime": t,
+            "periodEndTime": t,
+            "phaseNo": "2",
+        });
+        if success {
+            body["paymentTime"] = json!(t);
+        }
+        self.notify("payment", body)
+    }
+
+    /// Sends notification `index` again, as Antom does when it did not see the
+    /// acknowledgement (a new request time and signature, the same body).
+    pub fn resend(&self, index: usize) -> bool {
+        let Some(d) = self.state().deliveries.get(index).cloned() else {
+            return false;
+        };
+        let (Some(me), Some(target)) = (self.me.upgrade(), self.target()) else {
+            return false;
+        };
+        tokio::spawn(async move {
+            me.deliver(index, target.base_url, &d.kind, d.body, Vec::new())
+                .await
+        });
+        true
+    }
+
+    fn target(&self) -> Option<NotifyTarget> {
+        self.notify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Queues a notification of `kind`, delivered in the background with Antom's resends;
+    /// returns its index in [`Self::deliveries`]. Without a target nothing is sent.
+    fn notify(&self, kind: &str, body: Value) -> Option<usize> {
+        let target = self.target()?;
+        let me = self.me.upgrade()?;
+        let body = body.to_string();
+        let index = {
+            let mut st = self.state();
+            st.deliveries.push(Delivery {
+                kind: kind.into(),
+                body: body.clone(),
+                attempts: 0,
+                acked: false,
+                statuses: Vec::new(),
+            });
+            st.deliveries.len() - 1
+        };
+        let kind = kind.to_owned();
+        tokio::spawn(async move {
+            me.deliver(index, target.base_url, &kind, body, target.resend)
+                .await
+        });
+        Some(index)
+    }
+
+    /// POSTs a signed notification until the exact acknowledgement comes back or the resends
+    /// run out.
+    async fn deliver(
+        &self,
+        index: usize,
+        base_url: String,
+        kind: &str,
+        body: String,
+        resend: Vec<Duration>,
+    ) {
+        let url = format!("{}/{kind}", base_url.trim_end_matches('/'));
+        let path = match reqwest::Url::parse(&url) {
+            Ok(u) => u.path().to_owned(),
+            Err(_) => return,
+        };
+        for wait in std::iter::once(Duration::ZERO).chain(resend) {
+            tokio::time::sleep(wait).await;
+            let t = now();
+            let sig = self.antom_key.sign(&signing::content(
+                &path,
+                &self.client_id,
+                &t,
+                body.as_bytes(),
+            ));
+            let sent = self
+                .http
+                .post(&url)
+                .header("content-type", "application/json; charset=UTF-8")
+                .header("client-id", &self.client_id)
+                .header("request-time", &t)
+                .header("signature", signing::signature_header(1, &sig))
+                .body(body.clone())
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            let (status, acked) = match sent {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let answer: Option<Value> = r
+                        .bytes()
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok());
+                    let acked = status == 200
+                        && answer.is_some_and(|a| {
+                            a["result"]["resultCode"] == "SUCCESS"
+                                && a["result"]["resultStatus"] == "S"
+                        });
+                    (status, acked)
+                }
+                Err(_) => (0, false),
+            };
+            {
+                let mut st = self.state();
+                if let Some(d) = st.deliveries.get_mut(index) {
+                    d.attempts += 1;
+                    d.statuses.push(status);
+                    d.acked |= acked;
+                }
+            }
+            if acked {
+                return;
+            }
+        }
     }
 
     /// Seeds the demo data used by `paygate dev` and the README.
@@ -555,6 +783,16 @@ impl AntomSim {
             time: now(),
         };
         let answer = refund_answer(&r);
+        if is_async
+            && let (Some(after), Some(me)) =
+                (self.target().and_then(|t| t.auto_settle), self.me.upgrade())
+        {
+            let id = refund_id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                me.settle_refund(&id, true);
+            });
+        }
         st.refunds.insert(refund_id.clone(), r);
         st.by_request_id.insert(
             rrid,
@@ -635,10 +873,29 @@ impl AntomSim {
             return json!({"result": result("SUBSCRIPTION_NOT_EXIST", "F", "subscription not found")});
         };
         // Terminated is final; cancelling again answers success without changing it.
+        let changed = sub.status != "TERMINATED" && sub.status != new_status;
         if sub.status != "TERMINATED" {
             sub.status = new_status.into();
         }
+        let t = OffsetDateTime::now_utc();
+        let end = if kind == "CANCEL" {
+            t + time::Duration::days(30)
+        } else {
+            t
+        };
+        let notice = json!({
+            "subscriptionRequestId": sub.subscription_request_id,
+            "subscriptionId": sub.subscription_id,
+            "subscriptionStatus": sub.status,
+            "subscriptionNotificationType": kind,
+            "subscriptionStartTime": (t - time::Duration::days(60)).format(&Rfc3339).unwrap_or_default(),
+            "subscriptionEndTime": end.format(&Rfc3339).unwrap_or_default(),
+        });
         st.stats.cancels_executed += 1;
+        drop(st);
+        if changed {
+            self.notify("subscription", notice);
+        }
         json!({"result": result("SUCCESS", "S", "success")})
     }
 }
@@ -875,6 +1132,22 @@ fn control(sim: &AntomSim, method: &Method, path: &str, body: &[u8]) -> Answer {
             }
             Err(e) => bad(e.to_string()),
         },
+        ("GET", "/sim/deliveries") => {
+            ok(serde_json::to_value(sim.deliveries()).unwrap_or_default())
+        }
+        ("POST", "/sim/settle") => {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Settle {
+                refund_id: String,
+                success: bool,
+            }
+            match serde_json::from_slice::<Settle>(body) {
+                Ok(s) if sim.settle_refund(&s.refund_id, s.success) => ok(json!({})),
+                Ok(_) => bad("no such PROCESSING refund".into()),
+                Err(e) => bad(e.to_string()),
+            }
+        }
         ("DELETE", "/sim/faults") => {
             sim.clear_faults();
             ok(json!({}))

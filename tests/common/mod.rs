@@ -79,6 +79,8 @@ pub struct Options {
     pub tls: Option<ServerTlsConfig>,
     /// How long completed keys are kept.
     pub retention: Duration,
+    /// Receive provider notifications on a loopback port.
+    pub notify: bool,
 }
 
 impl Default for Options {
@@ -98,6 +100,7 @@ impl Default for Options {
             max_queue: Duration::from_millis(250),
             tls: None,
             retention: paygate::idempotency::DEFAULT_RETENTION,
+            notify: false,
         }
     }
 }
@@ -110,6 +113,9 @@ pub struct Env {
     pub refunds: RefundServiceClient<Channel>,
     pub subscriptions: SubscriptionServiceClient<Channel>,
     pub channel: Channel,
+    /// The notification listener, when `Options::notify`.
+    pub notify_addr: Option<std::net::SocketAddr>,
+    pub shared: Arc<Shared>,
 }
 
 impl Env {
@@ -157,6 +163,8 @@ pub async fn start_with(o: Options) -> Env {
         refunds: RefundServiceClient::new(g.channel.clone()),
         subscriptions: SubscriptionServiceClient::new(g.channel.clone()),
         channel: g.channel,
+        notify_addr: g.notify_addr,
+        shared: g.shared,
     }
 }
 
@@ -166,6 +174,8 @@ pub struct Served {
     pub idempotency: Idempotency,
     pub running: Running,
     pub channel: Channel,
+    pub notify_addr: Option<std::net::SocketAddr>,
+    pub shared: Arc<Shared>,
 }
 
 pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
@@ -177,7 +187,14 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("paygate.db").display()));
     let idempotency =
         Idempotency::new(paygate::idempotency::open(&url).await.unwrap(), o.retention);
+    let notify = if o.notify {
+        Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    } else {
+        None
+    };
+    let notify_addr = notify.as_ref().map(|l| l.local_addr().unwrap());
     let gateway = Gateway {
+        notify,
         shared: Arc::new(Shared::new(
             Arc::new(accounts),
             idempotency.clone(),
@@ -192,6 +209,7 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
         shutdown_grace: o.shutdown_grace,
         tls: o.tls.clone(),
     };
+    let shared = gateway.shared.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = server::spawn(gateway, listener).unwrap();
     let channel = if o.tls.is_some() {
@@ -209,6 +227,8 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
         idempotency,
         running,
         channel,
+        notify_addr,
+        shared,
     }
 }
 

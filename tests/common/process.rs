@@ -81,6 +81,7 @@ pub fn spawn_gateway_with(
     write_keys(dir);
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paygate"));
+    cmd.env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0");
     for (k, v) in extra_env {
         cmd.env(k, v);
     }

@@ -77,6 +77,11 @@ impl Client {
         Ok(Self { http, settings })
     }
 
+    /// The account's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The request URI that is both requested and signed.
     pub fn uri(&self, endpoint: Endpoint) -> String {
         let prefix = if self.settings.sandbox {

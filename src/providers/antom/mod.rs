@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod codes;
+pub mod notify;
 pub mod signing;
 pub mod wire;
 
@@ -81,6 +82,20 @@ fn refusal(meaning: Meaning, r: &ResultObject) -> ProviderError {
 impl Provider for Antom {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn notification(
+        &self,
+        kind: &str,
+        uri: &str,
+        header: &dyn Fn(&str) -> Option<String>,
+        body: &[u8],
+    ) -> Result<crate::domain::Notification, super::NotificationError> {
+        if !matches!(kind, "refund" | "subscription" | "payment") {
+            return Err(super::NotificationError::Unsupported);
+        }
+        notify::verify(self.client.settings(), uri, header, body)?;
+        notify::read(kind, body)
     }
 
     fn deduplicates_requests(&self) -> bool {

@@ -236,3 +236,79 @@ mod tests {
         assert!(parse_time(Some("yesterday")).is_none());
     }
 }
+
+/// The notifyRefund body: a refund reached a final state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundNotify {
+    /// `REFUND_RESULT`.
+    pub notify_type: String,
+    /// The refund's result.
+    pub result: ResultObject,
+    /// `SUCCESS` or `FAIL`.
+    pub refund_status: String,
+    /// The merchant's refund request id (paygate's request_id).
+    pub refund_request_id: String,
+    /// Antom's refund id.
+    pub refund_id: String,
+    /// The refunded amount.
+    pub refund_amount: Amount,
+    /// When it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_time: Option<String>,
+}
+
+/// The notifySubscription body: a subscription's lifecycle changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionNotify {
+    /// The merchant's subscription id.
+    pub subscription_request_id: String,
+    /// Antom's subscription id.
+    pub subscription_id: String,
+    /// `ACTIVE`, `CANCELLED`, `TERMINATED`.
+    pub subscription_status: String,
+    /// `CREATE`, `CHANGE`, `CANCEL`, `TERMINATE`, `UPDATE`.
+    pub subscription_notification_type: String,
+    /// Start of the subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_start_time: Option<String>,
+    /// End of the subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_end_time: Option<String>,
+}
+
+/// The notifyPayment body of a subscription period's charge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionPaymentNotify {
+    /// `PAYMENT_RESULT`.
+    #[serde(default)]
+    pub notify_type: Option<String>,
+    /// The payment's outcome (`S` or `F`).
+    pub result: ResultObject,
+    /// Antom's payment id.
+    pub payment_id: String,
+    /// The amount charged.
+    pub payment_amount: Amount,
+    /// When it was paid (when `S`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_time: Option<String>,
+    /// The merchant's subscription id.
+    pub subscription_request_id: String,
+    /// Antom's subscription id.
+    pub subscription_id: String,
+    /// Start of the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start_time: Option<String>,
+    /// End of the period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_end_time: Option<String>,
+    /// The period's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_no: Option<String>,
+}
+
+/// The acknowledgement Antom expects, byte for byte the documented fixed `result`.
+pub const NOTIFY_ACK: &str =
+    r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#;

@@ -1,0 +1,135 @@
+//! `paygate.v1.EventService`: the stored provider events, in order, from a cursor on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::{Shared, deadline_of, event_to_pb, run};
+use crate::error::{ErrorContext, GatewayError};
+use crate::idempotency::Reply;
+use crate::pb;
+use crate::pb::event_service_server::EventService;
+use crate::telemetry;
+use crate::validate;
+
+/// How often a watcher looks for events stored by other replicas. Events received by this
+/// replica wake its watchers at once.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Events read from the store at a time.
+const BATCH: i64 = 256;
+
+/// The event service.
+#[derive(Debug, Clone)]
+pub struct EventApi {
+    shared: Arc<Shared>,
+}
+
+impl EventApi {
+    /// Serves events.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+const WATCH: &str = "EventService.Watch";
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    type WatchStream = ReceiverStream<Result<pb::Event, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let s = &self.shared;
+        let deadline = deadline_of(&request, &s.settings);
+        let caller = s.auth.authenticate(&request);
+        let span = telemetry::rpc_span(WATCH, request.metadata());
+        let req = request.into_inner();
+        let ctx = ErrorContext::default();
+        run(WATCH, deadline, ctx.clone(), false, async {
+            let caller = caller?;
+            // The in-flight slot covers the set-up only; a stream holds none.
+            drop(s.admit(&caller, WATCH, deadline, &ctx).await?);
+            let (after, named) = validate::watch_events(&req, &s.accounts)?;
+            let accounts: HashSet<String> = if named.is_empty() {
+                s.accounts
+                    .names()
+                    .into_iter()
+                    .filter(|a| s.auth.authorize_account(&caller, a, &ctx).is_ok())
+                    .collect()
+            } else {
+                for a in &named {
+                    s.auth.authorize_account(&caller, a, &ctx)?;
+                }
+                named.into_iter().collect()
+            };
+            let purged = s.events.purged_through().await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot read the event log");
+                GatewayError::StoreUnavailable(ctx.clone())
+            })?;
+            if after > 0 && after < purged {
+                return Err(GatewayError::CursorExpired { oldest: purged });
+            }
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(
+                stream(s.clone(), accounts, after, tx).instrument(tracing::Span::current()),
+            );
+            Ok(Reply::fresh(ReceiverStream::new(rx)))
+        })
+        .instrument(span)
+        .await
+    }
+}
+
+/// Sends every event after `after` of `accounts`, then new ones as they are stored, until the
+/// receiver goes away or shutdown starts.
+async fn stream(
+    s: Arc<Shared>,
+    accounts: HashSet<String>,
+    mut after: i64,
+    tx: mpsc::Sender<Result<pb::Event, Status>>,
+) {
+    let mut stopping = s.stopping.subscribe();
+    let _watching = telemetry::GaugeGuard::hold(metrics::gauge!("paygate_event_watchers"));
+    loop {
+        // Registered before reading, so an event stored during the read still wakes us.
+        let woken = s.events.wake().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if *stopping.borrow() {
+            let _ = tx.send(Err(GatewayError::ShuttingDown.into())).await;
+            return;
+        }
+        let batch = match s.events.after(after, BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event log; ending the stream");
+                let err = GatewayError::StoreUnavailable(ErrorContext::default());
+                let _ = tx.send(Err(err.into())).await;
+                return;
+            }
+        };
+        let full = batch.len() as i64 == BATCH;
+        for e in batch {
+            after = e.seq;
+            if accounts.contains(&e.account) && tx.send(Ok(event_to_pb(&e))).await.is_err() {
+                return;
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = stopping.changed() => {}
+            _ = tx.closed() => return,
+        }
+    }
+}

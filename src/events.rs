@@ -1,0 +1,219 @@
+//! Provider events: verified notifications stored once each, numbered in the order they were
+//! stored, together with what they change (a refund's final state, a subscription's confirmed
+//! cancellation); and the reading side `EventService.Watch` streams from. Everything lives in
+//! the store, so every replica sees every event.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::domain::{CancellationStatus, Notice, Notification, RefundRecord, SubscriptionRecord};
+use crate::idempotency::{
+    EventEffect, EventRow, Idempotency, RefundRow, SubscriptionRow, now_ms, state_name,
+};
+
+/// What storing a notification did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Stored as the event with this sequence number; its effect applied.
+    New(i64),
+    /// Stored before; nothing changed.
+    Duplicate,
+}
+
+/// A stored event, read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its position.
+    pub seq: i64,
+    /// `<provider>/<account>/<what>`: the same for every delivery of the same notification.
+    pub event_id: String,
+    /// Provider account.
+    pub account: String,
+    /// Provider name.
+    pub provider: String,
+    /// The provider's notification type.
+    pub kind: String,
+    /// What it reports.
+    pub notice: Notice,
+    /// When it was stored (Unix ms).
+    pub received_at: i64,
+}
+
+/// The event log and the subscription states, over the store.
+#[derive(Debug, Clone)]
+pub struct Events {
+    idempotency: Idempotency,
+    wake: Arc<Notify>,
+}
+
+fn cancellation_name(c: Option<CancellationStatus>) -> &'static str {
+    match c {
+        None => "None",
+        Some(CancellationStatus::Accepted) => "Accepted",
+        Some(CancellationStatus::Confirmed) => "Confirmed",
+    }
+}
+
+impl Events {
+    /// Over the store of `idempotency`.
+    pub fn new(idempotency: Idempotency) -> Self {
+        Self {
+            idempotency,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Wakes the watchers of this process (watchers elsewhere poll).
+    pub fn wake(&self) -> &Arc<Notify> {
+        &self.wake
+    }
+
+    /// Stores a verified notification of `provider` for `account` once, with its effect.
+    pub async fn record(
+        &self,
+        account: &str,
+        provider: &str,
+        n: &Notification,
+    ) -> Result<Recorded, sqlx::Error> {
+        let event_id = format!("{provider}/{account}/{}", n.event_id);
+        let payload = serde_json::to_string(&n.notice).unwrap_or_default();
+        let store = self.idempotency.store();
+        let (refund_json, subscription_json);
+        let effect = match &n.notice {
+            Notice::Refund(r) => {
+                let request_id = r.request_id.as_deref().unwrap_or_default();
+                let known = self.idempotency.latest_refund(account, request_id).await;
+                let merged = finalized(known, r);
+                refund_json = serde_json::to_string(&merged).unwrap_or_default();
+                EventEffect::Refund(RefundRow {
+                    account,
+                    request_id,
+                    payment_id: None,
+                    refund_id: r.refund_id.as_deref(),
+                    state: state_name(merged.state),
+                    record: &refund_json,
+                })
+            }
+            Notice::Subscription(s) => {
+                let merged = match self.subscription(account, &s.subscription_id, "").await? {
+                    Some((known, _)) => known.merged(s),
+                    None => s.clone(),
+                };
+                subscription_json = serde_json::to_string(&merged).unwrap_or_default();
+                EventEffect::Subscription(SubscriptionRow {
+                    account,
+                    subscription_id: &s.subscription_id,
+                    subscription_request_id: s.subscription_request_id.as_deref(),
+                    cancellation: cancellation_name(merged.cancellation),
+                    record: &subscription_json,
+                })
+            }
+            Notice::SubscriptionPayment(_) => EventEffect::None,
+        };
+        let row = EventRow {
+            event_id: &event_id,
+            account,
+            provider,
+            kind: &n.provider_event_type,
+            payload: &payload,
+        };
+        match store.record_event(row, effect, now_ms()).await? {
+            Some(seq) => {
+                self.wake.notify_waiters();
+                Ok(Recorded::New(seq))
+            }
+            None => Ok(Recorded::Duplicate),
+        }
+    }
+
+    /// Up to `limit` events after `seq`, oldest first. Events whose payload cannot be read
+    /// (written by a newer gateway) are skipped with a warning.
+    pub async fn after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+        let rows = self.idempotency.store().events_after(seq, limit).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| match serde_json::from_str(&r.payload) {
+                Ok(notice) => Some(Event {
+                    seq: r.seq,
+                    event_id: r.event_id,
+                    account: r.account,
+                    provider: r.provider,
+                    kind: r.kind,
+                    notice,
+                    received_at: r.received_at,
+                }),
+                Err(e) => {
+                    tracing::warn!(seq = r.seq, error = %e, "skipping an event this gateway cannot read");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The highest sequence number purged by retention (0 = none).
+    pub async fn purged_through(&self) -> Result<i64, sqlx::Error> {
+        self.idempotency.store().events_purged_through().await
+    }
+
+    /// Records what a Cancel answer says about a subscription.
+    pub async fn record_cancel(&self, account: &str, s: &SubscriptionRecord) {
+        let result = async {
+            let merged = match self.subscription(account, &s.subscription_id, "").await? {
+                Some((known, _)) => known.merged(s),
+                None => s.clone(),
+            };
+            let json = serde_json::to_string(&merged).unwrap_or_default();
+            self.idempotency
+                .store()
+                .save_subscription(
+                    SubscriptionRow {
+                        account,
+                        subscription_id: &s.subscription_id,
+                        subscription_request_id: s.subscription_request_id.as_deref(),
+                        cancellation: cancellation_name(merged.cancellation),
+                        record: &json,
+                    },
+                    now_ms(),
+                )
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record a subscription's state");
+        }
+    }
+
+    /// The latest known state of a subscription and when it was learned (Unix ms), by
+    /// subscription id or, when that is empty, by the merchant's subscription id.
+    pub async fn subscription(
+        &self,
+        account: &str,
+        subscription_id: &str,
+        subscription_request_id: &str,
+    ) -> Result<Option<(SubscriptionRecord, i64)>, sqlx::Error> {
+        let row = self
+            .idempotency
+            .store()
+            .load_subscription(account, subscription_id, subscription_request_id)
+            .await?;
+        Ok(row.and_then(|(json, at)| serde_json::from_str(&json).ok().map(|r| (r, at))))
+    }
+}
+
+/// The recorded refund moved to the notified final state, keeping what only the Create knew.
+fn finalized(known: Option<RefundRecord>, notified: &RefundRecord) -> RefundRecord {
+    let Some(known) = known else {
+        return notified.clone();
+    };
+    RefundRecord {
+        refund_id: notified.refund_id.clone().or(known.refund_id),
+        request_id: notified.request_id.clone().or(known.request_id),
+        payment_id: known.payment_id.or_else(|| notified.payment_id.clone()),
+        amount: known.amount.or_else(|| notified.amount.clone()),
+        state: notified.state,
+        refund_time: notified.refund_time.or(known.refund_time),
+        reference_refund_id: known.reference_refund_id,
+        result: notified.result.clone(),
+    }
+}

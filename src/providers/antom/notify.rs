@@ -1,0 +1,169 @@
+//! Antom's notifications (notifyRefund, notifySubscription, notifyPayment): verified like an
+//! answer (`POST <path>\n<client-id>.<request-time>.<body>` with Antom's public key), then read
+//! into domain values. Nothing here acts on them.
+
+use super::NAME;
+use super::client::Settings;
+use super::signing;
+use super::wire::{
+    RefundNotify, ResultObject, SubscriptionNotify, SubscriptionPaymentNotify, parse_time,
+};
+use crate::domain::{
+    CancellationStatus, CancellationType, Notice, Notification, ProviderResult, RefundRecord,
+    RefundState, SubscriptionPayment, SubscriptionRecord,
+};
+use crate::providers::NotificationError;
+
+/// Checks the client id and the signature of a notification on its raw bytes.
+pub fn verify(
+    settings: &Settings,
+    uri: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+) -> Result<(), NotificationError> {
+    let client_id = header("client-id").ok_or(NotificationError::Unverified("no client-id"))?;
+    if client_id != settings.client_id {
+        return Err(NotificationError::Unverified("unknown client-id"));
+    }
+    let time = header("request-time").ok_or(NotificationError::Unverified("no request-time"))?;
+    let signature = header("signature")
+        .and_then(|h| signing::parse_signature_header(&h))
+        .ok_or(NotificationError::Unverified("no signature"))?;
+    if !settings
+        .verifier
+        .verify(&signing::content(uri, &client_id, &time, body), &signature)
+    {
+        return Err(NotificationError::Unverified("signature does not verify"));
+    }
+    Ok(())
+}
+
+fn result(r: &ResultObject) -> ProviderResult {
+    ProviderResult {
+        provider: NAME.into(),
+        code: r.result_code.clone(),
+        status: r.result_status.clone(),
+        message: r.result_message.clone().unwrap_or_default(),
+    }
+}
+
+fn malformed(kind: &str, e: impl std::fmt::Display) -> NotificationError {
+    NotificationError::Malformed(format!("not an Antom {kind} notification: {e}"))
+}
+
+fn required(kind: &str, field: &str, v: &str) -> Result<(), NotificationError> {
+    if v.is_empty() || v.len() > 64 {
+        return Err(malformed(kind, format!("{field} is empty or too long")));
+    }
+    Ok(())
+}
+
+/// Reads a verified body of `kind`.
+pub fn read(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> {
+    match kind {
+        "refund" => {
+            let n: RefundNotify = serde_json::from_slice(body).map_err(|e| malformed(kind, e))?;
+            required(kind, "refundId", &n.refund_id)?;
+            required(kind, "refundRequestId", &n.refund_request_id)?;
+            let state = match n.refund_status.as_str() {
+                "SUCCESS" => RefundState::Succeeded,
+                "FAIL" | "FAILED" => RefundState::Failed,
+                other => {
+                    return Err(malformed(
+                        kind,
+                        format!("refundStatus {other:?} is not final"),
+                    ));
+                }
+            };
+            let amount = n
+                .refund_amount
+                .to_money()
+                .ok_or_else(|| malformed(kind, "refundAmount is not an amount"))?;
+            Ok(Notification {
+                event_id: format!("refund/{}/{}", n.refund_id, n.refund_status),
+                provider_event_type: n.notify_type.clone(),
+                notice: Notice::Refund(RefundRecord {
+                    refund_id: Some(n.refund_id),
+                    request_id: Some(n.refund_request_id),
+                    payment_id: None,
+                    amount: Some(amount),
+                    state,
+                    refund_time: parse_time(n.refund_time.as_deref()),
+                    reference_refund_id: None,
+                    result: result(&n.result),
+                }),
+            })
+        }
+        "subscription" => {
+            let n: SubscriptionNotify =
+                serde_json::from_slice(body).map_err(|e| malformed(kind, e))?;
+            required(kind, "subscriptionId", &n.subscription_id)?;
+            required(
+                kind,
+                "subscriptionNotificationType",
+                &n.subscription_notification_type,
+            )?;
+            let cancellation_type = match n.subscription_notification_type.as_str() {
+                "CANCEL" => Some(CancellationType::Cancel),
+                "TERMINATE" => Some(CancellationType::Terminate),
+                _ => None,
+            };
+            Ok(Notification {
+                event_id: format!(
+                    "subscription/{}/{}/{}",
+                    n.subscription_id,
+                    n.subscription_notification_type,
+                    n.subscription_end_time.as_deref().unwrap_or("")
+                ),
+                provider_event_type: n.subscription_notification_type.clone(),
+                notice: Notice::Subscription(SubscriptionRecord {
+                    subscription_id: n.subscription_id,
+                    subscription_request_id: Some(n.subscription_request_id)
+                        .filter(|s| !s.is_empty()),
+                    cancellation: cancellation_type.map(|_| CancellationStatus::Confirmed),
+                    cancellation_type,
+                    state: Some(n.subscription_status),
+                    last_notification_type: Some(n.subscription_notification_type),
+                    end_time: parse_time(n.subscription_end_time.as_deref()),
+                }),
+            })
+        }
+        "payment" => {
+            let n: SubscriptionPaymentNotify =
+                serde_json::from_slice(body).map_err(|e| malformed(kind, e))?;
+            required(kind, "paymentId", &n.payment_id)?;
+            required(kind, "subscriptionId", &n.subscription_id)?;
+            let succeeded = match n.result.result_status.as_str() {
+                "S" => true,
+                "F" => false,
+                other => {
+                    return Err(malformed(
+                        kind,
+                        format!("result status {other:?} is not final"),
+                    ));
+                }
+            };
+            Ok(Notification {
+                event_id: format!("payment/{}/{}", n.payment_id, n.result.result_status),
+                provider_event_type: n
+                    .notify_type
+                    .clone()
+                    .unwrap_or_else(|| "PAYMENT_RESULT".into()),
+                notice: Notice::SubscriptionPayment(SubscriptionPayment {
+                    subscription_id: n.subscription_id,
+                    subscription_request_id: Some(n.subscription_request_id)
+                        .filter(|s| !s.is_empty()),
+                    payment_id: n.payment_id,
+                    amount: n.payment_amount.to_money(),
+                    succeeded,
+                    phase: n.phase_no,
+                    period_start: parse_time(n.period_start_time.as_deref()),
+                    period_end: parse_time(n.period_end_time.as_deref()),
+                    payment_time: parse_time(n.payment_time.as_deref()),
+                    result: result(&n.result),
+                }),
+            })
+        }
+        _ => Err(NotificationError::Unsupported),
+    }
+}
