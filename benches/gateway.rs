@@ -488,6 +488,7 @@ async fn main() {
             timeout: Duration::from_secs(10),
             signer: Signer::from_bytes(keys.merchant.as_bytes()).unwrap(),
             verifier: verifier(&keys.antom),
+            notify_url: None,
         })
         .unwrap(),
     );

@@ -118,6 +118,7 @@ struct FileAccount {
     client_id: Option<String>,
     private_key_file: Option<PathBuf>,
     antom_public_key_file: Option<PathBuf>,
+    notify_url: Option<String>,
     sandbox: Option<bool>,
     key_version: Option<u32>,
     timeout_ms: Option<u64>,
@@ -259,6 +260,7 @@ impl Config {
             ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", "private_key_file"),
             ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", "antom_public_key_file"),
             ("PAYGATE_ANTOM_SANDBOX", "sandbox"),
+            ("PAYGATE_ANTOM_NOTIFY_URL", "notify_url"),
             ("PAYGATE_ANTOM_RPS", "rps"),
             ("PAYGATE_ANTOM_BURST", "burst"),
         ];
@@ -275,6 +277,7 @@ impl Config {
                     "PAYGATE_ANTOM_CLIENT_ID" => acct.client_id = Some(v),
                     "PAYGATE_ANTOM_PRIVATE_KEY_FILE" => acct.private_key_file = Some(v.into()),
                     "PAYGATE_ANTOM_PUBLIC_KEY_FILE" => acct.antom_public_key_file = Some(v.into()),
+                    "PAYGATE_ANTOM_NOTIFY_URL" => acct.notify_url = Some(v),
                     "PAYGATE_ANTOM_RPS" => {
                         acct.rps = Some(
                             v.parse()
@@ -728,9 +731,18 @@ fn antom_account(
             "must be positive",
         ));
     }
+    let notify_url = match a.notify_url {
+        Some(u) => Some(
+            self::base_url(Some(u), &set("notify_url", "PAYGATE_ANTOM_NOTIFY_URL"))?
+                .trim_end_matches('/')
+                .to_owned(),
+        ),
+        None => None,
+    };
     Ok(ProviderConfig::Antom(AntomSettings {
         base_url,
         client_id,
+        notify_url,
         sandbox,
         key_version: a.key_version.unwrap_or(1),
         timeout: timeout(name, a.timeout_ms)?,

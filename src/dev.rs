@@ -109,6 +109,7 @@ pub fn sim_account(
         timeout: Duration::from_secs(5),
         signer: read_signer(&files.merchant_private)?,
         verifier: read_verifier(&files.antom_public)?,
+        notify_url: None,
     })
 }
 

@@ -35,6 +35,7 @@ fn build_accounts() -> Accounts {
         timeout: Duration::from_secs(1),
         signer: Signer::from_bytes(merchant_pem().as_bytes()).unwrap(),
         verifier: public_of(merchant_pem()),
+        notify_url: None,
     };
     Accounts::new(
         vec![Account {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::process::{free_port, spawn_gateway_with};
 use common::*;
-use paygate::providers::antom::signing::Signer;
+use paygate::providers::antom::signing::{self, Signer};
 use paygate::sim::antom::AntomSim;
 use tonic::Code;
 
@@ -39,12 +39,16 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
     let sim = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let notify_port = free_port();
     let store = format!("sqlite://{}", dir.path().join("p.db").display());
     let gw = spawn_gateway_with(
         dir.path(),
         &sim.base_url(),
         &store,
-        &[("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{port}"))],
+        &[
+            ("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{port}")),
+            ("PAYGATE_NOTIFY_ADDR", format!("127.0.0.1:{notify_port}")),
+        ],
         Stdio::null(),
     );
     let mut client = gw.client().await;
@@ -71,6 +75,27 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+
+    // One forged notification (unsigned) and one genuine, signed with Antom's key.
+    let path = "/notify/antom/payment";
+    let body = r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S"},"paymentId":"P1","paymentAmount":{"currency":"USD","value":"100"},"subscriptionRequestId":"SUBREQ_1","subscriptionId":"SUB_1"}"#;
+    let t = "2026-11-23T10:00:00Z";
+    let signer = Signer::from_bytes(antom_pem().as_bytes()).unwrap();
+    let sig = signer.sign(&signing::content(path, CLIENT_ID, t, body.as_bytes()));
+    let http = reqwest::Client::new();
+    let send = |signed: bool| {
+        let mut r = http
+            .post(format!("http://127.0.0.1:{notify_port}{path}"))
+            .header("client-id", CLIENT_ID)
+            .header("request-time", t)
+            .body(body);
+        if signed {
+            r = r.header("signature", signing::signature_header(1, &sig));
+        }
+        r.send()
+    };
+    assert_eq!(send(false).await.unwrap().status(), 401);
+    assert_eq!(send(true).await.unwrap().status(), 200);
 
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut scrape = String::new();
@@ -142,4 +167,19 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
     );
     assert!(get("paygate_rpc_duration_seconds_count", &[create]) >= 5.0);
     assert_eq!(sim.sim.calls("refund"), 2);
+    let payment = [("provider", "antom"), ("kind", "payment")];
+    assert_eq!(
+        get(
+            "paygate_notifications_total",
+            &[payment[0], payment[1], ("outcome", "rejected")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "paygate_notifications_total",
+            &[payment[0], payment[1], ("outcome", "stored")]
+        ),
+        1.0
+    );
 }

@@ -733,3 +733,44 @@ async fn two_replicas_on_postgres_share_events_and_store_each_once() {
         .into_inner();
     assert_eq!(replay.status, pb::RefundStatus::Succeeded as i32);
 }
+
+#[tokio::test]
+async fn refunds_carry_the_accounts_notify_url_and_antom_uses_it() {
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    // No notification target in the simulator: only the refund's own refundNotifyUrl.
+    let env = start_with(Options {
+        antom_notify_url: Some(format!("http://{addr}/notify/main")),
+        ..Options::default()
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(paygate::notify::serve(env.shared.clone(), listener));
+    env.refunds
+        .clone()
+        .create(async_refund("own-url", 250))
+        .await
+        .unwrap();
+    let sim_refund = env
+        .sim()
+        .refunds_of("PAY_ASYNC")
+        .into_iter()
+        .find(|r| r.refund_request_id == "own-url")
+        .unwrap();
+    assert_eq!(
+        sim_refund.notify_url.as_deref(),
+        Some(format!("http://{addr}/notify/main/refund").as_str())
+    );
+    assert!(env.sim().settle_refund(&sim_refund.refund_id, true));
+    let d = delivered(&env, 0, 1).await;
+    assert!(d.acked, "{d:?}");
+    let replay = env
+        .refunds
+        .clone()
+        .create(async_refund("own-url", 250))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.status, pb::RefundStatus::Succeeded as i32);
+}

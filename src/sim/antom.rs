@@ -107,6 +107,9 @@ pub struct SimRefund {
     pub status: String,
     /// When it was executed (RFC 3339).
     pub time: String,
+    /// The request's `refundNotifyUrl`, where its notifyRefund goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_url: Option<String>,
 }
 
 /// What the simulator has seen.
@@ -460,8 +463,12 @@ impl AntomSim {
             "refundAmount": {"currency": r.currency, "value": r.value.to_string()},
             "refundTime": r.time,
         });
+        let url = r.notify_url.clone();
         drop(st);
-        self.notify("refund", body);
+        match url {
+            Some(url) => self.notify_at(url, "refund", body),
+            None => self.notify("refund", body),
+        };
         true
     }
 
@@ -518,10 +525,8 @@ impl AntomSim {
         let (Some(me), Some(target)) = (self.me.upgrade(), self.target()) else {
             return false;
         };
-        tokio::spawn(async move {
-            me.deliver(index, target.base_url, &d.kind, d.body, Vec::new())
-                .await
-        });
+        let url = format!("{}/{}", target.base_url.trim_end_matches('/'), d.kind);
+        tokio::spawn(async move { me.deliver(index, url, d.body, Vec::new()).await });
         true
     }
 
@@ -535,7 +540,16 @@ impl AntomSim {
     /// Queues a notification of `kind`, delivered in the background with Antom's resends;
     /// returns its index in [`Self::deliveries`]. Without a target nothing is sent.
     fn notify(&self, kind: &str, body: Value) -> Option<usize> {
-        let target = self.target()?;
+        let base = self.target()?.base_url;
+        self.notify_at(format!("{}/{kind}", base.trim_end_matches('/')), kind, body)
+    }
+
+    /// Like [`Self::notify`], to `url` (a request's own notify URL), with the target's
+    /// resends (Antom's schedule when there is no target).
+    fn notify_at(&self, url: String, kind: &str, body: Value) -> Option<usize> {
+        let resend = self
+            .target()
+            .map_or_else(|| ANTOM_RESEND_SCHEDULE.to_vec(), |t| t.resend);
         let me = self.me.upgrade()?;
         let body = body.to_string();
         let index = {
@@ -549,27 +563,18 @@ impl AntomSim {
             });
             st.deliveries.len() - 1
         };
-        let kind = kind.to_owned();
-        tokio::spawn(async move {
-            me.deliver(index, target.base_url, &kind, body, target.resend)
-                .await
-        });
+        tokio::spawn(async move { me.deliver(index, url, body, resend).await });
         Some(index)
     }
 
     /// POSTs a signed notification until the exact acknowledgement comes back or the resends
     /// run out.
-    async fn deliver(
-        &self,
-        index: usize,
-        base_url: String,
-        kind: &str,
-        body: String,
-        resend: Vec<Duration>,
-    ) {
-        let url = format!("{}/{kind}", base_url.trim_end_matches('/'));
+    async fn deliver(&self, index: usize, url: String, body: String, resend: Vec<Duration>) {
         let path = match reqwest::Url::parse(&url) {
-            Ok(u) => u.path().to_owned(),
+            Ok(u) => match u.query() {
+                Some(q) => format!("{}?{q}", u.path()),
+                None => u.path().to_owned(),
+            },
             Err(_) => return,
         };
         for wait in std::iter::once(Duration::ZERO).chain(resend) {
@@ -698,9 +703,10 @@ impl AntomSim {
                 amount(req, "refundAmount")?,
                 text(req, "refundReason", 256)?,
                 text(req, "referenceRefundId", 64)?,
+                text(req, "refundNotifyUrl", 1024)?,
             ))
         })();
-        let (rrid, payment_id, (currency, value), _reason, _reference) = match parsed {
+        let (rrid, payment_id, (currency, value), _reason, _reference, notify_url) = match parsed {
             Ok(p) => p,
             Err(m) => return param_illegal(&m),
         };
@@ -781,6 +787,7 @@ impl AntomSim {
             value,
             status: if is_async { "PROCESSING" } else { "SUCCESS" }.into(),
             time: now(),
+            notify_url,
         };
         let answer = refund_answer(&r);
         if is_async

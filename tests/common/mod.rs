@@ -81,6 +81,8 @@ pub struct Options {
     pub retention: Duration,
     /// Receive provider notifications on a loopback port.
     pub notify: bool,
+    /// The Antom account's `notify_url`.
+    pub antom_notify_url: Option<String>,
 }
 
 impl Default for Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             tls: None,
             retention: paygate::idempotency::DEFAULT_RETENTION,
             notify: false,
+            antom_notify_url: None,
         }
     }
 }
@@ -148,6 +151,7 @@ pub async fn start_with(o: Options) -> Env {
         timeout: o.attempt_timeout,
         signer: Signer::from_bytes(o.merchant_key.as_bytes()).unwrap(),
         verifier: public_of(o.trusted_antom_key),
+        notify_url: o.antom_notify_url.clone(),
     };
     let account = Account {
         name: "main".into(),

@@ -61,6 +61,11 @@ pub struct Settings {
     pub signer: Signer,
     /// Antom's public key.
     pub verifier: Verifier,
+    /// Where Antom should send this account's notifications, as the gateway is reached from
+    /// the internet (e.g. `https://paygate.example.com/notify/antom`); refunds carry
+    /// `<notify_url>/refund` as their `refundNotifyUrl`. `None`: the Antom Dashboard's URLs
+    /// apply.
+    pub notify_url: Option<String>,
 }
 
 /// A signed-HTTP client for one Antom account.

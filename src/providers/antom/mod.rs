@@ -169,7 +169,19 @@ impl Provider for Antom {
     ) -> BoxFuture<'a, Result<RefundRecord, ProviderError>> {
         Box::pin(async move {
             let ans: RefundResponse = self
-                .call(Endpoint::Refund, &RefundRequest::from(req), ctx)
+                .call(
+                    Endpoint::Refund,
+                    &RefundRequest {
+                        refund_notify_url: self
+                            .client
+                            .settings()
+                            .notify_url
+                            .as_ref()
+                            .map(|u| format!("{u}/refund")),
+                        ..RefundRequest::from(req)
+                    },
+                    ctx,
+                )
                 .await?;
             let r = &ans.result;
             let state = match codes::classify(&r.result_code, &r.result_status) {

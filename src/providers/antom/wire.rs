@@ -54,6 +54,9 @@ pub struct RefundRequest {
     /// Reason.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub refund_reason: Option<String>,
+    /// Where Antom sends this refund's notifyRefund.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refund_notify_url: Option<String>,
 }
 
 impl From<&CreateRefund> for RefundRequest {
@@ -64,6 +67,7 @@ impl From<&CreateRefund> for RefundRequest {
             reference_refund_id: r.reference_refund_id.clone(),
             refund_amount: (&r.amount).into(),
             refund_reason: r.reason.clone(),
+            refund_notify_url: None,
         }
     }
 }
