@@ -73,7 +73,7 @@ def main():
 
     prod = yaml.safe_load((CHART / "values-production.yaml").read_text())
     kinds = validate(render(prod), "values-production.yaml")
-    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"} <= kinds, kinds
+    assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "Ingress"} <= kinds, kinds
 
     must_fail({"replicaCount": 2}, "needs store.type=postgres", "two replicas with SQLite")
     must_fail({"autoscaling": {"enabled": True}}, "needs store.type=postgres", "autoscaling with SQLite")
