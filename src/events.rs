@@ -77,15 +77,18 @@ impl Events {
         n: &Notification,
     ) -> Result<Recorded, sqlx::Error> {
         let event_id = format!("{provider}/{account}/{}", n.event_id);
-        let payload = serde_json::to_string(&n.notice).unwrap_or_default();
         let store = self.idempotency.store();
-        let (refund_json, subscription_json);
+        // The event carries the merged state, so a watcher sees the refund or subscription as
+        // a whole (its payment, its merchant id), not just the notification's fields.
+        let (refund_json, subscription_json, payload);
         let effect = match &n.notice {
             Notice::Refund(r) => {
                 let request_id = r.request_id.as_deref().unwrap_or_default();
                 let known = self.idempotency.latest_refund(account, request_id).await;
                 let merged = finalized(known, r);
                 refund_json = serde_json::to_string(&merged).unwrap_or_default();
+                payload =
+                    serde_json::to_string(&Notice::Refund(merged.clone())).unwrap_or_default();
                 EventEffect::Refund(RefundRow {
                     account,
                     request_id,
@@ -101,6 +104,8 @@ impl Events {
                     None => s.clone(),
                 };
                 subscription_json = serde_json::to_string(&merged).unwrap_or_default();
+                payload = serde_json::to_string(&Notice::Subscription(merged.clone()))
+                    .unwrap_or_default();
                 EventEffect::Subscription(SubscriptionRow {
                     account,
                     subscription_id: &s.subscription_id,
@@ -109,7 +114,10 @@ impl Events {
                     record: &subscription_json,
                 })
             }
-            Notice::SubscriptionPayment(_) => EventEffect::None,
+            Notice::SubscriptionPayment(_) => {
+                payload = serde_json::to_string(&n.notice).unwrap_or_default();
+                EventEffect::None
+            }
         };
         let row = EventRow {
             event_id: &event_id,

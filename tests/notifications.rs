@@ -212,6 +212,10 @@ async fn a_processing_refund_becomes_final_by_notification_once() {
     let r = refund_of(e);
     assert_eq!(r.status, pb::RefundStatus::Succeeded as i32);
     assert_eq!(r.request_id, "async-1");
+    assert_eq!(
+        r.payment_id, "PAY_ASYNC",
+        "the event carries what Create recorded"
+    );
     assert_eq!(r.amount.as_ref().unwrap().value, 700);
 }
 

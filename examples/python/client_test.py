@@ -241,7 +241,12 @@ class PaygateFromPython(unittest.TestCase):
     def test_reflection_serves_full_descriptors(self):
         db = ProtoReflectionDescriptorDatabase(self.channel)
         services = set(db.get_services())
-        for name in ("paygate.v1.RefundService", "paygate.v1.SubscriptionService", "grpc.health.v1.Health"):
+        for name in (
+            "paygate.v1.RefundService",
+            "paygate.v1.SubscriptionService",
+            "paygate.v1.EventService",
+            "grpc.health.v1.Health",
+        ):
             self.assertIn(name, services)
         pool = descriptor_pool.DescriptorPool(db)
         seen = set()
@@ -254,7 +259,7 @@ class PaygateFromPython(unittest.TestCase):
                 if field.message_type is not None:
                     walk(field.message_type)
 
-        for name in ("paygate.v1.RefundService", "paygate.v1.SubscriptionService"):
+        for name in ("paygate.v1.RefundService", "paygate.v1.SubscriptionService", "paygate.v1.EventService"):
             for method in pool.FindServiceByName(name).methods:
                 walk(method.input_type)
                 walk(method.output_type)
