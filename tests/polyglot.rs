@@ -58,6 +58,18 @@ fn client(program: &Path, args: &[&str], env: &common::Env, addr: &str) -> Comma
     cmd
 }
 
+/// `proto/paygate/v1/*.proto`, as the README's stub command names them.
+fn protos() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("proto/paygate/v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".proto"))
+        .map(|n| format!("proto/paygate/v1/{n}"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The line the quickstart prints: a refund id and SUCCEEDED, for the README's request id.
 fn check_quickstart(out: &Output, env: &common::Env) {
     let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -97,10 +109,7 @@ async fn python_client_suite() {
     protoc
         .arg(format!("--python_out={}", stubs.path().display()))
         .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .args(
-            ["common", "refund_service", "subscription_service"]
-                .map(|f| format!("proto/paygate/v1/{f}.proto")),
-        );
+        .args(protos());
     run(protoc, "grpc_tools.protoc").await;
     let mut quickstart = client(&python, &["examples/python/quickstart.py"], &env, &addr);
     quickstart.env("PYTHONPATH", stubs.path());
