@@ -229,7 +229,7 @@ pub fn banner(addr: SocketAddr, notify: Option<SocketAddr>, sims: &DevSims) -> S
   notifications    {notify} (the Antom simulator sends here)
   Antom simulator     {sim_url}  (account "antom", the default; client id {DEV_CLIENT_ID})
   PayXpert simulator  {px_url}  (account "payxpert")
-  demo data   Antom: payment PAY_DEMO_0001 (USD 100.00), payment PAY_DEMO_ASYNC (EUR 50.00, refunds stay PROCESSING),
+  demo data   Antom: payment PAY_DEMO_0001 (USD 100.00), payment PAY_DEMO_ASYNC (EUR 50.00, refunds PROCESSING for 5 s),
                      subscription SUB_DEMO_0001
               PayXpert: transaction 1000001 (EUR 100.00, subscription 2000001), transaction 1000002 (EUR 50.00)
 

@@ -83,8 +83,12 @@ enum Command {
         )]
         password: String,
         /// Listen address.
-        #[arg(long, default_value = "127.0.0.1:8081")]
+        #[arg(long, default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
+        /// Antom: where to send notifications, e.g. `http://127.0.0.1:8081/notify/antom`
+        /// (`/refund`, `/subscription`, `/payment` are appended), with Antom's resends.
+        #[arg(long)]
+        notify_url: Option<String>,
         /// Directory with (or for) the merchant and Antom key pairs.
         #[arg(long, default_value = "./data/sim-keys")]
         keys_dir: PathBuf,
@@ -262,6 +266,7 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             listen,
             keys_dir,
             client_id,
+            notify_url,
         } => {
             let _telemetry = telemetry::init(cli.log_format.unwrap_or(LogFormat::Text));
             if provider == "payxpert" {
@@ -294,6 +299,13 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                     eprintln!("paygate: sim: cannot listen on {listen}: {e}");
                     ExitCode::from(1)
                 })?;
+            if let Some(base_url) = notify_url {
+                sim.sim.notify_to(paygate::sim::antom::NotifyTarget {
+                    base_url,
+                    resend: paygate::sim::antom::ANTOM_RESEND_SCHEDULE.to_vec(),
+                    auto_settle: Some(dev::DEV_SETTLE_AFTER),
+                });
+            }
             println!(
                 "Antom simulator on {url} (client id {client_id})\nPoint a gateway at it with:\n  PAYGATE_ANTOM_BASE_URL={url} PAYGATE_ANTOM_CLIENT_ID={client_id} \\\n  PAYGATE_ANTOM_PRIVATE_KEY_FILE={mk} PAYGATE_ANTOM_PUBLIC_KEY_FILE={ak} paygate serve",
                 url = sim.base_url(),
