@@ -126,6 +126,18 @@ fn some(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
+/// A subscription named by its id, its merchant id, or both.
+fn subscription_ids(v: &mut Violations, id: &str, request_id: &str) {
+    identifier(v, "subscription_id", id, false);
+    identifier(v, "subscription_request_id", request_id, false);
+    if id.is_empty() && request_id.is_empty() {
+        v.add(
+            "subscription_id",
+            "give subscription_id or subscription_request_id",
+        );
+    }
+}
+
 /// Resolves the account name; an unknown name is a violation of `account`.
 fn account(v: &mut Violations, accounts: &Accounts, name: &str) -> Option<Arc<Account>> {
     let found = accounts.resolve(name);
@@ -207,19 +219,7 @@ pub fn cancel_subscription(
     let mut v = Violations::default();
     let acct = account(&mut v, accounts, &req.account);
     request_id(&mut v, "request_id", &req.request_id, true);
-    identifier(&mut v, "subscription_id", &req.subscription_id, false);
-    identifier(
-        &mut v,
-        "subscription_request_id",
-        &req.subscription_request_id,
-        false,
-    );
-    if req.subscription_id.is_empty() && req.subscription_request_id.is_empty() {
-        v.add(
-            "subscription_id",
-            "give subscription_id or subscription_request_id",
-        );
-    }
+    subscription_ids(&mut v, &req.subscription_id, &req.subscription_request_id);
     let kind = match pb::CancellationType::try_from(req.cancellation_type) {
         Ok(pb::CancellationType::Cancel) => Some(CancellationType::Cancel),
         Ok(pb::CancellationType::Terminate) => Some(CancellationType::Terminate),
@@ -274,19 +274,7 @@ pub fn get_subscription(
 ) -> Result<Arc<Account>, GatewayError> {
     let mut v = Violations::default();
     let acct = account(&mut v, accounts, &req.account);
-    identifier(&mut v, "subscription_id", &req.subscription_id, false);
-    identifier(
-        &mut v,
-        "subscription_request_id",
-        &req.subscription_request_id,
-        false,
-    );
-    if req.subscription_id.is_empty() && req.subscription_request_id.is_empty() {
-        v.add(
-            "subscription_id",
-            "give subscription_id or subscription_request_id",
-        );
-    }
+    subscription_ids(&mut v, &req.subscription_id, &req.subscription_request_id);
     match acct {
         Some(acct) if v.is_empty() => Ok(acct),
         _ => Err(v.into_error()),

@@ -24,6 +24,19 @@ fn async_refund(request_id: &str, value: i64) -> pb::CreateRefundRequest {
     }
 }
 
+async fn create_async(
+    client: &paygate::pb::refund_service_client::RefundServiceClient<Channel>,
+    request_id: &str,
+    value: i64,
+) -> pb::Refund {
+    client
+        .clone()
+        .create(async_refund(request_id, value))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 const QUICK: Duration = Duration::from_millis(50);
 
 async fn env_with_notifications() -> Env {
@@ -149,11 +162,7 @@ fn refund_of(e: &pb::Event) -> &pb::Refund {
 async fn a_processing_refund_becomes_final_by_notification_once() {
     let env = env_with_notifications().await;
     let mut refunds = env.refunds.clone();
-    let created = refunds
-        .create(async_refund("async-1", 700))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_async(&refunds, "async-1", 700).await;
     assert_eq!(created.status, pb::RefundStatus::Processing as i32);
 
     assert!(
@@ -222,22 +231,14 @@ async fn a_processing_refund_becomes_final_by_notification_once() {
 #[tokio::test]
 async fn a_failed_refund_is_reported_failed() {
     let env = env_with_notifications().await;
-    let mut refunds = env.refunds.clone();
-    let created = refunds
-        .create(async_refund("async-fail", 300))
-        .await
-        .unwrap()
-        .into_inner();
+    let refunds = env.refunds.clone();
+    let created = create_async(&refunds, "async-fail", 300).await;
     assert!(
         env.sim()
             .settle_refund(&sim_refund_id(&env, &created.request_id), false)
     );
     assert!(delivered(&env, 0, 9).await.acked);
-    let replay = refunds
-        .create(async_refund("async-fail", 300))
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = create_async(&refunds, "async-fail", 300).await;
     assert_eq!(replay.status, pb::RefundStatus::Failed as i32);
     assert_eq!(replay.provider_result.unwrap().code, "PROCESS_FAIL");
 }
@@ -246,11 +247,8 @@ async fn a_failed_refund_is_reported_failed() {
 async fn forged_malformed_and_misdirected_notifications_are_refused_and_change_nothing() {
     let env = env_with_notifications().await;
     let addr = env.notify_addr.unwrap();
-    let mut refunds = env.refunds.clone();
-    refunds
-        .create(async_refund("async-forged", 200))
-        .await
-        .unwrap();
+    let refunds = env.refunds.clone();
+    create_async(&refunds, "async-forged", 200).await;
     let refund_id = sim_refund_id(&env, "async-forged");
     let body = serde_json::json!({
         "notifyType": "REFUND_RESULT",
@@ -384,11 +382,7 @@ async fn forged_malformed_and_misdirected_notifications_are_refused_and_change_n
             .await
             .is_empty()
     );
-    let replay = refunds
-        .create(async_refund("async-forged", 200))
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = create_async(&refunds, "async-forged", 200).await;
     assert_eq!(replay.status, pb::RefundStatus::Processing as i32);
     // The genuine article, signed by Antom's key, is accepted.
     let (status, answer) = post(addr, path, body.as_bytes(), Some(antom_pem()), CLIENT_ID).await;
@@ -411,13 +405,7 @@ async fn antom_resends_until_the_gateway_acknowledges() {
         resend: vec![Duration::from_millis(150); 8],
         auto_settle: None,
     });
-    let created = env
-        .refunds
-        .clone()
-        .create(async_refund("async-late", 100))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_async(&env.refunds, "async-late", 100).await;
     env.sim()
         .settle_refund(&sim_refund_id(&env, &created.request_id), true);
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -431,13 +419,7 @@ async fn antom_resends_until_the_gateway_acknowledges() {
 
     // A wrong address is never acknowledged: all nine attempts are made, then Antom stops.
     target(&env, addr, "nobody", 8);
-    let created = env
-        .refunds
-        .clone()
-        .create(async_refund("async-lost", 100))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_async(&env.refunds, "async-lost", 100).await;
     env.sim()
         .settle_refund(&sim_refund_id(&env, &created.request_id), true);
     let d = delivered(&env, 1, 9).await;
@@ -665,13 +647,7 @@ async fn two_replicas_on_postgres_share_events_and_store_each_once() {
     target(&a, a.notify_addr.unwrap(), "main", 8);
     let mut on_b = watch(&b.channel, "").await;
 
-    let created = a
-        .refunds
-        .clone()
-        .create(async_refund("pg-async", 400))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = create_async(&a.refunds, "pg-async", 400).await;
     a.sim()
         .settle_refund(&sim_refund_id(&a, &created.request_id), true);
     assert!(delivered(&a, 0, 9).await.acked);
@@ -728,13 +704,7 @@ async fn two_replicas_on_postgres_share_events_and_store_each_once() {
     let from_a = drain(&mut on_a, Duration::from_millis(700)).await;
     assert_eq!(from_a, got);
     // Replica B replays the refund's final state, learned by replica A.
-    let replay = b
-        .refunds
-        .clone()
-        .create(async_refund("pg-async", 400))
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = create_async(&b.refunds, "pg-async", 400).await;
     assert_eq!(replay.status, pb::RefundStatus::Succeeded as i32);
 }
 
@@ -751,11 +721,7 @@ async fn refunds_carry_the_accounts_notify_url_and_antom_uses_it() {
     .await;
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(paygate::notify::serve(env.shared.clone(), listener));
-    env.refunds
-        .clone()
-        .create(async_refund("own-url", 250))
-        .await
-        .unwrap();
+    create_async(&env.refunds, "own-url", 250).await;
     let sim_refund = env
         .sim()
         .refunds_of("PAY_ASYNC")
@@ -769,12 +735,6 @@ async fn refunds_carry_the_accounts_notify_url_and_antom_uses_it() {
     assert!(env.sim().settle_refund(&sim_refund.refund_id, true));
     let d = delivered(&env, 0, 1).await;
     assert!(d.acked, "{d:?}");
-    let replay = env
-        .refunds
-        .clone()
-        .create(async_refund("own-url", 250))
-        .await
-        .unwrap()
-        .into_inner();
+    let replay = create_async(&env.refunds, "own-url", 250).await;
     assert_eq!(replay.status, pb::RefundStatus::Succeeded as i32);
 }
