@@ -703,6 +703,28 @@ async fn two_replicas_on_postgres_share_events_and_store_each_once() {
     let mut on_a = watch(&a.channel, "").await;
     let from_a = drain(&mut on_a, Duration::from_millis(700)).await;
     assert_eq!(from_a, got);
+    // Live: a notification received by B reaches A's open stream (A polls the store).
+    let live = payment.replace("PG_PAY_1", "PG_PAY_2");
+    let sent = std::time::Instant::now();
+    let (status, _) = post(
+        b.notify_addr.unwrap(),
+        "/notify/main/payment",
+        live.as_bytes(),
+        Some(antom_pem()),
+        CLIENT_ID,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let e = tokio::time::timeout(Duration::from_secs(3), on_a.message())
+        .await
+        .expect("replica A delivers B's event")
+        .unwrap()
+        .unwrap();
+    println!(
+        "a notification received by replica B reached a watcher on replica A after {} ms",
+        sent.elapsed().as_millis()
+    );
+    assert!(e.event_id.ends_with("payment/PG_PAY_2/S"), "{e:?}");
     // Replica B replays the refund's final state, learned by replica A.
     let replay = create_async(&b.refunds, "pg-async", 400).await;
     assert_eq!(replay.status, pb::RefundStatus::Succeeded as i32);
