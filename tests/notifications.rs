@@ -760,3 +760,82 @@ async fn refunds_carry_the_accounts_notify_url_and_antom_uses_it() {
     let replay = create_async(&env.refunds, "own-url", 250).await;
     assert_eq!(replay.status, pb::RefundStatus::Succeeded as i32);
 }
+
+#[tokio::test]
+async fn watch_follows_caller_policies() {
+    use paygate::auth::Policy;
+    let env = start_with(Options {
+        notify: true,
+        auth: token_auth(&[
+            (
+                "ledger",
+                Policy {
+                    methods: Some(vec!["EventService.Watch".into()]),
+                    accounts: Some(vec!["main".into()]),
+                },
+            ),
+            (
+                "elsewhere",
+                Policy {
+                    methods: Some(vec!["EventService.Watch".into()]),
+                    accounts: Some(vec!["other".into()]),
+                },
+            ),
+            (
+                "refunds-only",
+                Policy {
+                    methods: Some(vec!["RefundService.Create".into()]),
+                    accounts: None,
+                },
+            ),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    target(&env, env.notify_addr.unwrap(), "main", 8);
+    env.sim()
+        .charge_period("SUB_1", "AUTH_PAY", ("USD", 100), true);
+    assert!(delivered(&env, 0, 9).await.acked);
+    let mut client = EventServiceClient::new(env.channel.clone());
+    let long = Duration::from_secs(30);
+
+    let err = client.watch(watch_req("")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let err = client
+        .watch(authed(watch_req(""), "refunds-only-token", long))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = client
+        .watch(authed(
+            pb::WatchEventsRequest {
+                after_cursor: String::new(),
+                accounts: vec!["main".into()],
+            },
+            "elsewhere-token",
+            long,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // A caller sees only its accounts' events.
+    let mut theirs = client
+        .watch(authed(watch_req(""), "elsewhere-token", long))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        drain(&mut theirs, Duration::from_millis(400))
+            .await
+            .is_empty()
+    );
+    let mut ours = client
+        .watch(authed(watch_req(""), "ledger-token", long))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = drain(&mut ours, Duration::from_millis(400)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].account, "main");
+}

@@ -41,8 +41,18 @@ async fn setup(lang: &str) {
 
 /// A gateway and simulator with the dev mode's demo data, as the examples expect.
 async fn gateway() -> (common::Env, String) {
-    let env = common::start().await;
+    let env = common::start_with(common::Options {
+        notify: true,
+        ..Default::default()
+    })
+    .await;
     env.sim().seed_demo();
+    // The simulator notifies the gateway, as Antom would.
+    env.sim().notify_to(paygate::sim::antom::NotifyTarget {
+        base_url: format!("http://{}/notify/main", env.notify_addr.unwrap()),
+        resend: vec![std::time::Duration::from_millis(100); 8],
+        auto_settle: None,
+    });
     let addr = env.gateway().url().trim_start_matches("http://").to_owned();
     (env, addr)
 }
@@ -95,7 +105,7 @@ async fn python_client_suite() {
     let suite = client(&python, &["examples/python/client_test.py"], &env, &addr);
     let out = run(suite, "python client_test.py").await;
     let report = String::from_utf8_lossy(&out.stderr);
-    assert!(report.contains("Ran 7 tests"), "{report}");
+    assert!(report.contains("Ran 8 tests"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 
     // The README's stub command, then the README's quickstart, unchanged.
@@ -134,7 +144,7 @@ async fn node_client_suite() {
     );
     let out = run(suite, "node --test client.test.js").await;
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("pass 6"), "{report}");
+    assert!(report.contains("pass 7"), "{report}");
     assert!(report.contains("fail 0"), "{report}");
 
     let quickstart = client(

@@ -26,13 +26,15 @@ const ADDR = process.env.PAYGATE_ADDR || "127.0.0.1:50051";
 const SIM = process.env.PAYGATE_SIM_URL;
 const PAYMENT = process.env.PAYGATE_PAYMENT_ID || "PAY_DEMO_0001";
 const SUBSCRIPTION = process.env.PAYGATE_SUBSCRIPTION_ID || "SUB_DEMO_0001";
+// EUR, refunds answer PROCESSING until the provider settles them.
+const ASYNC_PAYMENT = process.env.PAYGATE_ASYNC_PAYMENT_ID || "PAY_DEMO_ASYNC";
 const SERVICE_CONFIG = fs.readFileSync(path.join(PROTO, "paygate/v1/service-config.json"), "utf8");
 
 const definition = loader.loadSync(
-  ["paygate/v1/refund_service.proto", "paygate/v1/subscription_service.proto"],
-  { includeDirs: [PROTO], keepCase: true, longs: Number, enums: String, defaults: true },
+  ["paygate/v1/refund_service.proto", "paygate/v1/subscription_service.proto", "paygate/v1/event_service.proto"],
+  { includeDirs: [PROTO], keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true },
 );
-const { RefundService, SubscriptionService } = grpc.loadPackageDefinition(definition).paygate.v1;
+const { RefundService, SubscriptionService, EventService } = grpc.loadPackageDefinition(definition).paygate.v1;
 
 // google.rpc.Status and its detail messages, for `grpc-status-details-bin`.
 const rpc = protobuf.loadSync([
@@ -204,6 +206,38 @@ test("the service config makes grpc-js retry UNAVAILABLE, honouring the pushback
   assert.equal(after.calls.refund - before.calls.refund, 6, "4 attempts in the first RPC, 2 in the retry");
   assert.equal(after.refundsExecuted, before.refundsExecuted + 1, "exactly one refund");
   assert.ok(elapsed >= 1000, `grpc-js waited for grpc-retry-pushback-ms (${elapsed} ms)`);
+});
+
+test("Watch streams the final state of a PROCESSING refund", async () => {
+  const id = newId("node-async");
+  const request = { ...refundRequest(id, 200, "EUR"), payment_id: ASYNC_PAYMENT };
+  const { res } = await unary(refunds, "Create", request);
+  assert.equal(res.status, "REFUND_STATUS_PROCESSING");
+  const simRefund = (await sim("GET", "/sim/refunds")).find((r) => r.refundRequestId === id);
+  await fetch(SIM + "/sim/settle", {
+    method: "POST",
+    body: JSON.stringify({ refundId: simRefund.refundId, success: true }),
+  });
+
+  const events = new EventService(ADDR, grpc.credentials.createInsecure());
+  const event = await new Promise((resolve, reject) => {
+    const call = events.Watch({ after_cursor: "" }, { deadline: Date.now() + 10000 });
+    call.on("data", (e) => {
+      if (e.payload === "refund" && e.refund.request_id === id) {
+        call.cancel();
+        resolve(e);
+      }
+    });
+    call.on("error", (err) => err.code !== grpc.status.CANCELLED && reject(err));
+  });
+  events.close();
+  assert.equal(event.refund.status, "REFUND_STATUS_SUCCEEDED");
+  assert.equal(event.refund.refund_id, simRefund.refundId);
+  assert.ok(Number(event.cursor) > 0);
+
+  const replay = await unary(refunds, "Create", request);
+  assert.deepEqual(replay.headers.get("idempotent-replayed"), ["true"]);
+  assert.equal(replay.res.status, "REFUND_STATUS_SUCCEEDED");
 });
 
 test.after(() => {

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 import uuid
 
@@ -49,6 +50,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # no
 )
 from grpc_status import rpc_status  # noqa: E402
 from paygate.v1 import common_pb2  # noqa: E402
+from paygate.v1 import event_service_pb2, event_service_pb2_grpc  # noqa: E402
 from paygate.v1 import refund_service_pb2 as refund_pb  # noqa: E402
 from paygate.v1 import refund_service_pb2_grpc  # noqa: E402
 from paygate.v1 import subscription_service_pb2 as sub_pb  # noqa: E402
@@ -58,6 +60,8 @@ ADDR = os.environ.get("PAYGATE_ADDR", "127.0.0.1:50051")
 SIM = os.environ.get("PAYGATE_SIM_URL", "")
 PAYMENT = os.environ.get("PAYGATE_PAYMENT_ID", "PAY_DEMO_0001")
 SUBSCRIPTION = os.environ.get("PAYGATE_SUBSCRIPTION_ID", "SUB_DEMO_0001")
+# EUR, refunds answer PROCESSING until the provider settles them.
+ASYNC_PAYMENT = os.environ.get("PAYGATE_ASYNC_PAYMENT_ID", "PAY_DEMO_ASYNC")
 SERVICE_CONFIG = (PROTO / "paygate" / "v1" / "service-config.json").read_text()
 
 
@@ -237,6 +241,42 @@ class PaygateFromPython(unittest.TestCase):
         self.assertEqual(refunds_executed(), before + 1, "exactly one refund")
         # The service config's own backoff would retry within 0.2 s; the gateway's pushback is 1 s.
         self.assertGreaterEqual(elapsed, 1.0, "grpcio waited for grpc-retry-pushback-ms")
+
+    def test_watch_delivers_the_final_state_and_resumes_after_its_cursor(self):
+        request_id = new_id("py-async")
+        refund, _ = create(self.refunds, request_id, 200, payment_id=ASYNC_PAYMENT, currency="EUR")
+        self.assertEqual(refund.status, refund_pb.REFUND_STATUS_PROCESSING)
+        # The provider settles it and notifies the gateway.
+        refund_id = next(r["refundId"] for r in sim("GET", "/sim/refunds") if r["refundRequestId"] == request_id)
+        try:
+            sim("POST", "/sim/settle", {"refundId": refund_id, "success": True})
+        except urllib.error.HTTPError as e:
+            self.assertEqual(e.code, 400)  # dev mode settled it already
+
+        events = event_service_pb2_grpc.EventServiceStub(self.channel)
+        stream = events.Watch(event_service_pb2.WatchEventsRequest(), timeout=10)
+        for event in stream:
+            if event.WhichOneof("payload") == "refund" and event.refund.request_id == request_id:
+                break
+        stream.cancel()
+        self.assertEqual(event.refund.status, refund_pb.REFUND_STATUS_SUCCEEDED)
+        self.assertEqual(event.refund.refund_id, refund_id)
+        self.assertTrue(event.event_id.endswith(f"/refund/{refund_id}/SUCCESS"))
+
+        # A consumer that resumes after that cursor never sees the event again.
+        later = []
+        try:
+            for e in events.Watch(event_service_pb2.WatchEventsRequest(after_cursor=event.cursor), timeout=1):
+                later.append(e)
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertNotIn(event.event_id, [e.event_id for e in later])
+        self.assertTrue(all(int(e.cursor) > int(event.cursor) for e in later))
+
+        # And the Create's replay reports the final state.
+        replay, call = create(self.refunds, request_id, 200, payment_id=ASYNC_PAYMENT, currency="EUR")
+        self.assertIn(("idempotent-replayed", "true"), call.initial_metadata())
+        self.assertEqual(replay.status, refund_pb.REFUND_STATUS_SUCCEEDED)
 
     def test_reflection_serves_full_descriptors(self):
         db = ProtoReflectionDescriptorDatabase(self.channel)

@@ -1139,6 +1139,11 @@ fn control(sim: &AntomSim, method: &Method, path: &str, body: &[u8]) -> Answer {
             }
             Err(e) => bad(e.to_string()),
         },
+        ("GET", "/sim/refunds") => {
+            let mut all: Vec<SimRefund> = sim.state().refunds.values().cloned().collect();
+            all.sort_by(|a, b| a.refund_id.cmp(&b.refund_id));
+            ok(serde_json::to_value(all).unwrap_or_default())
+        }
         ("GET", "/sim/deliveries") => {
             ok(serde_json::to_value(sim.deliveries()).unwrap_or_default())
         }
