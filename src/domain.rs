@@ -252,3 +252,49 @@ pub struct Notification {
     /// What it reports.
     pub notice: Notice,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_confirmed_cancellation_is_never_downgraded_and_known_fields_stay() {
+        let confirmed = SubscriptionRecord {
+            subscription_id: "S".into(),
+            subscription_request_id: Some("R".into()),
+            cancellation: Some(CancellationStatus::Confirmed),
+            cancellation_type: Some(CancellationType::Terminate),
+            state: Some("TERMINATED".into()),
+            last_notification_type: Some("TERMINATE".into()),
+            end_time: None,
+        };
+        let late_accept = SubscriptionRecord {
+            subscription_id: "S".into(),
+            cancellation: Some(CancellationStatus::Accepted),
+            cancellation_type: Some(CancellationType::Terminate),
+            ..Default::default()
+        };
+        let m = confirmed.merged(&late_accept);
+        assert_eq!(m.cancellation, Some(CancellationStatus::Confirmed));
+        assert_eq!(m.subscription_request_id.as_deref(), Some("R"));
+        assert_eq!(m.state.as_deref(), Some("TERMINATED"));
+        assert_eq!(m.last_notification_type.as_deref(), Some("TERMINATE"));
+
+        let accepted = SubscriptionRecord {
+            cancellation: Some(CancellationStatus::Accepted),
+            ..late_accept.clone()
+        };
+        let update = SubscriptionRecord {
+            subscription_id: "S".into(),
+            last_notification_type: Some("UPDATE".into()),
+            ..Default::default()
+        };
+        let m = accepted.merged(&update);
+        assert_eq!(m.cancellation, Some(CancellationStatus::Accepted));
+        assert_eq!(m.last_notification_type.as_deref(), Some("UPDATE"));
+        assert_eq!(
+            accepted.merged(&confirmed).cancellation,
+            Some(CancellationStatus::Confirmed)
+        );
+    }
+}

@@ -99,10 +99,7 @@ impl Events {
                 })
             }
             Notice::Subscription(s) => {
-                let merged = match self.subscription(account, &s.subscription_id, "").await? {
-                    Some((known, _)) => known.merged(s),
-                    None => s.clone(),
-                };
+                let merged = self.merged(account, s).await?;
                 subscription_json = serde_json::to_string(&merged).unwrap_or_default();
                 payload = serde_json::to_string(&Notice::Subscription(merged.clone()))
                     .unwrap_or_default();
@@ -167,10 +164,7 @@ impl Events {
     /// Records what a Cancel answer says about a subscription.
     pub async fn record_cancel(&self, account: &str, s: &SubscriptionRecord) {
         let result = async {
-            let merged = match self.subscription(account, &s.subscription_id, "").await? {
-                Some((known, _)) => known.merged(s),
-                None => s.clone(),
-            };
+            let merged = self.merged(account, s).await?;
             let json = serde_json::to_string(&merged).unwrap_or_default();
             self.idempotency
                 .store()
@@ -190,6 +184,20 @@ impl Events {
         if let Err(e) = result {
             tracing::warn!(error = %e, "cannot record a subscription's state");
         }
+    }
+
+    /// What is known of `s`'s subscription, with `s` added.
+    async fn merged(
+        &self,
+        account: &str,
+        s: &SubscriptionRecord,
+    ) -> Result<SubscriptionRecord, sqlx::Error> {
+        Ok(
+            match self.subscription(account, &s.subscription_id, "").await? {
+                Some((known, _)) => known.merged(s),
+                None => s.clone(),
+            },
+        )
     }
 
     /// The latest known state of a subscription and when it was learned (Unix ms), by
