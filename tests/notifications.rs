@@ -839,3 +839,34 @@ async fn watch_follows_caller_policies() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].account, "main");
 }
+
+#[tokio::test]
+async fn the_simulator_resends_until_the_acknowledgement_is_exact() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A receiver that answers 200 with a wrong acknowledgement twice, then the right one.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let app = axum::Router::new().fallback(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match n {
+                0 => r#"{"result":{"resultCode":"SUCCESS","resultStatus":"U"}}"#.to_owned(),
+                1 => "OK".to_owned(),
+                _ => ACK.to_owned(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let env = start().await;
+    target(&env, addr, "main", 8);
+    env.sim()
+        .charge_period("SUB_1", "ACK_PAY", ("USD", 100), true);
+    let d = delivered(&env, 0, 9).await;
+    assert!(d.acked, "{d:?}");
+    assert_eq!(d.attempts, 3);
+    assert_eq!(d.statuses, [200, 200, 200]);
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
