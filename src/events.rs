@@ -3,9 +3,10 @@
 //! cancellation); and the reading side `EventService.Watch` streams from. Everything lives in
 //! the store, so every replica sees every event.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::domain::{CancellationStatus, Notice, Notification, RefundRecord, SubscriptionRecord};
 use crate::idempotency::{
@@ -40,11 +41,29 @@ pub struct Event {
     pub received_at: i64,
 }
 
+/// How often a process with watchers reads the store's event counter, to learn of events
+/// stored by other replicas. Events stored by this process are known at once.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// A read of the event log.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The events read.
+    pub events: Vec<Event>,
+    /// How many rows the store returned (unreadable ones included).
+    pub rows: usize,
+    /// The number of the last row returned.
+    pub last: Option<i64>,
+}
+
 /// The event log and the subscription states, over the store.
 #[derive(Debug, Clone)]
 pub struct Events {
     idempotency: Idempotency,
-    wake: Arc<Notify>,
+    /// The highest event number known to be stored; watchers wait for it to pass their cursor.
+    head: watch::Sender<i64>,
+    /// Whether the counter poller runs; it runs while anyone watches `head`.
+    polling: Arc<Mutex<bool>>,
 }
 
 fn cancellation_name(c: Option<CancellationStatus>) -> &'static str {
@@ -60,13 +79,51 @@ impl Events {
     pub fn new(idempotency: Idempotency) -> Self {
         Self {
             idempotency,
-            wake: Arc::new(Notify::new()),
+            head: watch::Sender::new(0),
+            polling: Arc::new(Mutex::new(false)),
         }
     }
 
-    /// Wakes the watchers of this process (watchers elsewhere poll).
-    pub fn wake(&self) -> &Arc<Notify> {
-        &self.wake
+    /// The highest stored event number, kept current for as long as the receiver lives: one
+    /// read of the store's counter per [`POLL_EVERY`] for the whole process, however many
+    /// watchers there are.
+    pub fn head(&self) -> watch::Receiver<i64> {
+        let mut polling = self.polling.lock().unwrap_or_else(|e| e.into_inner());
+        let receiver = self.head.subscribe();
+        if !*polling {
+            *polling = true;
+            tokio::spawn(self.clone().poll());
+        }
+        receiver
+    }
+
+    async fn poll(self) {
+        loop {
+            tokio::time::sleep(POLL_EVERY).await;
+            {
+                // Checked under the lock `head()` subscribes under, so no watcher is left
+                // without a poller.
+                let mut polling = self.polling.lock().unwrap_or_else(|e| e.into_inner());
+                if self.head.receiver_count() == 0 {
+                    *polling = false;
+                    return;
+                }
+            }
+            match self.idempotency.store().event_counter().await {
+                Ok((last, _)) => self.advance(last),
+                Err(e) => tracing::warn!(error = %e, "cannot read the event counter"),
+            }
+        }
+    }
+
+    fn advance(&self, seq: i64) {
+        self.head.send_if_modified(|h| {
+            let newer = seq > *h;
+            if newer {
+                *h = seq;
+            }
+            newer
+        });
     }
 
     /// Stores a verified notification of `provider` for `account` once, with its effect.
@@ -125,18 +182,21 @@ impl Events {
         };
         match store.record_event(row, effect, now_ms()).await? {
             Some(seq) => {
-                self.wake.notify_waiters();
+                self.advance(seq);
                 Ok(Recorded::New(seq))
             }
             None => Ok(Recorded::Duplicate),
         }
     }
 
-    /// Up to `limit` events after `seq`, oldest first. Events whose payload cannot be read
-    /// (written by a newer gateway) are skipped with a warning.
-    pub async fn after(&self, seq: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+    /// Up to `limit` stored events after `seq`, oldest first. Events whose payload cannot be
+    /// read (written by a newer gateway) are skipped with a warning, but still count in
+    /// `Batch::rows` and `Batch::last`.
+    pub async fn after(&self, seq: i64, limit: i64) -> Result<Batch, sqlx::Error> {
         let rows = self.idempotency.store().events_after(seq, limit).await?;
-        Ok(rows
+        let count = rows.len();
+        let last = rows.last().map(|r| r.seq);
+        let events = rows
             .into_iter()
             .filter_map(|r| match serde_json::from_str(&r.payload) {
                 Ok(notice) => Some(Event {
@@ -153,12 +213,17 @@ impl Events {
                     None
                 }
             })
-            .collect())
+            .collect();
+        Ok(Batch {
+            events,
+            rows: count,
+            last,
+        })
     }
 
     /// The highest sequence number purged by retention (0 = none).
     pub async fn purged_through(&self) -> Result<i64, sqlx::Error> {
-        self.idempotency.store().events_purged_through().await
+        Ok(self.idempotency.store().event_counter().await?.1)
     }
 
     /// Records what a Cancel answer says about a subscription.

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,9 +16,6 @@ use crate::pb::event_service_server::EventService;
 use crate::telemetry;
 use crate::validate;
 
-/// How often a watcher looks for events stored by other replicas. Events received by this
-/// replica wake its watchers at once.
-pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// Events read from the store at a time.
 const BATCH: i64 = 256;
 
@@ -96,16 +92,15 @@ async fn stream(
     tx: mpsc::Sender<Result<pb::Event, Status>>,
 ) {
     let mut stopping = s.stopping.subscribe();
+    let mut head = s.events.head();
     let _watching = telemetry::GaugeGuard::hold(metrics::gauge!("paygate_event_watchers"));
     loop {
-        // Registered before reading, so an event stored during the read still wakes us.
-        let woken = s.events.wake().notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
         if *stopping.borrow() {
             let _ = tx.send(Err(GatewayError::ShuttingDown.into())).await;
             return;
         }
+        // Every event up to `known` was committed before this read.
+        let known = *head.borrow_and_update();
         let batch = match s.events.after(after, BATCH).await {
             Ok(b) => b,
             Err(e) => {
@@ -115,19 +110,21 @@ async fn stream(
                 return;
             }
         };
-        let full = batch.len() as i64 == BATCH;
-        for e in batch {
-            after = e.seq;
+        let full = batch.rows as i64 == BATCH;
+        for e in batch.events {
             if accounts.contains(&e.account) && tx.send(Ok(event_to_pb(&e))).await.is_err() {
                 return;
             }
         }
+        after = batch.last.unwrap_or(after);
         if full {
             continue;
         }
+        // What the read did not return up to `known` was purged by retention.
+        after = after.max(known);
+        // Sleep until an event past the cursor is stored (here or on another replica).
         tokio::select! {
-            _ = &mut woken => {}
-            _ = tokio::time::sleep(POLL_EVERY) => {}
+            _ = head.wait_for(|h| *h > after) => {}
             _ = stopping.changed() => {}
             _ = tx.closed() => return,
         }

@@ -146,8 +146,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Option<i64>>;
     /// Up to `limit` events after sequence number `after`, oldest first.
     fn events_after(&self, after: i64, limit: i64) -> StoreFuture<'_, Vec<StoredEvent>>;
-    /// The highest sequence number purged so far (0 = none).
-    fn events_purged_through(&self) -> StoreFuture<'_, i64>;
+    /// The highest sequence number given out (every smaller one is committed or was rolled
+    /// back), and the highest purged so far (0 = none).
+    fn event_counter(&self) -> StoreFuture<'_, (i64, i64)>;
     /// Records the latest state of a subscription.
     fn save_subscription<'a>(&'a self, s: SubscriptionRow<'a>, now: i64) -> StoreFuture<'a, ()>;
     /// The latest recorded state of a subscription (JSON of `SubscriptionRecord`, and when it

@@ -97,7 +97,7 @@ pub const INSERT_EVENT: &str = "INSERT INTO events \
 pub const EVENTS_AFTER: &str = "SELECT seq, event_id, account, provider, kind, payload, received_at \
      FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
 
-pub const PURGED_THROUGH: &str = "SELECT purged_through FROM event_counter WHERE id = 1";
+pub const EVENT_COUNTER: &str = "SELECT last_seq, purged_through FROM event_counter WHERE id = 1";
 
 /// Moves the purge mark to the newest event received before the cutoff.
 pub const MARK_EVENTS_PURGED: &str = "UPDATE event_counter SET purged_through = \
@@ -488,13 +488,13 @@ macro_rules! impl_store {
                 })
             }
 
-            fn events_purged_through(&self) -> $crate::idempotency::StoreFuture<'_, i64> {
+            fn event_counter(&self) -> $crate::idempotency::StoreFuture<'_, (i64, i64)> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    sqlx::query($crate::idempotency::sql::PURGED_THROUGH)
+                    let row = sqlx::query($crate::idempotency::sql::EVENT_COUNTER)
                         .fetch_one(&self.pool)
-                        .await?
-                        .try_get(0)
+                        .await?;
+                    Ok((row.try_get(0)?, row.try_get(1)?))
                 })
             }
 
