@@ -137,41 +137,39 @@ impl Events {
         let store = self.idempotency.store();
         // The event carries the merged state, so a watcher sees the refund or subscription as
         // a whole (its payment, its merchant id), not just the notification's fields.
-        let (refund_json, subscription_json, payload);
-        let effect = match &n.notice {
+        let stored = match &n.notice {
             Notice::Refund(r) => {
                 let request_id = r.request_id.as_deref().unwrap_or_default();
                 let known = self.idempotency.latest_refund(account, request_id).await;
-                let merged = finalized(known, r);
-                refund_json = serde_json::to_string(&merged).unwrap_or_default();
-                payload =
-                    serde_json::to_string(&Notice::Refund(merged.clone())).unwrap_or_default();
-                EventEffect::Refund(RefundRow {
-                    account,
-                    request_id,
-                    payment_id: None,
-                    refund_id: r.refund_id.as_deref(),
-                    state: state_name(merged.state),
-                    record: &refund_json,
-                })
+                Notice::Refund(finalized(known, r))
             }
-            Notice::Subscription(s) => {
-                let merged = self.merged(account, s).await?;
-                subscription_json = serde_json::to_string(&merged).unwrap_or_default();
-                payload = serde_json::to_string(&Notice::Subscription(merged.clone()))
-                    .unwrap_or_default();
-                EventEffect::Subscription(SubscriptionRow {
-                    account,
-                    subscription_id: &s.subscription_id,
-                    subscription_request_id: s.subscription_request_id.as_deref(),
-                    cancellation: cancellation_name(merged.cancellation),
-                    record: &subscription_json,
-                })
-            }
-            Notice::SubscriptionPayment(_) => {
-                payload = serde_json::to_string(&n.notice).unwrap_or_default();
-                EventEffect::None
-            }
+            Notice::Subscription(s) => Notice::Subscription(self.merged(account, s).await?),
+            payment @ Notice::SubscriptionPayment(_) => payment.clone(),
+        };
+        let payload = serde_json::to_string(&stored).unwrap_or_default();
+        let record = match &stored {
+            Notice::Refund(r) => serde_json::to_string(r),
+            Notice::Subscription(s) => serde_json::to_string(s),
+            Notice::SubscriptionPayment(_) => Ok(String::new()),
+        }
+        .unwrap_or_default();
+        let effect = match &stored {
+            Notice::Refund(r) => EventEffect::Refund(RefundRow {
+                account,
+                request_id: r.request_id.as_deref().unwrap_or_default(),
+                payment_id: None,
+                refund_id: r.refund_id.as_deref(),
+                state: state_name(r.state),
+                record: &record,
+            }),
+            Notice::Subscription(s) => EventEffect::Subscription(SubscriptionRow {
+                account,
+                subscription_id: &s.subscription_id,
+                subscription_request_id: s.subscription_request_id.as_deref(),
+                cancellation: cancellation_name(s.cancellation),
+                record: &record,
+            }),
+            Notice::SubscriptionPayment(_) => EventEffect::None,
         };
         let row = EventRow {
             event_id: &event_id,

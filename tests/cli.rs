@@ -85,7 +85,6 @@ async fn dev_mode_answers_its_own_examples() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = Command::new(BIN)
-        .env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0")
         .args(["dev", "--data-dir"])
         .arg(dir.path())
         .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -195,7 +194,6 @@ async fn serve_runs_from_the_environment_contract_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let sim_port = free_port();
     let mut sim = Command::new(BIN)
-        .env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0")
         .args([
             "sim",
             "--listen",
@@ -302,10 +300,10 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
 
 fn config_error(envs: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
     let mut c = Command::new(BIN);
-    c.env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0");
     c.args(args)
         .env_remove("PAYGATE_CONFIG")
-        .env("PAYGATE_LISTEN_ADDR", "127.0.0.1:0");
+        .env("PAYGATE_LISTEN_ADDR", "127.0.0.1:0")
+        .env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0");
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -373,7 +371,6 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_setting() {
 fn hash_token_prints_the_sha256_the_tokens_file_wants() {
     use std::io::Write;
     let mut child = Command::new(BIN)
-        .env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0")
         .arg("hash-token")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

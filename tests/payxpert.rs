@@ -545,7 +545,6 @@ async fn an_undecidable_refund_waits_for_an_operator() {
         .find(|t| t.transaction_id != "8000001")
         .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"))
-        .env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0")
         .args([
             "settle",
             "--store-url",
@@ -583,7 +582,6 @@ async fn an_undecidable_refund_waits_for_an_operator() {
     assert_eq!(r.provider_result.unwrap().provider, "operator");
     // Settling twice is refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"))
-        .env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0")
         .args([
             "settle",
             "--store-url",
