@@ -58,7 +58,8 @@ async fn measure(idem: &Idempotency, replay: bool) -> (Vec<Duration>, f64) {
                 "main",
                 deadline,
                 &ctx,
-                || async { Ok(Resolution::Resend) },
+                None,
+                |_| async { Ok(Resolution::Resend) },
                 || async { Ok::<_, ProviderError>(outcome()) },
             )
             .await

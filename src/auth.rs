@@ -19,6 +19,9 @@ pub struct Policy {
     pub methods: Option<Vec<String>>,
     /// Accounts it may use; `None` = all.
     pub accounts: Option<Vec<String>>,
+    /// It may read other callers' refunds and their events on its accounts (a support or
+    /// finance tool). Off by default: a caller reads only what its own requests made.
+    pub read_others: bool,
 }
 
 impl Policy {
@@ -128,6 +131,7 @@ impl Auth {
         static ALLOW_ALL: Policy = Policy {
             methods: None,
             accounts: None,
+            read_others: false,
         };
         if self.policies.is_empty() {
             return Some(&ALLOW_ALL);
@@ -149,6 +153,14 @@ impl Auth {
             message: format!("caller {caller:?} may not call {method}"),
             ctx: ctx.clone(),
         })
+    }
+
+    /// May `caller` read what `owner` (another caller, or nobody known) made? Always with
+    /// authentication off.
+    pub fn may_read(&self, caller: &str, owner: Option<&str>) -> bool {
+        !self.enabled()
+            || owner == Some(caller)
+            || self.policy(caller).is_some_and(|p| p.read_others)
     }
 
     /// May `caller` use `account`?
@@ -186,6 +198,7 @@ mod tests {
             Policy {
                 methods: None,
                 accounts: Some(vec!["main".into()]),
+                read_others: false,
             },
         );
         a.policies.insert(
@@ -193,6 +206,7 @@ mod tests {
             Policy {
                 methods: Some(vec!["RefundService.Inquire".into()]),
                 accounts: None,
+                read_others: true,
             },
         );
         a

@@ -75,6 +75,7 @@ struct FileConfig {
     metrics_addr: Option<String>,
     notify_addr: Option<String>,
     idempotency_retention_hours: Option<u64>,
+    unkeyed_retention_days: Option<u64>,
     max_in_flight_requests: Option<usize>,
     max_queue_ms: Option<u64>,
     caller_rps: Option<f64>,
@@ -106,6 +107,7 @@ struct FileAuth {
 struct FileCaller {
     methods: Option<Vec<String>>,
     accounts: Option<Vec<String>>,
+    read_others: Option<bool>,
     rps: Option<f64>,
     burst: Option<u32>,
 }
@@ -124,6 +126,7 @@ struct FileAccount {
     timeout_ms: Option<u64>,
     originator_id: Option<String>,
     password_file: Option<PathBuf>,
+    reconcile_quiet_period_ms: Option<u64>,
     rps: Option<f64>,
     burst: Option<u32>,
     max_in_flight: Option<usize>,
@@ -196,6 +199,9 @@ pub struct Config {
     pub caller_rates: HashMap<String, Rate>,
     /// How long completed idempotency keys are kept.
     pub idempotency_retention: Duration,
+    /// How long completed keys of providers without their own idempotency key (PayXpert)
+    /// are kept, so a late retry replays instead of refunding again.
+    pub unkeyed_retention: Duration,
     /// Provider accounts.
     pub accounts: Vec<AccountConfig>,
 }
@@ -416,6 +422,27 @@ impl Config {
             })?,
             None => file.idempotency_retention_hours.unwrap_or(7 * 24),
         };
+        let unkeyed_days = match env("PAYGATE_UNKEYED_RETENTION_DAYS") {
+            Some(v) => v.parse().ok().filter(|d| *d > 0).ok_or_else(|| {
+                err(
+                    "PAYGATE_UNKEYED_RETENTION_DAYS",
+                    "must be a positive number of days",
+                )
+            })?,
+            None => file
+                .unkeyed_retention_days
+                .unwrap_or(crate::idempotency::DEFAULT_UNKEYED_RETENTION.as_secs() / 86_400),
+        };
+        if unkeyed_days * 24 < retention_hours {
+            return Err(err(
+                if env("PAYGATE_UNKEYED_RETENTION_DAYS").is_some() {
+                    "PAYGATE_UNKEYED_RETENTION_DAYS"
+                } else {
+                    "unkeyed_retention_days"
+                },
+                "must not be shorter than the idempotency retention",
+            ));
+        }
         let tls = tls_files(file.tls.unwrap_or_default(), env)?;
         let mut auth = Auth {
             mtls: tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
@@ -442,6 +469,7 @@ impl Config {
                 Policy {
                     methods: c.methods,
                     accounts: c.accounts,
+                    read_others: c.read_others.unwrap_or(false),
                 },
             );
         }
@@ -480,6 +508,7 @@ impl Config {
             caller_rates,
             store_url: store.1,
             idempotency_retention: Duration::from_secs(retention_hours * 3600),
+            unkeyed_retention: Duration::from_secs(unkeyed_days * 86_400),
             default_account,
             max_request_time: Duration::from_millis(file.max_request_time_ms.unwrap_or(30_000)),
             shutdown_grace: Duration::from_millis(shutdown_grace_ms),
@@ -683,11 +712,35 @@ fn payxpert_account(
     if password.is_empty() {
         return Err(err(&pw_set, "the file is empty"));
     }
+    let timeout = timeout(name, a.timeout_ms)?;
+    let quiet_var = "PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS";
+    let quiet_set = set("reconcile_quiet_period_ms", quiet_var);
+    let quiet_ms = match env(quiet_var).filter(|_| name == ENV_PAYXPERT_ACCOUNT) {
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| err(&quiet_set, "must be a number of milliseconds"))?,
+        ),
+        None => a.reconcile_quiet_period_ms,
+    };
+    let quiet_period = quiet_ms.map_or(
+        crate::providers::payxpert::client::DEFAULT_QUIET_PERIOD,
+        Duration::from_millis,
+    );
+    if quiet_period <= timeout {
+        return Err(err(
+            &quiet_set,
+            format!(
+                "must be longer than the account's attempt timeout ({} ms): until then an attempt may still be executing",
+                timeout.as_millis()
+            ),
+        ));
+    }
     Ok(ProviderConfig::PayXpert(PayXpertSettings {
         base_url,
         originator_id,
         password: Secret::new(password),
-        timeout: timeout(name, a.timeout_ms)?,
+        timeout,
+        quiet_period,
     }))
 }
 

@@ -152,6 +152,7 @@ pub async fn start(
         originator_id: DEV_ORIGINATOR.into(),
         password: Secret::new(password),
         timeout: Duration::from_secs(5),
+        quiet_period: Duration::from_secs(10),
     };
     let config = Config {
         listen_addr,
@@ -176,6 +177,7 @@ pub async fn start(
         caller_rate: None,
         caller_rates: Default::default(),
         idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
+        unkeyed_retention: crate::idempotency::DEFAULT_UNKEYED_RETENTION,
         accounts: vec![
             AccountConfig {
                 name: "antom".into(),

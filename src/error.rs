@@ -28,6 +28,10 @@ pub mod reason {
     pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
     /// Another call with the same request_id is in progress.
     pub const REQUEST_IN_FLIGHT: &str = "REQUEST_IN_FLIGHT";
+    /// Another caller already uses this request_id on the account.
+    pub const REQUEST_ID_CLAIMED: &str = "REQUEST_ID_CLAIMED";
+    /// Another request's refund of the same payment is unsettled (providers without a key).
+    pub const PAYMENT_REFUND_PENDING: &str = "PAYMENT_REFUND_PENDING";
     /// The idempotency store cannot be reached.
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
     /// The caller's policy forbids the method or the account.
@@ -74,6 +78,8 @@ pub mod reason {
         DEADLINE_EXCEEDED,
         IDEMPOTENCY_KEY_REUSED,
         REQUEST_IN_FLIGHT,
+        PAYMENT_REFUND_PENDING,
+        REQUEST_ID_CLAIMED,
         STORE_UNAVAILABLE,
         CALLER_NOT_ALLOWED,
         RATE_LIMITED,
@@ -149,6 +155,8 @@ pub enum GatewayError {
     },
     /// The idempotency key was used before with other parameters.
     KeyReused(ErrorContext),
+    /// Another caller claimed this request id on the account.
+    RequestIdClaimed(ErrorContext),
     /// Another attempt with the same key is under way and did not finish within this
     /// call's deadline.
     InFlight {
@@ -160,6 +168,22 @@ pub enum GatewayError {
     /// An earlier attempt's outcome is unknown and this provider cannot settle it by resending;
     /// an operator must check.
     OutcomeUnresolved(ErrorContext),
+    /// Another request's refund of the same payment is in flight or unsettled, on a provider
+    /// without an idempotency key; nothing was sent.
+    PaymentBusy {
+        /// When to try again.
+        retry_after: Duration,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
+    /// An earlier attempt is not found at the provider, but the quiet period after it has not
+    /// passed, so "not found" does not yet mean "not executed"; nothing was sent.
+    NotYetDecidable {
+        /// When the outcome becomes decidable.
+        retry_after: Duration,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
     /// The idempotency store cannot be reached; nothing was sent to the provider.
     StoreUnavailable(ErrorContext),
     /// The caller did not prove who it is.
@@ -322,6 +346,19 @@ impl From<GatewayError> for Status {
                     None,
                 )
             }
+            GatewayError::RequestIdClaimed(ctx) => {
+                let d = ErrorDetails::with_error_info(
+                    reason::REQUEST_ID_CLAIMED,
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                status(
+                    Code::AlreadyExists,
+                    "another caller already uses this request_id on this account; request ids are unique per account and method across callers, so use a new one".into(),
+                    d,
+                    None,
+                )
+            }
             GatewayError::InFlight { retry_after, ctx } => {
                 let mut d = ErrorDetails::with_error_info(
                     reason::REQUEST_IN_FLIGHT,
@@ -347,6 +384,37 @@ impl From<GatewayError> for Status {
                     "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key".into(),
                     d,
                     None,
+                )
+            }
+            GatewayError::PaymentBusy { retry_after, ctx } => {
+                let mut d = ErrorDetails::with_error_info(
+                    reason::PAYMENT_REFUND_PENDING,
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                d.set_retry_info(Some(retry_after));
+                status(
+                    Code::Aborted,
+                    "another request's refund of this payment is in flight or unsettled; the provider has no idempotency key, so refunds of one payment never overlap: retry after the delay".into(),
+                    d,
+                    Some(retry_after),
+                )
+            }
+            GatewayError::NotYetDecidable { retry_after, ctx } => {
+                let mut d = ErrorDetails::with_error_info(
+                    reason::OUTCOME_UNKNOWN,
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                d.set_retry_info(Some(retry_after));
+                status(
+                    Code::Unavailable,
+                    format!(
+                        "an earlier attempt is not in the provider's records yet, which means it did not execute only after the quiet period; retry in {} ms with the same request_id",
+                        retry_after.as_millis()
+                    ),
+                    d,
+                    Some(retry_after),
                 )
             }
             GatewayError::StoreUnavailable(ctx) => {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::domain::{CancellationStatus, Notice, Notification, RefundRecord, SubscriptionRecord};
 use crate::idempotency::{
-    EventEffect, EventRow, Idempotency, RefundRow, SubscriptionRow, now_ms, state_name,
+    EventEffect, EventRow, Idempotency, RefundRow, SubscriptionRow, state_name,
 };
 
 /// What storing a notification did.
@@ -39,6 +39,9 @@ pub struct Event {
     pub notice: Notice,
     /// When it was stored (Unix ms).
     pub received_at: i64,
+    /// The caller whose request it concerns, when known (a refund's claimant); events
+    /// without one concern the account as a whole.
+    pub caller: Option<String>,
 }
 
 /// How often a process with watchers reads the store's event counter, to learn of events
@@ -137,11 +140,23 @@ impl Events {
         let store = self.idempotency.store();
         // The event carries the merged state, so a watcher sees the refund or subscription as
         // a whole (its payment, its merchant id), not just the notification's fields.
+        let mut caller = None;
         let stored = match &n.notice {
             Notice::Refund(r) => {
                 let request_id = r.request_id.as_deref().unwrap_or_default();
                 let known = self.idempotency.latest_refund(account, request_id).await;
-                Notice::Refund(finalized(known, r))
+                // The claim names the caller and the payment even when the notification
+                // outran the Create's answer.
+                let claim = self
+                    .idempotency
+                    .claimant(account, REFUND_CREATE, request_id)
+                    .await?;
+                let mut merged = finalized(known, r);
+                if let Some((owner, payment)) = claim {
+                    merged.payment_id = merged.payment_id.or(payment);
+                    caller = Some(owner);
+                }
+                Notice::Refund(merged)
             }
             Notice::Subscription(s) => Notice::Subscription(self.merged(account, s).await?),
             payment @ Notice::SubscriptionPayment(_) => payment.clone(),
@@ -177,8 +192,9 @@ impl Events {
             provider,
             kind: &n.provider_event_type,
             payload: &payload,
+            caller: caller.as_deref(),
         };
-        match store.record_event(row, effect, now_ms()).await? {
+        match store.record_event(row, effect).await? {
             Some(seq) => {
                 self.advance(seq);
                 Ok(Recorded::New(seq))
@@ -205,6 +221,7 @@ impl Events {
                     kind: r.kind,
                     notice,
                     received_at: r.received_at,
+                    caller: r.caller,
                 }),
                 Err(e) => {
                     tracing::warn!(seq = r.seq, error = %e, "skipping an event this gateway cannot read");
@@ -231,16 +248,13 @@ impl Events {
             let json = serde_json::to_string(&merged).unwrap_or_default();
             self.idempotency
                 .store()
-                .save_subscription(
-                    SubscriptionRow {
-                        account,
-                        subscription_id: &s.subscription_id,
-                        subscription_request_id: s.subscription_request_id.as_deref(),
-                        cancellation: cancellation_name(merged.cancellation),
-                        record: &json,
-                    },
-                    now_ms(),
-                )
+                .save_subscription(SubscriptionRow {
+                    account,
+                    subscription_id: &s.subscription_id,
+                    subscription_request_id: s.subscription_request_id.as_deref(),
+                    cancellation: cancellation_name(merged.cancellation),
+                    record: &json,
+                })
                 .await
         }
         .await;
@@ -279,6 +293,9 @@ impl Events {
         Ok(row.and_then(|(json, at)| serde_json::from_str(&json).ok().map(|r| (r, at))))
     }
 }
+
+/// The method whose request ids name refunds.
+const REFUND_CREATE: &str = "RefundService.Create";
 
 /// The recorded refund moved to the notified final state, keeping what only the Create knew.
 fn finalized(known: Option<RefundRecord>, notified: &RefundRecord) -> RefundRecord {

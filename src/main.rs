@@ -230,13 +230,19 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                 request_id: request_id.clone(),
             };
             match idem.settle(&key, &account, &outcome).await {
-                Ok(true) => {
+                Ok(paygate::idempotency::Completion::Done) => {
                     println!("settled {request_id}");
                     Ok(())
                 }
-                Ok(false) => {
+                Ok(paygate::idempotency::Completion::LeaseLost) => {
                     eprintln!(
-                        "paygate: settle: no unsettled key {request_id:?} (unknown, or already final)"
+                        "paygate: settle: no unresolved key {request_id:?}: it is unknown, still being settled by the gateway, or already final; only keys the gateway reported as needing an operator (FAILED_PRECONDITION OUTCOME_UNKNOWN) can be settled"
+                    );
+                    Err(ExitCode::from(1))
+                }
+                Ok(paygate::idempotency::Completion::AttributedElsewhere) => {
+                    eprintln!(
+                        "paygate: settle: that refund id is already attributed to another request; nothing was changed"
                     );
                     Err(ExitCode::from(1))
                 }

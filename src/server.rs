@@ -86,7 +86,8 @@ impl Gateway {
         });
         let shared = Shared::new(
             Arc::new(Accounts::new(accounts, config.default_account)),
-            Idempotency::new(store, config.idempotency_retention),
+            Idempotency::new(store, config.idempotency_retention)
+                .with_unkeyed_retention(config.unkeyed_retention),
             config.auth,
             CallerLimits::new(config.caller_rate, config.caller_rates),
             ApiSettings {
@@ -158,6 +159,9 @@ pub async fn serve(
         })
     });
     let purge = tokio::spawn(gateway.shared.idempotency.clone().purge_loop(PURGE_EVERY));
+    // While it serves, this instance heartbeats, so its leases can be taken over within
+    // seconds of its death instead of at their expiry.
+    let heartbeat = tokio::spawn(gateway.shared.idempotency.clone().heartbeat_loop());
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal = {
@@ -197,6 +201,7 @@ pub async fn serve(
     tokio::pin!(server);
     let grace = gateway.shutdown_grace;
     let _stop_purge = AbortOnDrop(purge);
+    let _stop_heartbeat = AbortOnDrop(heartbeat);
     let _stop_notify = notify.map(AbortOnDrop);
     tokio::select! {
         r = &mut server => Ok(r?),

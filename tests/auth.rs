@@ -23,6 +23,7 @@ fn policies() -> paygate::auth::Auth {
             Policy {
                 methods: Some(vec!["RefundService.Inquire".into()]),
                 accounts: None,
+                read_others: true,
             },
         ),
         (
@@ -30,6 +31,7 @@ fn policies() -> paygate::auth::Auth {
             Policy {
                 methods: None,
                 accounts: Some(vec!["eu".into()]),
+                read_others: false,
             },
         ),
     ])
@@ -135,9 +137,9 @@ async fn callers_cannot_replay_each_others_keys() {
         .unwrap();
     assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
     assert_eq!(env.sim().calls("refund"), 1);
-    // A using B's request id is not B's key: not replayed, and not IDEMPOTENCY_KEY_REUSED
-    // with other parameters. (Antom itself sees the same refundRequestId: see the README.)
-    let a = env
+    // A using B's request id never reaches the provider (Antom deduplicates refundRequestId
+    // per merchant, so it would answer B's refund to A): the id is B's on this account.
+    let e = env
         .refunds
         .create(authed(
             refund_req("shared-id", "PAY_USD_100", 100),
@@ -145,10 +147,11 @@ async fn callers_cannot_replay_each_others_keys() {
             T,
         ))
         .await
-        .unwrap();
-    assert!(a.metadata().get("idempotent-replayed").is_none());
-    assert_eq!(env.sim().calls("refund"), 2, "A's call is its own");
-    // C with other parameters: the gateway has no key of C's, so the provider decides.
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(reason(&e), "REQUEST_ID_CLAIMED");
+    assert_eq!(retry_delay(&e), None);
+    // C with other parameters: refused the same way, before the provider.
     let e = env
         .refunds
         .create(authed(
@@ -158,7 +161,52 @@ async fn callers_cannot_replay_each_others_keys() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REPEAT_REQ_INCONSISTENT", "{e:?}");
+    assert_eq!(reason(&e), "REQUEST_ID_CLAIMED", "{e:?}");
+    assert_eq!(env.sim().calls("refund"), 1, "only B's refund was sent");
+    // A cannot read B's refund, by B's request id or by its refund id.
+    let b_refund = r.into_inner().refund_id;
+    for q in [
+        pb::InquireRefundRequest {
+            request_id: "shared-id".into(),
+            ..Default::default()
+        },
+        pb::InquireRefundRequest {
+            refund_id: b_refund.clone(),
+            ..Default::default()
+        },
+    ] {
+        let e = env
+            .refunds
+            .inquire(authed(q, "a-token", T))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        assert_eq!(reason(&e), "REFUND_NOT_RECORDED");
+    }
+    let own = env
+        .refunds
+        .inquire(authed(
+            pb::InquireRefundRequest {
+                request_id: "shared-id".into(),
+                ..Default::default()
+            },
+            "b-token",
+            T,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.refund_id, b_refund);
+    // A's own new request id works as ever.
+    env.refunds
+        .create(authed(
+            refund_req("a-own", "PAY_USD_100", 100),
+            "a-token",
+            T,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(env.sim().calls("refund"), 2);
 }
 
 struct Pki {

@@ -209,8 +209,8 @@ async fn purged_keys_are_gone_after_retention() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         env.idempotency.purge_expired().await.unwrap(),
-        2,
-        "the key and the refund row"
+        3,
+        "the key, its attribution and the refund row"
     );
     // The key is new again; Antom itself still deduplicates the refundRequestId.
     let r = c

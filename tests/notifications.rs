@@ -772,6 +772,7 @@ async fn watch_follows_caller_policies() {
                 Policy {
                     methods: Some(vec!["EventService.Watch".into()]),
                     accounts: Some(vec!["main".into()]),
+                    read_others: false,
                 },
             ),
             (
@@ -779,6 +780,7 @@ async fn watch_follows_caller_policies() {
                 Policy {
                     methods: Some(vec!["EventService.Watch".into()]),
                     accounts: Some(vec!["other".into()]),
+                    read_others: false,
                 },
             ),
             (
@@ -786,6 +788,26 @@ async fn watch_follows_caller_policies() {
                 Policy {
                     methods: Some(vec!["RefundService.Create".into()]),
                     accounts: None,
+                    read_others: false,
+                },
+            ),
+            (
+                "maker",
+                Policy {
+                    methods: Some(vec![
+                        "RefundService.Create".into(),
+                        "EventService.Watch".into(),
+                    ]),
+                    accounts: None,
+                    read_others: false,
+                },
+            ),
+            (
+                "finance",
+                Policy {
+                    methods: Some(vec!["EventService.Watch".into()]),
+                    accounts: None,
+                    read_others: true,
                 },
             ),
         ]),
@@ -838,6 +860,46 @@ async fn watch_follows_caller_policies() {
     let got = drain(&mut ours, Duration::from_millis(400)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].account, "main");
+
+    // A refund's event goes to the caller that made it and to callers allowed to read
+    // others' refunds; the payment event (no caller) to every watcher of the account.
+    let mut refunds = env.refunds.clone();
+    let made = refunds
+        .create(authed(async_refund("maker-1", 300), "maker-token", long))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(made.status, pb::RefundStatus::Processing as i32);
+    let sim_refund = env
+        .sim()
+        .refunds_of("PAY_ASYNC")
+        .into_iter()
+        .find(|r| r.refund_request_id == "maker-1")
+        .unwrap();
+    assert!(env.sim().settle_refund(&sim_refund.refund_id, true));
+    assert!(delivered(&env, 1, 9).await.acked);
+    let kinds = |events: &[pb::Event]| -> Vec<String> {
+        events.iter().map(|e| e.event_id.clone()).collect()
+    };
+    let watch_as = |token: &'static str| {
+        let mut c = client.clone();
+        async move {
+            let mut s = c
+                .watch(authed(watch_req(""), token, long))
+                .await
+                .unwrap()
+                .into_inner();
+            drain(&mut s, Duration::from_millis(500)).await
+        }
+    };
+    let maker = watch_as("maker-token").await;
+    let finance = watch_as("finance-token").await;
+    let ledger = watch_as("ledger-token").await;
+    assert_eq!(maker.len(), 2, "{:?}", kinds(&maker));
+    assert_eq!(kinds(&finance), kinds(&maker));
+    assert_eq!(ledger.len(), 1, "only the payment: {:?}", kinds(&ledger));
+    assert!(kinds(&maker)[1].contains("/refund/"));
+    assert_eq!(refund_of(&maker[1]).payment_id, "PAY_ASYNC");
 }
 
 #[tokio::test]

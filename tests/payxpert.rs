@@ -24,6 +24,9 @@ use tonic::transport::Channel;
 
 const ORIGINATOR: &str = "ORIG1";
 const PASSWORD: &str = "px-password";
+/// The quiet period of the in-process gateways (the binary insists on more than its attempt
+/// timeout; these tests use a short one).
+const QUIET: Duration = Duration::from_millis(1_000);
 
 struct Px {
     sim: SimServer<PayXpertSim>,
@@ -56,6 +59,7 @@ async fn gateway_for(sim: &SimServer<PayXpertSim>, password: &str, o: Options) -
         originator_id: ORIGINATOR.into(),
         password: Secret::new(password.into()),
         timeout: Duration::from_secs(3),
+        quiet_period: QUIET,
     })
     .unwrap();
     let account = Account {
@@ -339,6 +343,9 @@ async fn every_code_table_row() {
     )
     .await;
     for (i, (code, meaning)) in codes::TABLE.iter().enumerate() {
+        // A payment per row: a row whose outcome is unknown keeps its payment held.
+        let payment = format!("{}", 4000 + i);
+        px.sim().add_sale(&payment, 10_000, "EUR", None);
         px.sim().clear_faults();
         px.sim().inject(Fault::on(
             "refund",
@@ -349,7 +356,7 @@ async fn every_code_table_row() {
         ));
         let got = px
             .refunds
-            .create(refund(&format!("row-{i}"), "1002", 10, "EUR"))
+            .create(refund(&format!("row-{i}"), &payment, 10, "EUR"))
             .await;
         match meaning {
             Meaning::Success => {
@@ -477,6 +484,22 @@ async fn a_refund_lost_before_executing_is_sent_once_after_reconciling() {
         .unwrap_err();
     assert_eq!(reason(&e), "OUTCOME_UNKNOWN");
     assert_eq!(px.sim().stats().refunds_executed, 0);
+    // Not in the export yet means "not executed" only after the quiet period: until then the
+    // retry is told when it becomes decidable, and nothing is sent.
+    let e = px
+        .refunds
+        .create(refund("gw-1", "1002", 900, "EUR"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert_eq!(reason(&e), "OUTCOME_UNKNOWN");
+    let wait = retry_delay(&e).unwrap();
+    assert!(
+        wait <= QUIET && wait >= Duration::from_millis(500),
+        "{wait:?}"
+    );
+    assert_eq!(px.sim().calls("refund"), 1);
+    tokio::time::sleep(wait).await;
     let r = px
         .refunds
         .create(refund("gw-1", "1002", 900, "EUR"))
@@ -486,7 +509,7 @@ async fn a_refund_lost_before_executing_is_sent_once_after_reconciling() {
     assert_eq!(r.status(), pb::RefundStatus::Succeeded);
     assert_eq!(
         px.sim().calls("export"),
-        1,
+        2,
         "reconciled before sending again"
     );
     assert_eq!(px.sim().refunds_of("1002").len(), 1);

@@ -6,7 +6,11 @@ mod common;
 use std::sync::Arc;
 
 use common::process::TestDatabase;
-use paygate::idempotency::{self, Key, Store};
+use std::time::Duration;
+
+use paygate::idempotency::{
+    self, Completion, Inserted, Key, NewKey, PaymentClaim, RefundRow, Store,
+};
 
 fn key(id: &str) -> Key {
     Key {
@@ -16,61 +20,120 @@ fn key(id: &str) -> Key {
     }
 }
 
+fn new_key<'a>(
+    k: &'a Key,
+    token: &'a str,
+    lease_ms: i64,
+    payment: Option<PaymentClaim<'a>>,
+) -> NewKey<'a> {
+    NewKey {
+        key: k,
+        account: "main",
+        claim_keep_ms: 60_000,
+        payment_id: payment.map(|p| p.payment_id),
+        fingerprint: "fp",
+        token,
+        lease_ms,
+        instance: "i1",
+        payment,
+    }
+}
+
+fn refund_row<'a>(
+    request_id: &'a str,
+    refund_id: Option<&'a str>,
+    record: &'a str,
+) -> RefundRow<'a> {
+    RefundRow {
+        account: "main",
+        request_id,
+        payment_id: Some("P1"),
+        refund_id,
+        state: "Succeeded",
+        record,
+    }
+}
+
+const PAY: PaymentClaim<'static> = PaymentClaim {
+    account: "main",
+    payment_id: "P1",
+};
+
 async fn exercise(store: Arc<dyn Store>) {
     let k = key("k1");
-    let now = 1_000_000;
-    assert!(
-        store
-            .insert(&k, "fp", "t1", now + 5_000, now)
-            .await
-            .unwrap()
+    let a = store.now().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.now().await.unwrap() > a, "the store's clock moves");
+    assert_eq!(
+        store.insert(new_key(&k, "t1", 5_000, None)).await.unwrap(),
+        Inserted::Created
     );
-    assert!(
-        !store
-            .insert(&k, "fp", "t2", now + 5_000, now)
-            .await
-            .unwrap(),
+    assert_eq!(
+        store.insert(new_key(&k, "t2", 5_000, None)).await.unwrap(),
+        Inserted::Exists,
         "one owner"
     );
     let row = store.load(&k).await.unwrap().unwrap();
     assert_eq!(
-        (row.state.as_str(), row.fingerprint.as_str()),
-        ("in_flight", "fp")
+        (row.state.as_str(), row.fingerprint.as_str(), row.live),
+        ("in_flight", "fp", true)
     );
+    assert!(row.lease_left_ms > 4_000 && row.lease_left_ms <= 5_000);
 
     // A live lease cannot be taken over; an expired one can, once.
-    assert!(
-        !store
-            .take_over(&k, "t2", now + 9_000, now + 1_000)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .take_over(&k, "t2", now + 9_000, now + 5_000)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .take_over(&k, "t3", now + 9_000, now + 5_000)
-            .await
-            .unwrap()
-    );
+    assert!(!store.take_over(&k, "t2", 300, "i2").await.unwrap());
+    let k0 = key("k0");
+    store.insert(new_key(&k0, "t0", 200, None)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(!store.load(&k0).await.unwrap().unwrap().live, "expired");
+    assert!(store.take_over(&k0, "t0b", 5_000, "i2").await.unwrap());
+    assert!(!store.take_over(&k0, "t0c", 5_000, "i2").await.unwrap());
 
-    // The old holder can no longer complete; the new one can.
-    assert!(!store.complete(&k, "t1", "{}", None, now).await.unwrap());
-    assert!(store.mark_unknown(&k, "t2", now).await.unwrap());
+    // A lease of an instance that stopped heartbeating is dead before it expires; one whose
+    // instance beats (or never beat at all) is not.
+    store.heartbeat("i1").await.unwrap();
+    assert!(!store.take_over(&k, "t2", 5_000, "i2").await.unwrap());
+    tokio::time::sleep(idempotency::INSTANCE_STALE + Duration::from_millis(100)).await;
+    assert!(!store.load(&k).await.unwrap().unwrap().live, "i1 is silent");
+    assert!(store.take_over(&k, "t2", 5_000, "i2").await.unwrap());
+    assert!(!store.take_over(&k, "t3", 5_000, "i3").await.unwrap());
+    store.heartbeat("i2").await.unwrap();
+    assert!(store.load(&k).await.unwrap().unwrap().live);
+
+    // The old holder can no longer complete, and writes nothing; the new one can.
+    assert_eq!(
+        store
+            .complete(
+                &k,
+                "t1",
+                "{}",
+                60_000,
+                Some(refund_row("k1", Some("R0"), "lost"))
+            )
+            .await
+            .unwrap(),
+        Completion::LeaseLost
+    );
+    assert!(store.load_refund("main", "k1").await.unwrap().is_none());
+    assert!(store.known_refunds("main", "P1").await.unwrap().is_empty());
+    assert!(store.mark_unknown(&k, "t2").await.unwrap());
     assert_eq!(store.load(&k).await.unwrap().unwrap().state, "unknown");
     assert!(
-        store.take_over(&k, "t3", now + 9_000, now).await.unwrap(),
+        store.take_over(&k, "t3", 9_000, "i2").await.unwrap(),
         "unknown is resumable"
     );
-    assert!(
+    assert_eq!(
         store
-            .complete(&k, "t3", "{\"x\":1}", None, now)
+            .complete(
+                &k,
+                "t3",
+                "{\"x\":1}",
+                60_000,
+                Some(refund_row("k1", Some("R1"), "s"))
+            )
             .await
-            .unwrap()
+            .unwrap(),
+        Completion::Done
     );
     let row = store.load(&k).await.unwrap().unwrap();
     assert_eq!(
@@ -78,81 +141,236 @@ async fn exercise(store: Arc<dyn Store>) {
         ("done", Some("{\"x\":1}"))
     );
     assert!(
-        !store
-            .take_over(&k, "t4", i64::MAX, i64::MAX - 1)
-            .await
-            .unwrap(),
+        !store.take_over(&k, "t4", 9_000, "i2").await.unwrap(),
         "done is final"
+    );
+    assert_eq!(store.known_refunds("main", "P1").await.unwrap(), vec!["R1"]);
+    assert_eq!(
+        store
+            .attributed_refund("main", "billing", "k1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("R1")
+    );
+    assert!(
+        store
+            .attributed_refund("main", "support", "k1")
+            .await
+            .unwrap()
+            .is_none(),
+        "attributions belong to the caller"
     );
 
     // Delete only by the holder.
     let k2 = key("k2");
-    assert!(
-        store
-            .insert(&k2, "fp", "a", now + 5_000, now)
-            .await
-            .unwrap()
-    );
+    store.insert(new_key(&k2, "a", 5_000, None)).await.unwrap();
     assert!(!store.delete(&k2, "b").await.unwrap());
     assert!(store.delete(&k2, "a").await.unwrap());
     assert!(store.load(&k2).await.unwrap().is_none());
 
-    // Purge removes done keys created before the cutoff, never unresolved ones.
-    let k3 = key("k3");
-    assert!(
+    // One unsettled attempt per payment: a second key waits until the first is settled.
+    let p1 = key("p1");
+    let p2 = key("p2");
+    assert_eq!(
         store
-            .insert(&k3, "fp", "c", now + 5_000, now)
+            .insert(new_key(&p1, "x1", 5_000, Some(PAY)))
+            .await
+            .unwrap(),
+        Inserted::Created
+    );
+    assert_eq!(
+        store
+            .insert(new_key(&p2, "x2", 5_000, Some(PAY)))
+            .await
+            .unwrap(),
+        Inserted::PaymentBusy
+    );
+    assert!(store.load(&p2).await.unwrap().is_none(), "nothing written");
+    let held = store.hold_payment(&p1, PAY).await.unwrap().unwrap();
+    assert_eq!(held.last_sent_at, None);
+    assert!(held.now >= held.started_at);
+    assert!(store.hold_payment(&p2, PAY).await.unwrap().is_none());
+    // A send is recorded only under the live lease.
+    assert!(!store.begin_send(&p1, "not-the-holder").await.unwrap());
+    assert!(store.begin_send(&p1, "x1").await.unwrap());
+    let sent = store.hold_payment(&p1, PAY).await.unwrap().unwrap();
+    assert!(sent.last_sent_at.is_some_and(|t| t >= held.started_at));
+    assert!(store.mark_unknown(&p1, "x1").await.unwrap());
+    assert!(
+        !store.begin_send(&p1, "x1").await.unwrap(),
+        "not while unknown"
+    );
+    assert_eq!(
+        store
+            .insert(new_key(&p2, "x2", 5_000, Some(PAY)))
+            .await
+            .unwrap(),
+        Inserted::PaymentBusy,
+        "an unknown attempt still holds the payment"
+    );
+    // An operator settles only unresolved keys.
+    assert_eq!(
+        store.settle(&p1, "{}", 60_000, None).await.unwrap(),
+        Completion::LeaseLost,
+        "unknown is not unresolved"
+    );
+    assert!(store.take_over(&p1, "x3", 5_000, "i2").await.unwrap());
+    assert_eq!(
+        store.settle(&p1, "{}", 60_000, None).await.unwrap(),
+        Completion::LeaseLost,
+        "never a live lease"
+    );
+    assert!(store.mark_unresolved(&p1, "x3").await.unwrap());
+    // A refund attributed to another key is never settled onto this one.
+    assert_eq!(
+        store
+            .settle(&p1, "{}", 60_000, Some(refund_row("p1", Some("R1"), "s")))
+            .await
+            .unwrap(),
+        Completion::AttributedElsewhere
+    );
+    assert_eq!(store.load(&p1).await.unwrap().unwrap().state, "unresolved");
+    assert_eq!(
+        store
+            .settle(&p1, "{}", 60_000, Some(refund_row("p1", Some("R2"), "s")))
+            .await
+            .unwrap(),
+        Completion::Done
+    );
+    assert_eq!(
+        store
+            .insert(new_key(&p2, "x2", 5_000, Some(PAY)))
+            .await
+            .unwrap(),
+        Inserted::Created,
+        "settling released the payment"
+    );
+    // Completing with a refund that another key owns writes nothing.
+    assert_eq!(
+        store
+            .complete(
+                &p2,
+                "x2",
+                "{}",
+                60_000,
+                Some(refund_row("p2", Some("R2"), "s"))
+            )
+            .await
+            .unwrap(),
+        Completion::AttributedElsewhere
+    );
+    assert_eq!(store.load(&p2).await.unwrap().unwrap().state, "in_flight");
+    assert!(store.delete(&p2, "x2").await.unwrap());
+    assert_eq!(
+        store
+            .insert(new_key(&p1, "x9", 5_000, Some(PAY)))
+            .await
+            .unwrap(),
+        Inserted::Exists
+    );
+
+    // Purge removes done keys past their keep time, never unresolved or unknown ones.
+    let k3 = key("k3");
+    store.insert(new_key(&k3, "c", 5_000, None)).await.unwrap();
+    assert!(store.mark_unknown(&k3, "c").await.unwrap());
+    let k4 = key("k4");
+    store.insert(new_key(&k4, "d", 5_000, None)).await.unwrap();
+    assert_eq!(
+        store.complete(&k4, "d", "{}", 100, None).await.unwrap(),
+        Completion::Done
+    );
+    assert_eq!(store.purge(3_600_000).await.unwrap(), 0, "nothing is due");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        store.purge(3_600_000).await.unwrap(),
+        1,
+        "k4's keep time passed"
+    );
+    assert!(store.load(&k4).await.unwrap().is_none());
+    assert!(
+        store.load(&k).await.unwrap().is_some(),
+        "k1 is kept for a minute"
+    );
+    assert!(store.load(&k3).await.unwrap().is_some());
+
+    // A request id on an account belongs to its first caller.
+    let theirs = Key {
+        caller: "support".into(),
+        method: "RefundService.Create",
+        request_id: "k1".into(),
+    };
+    assert_eq!(
+        store
+            .insert(new_key(&theirs, "s1", 5_000, None))
+            .await
+            .unwrap(),
+        Inserted::Claimed
+    );
+    assert!(
+        store.load(&theirs).await.unwrap().is_none(),
+        "nothing written"
+    );
+    assert_eq!(
+        store
+            .claimant("main", "RefundService.Create", "k1")
+            .await
+            .unwrap(),
+        Some(("billing".to_string(), None))
+    );
+    assert_eq!(
+        store
+            .claimant("main", "RefundService.Create", "p1")
+            .await
+            .unwrap(),
+        Some(("billing".to_string(), Some("P1".to_string())))
+    );
+    assert_eq!(
+        store.refund_owner("main", "R2").await.unwrap().as_deref(),
+        Some("billing")
+    );
+
+    // Refund states move forward only; a read refreshes only what a Create recorded.
+    for (refund_id, state, record) in [
+        (None, "Processing", "p"),
+        (Some("R1"), "Succeeded", "s"),
+        (None, "Processing", "late"),
+    ] {
+        store
+            .save_refund(RefundRow {
+                account: "main",
+                request_id: "r1",
+                payment_id: Some("P1"),
+                refund_id,
+                state,
+                record,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.load_refund("main", "r1").await.unwrap().as_deref(),
+        Some("s")
+    );
+    let read = |request_id, refund_id, record| RefundRow {
+        account: "main",
+        request_id,
+        payment_id: Some("P1"),
+        refund_id: Some(refund_id),
+        state: "Failed",
+        record,
+    };
+    assert!(
+        !store
+            .refresh_refund(read("r1", "R9", "other"))
             .await
             .unwrap()
     );
-    assert!(store.mark_unknown(&k3, "c", now).await.unwrap());
-    assert_eq!(store.purge(now + 1).await.unwrap(), 1);
-    assert!(store.load(&k).await.unwrap().is_none());
-    assert!(store.load(&k3).await.unwrap().is_some());
-
-    // Refund states move forward only.
-    store
-        .save_refund(
-            paygate::idempotency::RefundRow {
-                account: "main",
-                request_id: "r1",
-                payment_id: Some("P1"),
-                refund_id: None,
-                state: "Processing",
-                record: "p",
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    store
-        .save_refund(
-            paygate::idempotency::RefundRow {
-                account: "main",
-                request_id: "r1",
-                payment_id: Some("P1"),
-                refund_id: Some("R1"),
-                state: "Succeeded",
-                record: "s",
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    store
-        .save_refund(
-            paygate::idempotency::RefundRow {
-                account: "main",
-                request_id: "r1",
-                payment_id: Some("P1"),
-                refund_id: None,
-                state: "Processing",
-                record: "late",
-            },
-            now,
-        )
-        .await
-        .unwrap();
+    assert!(!store.refresh_refund(read("r2", "R1", "new")).await.unwrap());
+    assert!(
+        store.load_refund("main", "r2").await.unwrap().is_none(),
+        "never recorded anew"
+    );
     assert_eq!(
         store.load_refund("main", "r1").await.unwrap().as_deref(),
         Some("s")
@@ -190,8 +408,6 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
     use paygate::idempotency::Idempotency;
     use paygate::providers::{ProviderError, Resolution};
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
-
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("p.db").display());
     let idem = Idempotency::new(
@@ -227,7 +443,8 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
                     "main",
                     deadline(),
                     ctx,
-                    || async { Ok(Resolution::Resend) },
+                    None,
+                    |_| async { Ok(Resolution::Resend) },
                     || async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         Err(ProviderError::unknown("answer lost", None))
@@ -249,7 +466,8 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
                 "main",
                 deadline(),
                 &ctx,
-                || async { Ok(Resolution::Undecidable("two candidates".into())) },
+                None,
+                |_| async { Ok(Resolution::Undecidable("two candidates".into())) },
                 || async {
                     calls.fetch_add(1, Ordering::SeqCst);
                     Ok(outcome())
@@ -271,7 +489,8 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
             "main",
             deadline(),
             &ctx,
-            || async { Ok(Resolution::Adopt(outcome())) },
+            None,
+            |_| async { Ok(Resolution::Adopt(outcome())) },
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Ok(outcome())
@@ -292,7 +511,8 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
             "main",
             deadline(),
             &ctx,
-            || async { Ok(Resolution::Resend) },
+            None,
+            |_| async { Ok(Resolution::Resend) },
             || async { Ok(outcome()) },
         )
         .await

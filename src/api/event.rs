@@ -74,7 +74,7 @@ impl EventService for EventApi {
             }
             let (tx, rx) = mpsc::channel(64);
             tokio::spawn(
-                stream(s.clone(), accounts, after, tx).instrument(tracing::Span::current()),
+                stream(s.clone(), accounts, caller, after, tx).instrument(tracing::Span::current()),
             );
             Ok(Reply::fresh(ReceiverStream::new(rx)))
         })
@@ -88,6 +88,7 @@ impl EventService for EventApi {
 async fn stream(
     s: Arc<Shared>,
     accounts: HashSet<String>,
+    caller: String,
     mut after: i64,
     tx: mpsc::Sender<Result<pb::Event, Status>>,
 ) {
@@ -112,7 +113,11 @@ async fn stream(
         };
         let full = batch.rows as i64 == BATCH;
         for e in batch.events {
-            if accounts.contains(&e.account) && tx.send(Ok(event_to_pb(&e))).await.is_err() {
+            // A refund's event goes to the caller that made it (or one allowed to read
+            // others'); events that concern no caller go to every watcher of the account.
+            let visible = accounts.contains(&e.account)
+                && (e.caller.is_none() || s.auth.may_read(&caller, e.caller.as_deref()));
+            if visible && tx.send(Ok(event_to_pb(&e))).await.is_err() {
                 return;
             }
         }

@@ -60,14 +60,20 @@ impl RefundService for RefundApi {
             let dedup = provider.deduplicates_requests();
             let call = CallContext::new(deadline);
             let idem = &s.idempotency;
+            // A provider without an idempotency key gets one unsettled attempt per payment.
+            let scope = idempotency::RefundScope {
+                payment_id: &cmd.payment_id,
+                quiet: provider.quiet_period(),
+            };
             // An earlier attempt with an unknown outcome is settled by the provider first
             // (Antom: resend; PayXpert: reconcile against its refunds of the payment).
-            let resolve = || async {
-                let known = idem.known_refunds(&account.name, &cmd.payment_id).await;
+            let (account_ref, cmd_ref, call_ref) = (&account, &cmd, &call);
+            let resolve = move |reconcile: idempotency::Reconcile| async move {
+                let (account, cmd, call) = (account_ref, cmd_ref, call_ref);
                 account
                     .guard
                     .call(deadline, (provider.name(), "resolve"), || {
-                        provider.resolve_refund(&cmd, &known, &call)
+                        provider.resolve_refund(cmd, &reconcile, call)
                     })
                     .await
             };
@@ -78,6 +84,7 @@ impl RefundService for RefundApi {
                     &account.name,
                     deadline,
                     &ctx,
+                    Some(scope),
                     resolve,
                     || {
                         call_resolving(
@@ -137,20 +144,63 @@ impl RefundService for RefundApi {
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let call = CallContext::new(deadline);
             let provider = &account.provider;
-            if query.refund_id.is_none() && !provider.inquires_by_request_id() {
-                // The provider knows refunds only by its own id: use the one recorded.
-                let request_id = query.request_id.clone().unwrap_or_default();
-                let known = s.idempotency.latest_refund(&account.name, &request_id).await;
-                query.refund_id = known.and_then(|r| r.refund_id);
-                if query.refund_id.is_none() {
-                    return Err(GatewayError::NotFound {
-                        reason: crate::error::reason::REFUND_NOT_RECORDED,
-                        message: format!(
-                            "no refund with request_id {request_id:?} is recorded for account {:?}; give refund_id",
-                            account.name
-                        ),
-                        ctx: ctx.clone(),
-                    });
+            let store_failed = |e: sqlx::Error| {
+                tracing::error!(error = %e, "idempotency store failed");
+                GatewayError::StoreUnavailable(ctx.clone())
+            };
+            let not_recorded = |request_id: &str| GatewayError::NotFound {
+                reason: crate::error::reason::REFUND_NOT_RECORDED,
+                message: format!(
+                    "no refund with request_id {request_id:?} is recorded for this caller on account {:?}; give refund_id",
+                    account.name
+                ),
+                ctx: ctx.clone(),
+            };
+            match (&query.refund_id, query.request_id.clone()) {
+                (None, Some(request_id)) if provider.inquires_by_request_id() => {
+                    // A request id names a refund of the caller that claimed it; another
+                    // caller's needs its policy's read_others.
+                    let owner = s
+                        .idempotency
+                        .claimant(&account.name, CREATE, &request_id)
+                        .await
+                        .map_err(store_failed)?;
+                    if s.auth.enabled() && !s.auth.may_read(&caller, owner.as_ref().map(|o| o.0.as_str())) {
+                        return Err(not_recorded(&request_id));
+                    }
+                }
+                (None, request_id) => {
+                    // The provider knows refunds only by its own id: use the one attributed to
+                    // the caller's request id by its own Create.
+                    let request_id = request_id.unwrap_or_default();
+                    query.refund_id = s
+                        .idempotency
+                        .attributed_refund(&account.name, &caller, &request_id)
+                        .await
+                        .map_err(store_failed)?;
+                    if query.refund_id.is_none() {
+                        return Err(not_recorded(&request_id));
+                    }
+                }
+                (Some(refund_id), _) => {
+                    // A refund made through the gateway by another caller needs read_others.
+                    let owner = s
+                        .idempotency
+                        .refund_owner(&account.name, refund_id)
+                        .await
+                        .map_err(store_failed)?;
+                    if let Some(owner) = owner
+                        && !s.auth.may_read(&caller, Some(&owner))
+                    {
+                        return Err(GatewayError::NotFound {
+                            reason: crate::error::reason::REFUND_NOT_RECORDED,
+                            message: format!(
+                                "refund {refund_id:?} was made by another caller on account {:?}",
+                                account.name
+                            ),
+                            ctx: ctx.clone(),
+                        });
+                    }
                 }
             }
             let record = call_resolving(&call, true, Attempt { provider: provider.name(), account: &account.name, endpoint: "inquire" }, || {
@@ -160,7 +210,7 @@ impl RefundService for RefundApi {
             })
             .await
             .map_err(|e| GatewayError::provider(e, ctx.clone()))?;
-            s.idempotency.record_refund(&account.name, &record).await;
+            s.idempotency.refresh_refund(&account.name, &record).await;
             Ok(Reply::fresh(refund_to_pb(&record)))
         })
         .instrument(span)

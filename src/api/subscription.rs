@@ -68,7 +68,8 @@ impl SubscriptionService for SubscriptionApi {
                     &account.name,
                     deadline,
                     &ctx,
-                    || async { Ok(Resolution::Resend) },
+                    None,
+                    |_| async { Ok(Resolution::Resend) },
                     || {
                         call_resolving(
                             &call,

@@ -39,9 +39,20 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>
 
 /// Default retention of completed keys.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default retention of completed keys on providers without an idempotency key of their own
+/// (PayXpert): 395 days, longer than the 13 months card schemes allow for a refund, so a late
+/// retry of a completed refund replays instead of refunding again.
+pub const DEFAULT_UNKEYED_RETENTION: Duration = Duration::from_secs(395 * 24 * 3600);
 /// How much longer than the call's own deadline a lease lives, so a crashed attempt's key is
 /// taken over soon after the caller gave up on it.
 pub const LEASE_SLACK: Duration = Duration::from_secs(2);
+/// How often a serving process writes its heartbeat.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+/// A lease whose instance has not heartbeat for this long is dead and may be taken over
+/// (its outcome is unknown, so it is settled first). The SQL carries the same literal.
+pub const INSTANCE_STALE: Duration = Duration::from_millis(1500);
+/// A duplicate waiting for a live lease answers this long before its own deadline.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 
 /// The scope of an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,81 +65,180 @@ pub struct Key {
     pub request_id: String,
 }
 
-/// A stored key as read back.
+/// A stored key as read back, judged by the store's clock.
 #[derive(Debug, Clone)]
 pub struct Row {
     /// Fingerprint of the first request.
     pub fingerprint: String,
-    /// `in_flight`, `unknown` or `done`.
+    /// `in_flight`, `unknown`, `unresolved` or `done`.
     pub state: String,
-    /// Unix ms until which an `in_flight` lease is live.
-    pub lease_until: i64,
+    /// Milliseconds an `in_flight` lease has left (negative once expired).
+    pub lease_left_ms: i64,
     /// The final outcome (JSON of [`Outcome`]) when `done`.
     pub outcome: Option<String>,
+    /// True while an `in_flight` lease is live: not expired, and its instance heartbeating.
+    pub live: bool,
 }
 
-/// Durable key storage. Each method is one atomic statement.
+/// A key to create.
+#[derive(Debug, Clone, Copy)]
+pub struct NewKey<'a> {
+    /// The key.
+    pub key: &'a Key,
+    /// The provider account; the key's caller claims its request id there.
+    pub account: &'a str,
+    /// How long the claim of the request id is kept.
+    pub claim_keep_ms: i64,
+    /// The payment a refund key is about, recorded with the claim.
+    pub payment_id: Option<&'a str>,
+    /// Fingerprint of the request.
+    pub fingerprint: &'a str,
+    /// The lease token of this attempt.
+    pub token: &'a str,
+    /// How long the lease lives, from the store's now.
+    pub lease_ms: i64,
+    /// The process instance holding the lease.
+    pub instance: &'a str,
+    /// The payment this key claims, on providers without an idempotency key.
+    pub payment: Option<PaymentClaim<'a>>,
+}
+
+/// A payment a refund key holds while its attempt is in flight or unsettled.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentClaim<'a> {
+    /// Provider account.
+    pub account: &'a str,
+    /// The payment.
+    pub payment_id: &'a str,
+}
+
+/// What inserting a key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Created, with its lease (and its payment).
+    Created,
+    /// The key exists already; nothing changed.
+    Exists,
+    /// Another caller claimed this request id on the account; nothing changed.
+    Claimed,
+    /// Another key's refund of the same payment is unsettled; nothing changed.
+    PaymentBusy,
+}
+
+/// A key's unsettled attempt on a payment, by the store's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentAttempt {
+    /// When the key's first attempt started.
+    pub started_at: i64,
+    /// When a request last may have left (`None`: none ever did).
+    pub last_sent_at: Option<i64>,
+    /// The store's now.
+    pub now: i64,
+}
+
+/// What storing a final outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Stored, with the attribution and the refund's state.
+    Done,
+    /// The lease (or, for `settle`, the unresolved state) was gone: nothing was written.
+    LeaseLost,
+    /// The refund is attributed to another key: nothing was written.
+    AttributedElsewhere,
+}
+
+/// Durable key storage. Each method is one atomic statement or transaction. Every time is the
+/// store's own clock.
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn name(&self) -> &'static str;
-    /// Creates the key in `in_flight` with a lease; false if it exists.
-    fn insert<'a>(
-        &'a self,
-        key: &'a Key,
-        fingerprint: &'a str,
-        token: &'a str,
-        lease_until: i64,
-        now: i64,
-    ) -> StoreFuture<'a, bool>;
+    /// The store's clock, Unix ms.
+    fn now(&self) -> StoreFuture<'_, i64>;
+    /// Creates the key in `in_flight` with a lease and, when asked, claims its payment, in
+    /// one transaction.
+    fn insert<'a>(&'a self, new: NewKey<'a>) -> StoreFuture<'a, Inserted>;
     /// Reads the key.
     fn load<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Row>>;
-    /// Takes the lease of a key that is `unknown` or whose lease expired.
+    /// Takes the lease of a key that is `unknown` or whose lease is dead.
     fn take_over<'a>(
         &'a self,
         key: &'a Key,
         token: &'a str,
-        lease_until: i64,
-        now: i64,
+        lease_ms: i64,
+        instance: &'a str,
     ) -> StoreFuture<'a, bool>;
-    /// Stores the final outcome, if `token` still holds the lease, together with the refund's
-    /// state when the outcome is a refund.
+    /// The key's attempt on its payment, claiming the payment first for a key that predates
+    /// claims; `None` when another key holds the payment.
+    fn hold_payment<'a>(
+        &'a self,
+        key: &'a Key,
+        payment: PaymentClaim<'a>,
+    ) -> StoreFuture<'a, Option<PaymentAttempt>>;
+    /// Records that a request is about to leave for the key's payment; false (and nothing
+    /// recorded) unless `token` holds the key's live lease.
+    fn begin_send<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
+    /// Stores the final outcome if `token` still holds the lease, kept `keep_ms`, together with
+    /// the refund's attribution and state, and releases the payment.
     fn complete<'a>(
         &'a self,
         key: &'a Key,
         token: &'a str,
         outcome: &'a str,
+        keep_ms: i64,
         refund: Option<RefundRow<'a>>,
-        now: i64,
-    ) -> StoreFuture<'a, bool>;
-    /// Marks the key `unknown` and frees the lease.
-    fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str, now: i64) -> StoreFuture<'a, bool>;
-    /// Marks the key `unresolved`: an operator must settle it.
-    fn mark_unresolved<'a>(
-        &'a self,
-        key: &'a Key,
-        token: &'a str,
-        now: i64,
-    ) -> StoreFuture<'a, bool>;
-    /// Settles a key that is not done (an operator's decision), with an optional refund row.
+    ) -> StoreFuture<'a, Completion>;
+    /// Marks the key `unknown` and frees the lease (the payment stays held).
+    fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
+    /// Marks the key `unresolved`: an operator must settle it (the payment stays held).
+    fn mark_unresolved<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
+    /// An operator's decision on an `unresolved` key (never a live or unknown one), with the
+    /// refund's attribution; releases the payment.
     fn settle<'a>(
         &'a self,
         key: &'a Key,
         outcome: &'a str,
+        keep_ms: i64,
         refund: Option<RefundRow<'a>>,
-        now: i64,
-    ) -> StoreFuture<'a, bool>;
-    /// Refund ids recorded for a payment of an account.
+    ) -> StoreFuture<'a, Completion>;
+    /// The caller that claimed `request_id` for `method` on `account`, and the payment a
+    /// refund key recorded with its claim.
+    fn claimant<'a>(
+        &'a self,
+        account: &'a str,
+        method: &'a str,
+        request_id: &'a str,
+    ) -> StoreFuture<'a, Option<(String, Option<String>)>>;
+    /// Refund ids attributed to keys for a payment of an account.
     fn known_refunds<'a>(
         &'a self,
         account: &'a str,
         payment_id: &'a str,
     ) -> StoreFuture<'a, Vec<String>>;
-    /// Deletes a key whose attempt executed nothing.
+    /// The caller a refund is attributed to on an account.
+    fn refund_owner<'a>(
+        &'a self,
+        account: &'a str,
+        refund_id: &'a str,
+    ) -> StoreFuture<'a, Option<String>>;
+    /// The refund attributed to `caller`'s `request_id` on an account.
+    fn attributed_refund<'a>(
+        &'a self,
+        account: &'a str,
+        caller: &'a str,
+        request_id: &'a str,
+    ) -> StoreFuture<'a, Option<String>>;
+    /// Deletes a key whose attempt executed nothing, and releases its payment.
     fn delete<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
-    /// Deletes completed keys created before `cutoff`; returns how many rows went.
-    fn purge(&self, cutoff: i64) -> StoreFuture<'_, u64>;
+    /// Deletes what is past its keep time (`retention_ms` for rows without one); returns how
+    /// many rows went.
+    fn purge(&self, retention_ms: i64) -> StoreFuture<'_, u64>;
+    /// Records that `instance` is alive.
+    fn heartbeat<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()>;
     /// Records the latest state of a refund.
-    fn save_refund<'a>(&'a self, refund: RefundRow<'a>, now: i64) -> StoreFuture<'a, ()>;
+    fn save_refund<'a>(&'a self, refund: RefundRow<'a>) -> StoreFuture<'a, ()>;
+    /// Refreshes the recorded state of a refund already recorded under its request id with
+    /// that refund id; never records a refund anew. True if it changed something.
+    fn refresh_refund<'a>(&'a self, refund: RefundRow<'a>) -> StoreFuture<'a, bool>;
     /// The latest recorded state of a refund (JSON of `RefundRecord`).
     fn load_refund<'a>(
         &'a self,
@@ -142,7 +252,6 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         event: EventRow<'a>,
         effect: EventEffect<'a>,
-        now: i64,
     ) -> StoreFuture<'a, Option<i64>>;
     /// Up to `limit` events after sequence number `after`, oldest first.
     fn events_after(&self, after: i64, limit: i64) -> StoreFuture<'_, Vec<StoredEvent>>;
@@ -150,7 +259,7 @@ pub trait Store: Send + Sync + 'static {
     /// back), and the highest purged so far (0 = none).
     fn event_counter(&self) -> StoreFuture<'_, (i64, i64)>;
     /// Records the latest state of a subscription.
-    fn save_subscription<'a>(&'a self, s: SubscriptionRow<'a>, now: i64) -> StoreFuture<'a, ()>;
+    fn save_subscription<'a>(&'a self, s: SubscriptionRow<'a>) -> StoreFuture<'a, ()>;
     /// The latest recorded state of a subscription (JSON of `SubscriptionRecord`, and when it
     /// was written), by subscription id or, when that is empty, by the merchant's id.
     fn load_subscription<'a>(
@@ -174,6 +283,8 @@ pub struct EventRow<'a> {
     pub kind: &'a str,
     /// JSON of the `Notice`.
     pub payload: &'a str,
+    /// The caller it concerns, when known.
+    pub caller: Option<&'a str>,
 }
 
 /// What storing an event changes besides the event itself.
@@ -219,6 +330,8 @@ pub struct StoredEvent {
     pub payload: String,
     /// When it was stored (Unix ms).
     pub received_at: i64,
+    /// The caller it concerns, when known.
+    pub caller: Option<String>,
 }
 
 /// A refund's state as recorded next to a completed key.
@@ -446,10 +559,6 @@ fn token() -> String {
     hex(&b)
 }
 
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 pub(crate) fn state_name(s: RefundState) -> &'static str {
     match s {
         RefundState::Succeeded => "Succeeded",
@@ -490,7 +599,10 @@ fn refund_row<'a>(
 pub struct Idempotency {
     store: Arc<dyn Store>,
     retention: Duration,
+    unkeyed_retention: Duration,
     done: Arc<DoneCache>,
+    /// This process's instance id, named by every lease it takes.
+    instance: Arc<str>,
 }
 
 /// How many completed outcomes are kept in memory.
@@ -501,6 +613,8 @@ impl std::fmt::Debug for Idempotency {
         f.debug_struct("Idempotency")
             .field("store", &self.store.name())
             .field("retention", &self.retention)
+            .field("unkeyed_retention", &self.unkeyed_retention)
+            .field("instance", &self.instance)
             .finish()
     }
 }
@@ -508,6 +622,36 @@ impl std::fmt::Debug for Idempotency {
 fn store_error(ctx: &ErrorContext, e: sqlx::Error) -> GatewayError {
     tracing::error!(error = %e, "idempotency store failed");
     GatewayError::StoreUnavailable(ctx.clone())
+}
+
+/// What a refund key is about. On a provider without an idempotency key of its own
+/// (`quiet` set), the payment is held while the key is unsettled, so at most one refund
+/// attempt per payment is in flight or unknown, and "not found at the provider" counts as
+/// "not executed" only `quiet` after the last request may have left.
+#[derive(Debug, Clone, Copy)]
+pub struct RefundScope<'a> {
+    /// The refunded payment.
+    pub payment_id: &'a str,
+    /// The provider's quiet period; `None` when the provider deduplicates by itself.
+    pub quiet: Option<Duration>,
+}
+
+/// The payment and quiet period of a refund on a provider without its own key.
+#[derive(Debug, Clone, Copy)]
+struct Unkeyed<'a> {
+    payment_id: &'a str,
+    quiet: Duration,
+}
+
+/// What settling an earlier attempt may use: on providers without a key, when the key's
+/// first attempt started (store clock, Unix ms) and the refunds already attributed to other
+/// keys on the payment.
+#[derive(Debug, Clone, Default)]
+pub struct Reconcile {
+    /// When the key's first attempt started.
+    pub since_ms: Option<i64>,
+    /// Refund ids attributed to keys on the payment.
+    pub known: Vec<String>,
 }
 
 /// What one run is about.
@@ -518,6 +662,17 @@ struct Run<'a> {
     account: &'a str,
     tok: &'a str,
     ctx: &'a ErrorContext,
+    unkeyed: Option<Unkeyed<'a>>,
+    payment_id: Option<&'a str>,
+}
+
+impl Run<'_> {
+    fn claim(&self) -> Option<PaymentClaim<'_>> {
+        self.unkeyed.map(|u| PaymentClaim {
+            account: self.account,
+            payment_id: u.payment_id,
+        })
+    }
 }
 
 /// How a run's attempt began.
@@ -527,14 +682,31 @@ enum Start {
     Resume,
 }
 
+/// The time left before `deadline` minus the answer margin, if any.
+fn time_to_wait(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(ANSWER_MARGIN)
+}
+
 impl Idempotency {
-    /// Uses `store`, keeping completed keys for `retention`.
+    /// Uses `store`, keeping completed keys for `retention` (and keys of providers without
+    /// their own idempotency key for [`DEFAULT_UNKEYED_RETENTION`]).
     pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
         Self {
             store,
             retention,
+            unkeyed_retention: DEFAULT_UNKEYED_RETENTION.max(retention),
             done: Arc::new(DoneCache::new(DONE_CACHE_CAPACITY)),
+            instance: token().into(),
         }
+    }
+
+    /// Keeps completed keys of providers without their own idempotency key for `d` (never
+    /// less than the retention of other keys).
+    pub fn with_unkeyed_retention(mut self, d: Duration) -> Self {
+        self.unkeyed_retention = d.max(self.retention);
+        self
     }
 
     /// The store.
@@ -542,10 +714,28 @@ impl Idempotency {
         &self.store
     }
 
+    /// This process's instance id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Writes this instance's heartbeat every [`HEARTBEAT_EVERY`], forever. Only a serving
+    /// process runs it; leases of an instance that never heartbeat live until they expire.
+    pub async fn heartbeat_loop(self) {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.store.heartbeat(&self.instance).await {
+                tracing::warn!(error = %e, "cannot write this instance's heartbeat");
+            }
+        }
+    }
+
     /// Runs `attempt` at most once per key while its outcome is known, as described in the
-    /// module documentation. `resend_settles` says whether sending the identical request again
-    /// settles an earlier attempt whose outcome is unknown (the provider deduplicates, or the
-    /// operation is naturally idempotent).
+    /// module documentation. `refund` says which payment a refund key is about (and, on
+    /// providers without an idempotency key of their own, their quiet period). `resolve`
+    /// settles an earlier attempt whose outcome is unknown.
     #[allow(clippy::too_many_arguments)]
     pub async fn run<T, F, Fut, R, RFut>(
         &self,
@@ -554,6 +744,7 @@ impl Idempotency {
         account: &str,
         deadline: Instant,
         ctx: &ErrorContext,
+        refund: Option<RefundScope<'_>>,
         resolve: R,
         mut attempt: F,
     ) -> Result<Reply<T>, GatewayError>
@@ -561,7 +752,7 @@ impl Idempotency {
         T: Storable,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
-        R: FnOnce() -> RFut,
+        R: FnOnce(Reconcile) -> RFut,
         RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
     {
         if let Some((fp, outcome)) = self.done.get(key, self.retention) {
@@ -573,10 +764,23 @@ impl Idempotency {
         }
         let mut wait = Duration::from_millis(5);
         loop {
-            let now = now_ms();
-            let lease_ms = deadline.saturating_duration_since(Instant::now()) + LEASE_SLACK;
-            let lease_until = now + lease_ms.as_millis() as i64;
+            let lease_ms = (deadline.saturating_duration_since(Instant::now()) + LEASE_SLACK)
+                .as_millis() as i64;
             let tok = token();
+            let run = Run {
+                key,
+                fingerprint,
+                account,
+                tok: &tok,
+                ctx,
+                unkeyed: refund.and_then(|r| {
+                    r.quiet.map(|quiet| Unkeyed {
+                        payment_id: r.payment_id,
+                        quiet,
+                    })
+                }),
+                payment_id: refund.map(|r| r.payment_id),
+            };
             // Read first: a replay then costs one indexed read and no write.
             let row = self
                 .store
@@ -584,23 +788,45 @@ impl Idempotency {
                 .await
                 .map_err(|e| store_error(ctx, e))?;
             let Some(row) = row else {
-                let inserted = store_op(
-                    "insert",
-                    self.store.insert(key, fingerprint, &tok, lease_until, now),
-                )
-                .await
-                .map_err(|e| store_error(ctx, e))?;
-                if inserted {
-                    let run = Run {
-                        key,
-                        fingerprint,
-                        account,
-                        tok: &tok,
-                        ctx,
-                    };
-                    return self.attempt(run, Start::Fresh, &mut attempt).await;
+                let new = NewKey {
+                    key,
+                    account,
+                    claim_keep_ms: self.keep_ms(true),
+                    payment_id: run.payment_id,
+                    fingerprint,
+                    token: &tok,
+                    lease_ms,
+                    instance: &self.instance,
+                    payment: run.claim(),
+                };
+                match store_op("insert", self.store.insert(new))
+                    .await
+                    .map_err(|e| store_error(ctx, e))?
+                {
+                    Inserted::Created => {
+                        return self.attempt(run, Start::Fresh, &mut attempt).await;
+                    }
+                    Inserted::Exists => continue, // another attempt inserted it first: read it
+                    Inserted::Claimed => {
+                        idempotency_event("claimed");
+                        return Err(GatewayError::RequestIdClaimed(ctx.clone()));
+                    }
+                    Inserted::PaymentBusy => {
+                        // Another key's refund of this payment is unsettled: wait for it
+                        // within the deadline, never alongside it.
+                        if time_to_wait(deadline) <= wait {
+                            idempotency_event("payment_busy");
+                            return Err(GatewayError::PaymentBusy {
+                                retry_after: Duration::from_secs(1),
+                                ctx: ctx.clone(),
+                            });
+                        }
+                        idempotency_event("payment_wait");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_millis(100));
+                        continue;
+                    }
                 }
-                continue; // another attempt inserted it first: read it
             };
             if row.fingerprint != fingerprint {
                 idempotency_event("conflict");
@@ -621,11 +847,11 @@ impl Idempotency {
                     idempotency_event("unresolved");
                     return Err(GatewayError::OutcomeUnresolved(ctx.clone()));
                 }
-                "in_flight" if row.lease_until > now => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left <= wait + Duration::from_millis(10) {
+                "in_flight" if row.live => {
+                    let left = time_to_wait(deadline);
+                    if left <= Duration::from_millis(1) {
                         idempotency_event("aborted");
-                        let lease_left = Duration::from_millis((row.lease_until - now) as u64);
+                        let lease_left = Duration::from_millis(row.lease_left_ms.max(0) as u64);
                         return Err(GatewayError::InFlight {
                             retry_after: lease_left
                                 .clamp(Duration::from_millis(100), Duration::from_secs(1)),
@@ -633,26 +859,19 @@ impl Idempotency {
                         });
                     }
                     idempotency_event("in_flight_wait");
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(wait.min(left)).await;
                     wait = (wait * 2).min(Duration::from_millis(50));
                 }
                 _ => {
                     let taken = self
                         .store
-                        .take_over(key, &tok, lease_until, now)
+                        .take_over(key, &tok, lease_ms, &self.instance)
                         .await
                         .map_err(|e| store_error(ctx, e))?;
                     if taken {
                         idempotency_event("resumed");
                         tracing::warn!(method = key.method, request_id = %key.request_id,
                             "resuming a key whose earlier attempt has an unknown outcome");
-                        let run = Run {
-                            key,
-                            fingerprint,
-                            account,
-                            tok: &tok,
-                            ctx,
-                        };
                         return self.resume(run, resolve, &mut attempt).await;
                     }
                 }
@@ -671,29 +890,78 @@ impl Idempotency {
         T: Storable,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
-        R: FnOnce() -> RFut,
+        R: FnOnce(Reconcile) -> RFut,
         RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
     {
         let Run { key, tok, ctx, .. } = run;
-        match resolve().await {
-            Ok(Resolution::Resend) => self.attempt(run, Start::Resume, attempt).await,
+        let mut held = None;
+        let mut reconcile = Reconcile::default();
+        if let (Some(claim), Some(u)) = (run.claim(), run.unkeyed) {
+            let attempt = match self.store.hold_payment(key, claim).await {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    // A key from before payments were held, and another key holds the payment.
+                    self.log(self.store.mark_unknown(key, tok).await);
+                    return Err(GatewayError::PaymentBusy {
+                        retry_after: Duration::from_secs(1),
+                        ctx: ctx.clone(),
+                    });
+                }
+                Err(e) => {
+                    self.log(self.store.mark_unknown(key, tok).await);
+                    return Err(store_error(ctx, e));
+                }
+            };
+            let known = match self.store.known_refunds(run.account, u.payment_id).await {
+                Ok(k) => k,
+                Err(e) => {
+                    self.log(self.store.mark_unknown(key, tok).await);
+                    return Err(store_error(ctx, e));
+                }
+            };
+            reconcile = Reconcile {
+                since_ms: Some(attempt.started_at),
+                known,
+            };
+            held = Some((attempt, u.quiet));
+        }
+        match resolve(reconcile).await {
+            Ok(Resolution::Resend) => {
+                // Not found at the provider means not executed only once the provider has had
+                // the quiet period to show what the last request did.
+                if let Some((a, quiet)) = held
+                    && let Some(sent) = a.last_sent_at
+                {
+                    let since = Duration::from_millis((a.now - sent).max(0) as u64);
+                    if since < quiet {
+                        idempotency_event("quiet_period");
+                        self.log(self.store.mark_unknown(key, tok).await);
+                        let left = quiet - since;
+                        return Err(GatewayError::NotYetDecidable {
+                            retry_after: left.max(Duration::from_millis(100)),
+                            ctx: ctx.clone(),
+                        });
+                    }
+                }
+                self.attempt(run, Start::Resume, attempt).await
+            }
             Ok(Resolution::Adopt(value)) => {
                 idempotency_event("adopted");
                 tracing::warn!(method = key.method, request_id = %key.request_id,
                     "an earlier attempt with an unknown outcome had executed; adopting its result");
-                self.finish(&run, value.to_outcome()).await;
+                self.finish(&run, value.to_outcome()).await?;
                 Ok(Reply::fresh(value))
             }
             Ok(Resolution::Undecidable(why)) => {
                 idempotency_event("unresolved");
                 tracing::error!(method = key.method, request_id = %key.request_id, why = %why,
                     "outcome cannot be settled automatically; an operator must settle the key");
-                self.log(self.store.mark_unresolved(key, tok, now_ms()).await);
+                self.log(self.store.mark_unresolved(key, tok).await);
                 Err(GatewayError::OutcomeUnresolved(ctx.clone()))
             }
             Err(e) => {
                 // Settling failed (nothing new was sent): the key stays unknown.
-                self.log(self.store.mark_unknown(key, tok, now_ms()).await);
+                self.log(self.store.mark_unknown(key, tok).await);
                 let e = match e.disposition {
                     Disposition::Unknown { .. } | Disposition::Definitive => ProviderError {
                         disposition: Disposition::Retryable {
@@ -723,9 +991,31 @@ impl Idempotency {
         Fut: Future<Output = Result<T, ProviderError>>,
     {
         let Run { key, tok, ctx, .. } = run;
+        if run.unkeyed.is_some() {
+            // Fenced: the send is recorded only while this attempt holds the live lease, and a
+            // takeover waits the quiet period after it.
+            match self.store.begin_send(key, tok).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    idempotency_event("lease_lost");
+                    return Err(GatewayError::InFlight {
+                        retry_after: Duration::from_secs(1),
+                        ctx: ctx.clone(),
+                    });
+                }
+                Err(e) => {
+                    let r = match start {
+                        Start::Fresh => self.store.delete(key, tok).await,
+                        Start::Resume => self.store.mark_unknown(key, tok).await,
+                    };
+                    self.log(r);
+                    return Err(store_error(ctx, e));
+                }
+            }
+        }
         match attempt().await {
             Ok(value) => {
-                self.finish(&run, value.to_outcome()).await;
+                self.finish(&run, value.to_outcome()).await?;
                 Ok(Reply::fresh(value))
             }
             Err(e) => {
@@ -737,16 +1027,16 @@ impl Idempotency {
                             message: e.message.clone(),
                             result: e.result.as_deref().cloned(),
                         });
-                        self.finish(&run, refusal).await;
+                        self.finish(&run, refusal).await?;
                     }
                     Disposition::Unknown { .. } => {
                         idempotency_event("unknown");
-                        self.log(self.store.mark_unknown(key, tok, now_ms()).await);
+                        self.log(self.store.mark_unknown(key, tok).await);
                     }
                     Disposition::Retryable { .. } | Disposition::Misconfigured => {
                         // Nothing executed this time; an earlier unknown attempt stays unknown.
                         let r = if start == Start::Resume {
-                            self.store.mark_unknown(key, tok, now_ms()).await
+                            self.store.mark_unknown(key, tok).await
                         } else {
                             self.store.delete(key, tok).await
                         };
@@ -758,29 +1048,55 @@ impl Idempotency {
         }
     }
 
-    async fn finish(&self, run: &Run<'_>, outcome: Outcome) {
+    fn keep_ms(&self, unkeyed: bool) -> i64 {
+        let d = if unkeyed {
+            self.unkeyed_retention
+        } else {
+            self.retention
+        };
+        d.as_millis() as i64
+    }
+
+    /// Stores the final outcome. A completion that lost its lease writes nothing (the next
+    /// holder settles the key); a refund already attributed to another key is never answered
+    /// to this one.
+    async fn finish(&self, run: &Run<'_>, outcome: Outcome) -> Result<(), GatewayError> {
         let key = run.key;
         let json = match serde_json::to_string(&outcome) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an outcome; the key stays leased");
-                return;
+                return Ok(());
             }
         };
         let record_json = refund_json(&outcome);
         let refund = refund_row(run.account, &outcome, &record_json);
+        let keep = self.keep_ms(run.unkeyed.is_some());
         match store_op(
             "complete",
-            self.store.complete(key, run.tok, &json, refund, now_ms()),
+            self.store.complete(key, run.tok, &json, keep, refund),
         )
         .await
         {
-            Ok(true) => self.done.put(key, run.fingerprint, Arc::new(outcome)),
-            Ok(false) => tracing::warn!(method = key.method, request_id = %key.request_id,
-                "lease lost before the outcome was stored; a later attempt settles it"),
+            Ok(Completion::Done) => {
+                self.done.put(key, run.fingerprint, Arc::new(outcome));
+                Ok(())
+            }
+            Ok(Completion::LeaseLost) => {
+                tracing::warn!(method = key.method, request_id = %key.request_id,
+                    "lease lost before the outcome was stored; nothing was written, the next attempt settles it");
+                Ok(())
+            }
+            Ok(Completion::AttributedElsewhere) => {
+                tracing::error!(method = key.method, request_id = %key.request_id,
+                    "the provider's refund is attributed to another request; an operator must settle this key");
+                self.log(self.store.mark_unresolved(key, run.tok).await);
+                Err(GatewayError::OutcomeUnresolved(run.ctx.clone()))
+            }
             Err(e) => {
                 tracing::error!(error = %e, method = key.method, request_id = %key.request_id,
-                "cannot store an outcome; the key's lease will expire and a later attempt settles it")
+                "cannot store an outcome; the key's lease will expire and a later attempt settles it");
+                Ok(())
             }
         }
     }
@@ -827,9 +1143,11 @@ impl Idempotency {
         }
     }
 
-    /// Records what the gateway learned about a refund (Create and Inquire).
-    pub async fn record_refund(&self, account: &str, r: &RefundRecord) {
-        let Some(request_id) = r.request_id.as_deref() else {
+    /// Refreshes what a read (Inquire) learned about a refund already recorded under its
+    /// request id. It never records a refund under a request id, so no read decides which
+    /// refund belongs to which request.
+    pub async fn refresh_refund(&self, account: &str, r: &RefundRecord) {
+        let (Some(request_id), Some(_)) = (r.request_id.as_deref(), r.refund_id.as_deref()) else {
             return;
         };
         let Ok(json) = serde_json::to_string(r) else {
@@ -837,43 +1155,66 @@ impl Idempotency {
         };
         if let Err(e) = self
             .store
-            .save_refund(
-                RefundRow {
-                    account,
-                    request_id,
-                    payment_id: r.payment_id.as_deref(),
-                    refund_id: r.refund_id.as_deref(),
-                    state: state_name(r.state),
-                    record: &json,
-                },
-                now_ms(),
-            )
+            .refresh_refund(RefundRow {
+                account,
+                request_id,
+                payment_id: r.payment_id.as_deref(),
+                refund_id: r.refund_id.as_deref(),
+                state: state_name(r.state),
+                record: &json,
+            })
             .await
         {
             tracing::warn!(error = %e, "cannot record a refund's state");
         }
     }
 
-    /// Refund ids the gateway attributes to a payment.
-    pub async fn known_refunds(&self, account: &str, payment_id: &str) -> Vec<String> {
+    /// The caller that claimed `request_id` for `method` on `account`, and the payment a
+    /// refund key recorded with its claim.
+    pub async fn claimant(
+        &self,
+        account: &str,
+        method: &str,
+        request_id: &str,
+    ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+        self.store.claimant(account, method, request_id).await
+    }
+
+    /// The caller a refund is attributed to on `account`.
+    pub async fn refund_owner(
+        &self,
+        account: &str,
+        refund_id: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        self.store.refund_owner(account, refund_id).await
+    }
+
+    /// The refund attributed to `caller`'s `request_id` on `account`.
+    pub async fn attributed_refund(
+        &self,
+        account: &str,
+        caller: &str,
+        request_id: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
         self.store
-            .known_refunds(account, payment_id)
+            .attributed_refund(account, caller, request_id)
             .await
-            .unwrap_or_default()
     }
 
     /// An operator's decision on a key that could not be settled automatically: store this
-    /// outcome as final. False if the key is unknown or already final.
+    /// outcome as final. `LeaseLost` if the key is not `unresolved` (unknown, live, or final).
     pub async fn settle(
         &self,
         key: &Key,
         account: &str,
         outcome: &Outcome,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<Completion, sqlx::Error> {
         let json = serde_json::to_string(outcome).unwrap_or_default();
         let record_json = refund_json(outcome);
         let refund = refund_row(account, outcome, &record_json);
-        self.store.settle(key, &json, refund, now_ms()).await
+        self.store
+            .settle(key, &json, self.keep_ms(true), refund)
+            .await
     }
 
     /// The latest recorded state of a refund, if any.
@@ -882,16 +1223,14 @@ impl Idempotency {
         serde_json::from_str(&json).ok()
     }
 
-    /// Deletes completed keys older than the retention; returns how many rows went.
+    /// Deletes completed keys past their keep time; returns how many rows went.
     pub async fn purge_expired(&self) -> Result<u64, sqlx::Error> {
-        let cutoff = now_ms() - self.retention.as_millis() as i64;
-        self.store.purge(cutoff).await
+        self.store.purge(self.retention.as_millis() as i64).await
     }
 
-    /// Purges expired keys every `every`, forever.
+    /// Purges expired keys now and then every `every`, forever.
     pub async fn purge_loop(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
-        tick.tick().await;
         loop {
             tick.tick().await;
             match self.purge_expired().await {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use super::sql::{impl_store, migrator};
+use super::sql::{Clock, HasDb, impl_store, migrator};
 
 /// Idempotency keys in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -28,4 +28,8 @@ impl PostgresStore {
     }
 }
 
-impl_store!(PostgresStore, "postgres");
+impl HasDb for PostgresStore {
+    type Db = sqlx::Postgres;
+}
+
+impl_store!(PostgresStore, "postgres", Clock::Postgres);

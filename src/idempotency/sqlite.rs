@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::{impl_store, migrator};
+use super::sql::{Clock, HasDb, impl_store, migrator};
 
 /// Idempotency keys in a SQLite file.
 #[derive(Debug, Clone)]
@@ -50,4 +50,8 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, "sqlite");
+impl HasDb for SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+
+impl_store!(SqliteStore, "sqlite", Clock::Sqlite);

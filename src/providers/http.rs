@@ -20,19 +20,21 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// Reads the whole answer, refusing more than [`MAX_ANSWER_BYTES`].
+/// Reads the whole answer, refusing more than `cap` bytes ([`MAX_ANSWER_BYTES`] for every
+/// answer but a provider's export).
 pub async fn read_capped(
     mut resp: reqwest::Response,
     what: &str,
     cut_by_deadline: bool,
+    cap: usize,
 ) -> Result<Vec<u8>, ProviderError> {
     let mut answer = Vec::new();
     loop {
         match resp.chunk().await {
             Ok(Some(chunk)) => {
-                if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
+                if answer.len() + chunk.len() > cap {
                     return Err(ProviderError::unknown(
-                        format!("{what} answer exceeds {MAX_ANSWER_BYTES} bytes"),
+                        format!("{what} answer exceeds {cap} bytes"),
                         None,
                     ));
                 }

@@ -237,12 +237,22 @@ pub trait Provider: Send + Sync + 'static {
     /// otherwise the gateway supplies the refund id it recorded.
     fn inquires_by_request_id(&self) -> bool;
 
+    /// For a provider without an idempotency key of its own (`deduplicates_requests` false):
+    /// how long after an attempt may have left "not found at the provider" starts to mean
+    /// "not executed". The gateway holds one unsettled refund attempt per payment for such
+    /// providers.
+    fn quiet_period(&self) -> Option<Duration> {
+        None
+    }
+
     /// Settles an earlier refund attempt whose outcome is unknown, before anything is sent
-    /// again. `known` lists the refund ids the gateway already attributes to the payment.
+    /// again. `reconcile` says, for providers without a key, when the key's first attempt
+    /// started and which refund ids are attributed to other keys on the payment. `Resend`
+    /// means "not found"; the gateway resends only once the quiet period allows.
     fn resolve_refund<'a>(
         &'a self,
         req: &'a CreateRefund,
-        known: &'a [String],
+        reconcile: &'a crate::idempotency::Reconcile,
         ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>>;
 

@@ -162,7 +162,13 @@ impl Client {
         }
         let response_time = header(&resp, "response-time");
         let signature = header(&resp, "signature");
-        let answer = read_capped(resp, &what, cut_by_deadline).await?;
+        let answer = read_capped(
+            resp,
+            &what,
+            cut_by_deadline,
+            crate::providers::http::MAX_ANSWER_BYTES,
+        )
+        .await?;
         self.verify(endpoint, &uri, response_time, signature, answer)
     }
 

@@ -127,7 +127,7 @@ impl Provider for Antom {
     fn resolve_refund<'a>(
         &'a self,
         _req: &'a CreateRefund,
-        _known: &'a [String],
+        _reconcile: &'a crate::idempotency::Reconcile,
         _ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>> {
         // Antom deduplicates on refundRequestId: the identical request returns the first

@@ -23,7 +23,18 @@ pub struct Settings {
     pub password: Secret<String>,
     /// Upper bound for one HTTP attempt.
     pub timeout: Duration,
+    /// How long after a refund attempt may have left "not in the refund export" starts to
+    /// mean "not executed".
+    pub quiet_period: Duration,
 }
+
+/// The default quiet period: two minutes, far above PayXpert's processing time (its calls are
+/// synchronous) and above the gateway's own attempt timeout cap.
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(120);
+
+/// The refund export is read up to this size (about 200,000 refunds), apart from the cap on
+/// other answers.
+pub const MAX_EXPORT_BYTES: usize = 64 << 20;
 
 /// An authenticated client for one PayXpert account.
 #[derive(Debug)]
@@ -39,6 +50,11 @@ impl Client {
         Ok(Self { http, settings })
     }
 
+    /// The account's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// Calls `path` (GET without a body, POST with one) and parses the answer.
     pub async fn call(
         &self,
@@ -47,6 +63,27 @@ impl Client {
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
         ctx: &CallContext,
+    ) -> Result<Answer, ProviderError> {
+        self.call_capped(
+            what,
+            path,
+            query,
+            body,
+            ctx,
+            crate::providers::http::MAX_ANSWER_BYTES,
+        )
+        .await
+    }
+
+    /// [`Client::call`] reading at most `cap` bytes of answer.
+    pub async fn call_capped(
+        &self,
+        what: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+        ctx: &CallContext,
+        cap: usize,
     ) -> Result<Answer, ProviderError> {
         let s = &self.settings;
         let Some(timeout) = ctx.attempt_timeout(s.timeout) else {
@@ -99,7 +136,7 @@ impl Client {
             }
             _ => {}
         }
-        let bytes = read_capped(resp, &what, cut_by_deadline).await?;
+        let bytes = read_capped(resp, &what, cut_by_deadline, cap).await?;
         serde_json::from_slice(&bytes).map_err(|_| {
             tracing::error!(what = %what, "payxpert answer is not the expected JSON");
             ProviderError::unknown(format!("{what} answer could not be understood"), None)

@@ -28,8 +28,9 @@ pub const DEFAULT_CANCEL_REASON: u16 = 1099;
 pub const DEFAULT_TERMINATE_REASON: u16 = 1000;
 /// Codes up to this one end a subscription at once.
 pub const LAST_IMMEDIATE_REASON: u16 = 1004;
-/// How far back the refund export is searched when settling an unknown outcome.
-pub const RECONCILE_WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
+/// The refund export is searched from this long before the key's first attempt (the store's
+/// clock and PayXpert's may differ), to an hour past now.
+pub const EXPORT_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 /// One PayXpert account.
 #[derive(Debug)]
@@ -53,8 +54,13 @@ impl PayXpert {
         query: &[(&str, String)],
         ctx: &CallContext,
     ) -> Result<Answer, ProviderError> {
+        let cap = if path.starts_with("transactions/") {
+            client::MAX_EXPORT_BYTES
+        } else {
+            crate::providers::http::MAX_ANSWER_BYTES
+        };
         self.client
-            .call(what, path, query, None, ctx)
+            .call_capped(what, path, query, None, ctx, cap)
             .await
             .map_err(|e| match e.disposition {
                 super::Disposition::Unknown {
@@ -135,6 +141,10 @@ impl Provider for PayXpert {
 
     fn deduplicates_requests(&self) -> bool {
         false
+    }
+
+    fn quiet_period(&self) -> Option<Duration> {
+        Some(self.client.settings().quiet_period)
     }
 
     fn check_refund(&self, req: &CreateRefund, v: &mut Violations) {
@@ -325,23 +335,31 @@ impl Provider for PayXpert {
     fn resolve_refund<'a>(
         &'a self,
         req: &'a CreateRefund,
-        known: &'a [String],
+        reconcile: &'a crate::idempotency::Reconcile,
         ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>> {
         Box::pin(async move {
+            // Only what is needed: successful refunds from the key's first attempt on. The
+            // gateway holds one unsettled attempt per payment, so a refund of this payment and
+            // amount in that window that no other key owns can only be this key's.
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let Some(since_ms) = reconcile.since_ms else {
+                return Ok(Resolution::Undecidable(
+                    "the key's first attempt time is not recorded".into(),
+                ));
+            };
+            let since = since_ms.div_euclid(1000) - EXPORT_MARGIN.as_secs() as i64;
             let query = [
-                (
-                    "startDate",
-                    (now - RECONCILE_WINDOW.as_secs() as i64).to_string(),
-                ),
-                ("endDate", (now + 3600).to_string()),
+                ("startDate", since.to_string()),
+                ("endDate", (now.max(since) + 3600).to_string()),
+                ("transactionErrorCode", "000".to_string()),
             ];
             let a = self
                 .read("refund export", "transactions/refund", &query, ctx)
                 .await?;
             check("refund export", &a)?;
             let amount = req.amount.value.to_string();
+            let known = &reconcile.known;
             let candidates: Vec<&Transaction> = a
                 .transaction_list
                 .iter()
