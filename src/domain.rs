@@ -177,12 +177,28 @@ pub struct SubscriptionRecord {
 }
 
 impl SubscriptionRecord {
-    /// This record with what `newer` adds; a confirmed cancellation is never downgraded.
+    /// This record with what `newer` adds; a confirmed cancellation is never downgraded,
+    /// neither its status nor what it was (a later request that the provider has not
+    /// confirmed does not replace a confirmed TERMINATE's type and end).
     pub fn merged(&self, newer: &SubscriptionRecord) -> SubscriptionRecord {
+        let confirmed =
+            |r: &SubscriptionRecord| r.cancellation == Some(CancellationStatus::Confirmed);
+        let keep_ours = confirmed(self) && !confirmed(newer);
         let cancellation = match (self.cancellation, newer.cancellation) {
             (Some(CancellationStatus::Confirmed), _) => Some(CancellationStatus::Confirmed),
             (old, None) => old,
             (_, new) => new,
+        };
+        let (cancellation_type, end_time) = if keep_ours {
+            (
+                self.cancellation_type.or(newer.cancellation_type),
+                self.end_time.or(newer.end_time),
+            )
+        } else {
+            (
+                newer.cancellation_type.or(self.cancellation_type),
+                newer.end_time.or(self.end_time),
+            )
         };
         SubscriptionRecord {
             subscription_id: newer.subscription_id.clone(),
@@ -191,13 +207,17 @@ impl SubscriptionRecord {
                 .clone()
                 .or_else(|| self.subscription_request_id.clone()),
             cancellation,
-            cancellation_type: newer.cancellation_type.or(self.cancellation_type),
-            state: newer.state.clone().or_else(|| self.state.clone()),
+            cancellation_type,
+            state: if keep_ours {
+                self.state.clone().or_else(|| newer.state.clone())
+            } else {
+                newer.state.clone().or_else(|| self.state.clone())
+            },
             last_notification_type: newer
                 .last_notification_type
                 .clone()
                 .or_else(|| self.last_notification_type.clone()),
-            end_time: newer.end_time.or(self.end_time),
+            end_time,
         }
     }
 }
@@ -296,5 +316,37 @@ mod tests {
             accepted.merged(&confirmed).cancellation,
             Some(CancellationStatus::Confirmed)
         );
+    }
+
+    #[test]
+    fn a_later_unconfirmed_request_does_not_replace_a_confirmed_terminate() {
+        let end = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let terminated = SubscriptionRecord {
+            subscription_id: "S".into(),
+            cancellation: Some(CancellationStatus::Confirmed),
+            cancellation_type: Some(CancellationType::Terminate),
+            state: Some("TERMINATED".into()),
+            end_time: Some(end),
+            ..Default::default()
+        };
+        let later_cancel = SubscriptionRecord {
+            subscription_id: "S".into(),
+            cancellation: Some(CancellationStatus::Accepted),
+            cancellation_type: Some(CancellationType::Cancel),
+            state: Some("ACTIVE".into()),
+            end_time: Some(end + time::Duration::days(30)),
+            ..Default::default()
+        };
+        let m = terminated.merged(&later_cancel);
+        assert_eq!(m.cancellation_type, Some(CancellationType::Terminate));
+        assert_eq!(m.end_time, Some(end));
+        assert_eq!(m.state.as_deref(), Some("TERMINATED"));
+        // A confirmation of what came later does replace it.
+        let confirmed_cancel = SubscriptionRecord {
+            cancellation: Some(CancellationStatus::Confirmed),
+            ..later_cancel
+        };
+        let m = terminated.merged(&confirmed_cancel);
+        assert_eq!(m.cancellation_type, Some(CancellationType::Cancel));
     }
 }

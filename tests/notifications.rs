@@ -229,6 +229,41 @@ async fn a_processing_refund_becomes_final_by_notification_once() {
 }
 
 #[tokio::test]
+async fn an_event_carries_the_payment_when_the_notification_outruns_create() {
+    use paygate::sim::{Fault, FaultKind};
+    let env = env_with_notifications().await;
+    // Antom executes, then takes its time answering; the refund settles and its notification
+    // arrives while the Create still waits for its answer.
+    env.sim()
+        .inject(Fault::on("refund", FaultKind::SlowAnswer { ms: 1_500 }));
+    let create = tokio::spawn({
+        let refunds = env.refunds.clone();
+        async move { create_async(&refunds, "outrun-1", 200).await }
+    });
+    let mut id = None;
+    for _ in 0..100 {
+        if let Some(r) = env
+            .sim()
+            .refunds_of("PAY_ASYNC")
+            .into_iter()
+            .find(|r| r.refund_request_id == "outrun-1")
+        {
+            id = Some(r.refund_id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(env.sim().settle_refund(&id.unwrap(), true));
+    assert!(delivered(&env, 0, 9).await.acked);
+    assert!(!create.is_finished(), "the notification came first");
+    let mut stream = watch(&env.channel, "").await;
+    let events = drain(&mut stream, Duration::from_millis(500)).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(refund_of(&events[0]).payment_id, "PAY_ASYNC");
+    create.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_failed_refund_is_reported_failed() {
     let env = env_with_notifications().await;
     let refunds = env.refunds.clone();
@@ -473,6 +508,26 @@ async fn a_cancellation_is_confirmed_by_notification_and_read_with_get() {
     assert!(s.end_time.is_some() && s.update_time.is_some());
     let by_merchant_id = subs.get(get("", "SUBREQ_2")).await.unwrap().into_inner();
     assert_eq!(by_merchant_id, s);
+    // A later CANCEL (another request id) of the terminated subscription does not replace
+    // the confirmed TERMINATE.
+    subs.cancel(pb::CancelSubscriptionRequest {
+        request_id: "cancel-sub-2-later".into(),
+        subscription_id: "SUB_2".into(),
+        cancellation_type: pb::CancellationType::Cancel as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let after = subs.get(get("SUB_2", "")).await.unwrap().into_inner();
+    assert_eq!(
+        after.cancellation_type,
+        pb::CancellationType::Terminate as i32
+    );
+    assert_eq!(
+        after.cancellation_status,
+        pb::CancellationStatus::Confirmed as i32
+    );
+    assert_eq!(after.end_time, s.end_time);
 
     // A cancel that was only accepted so far reads as ACCEPTED.
     env.sim().notify_to(NotifyTarget {

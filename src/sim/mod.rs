@@ -96,6 +96,13 @@ pub enum FaultKind {
     MalformedBody,
     /// Execute, then break the connection instead of answering.
     LoseAnswer,
+    /// Wait this long, then execute even if the caller has hung up meanwhile (a provider that
+    /// keeps processing a request whose connection closed), then answer if anyone listens.
+    /// PayXpert simulator only.
+    ExecuteLate {
+        /// Milliseconds.
+        ms: u64,
+    },
     /// Execute, then wait this long before answering.
     SlowAnswer {
         /// Milliseconds.

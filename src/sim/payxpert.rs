@@ -8,6 +8,8 @@
 //! unknown subscriptions `678`, a bad cancel reason `030`, a repeated cancel `000` with the
 //! current subscription, bad credentials HTTP 401.
 //!
+//! The refund export honours `startDate`, `endDate` and `transactionErrorCode`.
+//!
 //! Control endpoints: `POST /sim/transactions`, `POST /sim/subscriptions`, `POST /sim/faults`,
 //! `DELETE /sim/faults`, `GET /sim/stats`.
 
@@ -403,11 +405,14 @@ impl PayXpertSim {
         let (Some(from), Some(to)) = (parse("startDate"), parse("endDate")) else {
             return code("030", "startDate and endDate are required");
         };
+        // `transactionErrorCode` narrows the list to transactions with that result code.
+        let code = q.get("transactionErrorCode").cloned();
         let list: Vec<Value> = self
             .state()
             .txs
             .values()
             .filter(|t| t.operation == "refund" && t.date >= from && t.date <= to)
+            .filter(|t| code.as_ref().is_none_or(|c| *c == t.error_code))
             .map(tx_json)
             .collect();
         json!({"errorCode": "000", "errorMessage": "", "transactionList": list})
@@ -461,6 +466,23 @@ async fn handle(
             return answer(StatusCode::OK, code(c, "injected"));
         }
         _ => {}
+    }
+    if let Some(FaultKind::ExecuteLate { ms }) = &fault {
+        // Executed by a task of its own: a caller hanging up does not stop it.
+        let (sim, ms, endpoint, id, uri) = (sim.clone(), *ms, endpoint, id.clone(), uri.clone());
+        let run = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            match endpoint {
+                "refund" => sim.refund(&id, &body),
+                "cancel" => sim.cancel(&id, &body),
+                "status" => sim.status(&id),
+                _ => sim.export(&uri),
+            }
+        });
+        let v = run
+            .await
+            .unwrap_or_else(|_| code("096", "simulator task failed"));
+        return answer(StatusCode::OK, v);
     }
     let v = match endpoint {
         "refund" => sim.refund(&id, &body),

@@ -80,7 +80,7 @@ pub fn spawn_gateway_with(
 ) -> GatewayProcess {
     write_keys(dir);
     let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paygate"));
+    let mut cmd = Command::new(gateway_binary());
     cmd.env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0");
     for (k, v) in extra_env {
         cmd.env(k, v);
@@ -110,6 +110,87 @@ pub fn spawn_gateway_with(
         .spawn()
         .unwrap();
     GatewayProcess { child, port }
+}
+
+/// The binary under test: this build's, or another one named by `PAYGATE_TEST_BINARY` (to
+/// watch a test fail on an older build).
+pub fn gateway_binary() -> String {
+    std::env::var("PAYGATE_TEST_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_paygate").into())
+}
+
+/// The PayXpert simulator's credentials in process tests.
+pub const PX_ORIGINATOR: &str = "ORIG1";
+pub const PX_PASSWORD: &str = "px-password";
+
+/// Starts `paygate serve` with one PayXpert account (`payxpert`, the default) at `px_url`,
+/// with the given attempt timeout and quiet period.
+pub fn spawn_payxpert_gateway(
+    dir: &Path,
+    px_url: &str,
+    store_url: &str,
+    timeout: Duration,
+    quiet: Duration,
+    extra_env: &[(&str, String)],
+) -> GatewayProcess {
+    std::fs::write(dir.join("px-password"), PX_PASSWORD).unwrap();
+    let config = dir.join("paygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_account = \"payxpert\"\n\
+             [accounts.payxpert]\n\
+             provider = \"payxpert\"\n\
+             base_url = \"{px_url}\"\n\
+             originator_id = \"{PX_ORIGINATOR}\"\n\
+             password_file = \"{}\"\n\
+             timeout_ms = {}\n",
+            dir.join("px-password").display(),
+            timeout.as_millis()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(gateway_binary());
+    cmd.arg("serve")
+        .env("PAYGATE_CONFIG", &config)
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PAYGATE_NOTIFY_ADDR", "off")
+        .env("PAYGATE_STORE_URL", store_url)
+        .env("PAYGATE_SHUTDOWN_GRACE_MS", "1000")
+        .env(
+            "PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS",
+            quiet.as_millis().to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    GatewayProcess {
+        child: cmd.spawn().unwrap(),
+        port,
+    }
+}
+
+/// The environment that runs a gateway process with its wall clock `offset` away
+/// (libfaketime, Debian package `faketime`; the monotonic clock, which deadlines and timers
+/// use, stays true).
+pub fn faketime(offset: &str) -> Vec<(&'static str, String)> {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libfaketime is required (Debian package faketime)");
+    vec![
+        ("LD_PRELOAD", lib.to_string()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+        ("FAKETIME_NO_CACHE", "1".to_string()),
+    ]
 }
 
 /// The server the PostgreSQL tests use. Override with PAYGATE_TEST_POSTGRES_URL (a URL of an

@@ -104,6 +104,35 @@ fn check(what: &str, a: &Answer) -> Result<(), ProviderError> {
     }
 }
 
+/// What a successful cancel answer says happened. The effect and the reason come from the
+/// subscription PayXpert answered with, not from what was asked: a TERMINATE after a deferred
+/// CANCEL leaves the deferred cancel in place, and the answer says so.
+fn cancel_outcome(a: &Answer, sub: &wire::Subscription, requested: u16) -> CancelOutcome {
+    let cancel_time = wire::unix_time(sub.cancel_date.as_deref());
+    let reason = sub
+        .cancel_reason
+        .as_deref()
+        .and_then(|r| r.trim().parse::<u16>().ok())
+        .unwrap_or(requested);
+    let effect = match sub.state.as_deref() {
+        // It has ended.
+        Some("canceled" | "finished" | "disabled") => CancellationEffect::Immediate,
+        // It still runs, and ends at the cancel date.
+        Some(_) if cancel_time.is_some() => CancellationEffect::EndOfPeriod,
+        // The answer does not say: the reason's rule.
+        _ if reason <= LAST_IMMEDIATE_REASON => CancellationEffect::Immediate,
+        _ => CancellationEffect::EndOfPeriod,
+    };
+    CancelOutcome {
+        status: CancellationStatus::Confirmed,
+        result: result_of(a),
+        effect: Some(effect),
+        subscription_state: sub.state.clone(),
+        cancel_time,
+        cancel_reason: Some(reason),
+    }
+}
+
 fn is_digits(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -215,18 +244,7 @@ impl Provider for PayXpert {
                 .await?;
             check("cancel", &a)?;
             let sub = a.subscription.clone().unwrap_or_default();
-            Ok(CancelOutcome {
-                status: CancellationStatus::Confirmed,
-                result: result_of(&a),
-                effect: Some(if reason <= LAST_IMMEDIATE_REASON {
-                    CancellationEffect::Immediate
-                } else {
-                    CancellationEffect::EndOfPeriod
-                }),
-                subscription_state: sub.state,
-                cancel_time: wire::unix_time(sub.cancel_date.as_deref()),
-                cancel_reason: Some(reason),
-            })
+            Ok(cancel_outcome(&a, &sub, reason))
         })
     }
 
