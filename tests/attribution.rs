@@ -187,14 +187,15 @@ async fn another_requests_slow_answer_is_never_adopted() {
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "OUTCOME_UNKNOWN");
-    // B: same payment and amount; PayXpert would execute it and answer late.
+    // B: same payment and amount; PayXpert would execute it at once and answer late, within
+    // the attempt timeout.
     px.sim()
-        .inject(Fault::on("refund", FaultKind::SlowAnswer { ms: 3_000 }));
+        .inject(Fault::on("refund", FaultKind::SlowAnswer { ms: 800 }));
     let b = tokio::spawn({
         let c = c.clone();
         async move { create(&c, refund("slow-b", "1002", 500), Duration::from_secs(6)).await }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
     // A retries while B's answer may be on its way.
     let a = settle(&c, refund("slow-a", "1002", 500), Duration::from_secs(15)).await;
     let b = b.await.unwrap();
