@@ -949,8 +949,7 @@ impl Idempotency {
                 idempotency_event("adopted");
                 tracing::warn!(method = key.method, request_id = %key.request_id,
                     "an earlier attempt with an unknown outcome had executed; adopting its result");
-                self.finish(&run, value.to_outcome()).await?;
-                Ok(Reply::fresh(value))
+                self.conclude(&run, value, false).await
             }
             Ok(Resolution::Undecidable(why)) => {
                 idempotency_event("unresolved");
@@ -1014,10 +1013,7 @@ impl Idempotency {
             }
         }
         match attempt().await {
-            Ok(value) => {
-                self.finish(&run, value.to_outcome()).await?;
-                Ok(Reply::fresh(value))
-            }
+            Ok(value) => self.conclude(&run, value, true).await,
             Err(e) => {
                 match e.disposition {
                     Disposition::Definitive => {
@@ -1057,16 +1053,47 @@ impl Idempotency {
         d.as_millis() as i64
     }
 
-    /// Stores the final outcome. A completion that lost its lease writes nothing (the next
-    /// holder settles the key); a refund already attributed to another key is never answered
-    /// to this one.
-    async fn finish(&self, run: &Run<'_>, outcome: Outcome) -> Result<(), GatewayError> {
+    /// Stores `value` as the outcome and answers it. When the lease was lost meanwhile,
+    /// nothing was written, and the answer is what the store says if the key is done, else
+    /// this attempt's own execution (`own`), but never an adopted refund: the export a stale
+    /// holder read may hold a refund that belongs to the key that held the payment after it.
+    /// (The protocol model in `model/` found that case.)
+    async fn conclude<T: Storable>(
+        &self,
+        run: &Run<'_>,
+        value: T,
+        own: bool,
+    ) -> Result<Reply<T>, GatewayError> {
+        if self.finish(run, value.to_outcome()).await? == Completion::Done {
+            return Ok(Reply::fresh(value));
+        }
+        match self.store.load(run.key).await {
+            Ok(Some(row)) if row.state == "done" => {
+                let stored = row
+                    .outcome
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str(o).ok());
+                self.replay(stored, run.ctx)
+            }
+            _ if own => Ok(Reply::fresh(value)),
+            Ok(_) => Err(GatewayError::InFlight {
+                retry_after: Duration::from_millis(100),
+                ctx: run.ctx.clone(),
+            }),
+            Err(e) => Err(store_error(run.ctx, e)),
+        }
+    }
+
+    /// Stores the final outcome. A completion that lost its lease (or could not reach the
+    /// store) writes nothing and says `LeaseLost`: the next holder settles the key. A refund
+    /// already attributed to another key is never answered to this one.
+    async fn finish(&self, run: &Run<'_>, outcome: Outcome) -> Result<Completion, GatewayError> {
         let key = run.key;
         let json = match serde_json::to_string(&outcome) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an outcome; the key stays leased");
-                return Ok(());
+                return Ok(Completion::LeaseLost);
             }
         };
         let record_json = refund_json(&outcome);
@@ -1080,12 +1107,12 @@ impl Idempotency {
         {
             Ok(Completion::Done) => {
                 self.done.put(key, run.fingerprint, Arc::new(outcome));
-                Ok(())
+                Ok(Completion::Done)
             }
             Ok(Completion::LeaseLost) => {
                 tracing::warn!(method = key.method, request_id = %key.request_id,
                     "lease lost before the outcome was stored; nothing was written, the next attempt settles it");
-                Ok(())
+                Ok(Completion::LeaseLost)
             }
             Ok(Completion::AttributedElsewhere) => {
                 tracing::error!(method = key.method, request_id = %key.request_id,
@@ -1096,7 +1123,7 @@ impl Idempotency {
             Err(e) => {
                 tracing::error!(error = %e, method = key.method, request_id = %key.request_id,
                 "cannot store an outcome; the key's lease will expire and a later attempt settles it");
-                Ok(())
+                Ok(Completion::LeaseLost)
             }
         }
     }
