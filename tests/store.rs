@@ -519,3 +519,133 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
         .unwrap();
     assert!(replay.replayed);
 }
+
+/// A store written by the previous schema (migrations 1-3): its completed refund keys keep
+/// replaying, their refunds are attributed to them, and their request ids are claimed by their
+/// callers.
+async fn keys_from_before_claims(url: &str) {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let m = |v, name: &'static str, sql: &'static str| {
+        Migration::new(
+            v,
+            name.into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        )
+    };
+    let old = Migrator::with_migrations(vec![
+        m(
+            1,
+            "idempotency",
+            include_str!("../src/idempotency/migrations/0001_idempotency.sql"),
+        ),
+        m(
+            2,
+            "refund payments",
+            include_str!("../src/idempotency/migrations/0002_refund_payment.sql"),
+        ),
+        m(
+            3,
+            "events and subscriptions",
+            include_str!("../src/idempotency/migrations/0003_events.sql"),
+        ),
+    ]);
+    let outcome = r#"{"Refund":{"refund_id":"R-OLD","request_id":"old-1","payment_id":"P9","amount":{"currency":"EUR","value":100},"state":"Succeeded","refund_time":null,"reference_refund_id":null,"result":{"provider":"payxpert","code":"000","status":"S","message":""}}}"#;
+    let insert_key = "INSERT INTO idempotency_keys (caller, method, request_id, fingerprint, state, \
+         lease_token, lease_until, attempts, outcome, created_at, updated_at) \
+         VALUES ('billing', 'RefundService.Create', 'old-1', 'fp', 'done', NULL, 0, 1, $1, 1000, 1000)";
+    let insert_refund = "INSERT INTO refunds (account, request_id, refund_id, state, record, updated_at, payment_id) \
+         VALUES ('main', 'old-1', 'R-OLD', 'Succeeded', '{}', 1000, 'P9')";
+    // A refund row that a read wrote, with no key of its own: not an attribution.
+    let read_row = "INSERT INTO refunds (account, request_id, refund_id, state, record, updated_at, payment_id) \
+         VALUES ('main', 'someone-else', 'R-READ', 'Succeeded', '{}', 1000, 'P9')";
+    if url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+            .await
+            .unwrap();
+        old.run(&pool).await.unwrap();
+        sqlx::query(insert_key)
+            .bind(outcome)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(insert_refund).execute(&pool).await.unwrap();
+        sqlx::query(read_row).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        old.run(&pool).await.unwrap();
+        sqlx::query(insert_key)
+            .bind(outcome)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(insert_refund).execute(&pool).await.unwrap();
+        sqlx::query(read_row).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let store = idempotency::open(url).await.unwrap();
+    let k = key("old-1");
+    assert_eq!(store.load(&k).await.unwrap().unwrap().state, "done");
+    assert_eq!(
+        store
+            .attributed_refund("main", "billing", "old-1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("R-OLD")
+    );
+    assert_eq!(
+        store.known_refunds("main", "P9").await.unwrap(),
+        vec!["R-OLD"]
+    );
+    assert_eq!(
+        store
+            .claimant("main", "RefundService.Create", "old-1")
+            .await
+            .unwrap(),
+        Some(("billing".to_string(), Some("P9".to_string())))
+    );
+    let theirs = Key {
+        caller: "support".into(),
+        method: "RefundService.Create",
+        request_id: "old-1".into(),
+    };
+    assert_eq!(
+        store
+            .insert(new_key(&theirs, "s", 5_000, None))
+            .await
+            .unwrap(),
+        Inserted::Claimed
+    );
+    // And the key replays through the idempotency layer.
+    let idem = paygate::idempotency::Idempotency::new(store, idempotency::DEFAULT_RETENTION);
+    let r = idem
+        .run::<paygate::domain::RefundRecord, _, _, _, _>(
+            &k,
+            "fp",
+            "main",
+            tokio::time::Instant::now() + Duration::from_secs(5),
+            &paygate::error::ErrorContext::default(),
+            None,
+            |_| async { Ok(paygate::providers::Resolution::Resend) },
+            || async { panic!("a replay never calls the provider") },
+        )
+        .await
+        .unwrap();
+    assert!(r.replayed);
+    assert_eq!(r.value.refund_id.as_deref(), Some("R-OLD"));
+}
+
+#[tokio::test]
+async fn keys_from_before_claims_keep_working_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    keys_from_before_claims(&format!("sqlite://{}", dir.path().join("old.db").display())).await;
+}
+
+#[tokio::test]
+async fn keys_from_before_claims_keep_working_postgres() {
+    let db = TestDatabase::create().await;
+    keys_from_before_claims(&db.url).await;
+}
