@@ -849,6 +849,47 @@ mod tests {
     }
 
     #[test]
+    fn payxpert_quiet_period_and_unkeyed_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret").unwrap();
+        let base = [
+            ("PAYGATE_PAYXPERT_BASE_URL", "https://api.payxpert.com"),
+            ("PAYGATE_PAYXPERT_ORIGINATOR_ID", "ORIG1"),
+            ("PAYGATE_PAYXPERT_PASSWORD_FILE", pw.to_str().unwrap()),
+        ];
+        let c = Config::load(None, &env_of(&base)).unwrap();
+        let ProviderConfig::PayXpert(s) = &c.accounts[0].provider else {
+            panic!("a payxpert account")
+        };
+        assert_eq!(s.quiet_period, Duration::from_secs(120));
+        assert_eq!(c.unkeyed_retention, Duration::from_secs(395 * 86_400));
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            Config::load(None, &env_of(&v))
+        };
+        let c = with(&[("PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS", "20000")]).unwrap();
+        let ProviderConfig::PayXpert(s) = &c.accounts[0].provider else {
+            panic!("a payxpert account")
+        };
+        assert_eq!(s.quiet_period, Duration::from_secs(20));
+        // Not longer than the attempt timeout (15 s): an attempt may still be executing.
+        let e = with(&[("PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS", "15000")]).unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS");
+        let e = with(&[("PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS", "soon")]).unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS");
+        let c = with(&[("PAYGATE_UNKEYED_RETENTION_DAYS", "30")]).unwrap();
+        assert_eq!(c.unkeyed_retention, Duration::from_secs(30 * 86_400));
+        let e = with(&[
+            ("PAYGATE_UNKEYED_RETENTION_DAYS", "5"),
+            ("PAYGATE_IDEMPOTENCY_RETENTION_HOURS", "168"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_UNKEYED_RETENTION_DAYS");
+    }
+
+    #[test]
     fn errors_name_the_setting() {
         let dir = tempfile::tempdir().unwrap();
         let (k, _) = keys(dir.path());
