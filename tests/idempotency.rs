@@ -11,8 +11,7 @@ use std::time::Duration;
 use common::process::{TestDatabase, spawn_gateway};
 use common::*;
 use paygate::pb;
-use paygate::providers::antom::signing::Signer;
-use paygate::sim::antom::{AntomSim, Fault, FaultKind};
+use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;
 
 /// Fires `n` identical Create calls at once; returns the distinct refund ids and the number
@@ -222,20 +221,9 @@ async fn purged_keys_are_gone_after_retention() {
     assert_eq!(env.sim().stats().refunds_executed, 1);
 }
 
-/// A simulator in this process that gateway processes can reach.
-async fn shared_sim() -> paygate::sim::antom::SimServer {
-    let sim = AntomSim::new(
-        CLIENT_ID,
-        public_of(merchant_pem()),
-        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
-    );
-    seed(&sim);
-    sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
 #[tokio::test]
 async fn a_completed_key_is_replayed_after_a_restart() {
-    let sim = shared_sim().await;
+    let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
     let mut gw = spawn_gateway(dir.path(), &sim.base_url(), &store);
@@ -293,7 +281,7 @@ async fn retry_until_final(gw: &common::process::GatewayProcess, request_id: &st
 }
 
 async fn sigkill_mid_call(kind: FaultKind) {
-    let sim = shared_sim().await;
+    let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
     let mut gw = spawn_gateway(dir.path(), &sim.base_url(), &store);
@@ -340,7 +328,7 @@ async fn sigkill_before_the_provider_executed_yields_one_refund() {
 
 #[tokio::test]
 async fn two_gateways_sharing_postgres_make_one_provider_call_per_key() {
-    let sim = shared_sim().await;
+    let sim = shared_antom_sim().await;
     let db = TestDatabase::create().await;
     let dir_a = tempfile::tempdir().unwrap();
     let dir_b = tempfile::tempdir().unwrap();

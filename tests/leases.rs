@@ -135,18 +135,6 @@ async fn answer_within(
     panic!("no final answer for {request_id}");
 }
 
-async fn antom_sim() -> paygate::sim::antom::SimServer {
-    use paygate::providers::antom::signing::Signer;
-    use paygate::sim::antom::AntomSim;
-    let sim = AntomSim::new(
-        CLIENT_ID,
-        public_of(merchant_pem()),
-        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
-    );
-    seed(&sim);
-    sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
 /// Starts a call that hangs at the provider, then SIGKILLs the gateway under it.
 async fn kill_mid_call(gw: &mut GatewayProcess, sim: &paygate::sim::antom::SimServer, id: &str) {
     sim.sim
@@ -174,7 +162,7 @@ async fn kill_mid_call(gw: &mut GatewayProcess, sim: &paygate::sim::antom::SimSe
 
 #[tokio::test]
 async fn after_a_crash_a_retry_is_answered_within_seconds_of_the_restart() {
-    let sim = antom_sim().await;
+    let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
     let spawn = || {
@@ -203,7 +191,7 @@ async fn after_a_crash_a_retry_is_answered_within_seconds_of_the_restart() {
 #[tokio::test]
 async fn after_a_replica_dies_the_other_answers_within_seconds() {
     let db = TestDatabase::create().await;
-    let sim = antom_sim().await;
+    let sim = shared_antom_sim().await;
     let (da, db_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = spawn_gateway_with(
         da.path(),
@@ -235,7 +223,7 @@ async fn after_a_replica_dies_the_other_answers_within_seconds() {
 
 #[tokio::test]
 async fn a_duplicate_waiting_on_a_live_lease_answers_before_its_deadline() {
-    let sim = antom_sim().await;
+    let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
     let gw = spawn_gateway_with(

@@ -356,6 +356,38 @@ macro_rules! impl_store {
             }
         }
 
+        impl $ty {
+            /// The rest of a key's completion, after its row became `done` in `tx`: the
+            /// refund's attribution (refused if another key owns it) and state, and the
+            /// payment's release; commits, or rolls back everything.
+            async fn settled(
+                mut tx: sqlx::Transaction<'_, <Self as $crate::idempotency::sql::HasDb>::Db>,
+                key: &$crate::idempotency::Key,
+                refund: Option<$crate::idempotency::RefundRow<'_>>,
+                keep_ms: i64,
+            ) -> Result<$crate::idempotency::Completion, sqlx::Error> {
+                use $crate::idempotency::Completion;
+                if let Some(f) = &refund {
+                    if !Self::attribute(&mut tx, key, f, keep_ms).await? {
+                        tx.rollback().await?;
+                        return Ok(Completion::AttributedElsewhere);
+                    }
+                    $crate::idempotency::sql::save_refund_query!($clock, f)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                $crate::idempotency::sql::key_query!(
+                    $clock,
+                    $crate::idempotency::sql::RELEASE_PAYMENT,
+                    key
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Completion::Done)
+            }
+        }
+
         impl $crate::idempotency::Store for $ty {
             fn name(&self) -> &'static str {
                 $name
@@ -564,24 +596,7 @@ macro_rules! impl_store {
                         tx.rollback().await?;
                         return Ok(Completion::LeaseLost);
                     }
-                    if let Some(f) = &refund {
-                        if !Self::attribute(&mut tx, key, f, keep_ms).await? {
-                            tx.rollback().await?;
-                            return Ok(Completion::AttributedElsewhere);
-                        }
-                        $crate::idempotency::sql::save_refund_query!($clock, f)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::RELEASE_PAYMENT,
-                        key
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(Completion::Done)
+                    Self::settled(tx, key, refund, keep_ms).await
                 })
             }
 
@@ -608,24 +623,7 @@ macro_rules! impl_store {
                         tx.rollback().await?;
                         return Ok(Completion::LeaseLost);
                     }
-                    if let Some(f) = &refund {
-                        if !Self::attribute(&mut tx, key, f, keep_ms).await? {
-                            tx.rollback().await?;
-                            return Ok(Completion::AttributedElsewhere);
-                        }
-                        $crate::idempotency::sql::save_refund_query!($clock, f)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::RELEASE_PAYMENT,
-                        key
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(Completion::Done)
+                    Self::settled(tx, key, refund, keep_ms).await
                 })
             }
 

@@ -334,3 +334,14 @@ pub fn token_auth(callers: &[(&str, paygate::auth::Policy)]) -> Auth {
     }
     a
 }
+
+/// An Antom simulator with the shared seed data, for gateway processes to reach.
+pub async fn shared_antom_sim() -> SimServer {
+    let sim = AntomSim::new(
+        CLIENT_ID,
+        public_of(merchant_pem()),
+        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
+    );
+    seed(&sim);
+    sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
