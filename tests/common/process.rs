@@ -149,22 +149,28 @@ pub fn spawn_payxpert_gateway(
         ),
     )
     .unwrap();
+    let mut env = vec![(
+        "PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS",
+        quiet.as_millis().to_string(),
+    )];
+    env.extend(extra_env.iter().cloned());
+    spawn_configured(&config, store_url, &env)
+}
+
+/// Starts `paygate serve` on the TOML file `config`, the store at `store_url` and `env`.
+pub fn spawn_configured(config: &Path, store_url: &str, env: &[(&str, String)]) -> GatewayProcess {
     let port = free_port();
     let mut cmd = Command::new(gateway_binary());
     cmd.arg("serve")
-        .env("PAYGATE_CONFIG", &config)
+        .env("PAYGATE_CONFIG", config)
         .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("PAYGATE_NOTIFY_ADDR", "off")
         .env("PAYGATE_STORE_URL", store_url)
         .env("PAYGATE_SHUTDOWN_GRACE_MS", "1000")
-        .env(
-            "PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS",
-            quiet.as_millis().to_string(),
-        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    for (k, v) in extra_env {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     GatewayProcess {
