@@ -259,6 +259,11 @@ async fn a_duplicate_waiting_on_a_live_lease_answers_before_its_deadline() {
             .await
             .unwrap_err();
         let took = start.elapsed();
+        println!(
+            "a duplicate with a {deadline_ms} ms deadline answered {:?} after {} ms",
+            e.code(),
+            took.as_millis()
+        );
         assert_eq!(e.code(), Code::Aborted, "{e:?}");
         assert_eq!(reason(&e), "REQUEST_IN_FLIGHT");
         assert!(retry_delay(&e).is_some());
