@@ -431,20 +431,24 @@ macro_rules! impl_store {
                             .bind(new.key.method)
                             .bind(&new.key.request_id)
                     };
-                    claim($crate::idempotency::sql::CLAIM_REQUEST)
+                    let claimed = claim($crate::idempotency::sql::CLAIM_REQUEST)
                         .bind(&new.key.caller)
                         .bind(new.claim_keep_ms)
                         .bind(new.payment_id)
                         .execute(&mut *tx)
-                        .await?;
-                    let claimant: String = {
+                        .await?
+                        .rows_affected()
+                        == 1;
+                    // Claimed before: by this caller (its key purged since), or by another.
+                    let ours = claimed || {
                         use sqlx::Row as _;
-                        claim($crate::idempotency::sql::CLAIMANT)
+                        let claimant: String = claim($crate::idempotency::sql::CLAIMANT)
                             .fetch_one(&mut *tx)
                             .await?
-                            .try_get(0)?
+                            .try_get(0)?;
+                        claimant == new.key.caller
                     };
-                    if claimant != new.key.caller {
+                    if !ours {
                         tx.rollback().await?;
                         return Ok(Inserted::Claimed);
                     }
