@@ -77,6 +77,8 @@ struct FileConfig {
     idempotency_retention_hours: Option<u64>,
     unkeyed_retention_days: Option<u64>,
     max_in_flight_requests: Option<usize>,
+    max_event_streams: Option<usize>,
+    max_event_streams_per_caller: Option<usize>,
     max_queue_ms: Option<u64>,
     caller_rps: Option<f64>,
     caller_burst: Option<u32>,
@@ -191,6 +193,8 @@ pub struct Config {
     pub auth: Auth,
     /// Gateway-wide in-flight cap.
     pub max_in_flight_requests: usize,
+    /// Most open `EventService.Watch` streams, and per authenticated caller.
+    pub max_event_streams: (usize, usize),
     /// Longest wait for a rate-limit slot.
     pub max_queue: Duration,
     /// Rate for callers without their own.
@@ -503,6 +507,14 @@ impl Config {
             tls,
             auth,
             max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),
+            max_event_streams: (
+                file.max_event_streams
+                    .unwrap_or(crate::api::DEFAULT_MAX_STREAMS)
+                    .max(1),
+                file.max_event_streams_per_caller
+                    .unwrap_or(crate::api::DEFAULT_MAX_STREAMS_PER_CALLER)
+                    .max(1),
+            ),
             max_queue: Duration::from_millis(file.max_queue_ms.unwrap_or(250)),
             caller_rate,
             caller_rates,

@@ -173,6 +173,10 @@ pub async fn start(
         ),
         auth: crate::auth::Auth::default(),
         max_in_flight_requests: 1024,
+        max_event_streams: (
+            crate::api::DEFAULT_MAX_STREAMS,
+            crate::api::DEFAULT_MAX_STREAMS_PER_CALLER,
+        ),
         max_queue: Duration::from_millis(250),
         caller_rate: None,
         caller_rates: Default::default(),

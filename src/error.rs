@@ -68,6 +68,8 @@ pub mod reason {
     pub const SUBSCRIPTION_NOT_RECORDED: &str = "SUBSCRIPTION_NOT_RECORDED";
     /// Events after the cursor were purged by retention.
     pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+    /// The Watch cursor is beyond the newest event: this store never gave it out.
+    pub const CURSOR_AHEAD: &str = "CURSOR_AHEAD";
     /// The gateway is shutting down; reconnect (to another replica).
     pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
 
@@ -98,6 +100,7 @@ pub mod reason {
         SETTLED_AS_FAILED,
         SUBSCRIPTION_NOT_RECORDED,
         CURSOR_EXPIRED,
+        CURSOR_AHEAD,
         SHUTTING_DOWN,
     ];
 }
@@ -220,6 +223,11 @@ pub enum GatewayError {
     CursorExpired {
         /// The oldest cursor that can still be resumed from.
         oldest: i64,
+    },
+    /// A Watch cursor is beyond the newest event.
+    CursorAhead {
+        /// The newest cursor given out.
+        newest: i64,
     },
     /// The gateway is shutting down; a stream ends with this.
     ShuttingDown,
@@ -474,6 +482,19 @@ impl From<GatewayError> for Status {
             } => {
                 let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(&ctx));
                 status(Code::NotFound, message, d, None)
+            }
+            GatewayError::CursorAhead { newest } => {
+                let mut md = HashMap::new();
+                md.insert("newestCursor".into(), newest.to_string());
+                let d = ErrorDetails::with_error_info(reason::CURSOR_AHEAD, ERROR_DOMAIN, md);
+                status(
+                    Code::OutOfRange,
+                    format!(
+                        "this cursor is beyond the newest event ({newest}): it was not given by this gateway's store; resume from a cursor you received, or from the start (empty cursor)"
+                    ),
+                    d,
+                    None,
+                )
             }
             GatewayError::CursorExpired { oldest } => {
                 let mut md = HashMap::new();

@@ -241,6 +241,11 @@ impl Events {
         Ok(self.idempotency.store().event_counter().await?.1)
     }
 
+    /// The highest sequence number given out, and the highest purged (0 = none).
+    pub async fn counter(&self) -> Result<(i64, i64), sqlx::Error> {
+        self.idempotency.store().event_counter().await
+    }
+
     /// Records what a Cancel answer says about a subscription.
     pub async fn record_cancel(&self, account: &str, s: &SubscriptionRecord) {
         let result = async {

@@ -94,6 +94,8 @@ impl Gateway {
                 max_request_time: config.max_request_time,
                 max_in_flight: config.max_in_flight_requests,
                 max_queue: config.max_queue,
+                max_streams: config.max_event_streams.0,
+                max_streams_per_caller: config.max_event_streams.1,
             },
         );
         let notify = match config.notify_addr {

@@ -65,16 +65,26 @@ impl EventService for EventApi {
                 }
                 named.into_iter().collect()
             };
-            let purged = s.events.purged_through().await.map_err(|e| {
+            let (newest, purged) = s.events.counter().await.map_err(|e| {
                 tracing::warn!(error = %e, "cannot read the event log");
                 GatewayError::StoreUnavailable(ctx.clone())
             })?;
             if after > 0 && after < purged {
                 return Err(GatewayError::CursorExpired { oldest: purged });
             }
+            if after > newest {
+                return Err(GatewayError::CursorAhead { newest });
+            }
+            // A slot for the stream's life: the total and the caller's caps shed at once.
+            let slot = s.streams.take(&caller)?;
             let (tx, rx) = mpsc::channel(64);
+            let shared = s.clone();
             tokio::spawn(
-                stream(s.clone(), accounts, caller, after, tx).instrument(tracing::Span::current()),
+                async move {
+                    let _slot = slot;
+                    stream(shared, accounts, caller, after, tx).await
+                }
+                .instrument(tracing::Span::current()),
             );
             Ok(Reply::fresh(ReceiverStream::new(rx)))
         })

@@ -5,6 +5,7 @@ pub mod event;
 pub mod refund;
 pub mod subscription;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +40,16 @@ pub struct ApiSettings {
     pub max_in_flight: usize,
     /// Longest a call waits for a caller rate-limit slot.
     pub max_queue: Duration,
+    /// Most open event streams (`EventService.Watch`) in the gateway.
+    pub max_streams: usize,
+    /// Most open event streams of one authenticated caller.
+    pub max_streams_per_caller: usize,
 }
+
+/// Default cap on open event streams.
+pub const DEFAULT_MAX_STREAMS: usize = 1000;
+/// Default cap on one caller's open event streams.
+pub const DEFAULT_MAX_STREAMS_PER_CALLER: usize = 100;
 
 impl Default for ApiSettings {
     fn default() -> Self {
@@ -47,9 +57,79 @@ impl Default for ApiSettings {
             max_request_time: Duration::from_secs(30),
             max_in_flight: 1024,
             max_queue: Duration::from_millis(250),
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_streams_per_caller: DEFAULT_MAX_STREAMS_PER_CALLER,
         }
     }
 }
+
+/// Open event streams, in total and per caller. A slot is held for a stream's life and given
+/// back when it ends, however it ends.
+#[derive(Debug)]
+pub struct StreamSlots {
+    total: Arc<Semaphore>,
+    per_caller: usize,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream's slot.
+#[derive(Debug)]
+pub struct StreamSlot {
+    _total: OwnedSemaphorePermit,
+    caller: String,
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if self.caller.is_empty() {
+            return;
+        }
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.caller) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
+}
+
+impl StreamSlots {
+    /// Up to `total` streams, `per_caller` of each authenticated caller.
+    pub fn new(total: usize, per_caller: usize) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total.max(1))),
+            per_caller: per_caller.max(1),
+            open: Default::default(),
+        }
+    }
+
+    /// A slot for a stream of `caller` (empty: anonymous, counted in the total only), or
+    /// `OVERLOADED` with RetryInfo when a cap is reached.
+    pub fn take(&self, caller: &str) -> Result<StreamSlot, GatewayError> {
+        let shed = || GatewayError::Overloaded {
+            retry_after: STREAM_RETRY,
+        };
+        let total = self.total.clone().try_acquire_owned().map_err(|_| shed())?;
+        if !caller.is_empty() {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let n = open.entry(caller.to_owned()).or_default();
+            if *n >= self.per_caller {
+                return Err(shed());
+            }
+            *n += 1;
+        }
+        Ok(StreamSlot {
+            _total: total,
+            caller: caller.to_owned(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+/// When a stream refused for a full cap may try again.
+pub const STREAM_RETRY: Duration = Duration::from_secs(1);
 
 /// What every service shares: accounts, the idempotency layer, authentication and the
 /// gateway-wide limits.
@@ -69,6 +149,8 @@ pub struct Shared {
     pub events: crate::events::Events,
     /// Turns true when shutdown starts; long-lived streams end on it.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Open event streams.
+    pub streams: StreamSlots,
     in_flight: Arc<Semaphore>,
 }
 
@@ -86,6 +168,7 @@ impl Shared {
             accounts,
             events: crate::events::Events::new(idempotency.clone()),
             stopping: tokio::sync::watch::Sender::new(false),
+            streams: StreamSlots::new(settings.max_streams, settings.max_streams_per_caller),
             idempotency,
             auth,
             callers,

@@ -76,6 +76,9 @@ pub struct Options {
     pub caller_rates: HashMap<String, Rate>,
     pub max_in_flight: usize,
     pub max_queue: Duration,
+    /// Caps on open event streams, in total and per caller.
+    pub max_streams: usize,
+    pub max_streams_per_caller: usize,
     pub tls: Option<ServerTlsConfig>,
     /// How long completed keys are kept.
     pub retention: Duration,
@@ -100,6 +103,8 @@ impl Default for Options {
             caller_rates: HashMap::new(),
             max_in_flight: 1024,
             max_queue: Duration::from_millis(250),
+            max_streams: paygate::api::DEFAULT_MAX_STREAMS,
+            max_streams_per_caller: paygate::api::DEFAULT_MAX_STREAMS_PER_CALLER,
             tls: None,
             retention: paygate::idempotency::DEFAULT_RETENTION,
             notify: false,
@@ -208,6 +213,8 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
                 max_request_time: o.max_request_time,
                 max_in_flight: o.max_in_flight,
                 max_queue: o.max_queue,
+                max_streams: o.max_streams,
+                max_streams_per_caller: o.max_streams_per_caller,
             },
         )),
         shutdown_grace: o.shutdown_grace,
