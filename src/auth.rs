@@ -102,20 +102,26 @@ impl Auth {
                 message: "the client certificate names no URI SAN, DNS SAN or CN",
             });
         }
-        let Some(header) = req.metadata().get("authorization") else {
+        let mut headers = req.metadata().get_all("authorization").iter();
+        let Some(header) = headers.next() else {
             return Err(GatewayError::Unauthenticated {
                 reason: reason::MISSING_CREDENTIALS,
                 message: "send a client certificate or an `authorization: Bearer <token>` header",
             });
         };
+        if headers.next().is_some() {
+            return Err(GatewayError::Unauthenticated {
+                reason: reason::INVALID_TOKEN,
+                message: "send exactly one authorization header",
+            });
+        }
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty());
         let caller = token.and_then(|t| self.token_hashes.get(&hash_token(t)));
         caller.cloned().ok_or(GatewayError::Unauthenticated {

@@ -138,8 +138,15 @@ fn subscription_ids(v: &mut Violations, id: &str, request_id: &str) {
     }
 }
 
+/// The longest account name (the configuration allows no longer one).
+pub const MAX_ACCOUNT_LEN: usize = 64;
+
 /// Resolves the account name; an unknown name is a violation of `account`.
 fn account(v: &mut Violations, accounts: &Accounts, name: &str) -> Option<Arc<Account>> {
+    if name.len() > MAX_ACCOUNT_LEN {
+        v.add("account", format!("at most {MAX_ACCOUNT_LEN} characters"));
+        return None;
+    }
     let found = accounts.resolve(name);
     if found.is_none() {
         if name.is_empty() {
@@ -281,6 +288,9 @@ pub fn get_subscription(
     }
 }
 
+/// The most accounts one Watch may name.
+pub const MAX_WATCHED_ACCOUNTS: usize = 100;
+
 /// Validates a Watch: the cursor (empty = 0, from the start) and the named accounts.
 pub fn watch_events(
     req: &pb::WatchEventsRequest,
@@ -301,8 +311,20 @@ pub fn watch_events(
             }
         }
     };
+    if req.accounts.len() > MAX_WATCHED_ACCOUNTS {
+        v.add(
+            "accounts",
+            format!("at most {MAX_WATCHED_ACCOUNTS} accounts"),
+        );
+        return Err(v.into_error());
+    }
     for (i, name) in req.accounts.iter().enumerate() {
-        if name.is_empty() || accounts.resolve(name).is_none() {
+        if name.len() > MAX_ACCOUNT_LEN {
+            v.add(
+                &format!("accounts[{i}]"),
+                format!("at most {MAX_ACCOUNT_LEN} characters"),
+            );
+        } else if name.is_empty() || accounts.resolve(name).is_none() {
             v.add(
                 &format!("accounts[{i}]"),
                 format!("unknown account {name:?}"),

@@ -103,6 +103,13 @@ pub enum FaultKind {
         /// Milliseconds.
         ms: u64,
     },
+    /// Answer this HTTP status with this body, executing nothing. PayXpert simulator only.
+    StatusWithBody {
+        /// HTTP status code.
+        status: u16,
+        /// The body (JSON, normally).
+        body: String,
+    },
     /// Execute, then wait this long before answering.
     SlowAnswer {
         /// Milliseconds.

@@ -465,6 +465,11 @@ async fn handle(
         Some(FaultKind::Result { code: c, .. }) => {
             return answer(StatusCode::OK, code(c, "injected"));
         }
+        Some(FaultKind::StatusWithBody { status, body }) => {
+            let mut r = Response::new(Body::from(body.clone()));
+            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+            return r;
+        }
         _ => {}
     }
     if let Some(FaultKind::ExecuteLate { ms }) = &fault {

@@ -129,10 +129,16 @@ impl Client {
                 ));
             }
             s if !s.is_success() => {
-                return Err(ProviderError::unknown(
-                    format!("{what} answered HTTP {}", s.as_u16()),
-                    None,
-                ));
+                // A refusal PayXpert explains with a definitive code executed nothing; any
+                // other non-2xx answer leaves the outcome unknown.
+                let status = s.as_u16();
+                let body = read_capped(resp, &what, cut_by_deadline, cap).await.ok();
+                let refusal = body
+                    .and_then(|b| serde_json::from_slice::<Answer>(&b).ok())
+                    .and_then(|a| definitive_refusal(&what, status, &a));
+                return Err(refusal.unwrap_or_else(|| {
+                    ProviderError::unknown(format!("{what} answered HTTP {status}"), None)
+                }));
             }
             _ => {}
         }
@@ -142,4 +148,28 @@ impl Client {
             ProviderError::unknown(format!("{what} answer could not be understood"), None)
         })
     }
+}
+
+/// The error for a non-2xx answer whose JSON `errorCode` the code table calls definitive (or a
+/// set-up error); `None` for any other code, or none.
+fn definitive_refusal(what: &str, status: u16, a: &Answer) -> Option<ProviderError> {
+    use crate::providers::Meaning;
+    let code = a.error_code.as_deref()?;
+    let meaning = super::codes::classify(code);
+    if !matches!(meaning, Meaning::Definitive(_) | Meaning::Misconfigured) {
+        return None;
+    }
+    let message = a.error_message.clone().unwrap_or_default();
+    let result = crate::domain::ProviderResult {
+        provider: super::NAME.into(),
+        code: code.to_owned(),
+        status: "F".into(),
+        message: message.clone(),
+    };
+    Some(ProviderError::refusal(
+        meaning,
+        super::codes::reason(code),
+        format!("{what} answered HTTP {status}, {code}: {message}"),
+        result,
+    ))
 }

@@ -1,0 +1,139 @@
+//! Errors at the edge are paygate errors, through the binary: an oversized `account` is
+//! INVALID_ARGUMENT (its echo no longer overflows the trailer), the `Bearer` scheme is
+//! case-insensitive and a second `authorization` header is refused, and a PayXpert refusal sent
+//! with a non-2xx status is mapped through the code table.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::{spawn_configured, spawn_payxpert_gateway, write_keys};
+use common::*;
+use paygate::pb;
+use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::sim::payxpert::PayXpertSim;
+use paygate::sim::{Fault, FaultKind};
+use tonic::Code;
+
+#[tokio::test]
+async fn oversized_accounts_and_authorization_headers() {
+    let sim = shared_antom_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_keys(dir.path());
+    std::fs::write(
+        dir.path().join("tokens"),
+        format!("alpha {}\n", paygate::auth::hash_token("alpha-token")),
+    )
+    .unwrap();
+    let config = dir.path().join("paygate.toml");
+    std::fs::write(&config, "").unwrap();
+    let d = |f: &str| dir.path().join(f).display().to_string();
+    let gw = spawn_configured(
+        &config,
+        &format!("sqlite://{}", d("paygate.db")),
+        &[
+            ("PAYGATE_ANTOM_BASE_URL", sim.base_url()),
+            ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
+            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", d("merchant.pem")),
+            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", d("antom_public.pem")),
+            ("PAYGATE_AUTH_TOKENS_FILE", d("tokens")),
+        ],
+    );
+    gw.client().await;
+    let mut c = RefundServiceClient::connect(gw.url()).await.unwrap();
+    let with_auth = |values: &[&str], req: pb::CreateRefundRequest| {
+        let mut r = tonic::Request::new(req);
+        for v in values {
+            r.metadata_mut().append("authorization", v.parse().unwrap());
+        }
+        r.set_timeout(Duration::from_secs(5));
+        r
+    };
+    // A 10 kB account: INVALID_ARGUMENT with ErrorInfo, not a trailer too large to send.
+    let mut req = refund_req("edge-1", "PAY_USD_100", 100);
+    req.account = "a".repeat(10_000);
+    let e = c
+        .create(with_auth(&["Bearer alpha-token"], req))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert_eq!(reason(&e), "INVALID_REQUEST");
+    // The scheme in any case.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        c.create(with_auth(
+            &[&format!("{scheme} alpha-token")],
+            refund_req(&format!("edge-{scheme}"), "PAY_USD_100", 100),
+        ))
+        .await
+        .unwrap();
+    }
+    // Two authorization headers: refused, even when one is valid.
+    let e = c
+        .create(with_auth(
+            &["Bearer alpha-token", "Bearer other"],
+            refund_req("edge-2", "PAY_USD_100", 100),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(reason(&e), "INVALID_TOKEN");
+    assert_eq!(sim.sim.calls("refund"), 3);
+}
+
+#[tokio::test]
+async fn a_payxpert_refusal_with_an_error_status_is_mapped_through_the_code_table() {
+    let sim = PayXpertSim::new(common::process::PX_ORIGINATOR, common::process::PX_PASSWORD);
+    sim.add_sale("1001", 10_000, "EUR", None);
+    let sim = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("px.db").display());
+    let gw = spawn_payxpert_gateway(
+        dir.path(),
+        &sim.base_url(),
+        &store,
+        Duration::from_millis(1_000),
+        Duration::from_millis(1_500),
+        &[],
+    );
+    let mut c = gw.client().await;
+    let req = || pb::CreateRefundRequest {
+        request_id: "px-400".into(),
+        payment_id: "1001".into(),
+        amount: money("EUR", 20_000),
+        ..Default::default()
+    };
+    sim.sim.inject(Fault::on(
+        "refund",
+        FaultKind::StatusWithBody {
+            status: 400,
+            body: r#"{"errorCode":"064","errorMessage":"referencing amount exceeds original"}"#
+                .into(),
+        },
+    ));
+    let e = c.create(req()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(reason(&e), "PAYXPERT_064");
+    assert_eq!(retry_delay(&e), None);
+    // Stored as final: the replay says the same, nothing is sent or reconciled.
+    let again = c.create(req()).await.unwrap_err();
+    assert_eq!(reason(&again), "PAYXPERT_064");
+    assert_eq!(sim.sim.calls("refund"), 1);
+    assert_eq!(sim.sim.calls("export"), 0);
+    // A non-2xx answer without a definitive code stays an unknown outcome.
+    sim.sim.inject(Fault::on(
+        "refund",
+        FaultKind::StatusWithBody {
+            status: 503,
+            body: r#"{"errorCode":"096","errorMessage":"acquirer error"}"#.into(),
+        },
+    ));
+    let e = c
+        .create(pb::CreateRefundRequest {
+            request_id: "px-503".into(),
+            amount: money("EUR", 100),
+            ..req()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "OUTCOME_UNKNOWN");
+}
