@@ -144,7 +144,7 @@ impl Events {
         let stored = match &n.notice {
             Notice::Refund(r) => {
                 let request_id = r.request_id.as_deref().unwrap_or_default();
-                let known = self.idempotency.latest_refund(account, request_id).await;
+                let known = self.idempotency.latest_refund(account, request_id).await?;
                 // The claim names the caller and the payment even when the notification
                 // outran the Create's answer.
                 let claim = self

@@ -724,10 +724,21 @@ impl Idempotency {
     pub async fn heartbeat_loop(self) {
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
         loop {
             tick.tick().await;
-            if let Err(e) = self.store.heartbeat(&self.instance).await {
-                tracing::warn!(error = %e, "cannot write this instance's heartbeat");
+            // Logged once when it starts failing and once when it works again.
+            match self.store.heartbeat(&self.instance).await {
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e,
+                        "cannot write this instance's heartbeat; other replicas may take over its leases");
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("this instance's heartbeat is written again");
+                }
+                _ => {}
             }
         }
     }
@@ -1244,10 +1255,15 @@ impl Idempotency {
             .await
     }
 
-    /// The latest recorded state of a refund, if any.
-    pub async fn latest_refund(&self, account: &str, request_id: &str) -> Option<RefundRecord> {
-        let json = self.store.load_refund(account, request_id).await.ok()??;
-        serde_json::from_str(&json).ok()
+    /// The latest recorded state of a refund, if any (a record this gateway cannot read counts
+    /// as none). A store failure is an error, never "none".
+    pub async fn latest_refund(
+        &self,
+        account: &str,
+        request_id: &str,
+    ) -> Result<Option<RefundRecord>, sqlx::Error> {
+        let json = self.store.load_refund(account, request_id).await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     /// Deletes completed keys past their keep time; returns how many rows went.
