@@ -74,6 +74,10 @@ struct FileConfig {
     store_url: Option<String>,
     metrics_addr: Option<String>,
     notify_addr: Option<String>,
+    notify_max_connections: Option<usize>,
+    notify_header_timeout_ms: Option<u64>,
+    notify_body_timeout_ms: Option<u64>,
+    notify_max_connection_ms: Option<u64>,
     idempotency_retention_hours: Option<u64>,
     unkeyed_retention_days: Option<u64>,
     max_in_flight_requests: Option<usize>,
@@ -187,6 +191,8 @@ pub struct Config {
     /// Where provider notifications are received (`PAYGATE_NOTIFY_ADDR`, default
     /// `0.0.0.0:8081`; `off` turns the listener off).
     pub notify_addr: Option<SocketAddr>,
+    /// Bounds on what strangers can hold of the notification listener.
+    pub notify_limits: crate::notify::Limits,
     /// TLS on the gRPC port.
     pub tls: Option<TlsFiles>,
     /// Caller authentication and policies.
@@ -504,6 +510,22 @@ impl Config {
             listen_addr,
             metrics_addr,
             notify_addr,
+            notify_limits: {
+                let d = crate::notify::Limits::default();
+                let ms = |v: Option<u64>, default: Duration| {
+                    v.filter(|ms| *ms > 0)
+                        .map_or(default, Duration::from_millis)
+                };
+                crate::notify::Limits {
+                    max_connections: file
+                        .notify_max_connections
+                        .unwrap_or(d.max_connections)
+                        .max(1),
+                    header_timeout: ms(file.notify_header_timeout_ms, d.header_timeout),
+                    body_timeout: ms(file.notify_body_timeout_ms, d.body_timeout),
+                    max_connection_time: ms(file.notify_max_connection_ms, d.max_connection_time),
+                }
+            },
             tls,
             auth,
             max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),

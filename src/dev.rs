@@ -171,6 +171,7 @@ pub async fn start(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(loopback),
         ),
+        notify_limits: crate::notify::Limits::default(),
         auth: crate::auth::Auth::default(),
         max_in_flight_requests: 1024,
         max_event_streams: (

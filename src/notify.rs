@@ -8,6 +8,7 @@
 //! written the answer is 503 and no acknowledgement, so the provider sends it again later.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -16,14 +17,58 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::post;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::api::Shared;
 use crate::events::Recorded;
 use crate::providers::NotificationError;
 use crate::providers::antom::wire::NOTIFY_ACK;
+use crate::telemetry;
 
 /// Largest notification body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// What a stranger can hold of the listener, which faces the internet by design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections; more are closed at once and counted
+    /// (`paygate_notify_connections_refused_total`).
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive, and how long a kept-alive connection
+    /// may wait idle for its next request.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long one connection may stay open at all.
+    pub max_connection_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            max_connection_time: Duration::from_secs(60),
+        }
+    }
+}
+
+/// File descriptors kept back from the notification listener for the gRPC port, the store
+/// and the provider clients.
+pub const FD_RESERVE: u64 = 512;
+
+/// Raises the soft open-files limit to the hard one and returns the limit, so that strangers'
+/// connections, capped below it, leave a reserve.
+pub fn raise_open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    }
+}
 
 /// The listener's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -33,14 +78,137 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Serves notifications on `listener` until shutdown starts (`Shared::stopping`).
+/// Serves notifications on `listener` with the default [`Limits`] until shutdown starts.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<()> {
+    serve_with(shared, listener, Limits::default()).await
+}
+
+/// Serves notifications on `listener` until shutdown starts (`Shared::stopping`): at most
+/// `limits.max_connections` connections (and never more than the open-files limit minus
+/// [`FD_RESERVE`]), each bounded in time.
+pub async fn serve_with(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let fds = raise_open_files_limit();
+    let cap = limits
+        .max_connections
+        .min(fds.saturating_sub(FD_RESERVE).max(1) as usize);
+    if cap < limits.max_connections {
+        tracing::warn!(
+            configured = limits.max_connections,
+            cap,
+            open_files = fds,
+            "the open-files limit caps notification connections lower than configured"
+        );
+    }
+    let slots = Arc::new(Semaphore::new(cap));
+    let app = router(shared.clone()).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            body_within(limits.body_timeout, req, next)
+        },
+    ));
     let mut stopping = shared.stopping.subscribe();
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        })
-        .await
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a notification connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stopping) => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("paygate_notify_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stopping = shared.stopping.subscribe();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _open = telemetry::GaugeGuard::hold(metrics::gauge!("paygate_notify_connections"));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            // The connection ends by itself, or at its time limit or at shutdown: then it
+            // finishes what it is answering (at most a header timeout more) and closes.
+            enum Next {
+                Ended,
+                Close,
+            }
+            let lifetime = tokio::time::sleep(limits.max_connection_time);
+            tokio::pin!(lifetime);
+            let mut closing = false;
+            loop {
+                let next = tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "notification connection ended");
+                        }
+                        Next::Ended
+                    }
+                    _ = &mut lifetime => Next::Close,
+                    _ = stopped(&mut stopping), if !closing => Next::Close,
+                };
+                match next {
+                    Next::Ended => break,
+                    Next::Close if closing => break,
+                    Next::Close => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        lifetime
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + limits.header_timeout);
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Resolves once shutdown has started.
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// Reads the request's body within `limit`, or answers 408 and closes the connection.
+async fn body_within(
+    limit: Duration,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PARAM_ILLEGAL",
+            "the body is too large",
+        ),
+        Err(_) => {
+            let mut r = refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                "PARAM_ILLEGAL",
+                "the body did not arrive in time",
+            );
+            r.headers_mut()
+                .insert("connection", axum::http::HeaderValue::from_static("close"));
+            r
+        }
+    }
 }
 
 fn answer(status: StatusCode, body: String) -> Response {

@@ -43,6 +43,8 @@ pub struct Gateway {
     pub tls: Option<ServerTlsConfig>,
     /// Where provider notifications are received, if anywhere.
     pub notify: Option<TcpListener>,
+    /// Bounds on the notification listener.
+    pub notify_limits: crate::notify::Limits,
 }
 
 impl Gateway {
@@ -110,6 +112,7 @@ impl Gateway {
             shutdown_grace: config.shutdown_grace,
             tls,
             notify,
+            notify_limits: config.notify_limits,
         })
     }
 }
@@ -154,8 +157,9 @@ pub async fn serve(
             tracing::info!(%addr, "receiving provider notifications");
         }
         let shared = gateway.shared.clone();
+        let limits = gateway.notify_limits;
         tokio::spawn(async move {
-            if let Err(e) = crate::notify::serve(shared, listener).await {
+            if let Err(e) = crate::notify::serve_with(shared, listener, limits).await {
                 tracing::error!(error = %e, "the notification listener stopped");
             }
         })

@@ -219,6 +219,7 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
         )),
         shutdown_grace: o.shutdown_grace,
         tls: o.tls.clone(),
+        notify_limits: paygate::notify::Limits::default(),
     };
     let shared = gateway.shared.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

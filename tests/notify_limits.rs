@@ -1,0 +1,163 @@
+//! The notification port faces the internet, so strangers cannot starve the gateway through it
+//! (through the binary): connections beyond the cap are closed at once and counted, slow
+//! headers, idle keep-alive connections and slow bodies are closed within their timeouts, and
+//! gRPC calls on new connections keep working meanwhile.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::{GatewayProcess, free_port, spawn_configured, write_keys};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SLOW: usize = 2_000;
+const CAP: usize = 500;
+
+fn spawn(dir: &std::path::Path, antom_url: &str, notify: u16, metrics: u16) -> GatewayProcess {
+    write_keys(dir);
+    let config = dir.join("paygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "notify_max_connections = {CAP}\n\
+             notify_header_timeout_ms = 1000\n\
+             notify_body_timeout_ms = 1000\n\
+             notify_max_connection_ms = 3000\n"
+        ),
+    )
+    .unwrap();
+    let d = |f: &str| dir.join(f).display().to_string();
+    spawn_configured(
+        &config,
+        &format!("sqlite://{}", d("paygate.db")),
+        &[
+            ("PAYGATE_ANTOM_BASE_URL", antom_url.to_string()),
+            ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
+            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", d("merchant.pem")),
+            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", d("antom_public.pem")),
+            ("PAYGATE_NOTIFY_ADDR", format!("127.0.0.1:{notify}")),
+            ("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}")),
+        ],
+    )
+}
+
+/// True once the peer has closed the connection (EOF or reset), within `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let end = Instant::now() + within;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // an answer; the close follows
+            Err(_) => return false,
+        }
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn strangers_on_the_notification_port_cannot_starve_the_gateway() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let sim = shared_antom_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (notify, metrics) = (free_port(), free_port());
+    let gw = spawn(dir.path(), &sim.base_url(), notify, metrics);
+    let pid = gw.child.id();
+    gw.client().await;
+    let fds_before = open_fds(pid);
+    let addr = format!("127.0.0.1:{notify}");
+
+    // Thousands of connections that send half a header and stall.
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let _ = s
+            .write_all(b"POST /notify/antom/refund HTTP/1.1\r\nHost: x\r\n")
+            .await;
+        slow.push(s);
+    }
+    let held_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fds_held = open_fds(pid);
+    // gRPC on new connections keeps working while they are held.
+    for i in 0..5 {
+        let mut c = paygate::pb::refund_service_client::RefundServiceClient::connect(gw.url())
+            .await
+            .unwrap();
+        c.create(refund_req(&format!("during-{i}"), "PAY_USD_100", 100))
+            .await
+            .unwrap();
+    }
+    // Every slow connection is closed: those over the cap at once, the others at the
+    // header timeout.
+    let mut closed = 0;
+    for s in &mut slow {
+        if closed_within(
+            s,
+            Duration::from_millis(2_500).saturating_sub(held_at.elapsed()),
+        )
+        .await
+        {
+            closed += 1;
+        }
+    }
+    let took = held_at.elapsed();
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds_after = open_fds(pid);
+    println!(
+        "{SLOW} slow connections: {closed} closed within {} ms; gateway fds {fds_before} before, {fds_held} while held, {fds_after} after",
+        took.as_millis()
+    );
+    assert_eq!(closed, SLOW, "every slow connection is closed");
+    assert!(fds_held < fds_before + CAP + 50, "at most the cap is held");
+
+    // Refused connections are counted.
+    let scrape = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = scrape
+        .lines()
+        .find(|l| l.starts_with("paygate_notify_connections_refused_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("the refusal counter");
+    // (Fewer than SLOW - CAP: slots freed by header timeouts while the rest were opening.)
+    println!("{refused} connections refused over the cap of {CAP}");
+    assert!(refused >= 1.0, "{refused}");
+
+    // A kept-alive connection left idle is closed too.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(
+        b"POST /notify/nobody/refund HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    assert!(closed_within(&mut idle, Duration::from_millis(3_500)).await);
+    println!(
+        "an idle kept-alive connection was closed after {} ms",
+        start.elapsed().as_millis()
+    );
+    // A body that never arrives gets 408 and the connection is closed.
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(b"POST /notify/antom/refund HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), stalled.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(start.elapsed() < Duration::from_millis(2_000));
+}
