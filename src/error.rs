@@ -542,6 +542,39 @@ impl From<GatewayError> for Status {
     }
 }
 
+/// The request messages tonic could not read (garbage, truncated varints, invalid UTF-8, a
+/// missing message) or refused for their size, as tonic reports them.
+fn undecodable(s: &Status) -> bool {
+    let m = s.message();
+    (s.code() == Code::Internal
+        && (m.starts_with("failed to decode Protobuf message")
+            || m.starts_with("Unexpected EOF decoding stream")
+            || m.starts_with("Missing request message")))
+        || (s.code() == Code::OutOfRange
+            && m.starts_with("Error, decoded message length too large"))
+}
+
+/// Maps a response of the gRPC server: a request message tonic could not decode, or one over
+/// the size limit, becomes INVALID_ARGUMENT with ErrorInfo `INVALID_REQUEST` (and BadRequest),
+/// like every other bad request; everything else passes unchanged.
+pub fn undecodable_as_invalid<B: Default>(
+    response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let Some(s) = response.extensions().get::<Status>() else {
+        return response;
+    };
+    if !undecodable(s) {
+        return response;
+    }
+    let description = if s.code() == Code::OutOfRange {
+        "the request message is larger than the gateway accepts".to_owned()
+    } else {
+        format!("the request message cannot be decoded: {}", s.message())
+    };
+    let violations = vec![tonic_types::FieldViolation::new("", description)];
+    Status::from(GatewayError::InvalidArgument(violations)).into_http()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,7 +196,11 @@ pub async fn serve(
     if let Some(tls) = gateway.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
+    // Undecodable or oversized request messages answer like every other bad request.
     let server = builder
+        .layer(tower::util::MapResponseLayer::new(
+            crate::error::undecodable_as_invalid::<tonic::body::Body>,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -1,7 +1,7 @@
-//! Errors at the edge are paygate errors, through the binary: an oversized `account` is
-//! INVALID_ARGUMENT (its echo no longer overflows the trailer), the `Bearer` scheme is
-//! case-insensitive and a second `authorization` header is refused, and a PayXpert refusal sent
-//! with a non-2xx status is mapped through the code table.
+//! Errors at the edge are paygate errors, through the binary: undecodable and oversized request
+//! messages and an oversized `account` are INVALID_ARGUMENT with ErrorInfo, the `Bearer` scheme
+//! is case-insensitive and a second `authorization` header is refused, and a PayXpert refusal
+//! sent with a non-2xx status is mapped through the code table.
 
 mod common;
 
@@ -136,4 +136,94 @@ async fn a_payxpert_refusal_with_an_error_status_is_mapped_through_the_code_tabl
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "OUTCOME_UNKNOWN");
+}
+
+/// Sends request bytes as they are, and reads answer bytes as they are.
+#[derive(Debug, Clone, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+#[tokio::test]
+async fn undecodable_and_oversized_messages_are_invalid_arguments() {
+    let sim = shared_antom_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
+    let gw = common::process::spawn_gateway_with(
+        dir.path(),
+        &sim.base_url(),
+        &store,
+        &[],
+        std::process::Stdio::inherit(),
+    );
+    gw.client().await;
+    let channel = tonic::transport::Channel::from_shared(gw.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(16 << 20);
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("garbage", vec![0xff, 0xff, 0xff, 0xff]),
+        ("a truncated varint", vec![0x10, 0x80]),
+        ("invalid UTF-8", vec![0x12, 0x02, 0xc3, 0x28]),
+        ("5 MiB", {
+            let mut v = vec![0x12, 0x80, 0x80, 0xc0, 0x02];
+            v.resize(5 << 20, b'a');
+            v
+        }),
+    ];
+    for (what, bytes) in cases {
+        grpc.ready().await.unwrap();
+        let e = grpc
+            .unary::<Vec<u8>, Vec<u8>, Raw>(
+                tonic::Request::new(bytes),
+                "/paygate.v1.RefundService/Create".parse().unwrap(),
+                Raw,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        assert_eq!(reason(&e), "INVALID_REQUEST", "{what}");
+    }
+    assert_eq!(sim.sim.calls("refund"), 0);
 }
