@@ -229,6 +229,13 @@ pub enum GatewayError {
         /// The newest cursor given out.
         newest: i64,
     },
+    /// The shutdown grace ended while the call was in flight.
+    Abandoned {
+        /// A provider call may have been under way.
+        outcome_unknown: bool,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
     /// The gateway is shutting down; a stream ends with this.
     ShuttingDown,
     /// A stored final error, replayed.
@@ -507,6 +514,28 @@ impl From<GatewayError> for Status {
                     ),
                     d,
                     None,
+                )
+            }
+            GatewayError::Abandoned {
+                outcome_unknown,
+                ctx,
+            } => {
+                let mut d = ErrorDetails::with_error_info(
+                    reason::SHUTTING_DOWN,
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                d.set_retry_info(Some(Duration::from_secs(1)));
+                let message = if outcome_unknown {
+                    "the gateway shut down while this call was in progress; its outcome is unknown: retry with the same request_id (another replica answers), which never executes twice"
+                } else {
+                    "the gateway shut down while this call was in progress; retry (another replica answers)"
+                };
+                status(
+                    Code::Unavailable,
+                    message.into(),
+                    d,
+                    Some(Duration::from_secs(1)),
                 )
             }
             GatewayError::ShuttingDown => {

@@ -214,18 +214,29 @@ pub async fn serve(
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     let _stop_notify = notify.map(AbortOnDrop);
     tokio::select! {
-        r = &mut server => Ok(r?),
+        r = &mut server => return Ok(r?),
         _ = async {
             if draining_rx.await.is_err() {
                 std::future::pending::<()>().await;
             }
             tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over; abandoning calls still in flight");
-            Ok(())
-        }
+        } => {}
+    }
+    // The grace is over: calls still in flight are answered UNAVAILABLE `SHUTTING_DOWN` with
+    // RetryInfo, and given a moment to reach their callers, instead of being cut off.
+    tracing::warn!(
+        grace_ms = grace.as_millis() as u64,
+        "grace period over; answering the calls still in flight"
+    );
+    gateway.shared.abandon.send_replace(true);
+    match tokio::time::timeout(ABANDON_FLUSH, &mut server).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Ok(()),
     }
 }
+
+/// How long the answers to abandoned calls get to reach their callers.
+pub const ABANDON_FLUSH: Duration = Duration::from_millis(500);
 
 /// How often expired idempotency keys are purged.
 pub const PURGE_EVERY: Duration = Duration::from_secs(600);

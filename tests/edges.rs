@@ -227,3 +227,40 @@ async fn undecodable_and_oversized_messages_are_invalid_arguments() {
     }
     assert_eq!(sim.sim.calls("refund"), 0);
 }
+
+#[tokio::test]
+async fn calls_abandoned_when_the_shutdown_grace_ends_get_an_answer() {
+    let sim = shared_antom_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
+    let mut gw = common::process::spawn_gateway_with(
+        dir.path(),
+        &sim.base_url(),
+        &store,
+        &[],
+        std::process::Stdio::inherit(),
+    );
+    let c = gw.client().await;
+    // A refund that hangs at Antom longer than the shutdown grace (1 s in process tests).
+    sim.sim
+        .inject(Fault::on("refund", FaultKind::Latency { ms: 10_000 }));
+    let call = tokio::spawn(async move {
+        let mut c = c;
+        let mut r = tonic::Request::new(refund_req("grace-1", "PAY_USD_100", 100));
+        r.set_timeout(Duration::from_secs(20));
+        c.create(r).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = std::time::Instant::now();
+    gw.sigterm_and_wait();
+    let e = call.await.unwrap().unwrap_err();
+    println!(
+        "abandoned at the end of the grace: {:?} {} after {} ms",
+        e.code(),
+        reason(&e),
+        start.elapsed().as_millis()
+    );
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert_eq!(reason(&e), "SHUTTING_DOWN");
+    assert!(retry_delay(&e).is_some(), "RetryInfo");
+}

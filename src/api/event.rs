@@ -48,7 +48,7 @@ impl EventService for EventApi {
         let span = telemetry::rpc_span(WATCH, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::default();
-        run(WATCH, deadline, ctx.clone(), false, async {
+        run(s, WATCH, deadline, ctx.clone(), false, async {
             let caller = caller?;
             // The in-flight slot covers the set-up only; a stream holds none.
             drop(s.admit(&caller, WATCH, deadline, &ctx).await?);

@@ -149,6 +149,9 @@ pub struct Shared {
     pub events: crate::events::Events,
     /// Turns true when shutdown starts; long-lived streams end on it.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Turns true when the shutdown grace is over; calls still in flight are answered
+    /// UNAVAILABLE `SHUTTING_DOWN` then.
+    pub abandon: tokio::sync::watch::Sender<bool>,
     /// Open event streams.
     pub streams: StreamSlots,
     in_flight: Arc<Semaphore>,
@@ -168,6 +171,7 @@ impl Shared {
             accounts,
             events: crate::events::Events::new(idempotency.clone()),
             stopping: tokio::sync::watch::Sender::new(false),
+            abandon: tokio::sync::watch::Sender::new(false),
             streams: StreamSlots::new(settings.max_streams, settings.max_streams_per_caller),
             idempotency,
             auth,
@@ -252,6 +256,7 @@ pub fn record_call(account: &str, caller: &str, request_id: &str) {
 /// Runs an RPC body under its deadline and maps its error to a `Status`, in one place.
 /// `mutating` says whether a provider call cut short could have executed.
 pub async fn run<T>(
+    shared: &Shared,
     method: &'static str,
     deadline: Instant,
     ctx: ErrorContext,
@@ -260,9 +265,17 @@ pub async fn run<T>(
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let _in_flight = GaugeGuard::hold(metrics::gauge!("paygate_in_flight_requests"));
-    let result = match tokio::time::timeout_at(deadline, body).await {
-        Ok(r) => r,
-        Err(_) => Err(GatewayError::DeadlineExceeded {
+    let mut abandon = shared.abandon.subscribe();
+    let result = tokio::select! {
+        r = tokio::time::timeout_at(deadline, body) => match r {
+            Ok(r) => r,
+            Err(_) => Err(GatewayError::DeadlineExceeded {
+                outcome_unknown: mutating,
+                ctx,
+            }),
+        },
+        // The shutdown grace is over: the call is answered instead of cut off.
+        _ = abandon.wait_for(|a| *a) => Err(GatewayError::Abandoned {
             outcome_unknown: mutating,
             ctx,
         }),

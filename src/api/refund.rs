@@ -43,7 +43,7 @@ impl RefundService for RefundApi {
         let span = telemetry::rpc_span(CREATE, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
-        run(CREATE, deadline, ctx.clone(), true, async {
+        run(s, CREATE, deadline, ctx.clone(), true, async {
             let caller = caller?;
             let _admitted = s.admit(&caller, CREATE, deadline, &ctx).await?;
             let (account, cmd) = validate::create_refund(&req, &s.accounts)?;
@@ -139,7 +139,7 @@ impl RefundService for RefundApi {
         let span = telemetry::rpc_span(INQUIRE, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
-        run(INQUIRE, deadline, ctx.clone(), false, async {
+        run(s, INQUIRE, deadline, ctx.clone(), false, async {
             let caller = caller?;
             let _admitted = s.admit(&caller, INQUIRE, deadline, &ctx).await?;
             let (account, mut query) = validate::inquire_refund(&req, &s.accounts)?;

@@ -43,7 +43,7 @@ impl SubscriptionService for SubscriptionApi {
         let span = telemetry::rpc_span(CANCEL, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::for_request(&req.request_id);
-        run(CANCEL, deadline, ctx.clone(), true, async {
+        run(s, CANCEL, deadline, ctx.clone(), true, async {
             let caller = caller?;
             let _admitted = s.admit(&caller, CANCEL, deadline, &ctx).await?;
             let (account, cmd) = validate::cancel_subscription(&req, &s.accounts)?;
@@ -123,7 +123,7 @@ impl SubscriptionService for SubscriptionApi {
         let span = telemetry::rpc_span(GET, request.metadata());
         let req = request.into_inner();
         let ctx = ErrorContext::default();
-        run(GET, deadline, ctx.clone(), false, async {
+        run(s, GET, deadline, ctx.clone(), false, async {
             let caller = caller?;
             let _admitted = s.admit(&caller, GET, deadline, &ctx).await?;
             let account = validate::get_subscription(&req, &s.accounts)?;
