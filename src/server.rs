@@ -168,6 +168,7 @@ pub async fn serve(
     // While it serves, this instance heartbeats, so its leases can be taken over within
     // seconds of its death instead of at their expiry.
     let heartbeat = tokio::spawn(gateway.shared.idempotency.clone().heartbeat_loop());
+    let trim = tokio::spawn(crate::telemetry::trim_loop(Duration::from_secs(2)));
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let signal = {
@@ -212,6 +213,7 @@ pub async fn serve(
     let grace = gateway.shutdown_grace;
     let _stop_purge = AbortOnDrop(purge);
     let _stop_heartbeat = AbortOnDrop(heartbeat);
+    let _stop_trim = AbortOnDrop(trim);
     let _stop_notify = notify.map(AbortOnDrop);
     tokio::select! {
         r = &mut server => return Ok(r?),

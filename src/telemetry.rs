@@ -182,3 +182,36 @@ impl Drop for GaugeGuard {
         self.0.decrement(1.0);
     }
 }
+
+/// Event streams ended since the allocator last gave memory back.
+static ENDED_STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts an ended event stream, for [`trim_loop`].
+pub fn stream_ended() {
+    ENDED_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Every `every`, when event streams ended since the last look, asks the allocator to give
+/// freed memory back to the system: glibc keeps what thousands of ended streams used in its
+/// arenas otherwise.
+pub async fn trim_loop(every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if ENDED_STREAMS.swap(0, std::sync::atomic::Ordering::Relaxed) > 0 {
+            trim();
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim takes no pointers and only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}

@@ -82,7 +82,8 @@ impl EventService for EventApi {
             tokio::spawn(
                 async move {
                     let _slot = slot;
-                    stream(shared, accounts, caller, after, tx).await
+                    stream(shared, accounts, caller, after, tx).await;
+                    crate::telemetry::stream_ended();
                 }
                 .instrument(tracing::Span::current()),
             );
