@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{GatewayProcess, free_port, spawn_configured, write_keys};
+use common::process::{GatewayProcess, antom_env, free_port, spawn_configured};
 use common::*;
 use paygate::pb;
 use paygate::pb::event_service_client::EventServiceClient;
@@ -25,7 +25,6 @@ fn spawn_with_callers(
     antom_url: &str,
     notify_port: Option<u16>,
 ) -> GatewayProcess {
-    write_keys(dir);
     let tokens: String = ["alpha", "beta", "support"]
         .iter()
         .map(|c| format!("{c} {}\n", paygate::auth::hash_token(&format!("{c}-token"))))
@@ -44,13 +43,8 @@ fn spawn_with_callers(
     )
     .unwrap();
     let d = |f: &str| dir.join(f).display().to_string();
-    let mut env = vec![
-        ("PAYGATE_ANTOM_BASE_URL", antom_url.to_string()),
-        ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
-        ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", d("merchant.pem")),
-        ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", d("antom_public.pem")),
-        ("PAYGATE_AUTH_TOKENS_FILE", d("tokens")),
-    ];
+    let mut env = antom_env(dir, antom_url);
+    env.push(("PAYGATE_AUTH_TOKENS_FILE", d("tokens")));
     if let Some(port) = notify_port {
         env.push(("PAYGATE_NOTIFY_ADDR", format!("127.0.0.1:{port}")));
     }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::process::{
-    GatewayProcess, PX_ORIGINATOR, PX_PASSWORD, spawn_payxpert_gateway, write_keys,
+    GatewayProcess, PX_ORIGINATOR, PX_PASSWORD, antom_env, spawn_payxpert_gateway,
 };
 use common::*;
 use paygate::pb;
@@ -67,29 +67,17 @@ fn start(
     px: &SimServer<PayXpertSim>,
     store: &str,
 ) -> GatewayProcess {
-    write_keys(dir);
     let tokens: String = CALLERS
         .iter()
         .chain(["reader"].iter())
         .map(|c| format!("{c} {}\n", paygate::auth::hash_token(&format!("{c}-token"))))
         .collect();
     std::fs::write(dir.join("tokens"), tokens).unwrap();
-    let env = [
-        ("PAYGATE_ANTOM_BASE_URL", antom.base_url()),
-        ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
-        (
-            "PAYGATE_ANTOM_PRIVATE_KEY_FILE",
-            dir.join("merchant.pem").display().to_string(),
-        ),
-        (
-            "PAYGATE_ANTOM_PUBLIC_KEY_FILE",
-            dir.join("antom_public.pem").display().to_string(),
-        ),
-        (
-            "PAYGATE_AUTH_TOKENS_FILE",
-            dir.join("tokens").display().to_string(),
-        ),
-    ];
+    let mut env = antom_env(dir, &antom.base_url());
+    env.push((
+        "PAYGATE_AUTH_TOKENS_FILE",
+        dir.join("tokens").display().to_string(),
+    ));
     spawn_payxpert_gateway(
         dir,
         &px.base_url(),

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{spawn_configured, spawn_payxpert_gateway, write_keys};
+use common::process::{antom_env, spawn_configured, spawn_payxpert_gateway};
 use common::*;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
@@ -19,7 +19,6 @@ use tonic::Code;
 async fn oversized_accounts_and_authorization_headers() {
     let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    write_keys(dir.path());
     std::fs::write(
         dir.path().join("tokens"),
         format!("alpha {}\n", paygate::auth::hash_token("alpha-token")),
@@ -28,17 +27,9 @@ async fn oversized_accounts_and_authorization_headers() {
     let config = dir.path().join("paygate.toml");
     std::fs::write(&config, "").unwrap();
     let d = |f: &str| dir.path().join(f).display().to_string();
-    let gw = spawn_configured(
-        &config,
-        &format!("sqlite://{}", d("paygate.db")),
-        &[
-            ("PAYGATE_ANTOM_BASE_URL", sim.base_url()),
-            ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
-            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", d("merchant.pem")),
-            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", d("antom_public.pem")),
-            ("PAYGATE_AUTH_TOKENS_FILE", d("tokens")),
-        ],
-    );
+    let mut env = antom_env(dir.path(), &sim.base_url());
+    env.push(("PAYGATE_AUTH_TOKENS_FILE", d("tokens")));
+    let gw = spawn_configured(&config, &format!("sqlite://{}", d("paygate.db")), &env);
     gw.client().await;
     let mut c = RefundServiceClient::connect(gw.url()).await.unwrap();
     let with_auth = |values: &[&str], req: pb::CreateRefundRequest| {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{GatewayProcess, free_port, spawn_configured, write_keys};
+use common::process::{GatewayProcess, antom_env, free_port, spawn_configured};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,7 +16,6 @@ const SLOW: usize = 2_000;
 const CAP: usize = 500;
 
 fn spawn(dir: &std::path::Path, antom_url: &str, notify: u16, metrics: u16) -> GatewayProcess {
-    write_keys(dir);
     let config = dir.join("paygate.toml");
     std::fs::write(
         &config,
@@ -28,19 +27,11 @@ fn spawn(dir: &std::path::Path, antom_url: &str, notify: u16, metrics: u16) -> G
         ),
     )
     .unwrap();
-    let d = |f: &str| dir.join(f).display().to_string();
-    spawn_configured(
-        &config,
-        &format!("sqlite://{}", d("paygate.db")),
-        &[
-            ("PAYGATE_ANTOM_BASE_URL", antom_url.to_string()),
-            ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
-            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", d("merchant.pem")),
-            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", d("antom_public.pem")),
-            ("PAYGATE_NOTIFY_ADDR", format!("127.0.0.1:{notify}")),
-            ("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}")),
-        ],
-    )
+    let mut env = antom_env(dir, antom_url);
+    env.push(("PAYGATE_NOTIFY_ADDR", format!("127.0.0.1:{notify}")));
+    env.push(("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}")));
+    let store = format!("sqlite://{}", dir.join("paygate.db").display());
+    spawn_configured(&config, &store, &env)
 }
 
 /// True once the peer has closed the connection (EOF or reset), within `within`.

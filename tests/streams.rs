@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::process::{GatewayProcess, spawn_configured, write_keys};
+use common::process::{GatewayProcess, antom_env, spawn_configured};
 use common::*;
 use paygate::pb;
 use paygate::pb::event_service_client::EventServiceClient;
@@ -14,16 +14,10 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 fn spawn(dir: &std::path::Path, antom_url: &str, toml: &str, auth: bool) -> GatewayProcess {
-    write_keys(dir);
     let config = dir.join("paygate.toml");
     std::fs::write(&config, toml).unwrap();
     let d = |f: &str| dir.join(f).display().to_string();
-    let mut env = vec![
-        ("PAYGATE_ANTOM_BASE_URL", antom_url.to_string()),
-        ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
-        ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", d("merchant.pem")),
-        ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", d("antom_public.pem")),
-    ];
+    let mut env = antom_env(dir, antom_url);
     if auth {
         let tokens: String = ["alpha", "beta"]
             .iter()

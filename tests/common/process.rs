@@ -363,3 +363,16 @@ impl Drop for OwnPostgres {
             .status();
     }
 }
+
+/// Writes the Antom key files into `dir` and returns the environment that gives a gateway
+/// process the Antom account (`antom`) at `antom_url`.
+pub fn antom_env(dir: &Path, antom_url: &str) -> Vec<(&'static str, String)> {
+    write_keys(dir);
+    let d = |f: &str| dir.join(f).display().to_string();
+    vec![
+        ("PAYGATE_ANTOM_BASE_URL", antom_url.to_string()),
+        ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.to_string()),
+        ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", d("merchant.pem")),
+        ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", d("antom_public.pem")),
+    ]
+}
