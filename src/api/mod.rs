@@ -281,7 +281,8 @@ pub async fn run<T>(
         }),
     };
     let elapsed = started.elapsed().as_secs_f64();
-    let elapsed_ms = elapsed * 1000.0;
+    // Milliseconds, to the microsecond.
+    let elapsed_ms = (elapsed * 1_000_000.0).round() / 1000.0;
     metrics::histogram!("paygate_rpc_duration_seconds", "method" => method).record(elapsed);
     match result {
         Ok(reply) => {
@@ -312,7 +313,7 @@ pub async fn run<T>(
                 tracing::Span::current().record("replayed", true);
             }
             metrics::counter!("paygate_rpc_total", "method" => method, "code" => code).increment(1);
-            tracing::info!(method, elapsed_ms, code = ?status.code(), message = status.message(), "rpc");
+            tracing::info!(method, elapsed_ms, code = ?status.code(), grpc_message = status.message(), "rpc");
             Err(status)
         }
     }

@@ -376,7 +376,7 @@ where
             return Err(err);
         }
         earlier_unknown = Some(err.clone());
-        tracing::warn!(attempt, reason = %err.reason, message = %err.message,
+        tracing::warn!(attempt, reason = %err.reason, error = %err.message,
             "provider outcome unknown; repeating the identical request to settle it");
         tokio::time::sleep(backoff).await;
         backoff *= 2;
