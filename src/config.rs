@@ -259,12 +259,7 @@ impl Config {
             .map(|v| ("PAYGATE_LISTEN_ADDR", v))
             .or_else(|| file.listen_addr.clone().map(|v| ("listen_addr", v)))
             .unwrap_or(("listen_addr", DEFAULT_LISTEN_ADDR.into()));
-        let listen_addr = listen.1.parse().map_err(|_| {
-            err(
-                listen.0,
-                format!("{:?} is not a host:port address", listen.1),
-            )
-        })?;
+        let listen_addr = socket_addr(listen.0, &listen.1, "")?;
         let log_format = match env("PAYGATE_LOG_FORMAT") {
             Some(v) => v.parse().map_err(|e| err("PAYGATE_LOG_FORMAT", e))?,
             None => file.log_format.unwrap_or_default(),
@@ -487,10 +482,7 @@ impl Config {
             .map(|v| ("PAYGATE_METRICS_ADDR", v))
             .or_else(|| file.metrics_addr.map(|v| ("metrics_addr", v)))
         {
-            Some((setting, v)) => Some(
-                v.parse()
-                    .map_err(|_| err(setting, format!("{v:?} is not a host:port address")))?,
-            ),
+            Some((setting, v)) => Some(socket_addr(setting, &v, "")?),
             None => None,
         };
         let notify_addr = match env("PAYGATE_NOTIFY_ADDR")
@@ -499,12 +491,7 @@ impl Config {
             .unwrap_or(("notify_addr", DEFAULT_NOTIFY_ADDR.into()))
         {
             (_, v) if v == "off" => None,
-            (setting, v) => Some(v.parse().map_err(|_| {
-                err(
-                    setting,
-                    format!("{v:?} is not a host:port address (or off)"),
-                )
-            })?),
+            (setting, v) => Some(socket_addr(setting, &v, " (or off)")?),
         };
         Ok(Config {
             listen_addr,
@@ -678,6 +665,23 @@ fn read_tokens(setting: &str, path: &Path) -> Result<HashMap<String, String>, Co
         return Err(err(setting, "no tokens in the file"));
     }
     Ok(map)
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` with a host name such as `localhost` (its first
+/// address, IPv4 first).
+fn socket_addr(setting: &str, v: &str, or: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = v.parse() {
+        return Ok(a);
+    }
+    let bad = || err(setting, format!("{v:?} is not a host:port address{or}"));
+    let addrs: Vec<SocketAddr> = v.to_socket_addrs().map_err(|_| bad())?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(bad)
 }
 
 /// The setting name to report: the environment variable when the env shortcut set it.

@@ -120,10 +120,13 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// Binds the gRPC port; an address in use (or not ours) is a configuration error: exit 2.
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ExitCode> {
     TcpListener::bind(addr).await.map_err(|e| {
-        eprintln!("paygate: PAYGATE_LISTEN_ADDR: cannot listen on {addr}: {e}");
-        ExitCode::from(1)
+        eprintln!(
+            "paygate: configuration error: PAYGATE_LISTEN_ADDR (listen_addr): cannot listen on {addr}: {e}"
+        );
+        ExitCode::from(2)
     })
 }
 
@@ -131,8 +134,10 @@ async fn run_gateway(config: Config) -> Result<(), ExitCode> {
     let listen = config.listen_addr;
     if let Some(addr) = config.metrics_addr {
         telemetry::install_metrics(addr).map_err(|e| {
-            eprintln!("paygate: PAYGATE_METRICS_ADDR: cannot serve metrics on {addr}: {e}");
-            ExitCode::from(1)
+            eprintln!(
+                "paygate: configuration error: PAYGATE_METRICS_ADDR (metrics_addr): cannot serve metrics on {addr}: {e}"
+            );
+            ExitCode::from(2)
         })?;
         tracing::info!(%addr, "metrics on /metrics");
     }
@@ -141,7 +146,14 @@ async fn run_gateway(config: Config) -> Result<(), ExitCode> {
         ExitCode::from(2)
     })?;
     let listener = bind(listen).await?;
-    tracing::info!(addr = %listen, accounts = ?gateway.shared.accounts.names(), tls = gateway.tls.is_some(), "paygate listening");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        addr = %listen,
+        store = gateway.shared.idempotency.store().name(),
+        accounts = ?gateway.shared.accounts.names(),
+        tls = gateway.tls.is_some(),
+        "paygate listening"
+    );
     server::serve(gateway, listener, shutdown_signal())
         .await
         .map_err(|e| {

@@ -368,6 +368,63 @@ fn bad_configuration_exits_non_zero_with_one_line_naming_the_setting() {
 }
 
 #[test]
+fn a_listen_address_in_use_is_a_configuration_error_and_host_names_work() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "secret").unwrap();
+    let pw = dir.path().join("pw").display().to_string();
+    let px = [
+        ("PAYGATE_PAYXPERT_BASE_URL", "http://127.0.0.1:9"),
+        ("PAYGATE_PAYXPERT_ORIGINATOR_ID", "ORIG1"),
+        ("PAYGATE_PAYXPERT_PASSWORD_FILE", pw.as_str()),
+    ];
+    let store = format!("sqlite://{}", dir.path().join("p.db").display());
+    // In use: exit 2 with one line naming the setting, like every configuration error.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut envs = px.to_vec();
+    envs.push(("PAYGATE_STORE_URL", store.as_str()));
+    envs.push(("PAYGATE_LISTEN_ADDR", addr.as_str()));
+    let (code, err) = config_error(&envs, &["serve"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("PAYGATE_LISTEN_ADDR"), "{err}");
+    // A host name is a valid listen address.
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env_remove("PAYGATE_CONFIG")
+        .envs(px.iter().copied())
+        .env("PAYGATE_STORE_URL", &store)
+        .env("PAYGATE_LISTEN_ADDR", format!("localhost:{port}"))
+        .env("PAYGATE_NOTIFY_ADDR", "off")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let started = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the start-up line");
+        if line.contains("paygate listening") {
+            break line;
+        }
+    };
+    assert!(started.contains(env!("CARGO_PKG_VERSION")), "{started}");
+    assert!(started.contains("sqlite"), "{started}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn hash_token_prints_the_sha256_the_tokens_file_wants() {
     use std::io::Write;
     let mut child = Command::new(BIN)
