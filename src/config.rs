@@ -240,8 +240,16 @@ impl Config {
                     )
                 })?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    // One line, with where: line and column (1-based) of the error's start.
+                    let at = e.span().map(|span| {
+                        let before = &text[..span.start.min(text.len())];
+                        let line = before.matches('\n').count() + 1;
+                        let column =
+                            before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                        format!(":{line}:{column}")
+                    });
                     err(
-                        format!("config file {}", p.display()),
+                        format!("config file {}{}", p.display(), at.unwrap_or_default()),
                         e.message().to_owned(),
                     )
                 })?
@@ -925,6 +933,18 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.setting, "PAYGATE_UNKEYED_RETENTION_DAYS");
+    }
+
+    #[test]
+    fn toml_errors_say_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listen_addr = \"127.0.0.1:1\"\n[accounts.a\n").unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.setting.ends_with("bad.toml:2:12"), "{}", e.setting);
+        std::fs::write(&path, "max_queue_ms = \"soon\"\n").unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.setting.ends_with("bad.toml:1:16"), "{}", e.setting);
     }
 
     #[test]

@@ -288,16 +288,18 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
         } => {
             let _telemetry = telemetry::init(cli.log_format.unwrap_or(LogFormat::Text));
             if provider == "payxpert" {
-                let sim = paygate::sim::payxpert::PayXpertSim::new(dev::DEV_ORIGINATOR, password);
+                let sim =
+                    paygate::sim::payxpert::PayXpertSim::new(dev::DEV_ORIGINATOR, password.clone());
                 sim.seed_demo();
                 let sim = sim.bind(listen).await.map_err(|e| {
                     eprintln!("paygate: sim: cannot listen on {listen}: {e}");
                     ExitCode::from(1)
                 })?;
                 println!(
-                    "PayXpert simulator on {url} (originator {o})\nPoint a gateway at it with:\n  PAYGATE_PAYXPERT_BASE_URL={url} PAYGATE_PAYXPERT_ORIGINATOR_ID={o} \\\n  PAYGATE_PAYXPERT_PASSWORD_FILE=<file with the password> paygate serve",
+                    "PayXpert simulator on {url} (originator {o}, password {pw:?})\nPoint a gateway at it with:\n  echo {pw:?} > px-password\n  PAYGATE_PAYXPERT_BASE_URL={url} PAYGATE_PAYXPERT_ORIGINATOR_ID={o} \\\n  PAYGATE_PAYXPERT_PASSWORD_FILE=px-password paygate serve",
                     url = sim.base_url(),
                     o = dev::DEV_ORIGINATOR,
+                    pw = password,
                 );
                 shutdown_signal().await;
                 sim.stop().await;
