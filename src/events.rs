@@ -236,11 +236,6 @@ impl Events {
         })
     }
 
-    /// The highest sequence number purged by retention (0 = none).
-    pub async fn purged_through(&self) -> Result<i64, sqlx::Error> {
-        Ok(self.idempotency.store().event_counter().await?.1)
-    }
-
     /// The highest sequence number given out, and the highest purged (0 = none).
     pub async fn counter(&self) -> Result<(i64, i64), sqlx::Error> {
         self.idempotency.store().event_counter().await

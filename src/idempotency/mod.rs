@@ -714,11 +714,6 @@ impl Idempotency {
         &self.store
     }
 
-    /// This process's instance id.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
     /// Writes this instance's heartbeat every [`HEARTBEAT_EVERY`], forever. Only a serving
     /// process runs it; leases of an instance that never heartbeat live until they expire.
     pub async fn heartbeat_loop(self) {

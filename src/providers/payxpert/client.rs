@@ -55,28 +55,9 @@ impl Client {
         &self.settings
     }
 
-    /// Calls `path` (GET without a body, POST with one) and parses the answer.
+    /// Calls `path` (GET without a body, POST with one) and parses the answer, reading at most
+    /// `cap` bytes of it.
     pub async fn call(
-        &self,
-        what: &str,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<Vec<u8>>,
-        ctx: &CallContext,
-    ) -> Result<Answer, ProviderError> {
-        self.call_capped(
-            what,
-            path,
-            query,
-            body,
-            ctx,
-            crate::providers::http::MAX_ANSWER_BYTES,
-        )
-        .await
-    }
-
-    /// [`Client::call`] reading at most `cap` bytes of answer.
-    pub async fn call_capped(
         &self,
         what: &str,
         path: &str,

@@ -18,6 +18,7 @@ use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
     CreateRefund, InquireRefund, Money, ProviderResult, RefundRecord, RefundState,
 };
+use crate::providers::http::MAX_ANSWER_BYTES;
 use crate::validate::Violations;
 
 /// Provider name in errors and results.
@@ -46,21 +47,18 @@ impl PayXpert {
         })
     }
 
-    /// A GET of a read: failing it executed nothing, so an unknown outcome becomes retryable.
+    /// A GET of a read, answers up to `cap` bytes: failing it executed nothing, so an unknown
+    /// outcome becomes retryable.
     async fn read(
         &self,
         what: &str,
         path: &str,
         query: &[(&str, String)],
         ctx: &CallContext,
+        cap: usize,
     ) -> Result<Answer, ProviderError> {
-        let cap = if path.starts_with("transactions/") {
-            client::MAX_EXPORT_BYTES
-        } else {
-            crate::providers::http::MAX_ANSWER_BYTES
-        };
         self.client
-            .call_capped(what, path, query, None, ctx, cap)
+            .call(what, path, query, None, ctx, cap)
             .await
             .map_err(|e| match e.disposition {
                 super::Disposition::Unknown {
@@ -240,6 +238,7 @@ impl Provider for PayXpert {
                     &[],
                     Some(body),
                     ctx,
+                    MAX_ANSWER_BYTES,
                 )
                 .await?;
             check("cancel", &a)?;
@@ -261,6 +260,7 @@ impl Provider for PayXpert {
                     &format!("transaction/{}", req.payment_id),
                     &[],
                     ctx,
+                    MAX_ANSWER_BYTES,
                 )
                 .await?;
             check("status", &original)?;
@@ -297,6 +297,7 @@ impl Provider for PayXpert {
                     &[],
                     Some(body),
                     ctx,
+                    MAX_ANSWER_BYTES,
                 )
                 .await?;
             check("refund", &a)?;
@@ -327,7 +328,13 @@ impl Provider for PayXpert {
         Box::pin(async move {
             let id = req.refund_id.as_deref().unwrap_or_default();
             let a = self
-                .read("status", &format!("transaction/{id}"), &[], ctx)
+                .read(
+                    "status",
+                    &format!("transaction/{id}"),
+                    &[],
+                    ctx,
+                    MAX_ANSWER_BYTES,
+                )
                 .await?;
             check("status", &a)?;
             let Some(t) = a.transaction.as_ref() else {
@@ -373,7 +380,13 @@ impl Provider for PayXpert {
                 ("transactionErrorCode", "000".to_string()),
             ];
             let a = self
-                .read("refund export", "transactions/refund", &query, ctx)
+                .read(
+                    "refund export",
+                    "transactions/refund",
+                    &query,
+                    ctx,
+                    client::MAX_EXPORT_BYTES,
+                )
                 .await?;
             check("refund export", &a)?;
             let amount = req.amount.value.to_string();
