@@ -58,16 +58,17 @@ impl Default for Limits {
 /// and the provider clients.
 pub const FD_RESERVE: u64 = 512;
 
-/// Raises the soft open-files limit to the hard one and returns the limit, so that strangers'
-/// connections, capped below it, leave a reserve.
-pub fn raise_open_files_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot raise the open-files limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
-        }
+/// Raises the soft open-files limit to the hard one (the server does this when it starts), so
+/// that strangers' connections, capped below it, leave a reserve.
+pub fn raise_open_files_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
     }
+}
+
+/// The soft open-files limit in force.
+fn open_files_limit() -> u64 {
+    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
 /// The listener's routes.
@@ -91,7 +92,7 @@ pub async fn serve_with(
     listener: TcpListener,
     limits: Limits,
 ) -> std::io::Result<()> {
-    let fds = raise_open_files_limit();
+    let fds = open_files_limit();
     let cap = limits
         .max_connections
         .min(fds.saturating_sub(FD_RESERVE).max(1) as usize);

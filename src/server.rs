@@ -124,6 +124,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    // Before any port takes connections: the notification listener caps strangers below it.
+    crate::notify::raise_open_files_limit();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RefundServiceServer<RefundApi>>()

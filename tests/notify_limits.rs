@@ -152,3 +152,45 @@ async fn strangers_on_the_notification_port_cannot_starve_the_gateway() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(start.elapsed() < Duration::from_millis(2_000));
 }
+
+/// The soft open-files limit of a process, from /proc.
+fn soft_nofile(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_server_raises_its_open_files_limit_at_start_even_without_notifications() {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    if hard <= 1024 {
+        panic!("this test needs a hard open-files limit above 1024 (it is {hard})");
+    }
+    let sim = shared_antom_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paygate.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut env = antom_env(dir.path(), &sim.base_url());
+    env.push(("PAYGATE_NOTIFY_ADDR", "off".to_string()));
+    // The process starts with a soft limit of 1024 (prlimit, util-linux).
+    let port = free_port();
+    let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
+    let child = std::process::Command::new("prlimit")
+        .arg(format!("--nofile=1024:{hard}"))
+        .arg(common::process::gateway_binary())
+        .arg("serve")
+        .env("PAYGATE_CONFIG", &config)
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("PAYGATE_STORE_URL", &store)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("prlimit is required (util-linux)");
+    let gw = GatewayProcess { child, port };
+    gw.client().await;
+    assert_eq!(soft_nofile(gw.child.id()), hard);
+}
