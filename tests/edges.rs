@@ -235,13 +235,7 @@ async fn calls_abandoned_when_the_shutdown_grace_ends_get_an_answer() {
     // A refund that hangs at Antom longer than the shutdown grace (1 s in process tests).
     sim.sim
         .inject(Fault::on("refund", FaultKind::Latency { ms: 10_000 }));
-    let call = tokio::spawn(async move {
-        let mut c = c;
-        let mut r = tonic::Request::new(refund_req("grace-1", "PAY_USD_100", 100));
-        r.set_timeout(Duration::from_secs(20));
-        c.create(r).await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = refund_held_at_provider(&sim, c, "grace-1", Duration::from_secs(20)).await;
     let start = std::time::Instant::now();
     gw.sigterm_and_wait();
     let e = call.await.unwrap().unwrap_err();

@@ -285,23 +285,10 @@ async fn sigkill_mid_call(kind: FaultKind) {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
     let mut gw = spawn_gateway(dir.path(), &sim.base_url(), &store);
-    let mut client = gw.client().await;
+    let client = gw.client().await;
     sim.sim.inject(Fault::on("refund", kind));
-    let call = tokio::spawn(async move {
-        client
-            .create(with_timeout(
-                refund_req("killed-1", "PAY_USD_100", 600),
-                Duration::from_secs(3),
-            ))
-            .await
-    });
     // Kill the gateway while the simulator holds the refund call.
-    for _ in 0..100 {
-        if sim.sim.calls("refund") > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let call = refund_held_at_provider(&sim, client, "killed-1", Duration::from_secs(3)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     gw.sigkill();
     assert!(call.await.unwrap().is_err(), "the caller lost its answer");

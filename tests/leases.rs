@@ -140,21 +140,7 @@ async fn kill_mid_call(gw: &mut GatewayProcess, sim: &paygate::sim::antom::SimSe
     sim.sim
         .inject(Fault::on("refund", FaultKind::Latency { ms: 30_000 }));
     let c = gw.client().await;
-    let id = id.to_owned();
-    let call = tokio::spawn(async move {
-        c.clone()
-            .create(with_deadline(
-                refund_req(&id, "PAY_USD_100", 600),
-                Duration::from_secs(20),
-            ))
-            .await
-    });
-    for _ in 0..100 {
-        if sim.sim.calls("refund") > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let call = refund_held_at_provider(sim, c, id, Duration::from_secs(20)).await;
     gw.sigkill();
     let _ = call.await;
     sim.sim.clear_faults();

@@ -353,3 +353,24 @@ pub async fn shared_antom_sim() -> SimServer {
     seed(&sim);
     sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
+
+/// Starts a Create of `request_id` (PAY_USD_100, 600) with `deadline` on `client`, and returns
+/// once the simulator has received it, so that a fault injected beforehand holds it there.
+pub async fn refund_held_at_provider(
+    sim: &SimServer,
+    mut client: RefundServiceClient<Channel>,
+    request_id: &str,
+    deadline: Duration,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::Refund>, tonic::Status>> {
+    let before = sim.sim.calls("refund");
+    let mut req = tonic::Request::new(refund_req(request_id, "PAY_USD_100", 600));
+    req.set_timeout(deadline);
+    let call = tokio::spawn(async move { client.create(req).await });
+    for _ in 0..250 {
+        if sim.sim.calls("refund") > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    call
+}
