@@ -24,6 +24,7 @@ fn spawn_with_callers(
     dir: &std::path::Path,
     antom_url: &str,
     notify_port: Option<u16>,
+    extra_env: &[(&'static str, String)],
 ) -> GatewayProcess {
     let tokens: String = ["alpha", "beta", "support"]
         .iter()
@@ -48,6 +49,7 @@ fn spawn_with_callers(
     if let Some(port) = notify_port {
         env.push(("PAYGATE_NOTIFY_ADDR", format!("127.0.0.1:{port}")));
     }
+    env.extend(extra_env.iter().cloned());
     spawn_configured(&config, &format!("sqlite://{}", d("paygate.db")), &env)
 }
 
@@ -55,7 +57,7 @@ fn spawn_with_callers(
 async fn request_ids_and_reads_belong_to_their_caller() {
     let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = spawn_with_callers(dir.path(), &sim.base_url(), None);
+    let gw = spawn_with_callers(dir.path(), &sim.base_url(), None, &[]);
     gw.client().await;
     let c = RefundServiceClient::connect(gw.url()).await.unwrap();
     let t = Duration::from_secs(5);
@@ -170,7 +172,7 @@ async fn events_and_states_tell_the_providers_truth_to_the_right_caller() {
         resend: vec![Duration::from_millis(100); 8],
         auto_settle: None,
     });
-    let gw = spawn_with_callers(dir.path(), &sim.base_url(), Some(port));
+    let gw = spawn_with_callers(dir.path(), &sim.base_url(), Some(port), &[]);
     gw.client().await;
     let t = Duration::from_secs(10);
     let mut refunds = RefundServiceClient::connect(gw.url()).await.unwrap();
@@ -253,4 +255,69 @@ async fn events_and_states_tell_the_providers_truth_to_the_right_caller() {
         .into_inner();
     assert_eq!(got.cancellation_status(), pb::CancellationStatus::Confirmed);
     assert_eq!(got.cancellation_type(), pb::CancellationType::Terminate);
+}
+
+#[tokio::test]
+async fn payxpert_refunds_are_read_by_their_caller_or_by_read_others() {
+    use common::process::{PX_ORIGINATOR, PX_PASSWORD};
+    let antom = shared_antom_sim().await;
+    let px = paygate::sim::payxpert::PayXpertSim::new(PX_ORIGINATOR, PX_PASSWORD);
+    px.add_sale("1001", 10_000, "EUR", None);
+    let px = px.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("px-password"), PX_PASSWORD).unwrap();
+    let gw = spawn_with_callers(
+        dir.path(),
+        &antom.base_url(),
+        None,
+        &[
+            ("PAYGATE_PAYXPERT_BASE_URL", px.base_url()),
+            ("PAYGATE_PAYXPERT_ORIGINATOR_ID", PX_ORIGINATOR.to_string()),
+            (
+                "PAYGATE_PAYXPERT_PASSWORD_FILE",
+                dir.path().join("px-password").display().to_string(),
+            ),
+        ],
+    );
+    gw.client().await;
+    let c = RefundServiceClient::connect(gw.url()).await.unwrap();
+    let t = Duration::from_secs(5);
+    let made = c
+        .clone()
+        .create(authed(
+            pb::CreateRefundRequest {
+                account: "payxpert".into(),
+                request_id: "px-shared".into(),
+                payment_id: "1001".into(),
+                amount: money("EUR", 100),
+                ..Default::default()
+            },
+            "alpha-token",
+            t,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let by_request = |caller: &str| {
+        authed(
+            pb::InquireRefundRequest {
+                account: "payxpert".into(),
+                request_id: "px-shared".into(),
+                ..Default::default()
+            },
+            &format!("{caller}-token"),
+            t,
+        )
+    };
+    let e = c.clone().inquire(by_request("beta")).await.unwrap_err();
+    assert_eq!(reason(&e), "REFUND_NOT_RECORDED");
+    for caller in ["alpha", "support"] {
+        let r = c
+            .clone()
+            .inquire(by_request(caller))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.refund_id, made.refund_id, "{caller}");
+    }
 }

@@ -147,7 +147,7 @@ async fn exercise(store: Arc<dyn Store>) {
     assert_eq!(store.known_refunds("main", "P1").await.unwrap(), vec!["R1"]);
     assert_eq!(
         store
-            .attributed_refund("main", "billing", "k1")
+            .attributed_refund("main", Some("billing"), "k1")
             .await
             .unwrap()
             .as_deref(),
@@ -155,11 +155,20 @@ async fn exercise(store: Arc<dyn Store>) {
     );
     assert!(
         store
-            .attributed_refund("main", "support", "k1")
+            .attributed_refund("main", Some("support"), "k1")
             .await
             .unwrap()
             .is_none(),
         "attributions belong to the caller"
+    );
+    assert_eq!(
+        store
+            .attributed_refund("main", None, "k1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("R1"),
+        "whoever's, for a caller allowed to read others'"
     );
 
     // Delete only by the holder.
@@ -590,7 +599,7 @@ async fn keys_from_before_claims(url: &str) {
     assert_eq!(store.load(&k).await.unwrap().unwrap().state, "done");
     assert_eq!(
         store
-            .attributed_refund("main", "billing", "old-1")
+            .attributed_refund("main", Some("billing"), "old-1")
             .await
             .unwrap()
             .as_deref(),

@@ -178,11 +178,13 @@ impl RefundService for RefundApi {
                 }
                 (None, request_id) => {
                     // The provider knows refunds only by its own id: use the one attributed to
-                    // the caller's request id by its own Create.
+                    // the request id by its own Create; the caller's own, unless it may read
+                    // other callers' refunds.
                     let request_id = request_id.unwrap_or_default();
+                    let whose = (!s.auth.may_read(&caller, None)).then_some(caller.as_str());
                     query.refund_id = s
                         .idempotency
-                        .attributed_refund(&account.name, &caller, &request_id)
+                        .attributed_refund(&account.name, whose, &request_id)
                         .await
                         .map_err(store_failed)?;
                     if query.refund_id.is_none() {

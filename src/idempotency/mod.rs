@@ -220,11 +220,11 @@ pub trait Store: Send + Sync + 'static {
         account: &'a str,
         refund_id: &'a str,
     ) -> StoreFuture<'a, Option<String>>;
-    /// The refund attributed to `caller`'s `request_id` on an account.
+    /// The refund attributed to `caller`'s `request_id` on an account (`None`: whoever's).
     fn attributed_refund<'a>(
         &'a self,
         account: &'a str,
-        caller: &'a str,
+        caller: Option<&'a str>,
         request_id: &'a str,
     ) -> StoreFuture<'a, Option<String>>;
     /// Deletes a key whose attempt executed nothing, and releases its payment.
@@ -1222,11 +1222,11 @@ impl Idempotency {
         self.store.refund_owner(account, refund_id).await
     }
 
-    /// The refund attributed to `caller`'s `request_id` on `account`.
+    /// The refund attributed to `caller`'s `request_id` on `account` (`None`: whoever's).
     pub async fn attributed_refund(
         &self,
         account: &str,
-        caller: &str,
+        caller: Option<&str>,
         request_id: &str,
     ) -> Result<Option<String>, sqlx::Error> {
         self.store

@@ -192,6 +192,10 @@ pub const KNOWN_REFUNDS: &str =
 pub const ATTRIBUTED_REFUND: &str = "SELECT refund_id FROM attributions \
      WHERE account = $1 AND request_id = $2 AND caller = $3";
 
+/// The refund attributed to a request id, whoever's (request ids are claimed per account).
+pub const ATTRIBUTED_REFUND_ANY_CALLER: &str = "SELECT refund_id FROM attributions \
+     WHERE account = $1 AND request_id = $2 ORDER BY created_at LIMIT 1";
+
 /// Deletes a key whose attempt executed nothing.
 pub const DELETE: &str = "DELETE FROM idempotency_keys \
      WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
@@ -759,20 +763,22 @@ macro_rules! impl_store {
             fn attributed_refund<'a>(
                 &'a self,
                 account: &'a str,
-                caller: &'a str,
+                caller: Option<&'a str>,
                 request_id: &'a str,
             ) -> $crate::idempotency::StoreFuture<'a, Option<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row = $crate::idempotency::sql::q!(
-                        $clock,
-                        $crate::idempotency::sql::ATTRIBUTED_REFUND
-                    )
-                    .bind(account)
-                    .bind(request_id)
-                    .bind(caller)
-                    .fetch_optional(&self.pool)
-                    .await?;
+                    use $crate::idempotency::sql as s;
+                    let q = match caller {
+                        Some(c) => s::q!($clock, s::ATTRIBUTED_REFUND)
+                            .bind(account)
+                            .bind(request_id)
+                            .bind(c),
+                        None => s::q!($clock, s::ATTRIBUTED_REFUND_ANY_CALLER)
+                            .bind(account)
+                            .bind(request_id),
+                    };
+                    let row = q.fetch_optional(&self.pool).await?;
                     row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
                 })
             }
