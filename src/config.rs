@@ -18,6 +18,35 @@ use crate::providers::payxpert::client::Settings as PayXpertSettings;
 use crate::ratelimit::Rate;
 use crate::secret::Secret;
 
+/// How long the gateway keeps taking calls after the shutdown signal, reporting NOT_SERVING,
+/// unless `shutdown_drain_delay_ms` / `PAYGATE_SHUTDOWN_DRAIN_DELAY_MS` says otherwise.
+pub const DEFAULT_SHUTDOWN_DRAIN_DELAY: Duration = Duration::from_secs(5);
+
+/// The environment variables `serve` and `check-config` read, for `--help`.
+pub const ENVIRONMENT_HELP: &str = "\
+Environment (each overrides the file's key of the same meaning):
+  PAYGATE_CONFIG                       the TOML file (--config)
+  PAYGATE_LISTEN_ADDR                  gRPC address, host:port (listen_addr; default 0.0.0.0:50051)
+  PAYGATE_DEFAULT_ACCOUNT              account of requests that name none (default_account)
+  PAYGATE_STORE_URL                    sqlite://PATH or postgres://... (store_url; default sqlite://./data/paygate.db)
+  PAYGATE_METRICS_ADDR                 Prometheus /metrics address (metrics_addr; default: none)
+  PAYGATE_NOTIFY_ADDR                  provider notification address, or off (notify_addr; default 0.0.0.0:8081)
+  PAYGATE_LOG_FORMAT                   text or json (log_format)
+  PAYGATE_SHUTDOWN_DRAIN_DELAY_MS      NOT_SERVING but still taking calls after SIGTERM (shutdown_drain_delay_ms; default 5000)
+  PAYGATE_SHUTDOWN_GRACE_MS            then in-flight calls may finish for this long (shutdown_grace_ms; default 25000)
+  PAYGATE_IDEMPOTENCY_RETENTION_HOURS  how long keys replay (idempotency_retention_hours)
+  PAYGATE_UNKEYED_RETENTION_DAYS       how long PayXpert keys are kept (unkeyed_retention_days; default 395)
+  PAYGATE_AUTH_TOKENS_FILE             caller tokens, CALLER SHA256HEX lines (auth.tokens_file)
+  PAYGATE_TLS_CERT_FILE, PAYGATE_TLS_KEY_FILE, PAYGATE_TLS_CLIENT_CA_FILE   TLS / mutual TLS (tls.*)
+  PAYGATE_ANTOM_BASE_URL, PAYGATE_ANTOM_CLIENT_ID, PAYGATE_ANTOM_PRIVATE_KEY_FILE,
+  PAYGATE_ANTOM_PUBLIC_KEY_FILE, PAYGATE_ANTOM_NOTIFY_URL, PAYGATE_ANTOM_SANDBOX (true or false),
+  PAYGATE_ANTOM_RPS, PAYGATE_ANTOM_BURST                 the account named antom (accounts.antom.*)
+  PAYGATE_PAYXPERT_BASE_URL, PAYGATE_PAYXPERT_ORIGINATOR_ID, PAYGATE_PAYXPERT_PASSWORD_FILE,
+  PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS             the account named payxpert (accounts.payxpert.*)
+  RUST_LOG                             log filter (default info)
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
+  (grpc or http/protobuf), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES   OpenTelemetry traces";
+
 /// Name of the account the `PAYGATE_ANTOM_*` variables describe.
 pub const ENV_ANTOM_ACCOUNT: &str = "antom";
 /// Name of the account the `PAYGATE_PAYXPERT_*` variables describe.
@@ -70,6 +99,7 @@ struct FileConfig {
     default_account: Option<String>,
     max_request_time_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    shutdown_drain_delay_ms: Option<u64>,
     log_format: Option<LogFormat>,
     store_url: Option<String>,
     metrics_addr: Option<String>,
@@ -182,6 +212,9 @@ pub struct Config {
     pub max_request_time: Duration,
     /// How long shutdown waits for in-flight calls.
     pub shutdown_grace: Duration,
+    /// How long, after the shutdown signal, the gateway reports NOT_SERVING but keeps taking
+    /// calls, while load balancers stop sending it new ones.
+    pub shutdown_drain_delay: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Idempotency store: `sqlite://PATH` or `postgres://...`.
@@ -416,6 +449,17 @@ impl Config {
             })?,
             None => file.shutdown_grace_ms.unwrap_or(25_000),
         };
+        let drain_delay_ms = match env("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS") {
+            Some(v) => v.parse().map_err(|_| {
+                err(
+                    "PAYGATE_SHUTDOWN_DRAIN_DELAY_MS",
+                    "must be a number of milliseconds",
+                )
+            })?,
+            None => file
+                .shutdown_drain_delay_ms
+                .unwrap_or(DEFAULT_SHUTDOWN_DRAIN_DELAY.as_millis() as u64),
+        };
         let store = env("PAYGATE_STORE_URL")
             .map(|v| ("PAYGATE_STORE_URL", v))
             .or_else(|| file.store_url.map(|v| ("store_url", v)))
@@ -541,6 +585,7 @@ impl Config {
             default_account,
             max_request_time: Duration::from_millis(file.max_request_time_ms.unwrap_or(30_000)),
             shutdown_grace: Duration::from_millis(shutdown_grace_ms),
+            shutdown_drain_delay: Duration::from_millis(drain_delay_ms),
             log_format,
             accounts,
         })

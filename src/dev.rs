@@ -159,6 +159,8 @@ pub async fn start(
         default_account: Some("antom".into()),
         max_request_time: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(5),
+        // Nothing balances load in front of the demo: Ctrl-C stops it at once.
+        shutdown_drain_delay: Duration::ZERO,
         log_format,
         store_url: format!("sqlite://{}", data_dir.join("paygate.db").display()),
         tls: None,

@@ -20,8 +20,8 @@ struct Cli {
     /// TOML configuration file.
     #[arg(long, env = "PAYGATE_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Log format: text or json (overrides the file and PAYGATE_LOG_FORMAT).
-    #[arg(long, global = true)]
+    /// Log format (overrides the file and PAYGATE_LOG_FORMAT).
+    #[arg(long, global = true, value_parser = log_format_parser())]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,7 +30,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gateway from the configuration file and environment (the default).
+    #[command(after_help = paygate::config::ENVIRONMENT_HELP)]
     Serve,
+    /// Load and validate the configuration and every file it names (keys, passwords, tokens,
+    /// TLS) as `serve` would, without network: exit 0 and a summary, or exit 2 and one line.
+    #[command(after_help = paygate::config::ENVIRONMENT_HELP)]
+    CheckConfig,
+    /// Ask a running gateway's gRPC health service, as a container health check or the
+    /// kubelet's grpc probe does: exit 0 when SERVING, 1 otherwise (plaintext gRPC only).
+    Healthcheck {
+        /// The gateway's address; default: 127.0.0.1 on PAYGATE_LISTEN_ADDR's port (50051).
+        #[arg(long)]
+        addr: Option<String>,
+        /// The service to ask about: empty = the process, or e.g. paygate.v1.RefundService
+        /// (NOT_SERVING from the shutdown signal on).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Local demo: an Antom simulator with demo data on loopback and a gateway in front of it.
     Dev {
         /// Where dev keys and local state live.
@@ -72,8 +91,8 @@ enum Command {
     },
     /// Run a provider simulator alone.
     Sim {
-        /// `antom` or `payxpert`.
-        #[arg(long, default_value = "antom")]
+        /// Which provider to simulate.
+        #[arg(long, default_value = "antom", value_parser = ["antom", "payxpert"])]
         provider: String,
         /// PayXpert: the originator password the simulator accepts.
         #[arg(
@@ -96,6 +115,12 @@ enum Command {
         #[arg(long, default_value = dev::DEV_CLIENT_ID)]
         client_id: String,
     },
+}
+
+fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["text", "json"])
+        .map(|s| s.parse::<LogFormat>().unwrap_or_default())
 }
 
 fn env(name: &str) -> Option<String> {
@@ -176,6 +201,58 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             let served = run_gateway(config).await;
             telemetry.shutdown().await;
             served
+        }
+        Command::CheckConfig => {
+            let config = Config::load(cli.config.as_deref(), &env).map_err(|e| {
+                eprintln!("paygate: configuration error: {e}");
+                ExitCode::from(2)
+            })?;
+            let accounts: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
+            let store = config.store_url.split("://").next().unwrap_or_default();
+            println!(
+                "paygate: configuration OK: accounts {}; default account {}; store {store}; gRPC on {}{}",
+                accounts.join(", "),
+                config.default_account.as_deref().unwrap_or("(none)"),
+                config.listen_addr,
+                if config.auth.enabled() {
+                    "; callers authenticated"
+                } else {
+                    "; no caller authentication"
+                },
+            );
+            Ok(())
+        }
+        Command::Healthcheck {
+            addr,
+            service,
+            timeout_ms,
+        } => {
+            let addr = addr.unwrap_or_else(|| {
+                let port = env("PAYGATE_LISTEN_ADDR")
+                    .and_then(|a| a.rsplit_once(':').map(|(_, p)| p.to_owned()))
+                    .unwrap_or_else(|| "50051".into());
+                format!("127.0.0.1:{port}")
+            });
+            match paygate::server::health_check(
+                &addr,
+                &service,
+                std::time::Duration::from_millis(timeout_ms),
+            )
+            .await
+            {
+                Ok(status) if status == "SERVING" => {
+                    println!("{status}");
+                    Ok(())
+                }
+                Ok(status) => {
+                    eprintln!("paygate: healthcheck: {addr} {service:?}: {status}");
+                    Err(ExitCode::from(1))
+                }
+                Err(e) => {
+                    eprintln!("paygate: healthcheck: {addr}: {e}");
+                    Err(ExitCode::from(1))
+                }
+            }
         }
         Command::Dev { data_dir } => {
             let format = cli.log_format.unwrap_or(LogFormat::Text);

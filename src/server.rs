@@ -39,6 +39,9 @@ pub struct Gateway {
     pub shared: Arc<Shared>,
     /// How long shutdown waits for in-flight calls.
     pub shutdown_grace: Duration,
+    /// How long, after the shutdown signal, the gateway reports NOT_SERVING but keeps taking
+    /// calls (while endpoints and load balancers stop sending it new ones).
+    pub drain_delay: Duration,
     /// TLS (and mutual TLS) on the gRPC port.
     pub tls: Option<ServerTlsConfig>,
     /// Where provider notifications are received, if anywhere.
@@ -110,6 +113,7 @@ impl Gateway {
         Ok(Self {
             shared: Arc::new(shared),
             shutdown_grace: config.shutdown_grace,
+            drain_delay: config.shutdown_drain_delay,
             tls,
             notify,
             notify_limits: config.notify_limits,
@@ -173,15 +177,16 @@ pub async fn serve(
     let trim = tokio::spawn(crate::telemetry::trim_loop(Duration::from_secs(2)));
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
+    let drain_delay = gateway.drain_delay;
     let signal = {
         let health = health_reporter.clone();
         let stopping = gateway.shared.stopping.clone();
         async move {
             shutdown.await;
-            tracing::info!("shutting down: no new calls, draining in-flight calls");
-            // Event streams end (UNAVAILABLE, resume elsewhere); the notification listener
-            // stops taking notifications, which providers send again later.
-            stopping.send_replace(true);
+            // Readiness turns NOT_SERVING at once, but calls keep being taken for the drain
+            // delay: until the endpoints controller and every client's load balancer have
+            // stopped sending here, a closed port would fail their calls. Liveness ("") stays
+            // SERVING, so the kubelet does not kill the pod meanwhile.
             health
                 .set_not_serving::<RefundServiceServer<RefundApi>>()
                 .await;
@@ -191,6 +196,17 @@ pub async fn serve(
             health
                 .set_not_serving::<EventServiceServer<EventApi>>()
                 .await;
+            if !drain_delay.is_zero() {
+                tracing::info!(
+                    drain_delay_ms = drain_delay.as_millis() as u64,
+                    "shutting down: reporting NOT_SERVING, still taking calls for the drain delay"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+            tracing::info!("shutting down: no new calls, draining in-flight calls");
+            // Event streams end (UNAVAILABLE, resume elsewhere); the notification listener
+            // stops taking notifications, which providers send again later.
+            stopping.send_replace(true);
             let _ = draining_tx.send(());
         }
     };
@@ -237,6 +253,32 @@ pub async fn serve(
         Ok(r) => Ok(r?),
         Err(_) => Ok(()),
     }
+}
+
+/// Asks the gRPC health service at `addr` (host:port, plaintext) about `service` (empty = the
+/// whole process), as the kubelet's grpc probe does; answers the serving status's name.
+pub async fn health_check(
+    addr: &str,
+    service: &str,
+    timeout: Duration,
+) -> Result<String, BoxError> {
+    use tonic_health::pb::health_client::HealthClient;
+    let call = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(timeout)
+            .connect()
+            .await?;
+        let answer = HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok::<_, BoxError>(answer.status().as_str_name().to_owned())
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| format!("no answer within {} ms", timeout.as_millis()))?
 }
 
 /// How long the answers to abandoned calls get to reach their callers.

@@ -131,29 +131,195 @@ pub fn trace_headers() -> Vec<(String, String)> {
     c.0
 }
 
-/// Prometheus metrics, served on `addr` at `/metrics` (text format). Series:
-/// - `paygate_rpc_total{method,code}`, `paygate_rpc_duration_seconds{method}`,
+/// Prometheus metrics, served on `addr` at `/metrics` only, in the text exposition format
+/// (`text/plain; version=0.0.4`), each series with HELP and TYPE. Series:
+/// - `paygate_build_info{version}` (1), and the `process_*` series (CPU, memory, file
+///   descriptors, threads, start time);
+/// - `paygate_rpc_total{method,code}`, `paygate_rpc_duration_seconds{method,code}`,
 ///   `paygate_in_flight_requests`;
 /// - `paygate_provider_calls_total{provider,account,endpoint,result}`,
 ///   `paygate_provider_call_duration_seconds{provider,account,endpoint}`,
 ///   `paygate_provider_in_flight{account}`;
-/// - `paygate_idempotency_events_total{event}` (replay, conflict, in_flight_wait, aborted,
-///   unknown, resumed, adopted, unresolved);
+/// - `paygate_idempotency_events_total{event}`;
 /// - `paygate_rate_limit_total{limit,outcome}` (waited, rejected), `paygate_shed_total{reason}`;
-/// - `paygate_store_duration_seconds{op}`.
+/// - `paygate_store_duration_seconds{op}`, `paygate_signature_failures_total{provider,kind}`,
+///   `paygate_notifications_total{provider,kind,outcome}`, `paygate_event_watchers`,
+///   `paygate_notify_connections`, `paygate_notify_connections_refused_total`.
+///
+/// Counters whose label sets are known in advance exist from the start at 0, so that
+/// `increase()` sees the first event after a restart.
 pub fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ])
         .map_err(|e| e.to_string())?
-        .install()
-        .map_err(|e| e.to_string())
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe_metrics();
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            let process = process.clone();
+            async move {
+                process.collect();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Idempotency events (`paygate_idempotency_events_total{event}`).
+pub const IDEMPOTENCY_EVENTS: &[&str] = &[
+    "replay",
+    "conflict",
+    "in_flight_wait",
+    "aborted",
+    "unknown",
+    "resumed",
+    "adopted",
+    "unresolved",
+    "claimed",
+    "lease_lost",
+    "payment_busy",
+    "payment_wait",
+    "quiet_period",
+];
+
+/// Notification outcomes (`paygate_notifications_total{outcome}`).
+pub const NOTIFICATION_OUTCOMES: &[&str] = &[
+    "stored",
+    "duplicate",
+    "rejected",
+    "malformed",
+    "unsupported",
+    "unknown_account",
+    "store_error",
+];
+
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "paygate_build_info",
+        "1, labelled with the running paygate version"
+    );
+    describe_counter!(
+        "paygate_rpc_total",
+        "RPCs answered, by method and gRPC code"
+    );
+    describe_histogram!(
+        "paygate_rpc_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an RPC, by method and gRPC code"
+    );
+    describe_gauge!("paygate_in_flight_requests", "RPCs being answered now");
+    describe_counter!(
+        "paygate_provider_calls_total",
+        "Calls to a provider, by provider, account, endpoint and result (ok or the reason)"
+    );
+    describe_histogram!(
+        "paygate_provider_call_duration_seconds",
+        Unit::Seconds,
+        "Time a provider took to answer, by provider, account and endpoint"
+    );
+    describe_gauge!(
+        "paygate_provider_in_flight",
+        "Provider calls under way, by account"
+    );
+    describe_counter!(
+        "paygate_idempotency_events_total",
+        "Idempotency events: replays, conflicts, waits, unknown and unresolved outcomes, adoptions"
+    );
+    describe_counter!(
+        "paygate_rate_limit_total",
+        "Calls that waited for or were refused by a rate limit"
+    );
+    describe_counter!(
+        "paygate_shed_total",
+        "Calls refused at once to protect a provider or the gateway, by reason"
+    );
+    describe_histogram!(
+        "paygate_store_duration_seconds",
+        Unit::Seconds,
+        "Time of an idempotency store operation"
+    );
+    describe_counter!(
+        "paygate_signature_failures_total",
+        "Provider answers whose signature is missing or does not verify"
+    );
+    describe_counter!(
+        "paygate_notifications_total",
+        "Provider notifications received, by provider, kind and outcome"
+    );
+    describe_gauge!("paygate_event_watchers", "Open EventService.Watch streams");
+    describe_gauge!(
+        "paygate_notify_connections",
+        "Open connections on the notification port"
+    );
+    describe_counter!(
+        "paygate_notify_connections_refused_total",
+        "Connections to the notification port refused at the cap"
+    );
+    metrics::gauge!("paygate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for gauge in [
+        "paygate_in_flight_requests",
+        "paygate_event_watchers",
+        "paygate_notify_connections",
+    ] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+    metrics::counter!("paygate_notify_connections_refused_total").absolute(0);
+    for event in IDEMPOTENCY_EVENTS {
+        metrics::counter!("paygate_idempotency_events_total", "event" => *event).absolute(0);
+    }
+    for kind in ["missing", "invalid"] {
+        metrics::counter!("paygate_signature_failures_total", "provider" => "antom", "kind" => kind)
+            .absolute(0);
+    }
+    for reason in ["circuit_open", "account_in_flight"] {
+        metrics::counter!("paygate_shed_total", "reason" => reason).absolute(0);
+    }
+    for kind in ["refund", "subscription", "payment"] {
+        for outcome in NOTIFICATION_OUTCOMES {
+            metrics::counter!("paygate_notifications_total", "provider" => "antom", "kind" => kind, "outcome" => *outcome)
+                .absolute(0);
+        }
+    }
 }
 
 /// Counts an idempotency event.
 pub fn idempotency_event(event: &'static str) {
+    debug_assert!(
+        IDEMPOTENCY_EVENTS.contains(&event),
+        "{event} is not in IDEMPOTENCY_EVENTS"
+    );
     metrics::counter!("paygate_idempotency_events_total", "event" => event).increment(1);
 }
 

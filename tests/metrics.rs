@@ -101,14 +101,85 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
     let mut scrape = String::new();
     for _ in 0..50 {
         if let Ok(r) = reqwest::get(&url).await {
+            assert_eq!(r.status(), 200);
+            assert_eq!(
+                r.headers()["content-type"],
+                "text/plain; version=0.0.4; charset=utf-8"
+            );
             scrape = r.text().await.unwrap();
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // /metrics only.
+    for other in ["/", "/health", "/metrics/x"] {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}{other}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{other}");
+    }
+    // Prometheus's own checker accepts the scrape (it is on PATH in CI: .ci/run unpacks it).
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed: .ci/run unpacks it");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), scrape.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let get = |name: &str, labels: &[(&str, &str)]| {
         value(&scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{scrape}"))
     };
+    // Every series has HELP and TYPE.
+    let series: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .map(|n| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n)
+        })
+        .collect();
+    for name in &series {
+        assert!(
+            scrape.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+        assert!(
+            scrape.contains(&format!("# TYPE {name} ")),
+            "no TYPE for {name}"
+        );
+    }
+    assert_eq!(
+        get(
+            "paygate_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(get("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(get("process_open_fds", &[]) > 0.0);
+    // Counters with known label sets exist from the start, so increase() sees a first event.
+    assert_eq!(
+        get("paygate_idempotency_events_total", &[("event", "unknown")]),
+        0.0
+    );
+    assert_eq!(
+        get(
+            "paygate_signature_failures_total",
+            &[("provider", "antom"), ("kind", "invalid")]
+        ),
+        0.0
+    );
     let create = ("method", "RefundService.Create");
     assert_eq!(get("paygate_rpc_total", &[create, ("code", "OK")]), 2.0);
     assert_eq!(
@@ -165,7 +236,21 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
             &[("op", "complete")]
         ) >= 2.0
     );
-    assert!(get("paygate_rpc_duration_seconds_count", &[create]) >= 5.0);
+    // The duration histogram is labelled by code too, like the counter.
+    for (code, n) in [
+        ("OK", 2.0),
+        ("FailedPrecondition", 1.0),
+        ("InvalidArgument", 2.0),
+    ] {
+        assert_eq!(
+            get(
+                "paygate_rpc_duration_seconds_count",
+                &[create, ("code", code)]
+            ),
+            n,
+            "{code}"
+        );
+    }
     assert_eq!(sim.sim.calls("refund"), 2);
     let payment = [("provider", "antom"), ("kind", "payment")];
     assert_eq!(

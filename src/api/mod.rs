@@ -283,9 +283,10 @@ pub async fn run<T>(
     let elapsed = started.elapsed().as_secs_f64();
     // Milliseconds, to the microsecond.
     let elapsed_ms = (elapsed * 1_000_000.0).round() / 1000.0;
-    metrics::histogram!("paygate_rpc_duration_seconds", "method" => method).record(elapsed);
     match result {
         Ok(reply) => {
+            metrics::histogram!("paygate_rpc_duration_seconds", "method" => method, "code" => "OK")
+                .record(elapsed);
             metrics::counter!("paygate_rpc_total", "method" => method, "code" => "OK").increment(1);
             let span = tracing::Span::current();
             span.record("grpc.code", "OK");
@@ -312,6 +313,8 @@ pub async fn run<T>(
             if status.metadata().get(REPLAYED_HEADER).is_some() {
                 tracing::Span::current().record("replayed", true);
             }
+            metrics::histogram!("paygate_rpc_duration_seconds", "method" => method, "code" => code.clone())
+                .record(elapsed);
             metrics::counter!("paygate_rpc_total", "method" => method, "code" => code).increment(1);
             tracing::info!(method, elapsed_ms, code = ?status.code(), grpc_message = status.message(), "rpc");
             Err(status)

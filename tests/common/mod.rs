@@ -218,6 +218,7 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
             },
         )),
         shutdown_grace: o.shutdown_grace,
+        drain_delay: Duration::ZERO,
         tls: o.tls.clone(),
         notify_limits: paygate::notify::Limits::default(),
     };

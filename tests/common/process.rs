@@ -82,6 +82,8 @@ pub fn spawn_gateway_with(
     let port = free_port();
     let mut cmd = Command::new(gateway_binary());
     cmd.env("PAYGATE_NOTIFY_ADDR", "127.0.0.1:0");
+    // No load balancer to drain from: SIGTERM stops taking calls at once, unless a test says.
+    cmd.env("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS", "0");
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -167,6 +169,7 @@ pub fn spawn_configured(config: &Path, store_url: &str, env: &[(&str, String)]) 
         .env("PAYGATE_NOTIFY_ADDR", "off")
         .env("PAYGATE_STORE_URL", store_url)
         .env("PAYGATE_SHUTDOWN_GRACE_MS", "1000")
+        .env("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS", "0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
