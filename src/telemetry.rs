@@ -21,23 +21,30 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber: logs to stderr, and OpenTelemetry traces exported over OTLP
-/// when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (service name from `OTEL_SERVICE_NAME`, default
-/// `paygate`). Safe to call more than once (later calls do nothing).
+/// Installs the global subscriber: logs to stderr (text without colours unless stderr is a
+/// terminal; JSON lines carry `trace_id` and `span_id` when traces are on), and OpenTelemetry
+/// traces exported over OTLP when `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set: see [`tracer_provider`]. Safe to call more than once
+/// (later calls do nothing).
 pub fn init(format: LogFormat) -> Telemetry {
+    use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let traces = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .and_then(|_| match tracer_provider() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("paygate: OTEL_EXPORTER_OTLP_ENDPOINT: traces are off: {e}");
-                None
-            }
-        });
+    let traces = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()))
+    .then(|| match tracer_provider() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("paygate: OpenTelemetry: traces are off: {e}");
+            None
+        }
+    })
+    .flatten();
     let otel = traces.as_ref().map(|p| {
         use opentelemetry::trace::TracerProvider as _;
         opentelemetry::global::set_text_map_propagator(
@@ -46,26 +53,151 @@ pub fn init(format: LogFormat) -> Telemetry {
         tracing_opentelemetry::layer().with_tracer(p.tracer("paygate"))
     });
     let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let colours = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colours);
     let _ = match format {
         LogFormat::Text => registry.with(fmt).try_init(),
-        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .map_event_format(WithTraceIds),
+            )
+            .try_init(),
     };
     Telemetry { traces }
 }
 
+/// A JSON event format that adds the current span's OpenTelemetry `trace_id` and `span_id`
+/// to each line, so that logs and traces join.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt;
+        let ids = ctx.lookup_current().and_then(|span| {
+            let cx = tracing::dispatcher::get_default(|d| {
+                tracing_opentelemetry::get_otel_context(&span.id(), d)
+            })?;
+            let otel = cx.span();
+            let sc = otel.span_context();
+            sc.is_valid()
+                .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        // The JSON format writes one object and a newline: the ids go before its last brace.
+        match line.trim_end().strip_suffix('}') {
+            Some(object) => writeln!(
+                writer,
+                "{object},\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\"}}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// The OTLP trace exporter, configured by the standard variables:
+/// - `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or
+///   `http/protobuf`;
+/// - `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) / `OTEL_EXPORTER_OTLP_ENDPOINT` (over
+///   HTTP, `/v1/traces` is appended); an `https://` endpoint is verified against the system's
+///   roots, plus the CA in `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` /
+///   `OTEL_EXPORTER_OTLP_CERTIFICATE` when set;
+/// - `OTEL_SERVICE_NAME`, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, then `paygate`;
+///   the other `OTEL_RESOURCE_ATTRIBUTES` as given.
 fn tracer_provider() -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let name = std::env::var("OTEL_SERVICE_NAME")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "paygate".into());
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(name)
-        .build();
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+    let var = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    };
+    let protocol = var([
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ])
+    .unwrap_or_else(|| "grpc".into());
+    let ca = match var([
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ]) {
+        Some(path) => Some(
+            std::fs::read(&path)
+                .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE: {path}: {e}"))?,
+        ),
+        None => None,
+    };
+    let exporter = match protocol.as_str() {
+        "grpc" => {
+            let endpoint = var([
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ])
+            .unwrap_or_default();
+            let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if endpoint.starts_with("https://") {
+                let mut tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
+                if let Some(ca) = &ca {
+                    tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                }
+                b = b.with_tls_config(tls);
+            }
+            b.build()
+        }
+        "http/protobuf" => {
+            let mut client = reqwest::Client::builder();
+            if let Some(ca) = &ca {
+                let cert = reqwest::Certificate::from_pem(ca)
+                    .map_err(|e| format!("OTEL_EXPORTER_OTLP_CERTIFICATE: {e}"))?;
+                client = client.add_root_certificate(cert);
+            }
+            let client = client.build().map_err(|e| e.to_string())?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(client)
+                .build()
+        }
+        other => {
+            return Err(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL: {other:?} is not one of grpc, http/protobuf"
+            ));
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    // The SDK lets OTEL_RESOURCE_ATTRIBUTES override OTEL_SERVICE_NAME; the specification
+    // says the opposite, so the name is set last.
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if let Ok(name) = std::env::var("OTEL_SERVICE_NAME")
+        && !name.is_empty()
+    {
+        resource = resource.with_service_name(name);
+    } else if !std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| {
+        v.split(',')
+            .any(|kv| kv.trim().starts_with("service.name="))
+    }) {
+        resource = resource.with_service_name("paygate");
+    }
     // Exports run as tasks on the gateway's tokio runtime (the tonic exporter needs one).
     let processor =
         opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
@@ -75,7 +207,7 @@ fn tracer_provider() -> Result<opentelemetry_sdk::trace::SdkTracerProvider, Stri
         .build();
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_span_processor(processor)
-        .with_resource(resource)
+        .with_resource(resource.build())
         .build())
 }
 

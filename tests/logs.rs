@@ -97,3 +97,35 @@ async fn every_json_log_line_is_one_object_without_duplicate_keys() {
     let complaints = strict_json_lines(&log);
     assert!(complaints.is_empty(), "{complaints}");
 }
+
+#[tokio::test]
+async fn text_logs_to_a_file_have_no_terminal_colours() {
+    let sim = shared_antom_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway.log");
+    let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
+    let mut gw = spawn_gateway_with(
+        dir.path(),
+        &sim.base_url(),
+        &store,
+        &[
+            ("PAYGATE_LOG_FORMAT", "text".to_string()),
+            ("RUST_LOG", "info".to_string()),
+        ],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let mut c = gw.client().await;
+    c.create(refund_req("text-ok", "PAY_USD_100", 100))
+        .await
+        .unwrap();
+    c.create(refund_req("", "PAY_USD_100", 100))
+        .await
+        .unwrap_err();
+    gw.sigterm_and_wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("rpc"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape codes in a log file:\n{text:?}"
+    );
+}
