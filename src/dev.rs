@@ -138,8 +138,19 @@ pub async fn start(
     data_dir: &Path,
     listen_addr: SocketAddr,
     log_format: LogFormat,
+    keep: bool,
 ) -> std::io::Result<(DevSims, Config)> {
     let files = load_or_create_keys(&data_dir.join("dev-keys"))?;
+    // The simulators start with fresh demo data every time, so the store does too (unless
+    // --keep): keys of an earlier run would replay refunds the new simulators never saw.
+    if !keep {
+        for suffix in ["", "-wal", "-shm"] {
+            match std::fs::remove_file(data_dir.join(format!("paygate.db{suffix}"))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
     let loopback: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
     let sim = start_sim(&files, DEV_CLIENT_ID, loopback).await?;
     let settings = sim_account(&files, sim.base_url(), DEV_CLIENT_ID)?;
@@ -227,7 +238,21 @@ pub fn connect_notifications(sims: &DevSims, notify: SocketAddr) {
 pub const DEV_SETTLE_AFTER: Duration = Duration::from_secs(5);
 
 /// The banner dev mode prints: where things are and a call that works.
-pub fn banner(addr: SocketAddr, notify: Option<SocketAddr>, sims: &DevSims) -> String {
+pub fn banner(
+    addr: SocketAddr,
+    notify: Option<SocketAddr>,
+    sims: &DevSims,
+    store: &Path,
+    keep: bool,
+) -> String {
+    let state = if keep {
+        format!("{} (kept from earlier runs: --keep)", store.display())
+    } else {
+        format!(
+            "{} (fresh: reset at each start; --keep keeps it)",
+            store.display()
+        )
+    };
     let notify = notify.map_or_else(
         || "off".to_owned(),
         |a| format!("http://{a}/notify/antom/{{refund,subscription,payment}}"),
@@ -238,6 +263,7 @@ pub fn banner(addr: SocketAddr, notify: Option<SocketAddr>, sims: &DevSims) -> S
   notifications    {notify} (the Antom simulator sends here)
   Antom simulator     {sim_url}  (account "antom", the default; client id {DEV_CLIENT_ID})
   PayXpert simulator  {px_url}  (account "payxpert")
+  store            {state}
   demo data   Antom: payment PAY_DEMO_0001 (USD 100.00), payment PAY_DEMO_ASYNC (EUR 50.00, refunds PROCESSING for 5 s),
                      subscription SUB_DEMO_0001
               PayXpert: transaction 1000001 (EUR 100.00, subscription 2000001), transaction 1000002 (EUR 50.00)
@@ -250,6 +276,10 @@ Try it:
   grpcurl -plaintext -d '{{"account":"payxpert","request_id":"demo-px-cancel-1","subscription_id":"2000001","cancellation_type":"CANCELLATION_TYPE_CANCEL","cancel_reason":1016}}' {addr} paygate.v1.SubscriptionService/Cancel
   grpcurl -plaintext -d '{{"subscription_id":"SUB_DEMO_0001"}}' {addr} paygate.v1.SubscriptionService/Get
   grpcurl -plaintext -d '{{}}' {addr} paygate.v1.EventService/Watch
+
+Without grpcurl: npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge -d '{{"request_id":"demo-refund-1"}}' http://{addr}/paygate.v1.RefundService/Inquire
+From code: examples/python/quickstart.py, examples/node/quickstart.js (README: "Calling it from Python and Node.js").
+Stop with Ctrl-C.
 "#,
         sim_url = sims.antom.base_url(),
         px_url = sims.payxpert.base_url(),

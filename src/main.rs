@@ -55,6 +55,10 @@ enum Command {
         /// Where dev keys and local state live.
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Keep the idempotency store of earlier runs (by default each run starts with a fresh
+        /// store, like the simulators' demo data).
+        #[arg(long)]
+        keep: bool,
     },
     /// Print the SHA-256 of a bearer token read from standard input, for the tokens file.
     HashToken,
@@ -254,7 +258,7 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                 }
             }
         }
-        Command::Dev { data_dir } => {
+        Command::Dev { data_dir, keep } => {
             let format = cli.log_format.unwrap_or(LogFormat::Text);
             let _telemetry = telemetry::init(format);
             let listen = match env("PAYGATE_LISTEN_ADDR") {
@@ -264,10 +268,13 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
                 })?,
                 None => SocketAddr::from(([127, 0, 0, 1], 50051)),
             };
-            let (sims, config) = dev::start(&data_dir, listen, format).await.map_err(|e| {
-                eprintln!("paygate: dev mode: {e}");
-                ExitCode::from(1)
-            })?;
+            let (sims, config) =
+                dev::start(&data_dir, listen, format, keep)
+                    .await
+                    .map_err(|e| {
+                        eprintln!("paygate: dev mode: {e}");
+                        ExitCode::from(1)
+                    })?;
             let gateway = Gateway::from_config(config).await.map_err(|e| {
                 eprintln!("paygate: configuration error: {e}");
                 ExitCode::from(2)
@@ -278,7 +285,10 @@ async fn main_inner(cli: Cli) -> Result<(), ExitCode> {
             if let Some(n) = notify {
                 dev::connect_notifications(&sims, n);
             }
-            println!("{}", dev::banner(addr, notify, &sims));
+            println!(
+                "{}",
+                dev::banner(addr, notify, &sims, &data_dir.join("paygate.db"), keep)
+            );
             let served = server::serve(gateway, listener, shutdown_signal()).await;
             sims.stop().await;
             served.map_err(|e| {

@@ -447,3 +447,161 @@ fn hash_token_prints_the_sha256_the_tokens_file_wants() {
     );
     assert_eq!(paygate::auth::hash_token("my-token").len(), 64);
 }
+
+fn antom_env() -> Vec<(&'static str, String)> {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    vec![
+        (
+            "PAYGATE_ANTOM_BASE_URL",
+            "https://open-sea-global.alipay.com".into(),
+        ),
+        ("PAYGATE_ANTOM_CLIENT_ID", "C".into()),
+        (
+            "PAYGATE_ANTOM_PRIVATE_KEY_FILE",
+            fixtures.join("test_merchant_key.pem").display().to_string(),
+        ),
+        (
+            "PAYGATE_ANTOM_PUBLIC_KEY_FILE",
+            fixtures
+                .join("test_merchant_public_key.pem")
+                .display()
+                .to_string(),
+        ),
+    ]
+}
+
+#[test]
+fn an_unreachable_store_names_its_host_and_fails_within_5_s() {
+    let mut env = antom_env();
+    // A server that takes the connection and never answers, and a port nobody listens on.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let closed_port = free_port();
+    for (port, expect) in [
+        (silent_port, "no answer within 5 s"),
+        (closed_port, "refused"),
+    ] {
+        let url = format!("postgres://paygate:hunter2@127.0.0.1:{port}/payments");
+        env.push(("PAYGATE_STORE_URL", url));
+        let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let started = Instant::now();
+        let (code, err) = config_error(&envs, &["serve"]);
+        let took = started.elapsed();
+        env.pop();
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("PAYGATE_STORE_URL"), "{err}");
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert!(!err.contains("hunter2"), "the password leaked: {err}");
+        assert!(took < Duration::from_secs(7), "{took:?}: {err}");
+        eprintln!("{took:?}: {err}");
+    }
+    drop(silent);
+}
+
+#[test]
+fn check_config_validates_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = antom_env();
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The store is not opened: a PostgreSQL nobody runs is fine for check-config.
+    let mut with_store = envs.clone();
+    with_store.push(("PAYGATE_STORE_URL", "postgres://u@127.0.0.1:1/x"));
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env_remove("PAYGATE_CONFIG")
+        .envs(with_store.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("configuration OK: accounts antom"), "{said}");
+    assert!(said.contains("store postgres"), "{said}");
+
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[accounts.a]\nprovider = \"antom\"\nburst = 10.0\n").unwrap();
+    let (code, err) = config_error(&[], &["--config", cfg.to_str().unwrap(), "check-config"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("c.toml:3"), "{err}");
+}
+
+/// Starts `paygate dev` on `dir`; answers its process, banner and gRPC URL.
+fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Proc, String, String) {
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["dev", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = read_until(&mut child, "Stop with Ctrl-C");
+    (Proc(child), banner, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn dev_mode_starts_fresh_on_each_run_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut refund_ids = Vec::new();
+    for run in 0..2 {
+        let (proc, banner, url) = start_dev(dir.path(), &[]);
+        assert!(banner.contains("fresh: reset at each start"), "{banner}");
+        assert!(banner.contains("@bufbuild/buf curl"), "{banner}");
+        assert!(banner.contains("examples/python/quickstart.py"), "{banner}");
+        let mut refunds = RefundServiceClient::connect(url).await.unwrap();
+        let create = example_json(&banner, "paygate.v1.RefundService/Create");
+        let r = refunds
+            .create(pb::CreateRefundRequest {
+                request_id: s(&create, "request_id"),
+                payment_id: s(&create, "payment_id"),
+                amount: Some(pb::Money {
+                    currency: s(&create["amount"], "currency"),
+                    value: s(&create["amount"], "value").parse().unwrap(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            r.metadata().get("idempotent-replayed").is_none(),
+            "run {run}: the refund was replayed from an earlier run"
+        );
+        let r = r.into_inner();
+        // The README's second example answers on every run.
+        let inquire = example_json(&banner, "paygate.v1.RefundService/Inquire");
+        let q = refunds
+            .inquire(pb::InquireRefundRequest {
+                request_id: s(&inquire, "request_id"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: the second example failed: {e:?}"))
+            .into_inner();
+        assert_eq!(q.refund_id, r.refund_id);
+        refund_ids.push(r.refund_id);
+        drop(proc);
+    }
+    let (_proc, banner, url) = start_dev(dir.path(), &["--keep"]);
+    assert!(banner.contains("kept from earlier runs"), "{banner}");
+    let create = example_json(&banner, "paygate.v1.RefundService/Create");
+    let r = RefundServiceClient::connect(url)
+        .await
+        .unwrap()
+        .create(pb::CreateRefundRequest {
+            request_id: s(&create, "request_id"),
+            payment_id: s(&create, "payment_id"),
+            amount: Some(pb::Money {
+                currency: s(&create["amount"], "currency"),
+                value: s(&create["amount"], "value").parse().unwrap(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.metadata().get("idempotent-replayed").is_some());
+    assert_eq!(r.into_inner().refund_id, refund_ids[1]);
+}

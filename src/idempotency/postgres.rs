@@ -10,9 +10,12 @@ use std::time::Duration;
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The longest one statement may run (lock waits included).
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait for the first connection at start: an unreachable or silent server is a
+/// start-up error naming it within this time.
+pub const START_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use super::sql::{Clock, HasDb, impl_store, migrator};
 
@@ -31,12 +34,38 @@ impl PostgresStore {
             "statement_timeout",
             STATEMENT_TIMEOUT.as_millis().to_string(),
         )]);
+        // The first connection names the server it could not reach (never the password), and
+        // gets longer than a call's acquire timeout: a remote server's TLS handshake may need it.
+        let target = format!(
+            "PostgreSQL at {}:{} (database {:?})",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        let unreachable = |e: String| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("{target}: {e}"),
+            ))
+        };
+        let mut first = tokio::time::timeout(START_CONNECT_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "no answer within {} s",
+                    START_CONNECT_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| match e {
+                sqlx::Error::Io(io) => unreachable(io.to_string()),
+                other => unreachable(other.to_string()),
+            })?;
+        migrator().run(&mut first).await?;
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        migrator().run(&pool).await?;
+            .connect_lazy_with(options);
         Ok(Self { pool })
     }
 }
