@@ -62,25 +62,21 @@ def operator_files(tmp):
     }
 
 
+def readme_block(marker):
+    """The code block after `<!-- ci: MARKER -->` in the README, as written."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index(f"<!-- ci: {marker} -->") + 2
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
+    return "\n".join(lines[start:end])
+
+
 def default_install(files):
-    """The chart's defaults plus what every operator must give: an account and its secrets."""
-    return {
-        "config": {
-            "accounts": {
-                "antom": {
-                    "provider": "antom",
-                    "base_url": "https://open-sea-global.alipay.com",
-                    "client_id": "5X00000000000000",
-                    "private_key_file": "/etc/paygate/secrets/antom-merchant-private-key.pem",
-                    "antom_public_key_file": "/etc/paygate/secrets/antom-public-key.pem",
-                    "rps": 20,
-                    "burst": 10,
-                },
-            },
-        },
-        "secrets": {"files": {k: files[k] for k in
-                              ("antom-merchant-private-key.pem", "antom-public-key.pem")}},
-    }
+    """The chart's defaults plus what every operator must give: the README's my-values.yaml
+    and the two key files it names (as `--set-file` would give them)."""
+    values = yaml.safe_load(readme_block("helm-values"))
+    values["secrets"] = {"files": {k: files[k] for k in
+                                   ("antom-merchant-private-key.pem", "antom-public-key.pem")}}
+    return values
 
 
 def fresh_database(name):
@@ -380,7 +376,7 @@ def main():
         sys.exit("the pod check runs as root (it mounts in a private namespace)")
     with tempfile.TemporaryDirectory() as tmp:
         files = operator_files(pathlib.Path(tmp))
-    check("defaults", default_install(files), {}, binary, promtool)
+    check("defaults + the README's my-values.yaml", default_install(files), {}, binary, promtool)
     # Every example values file, with the Secrets its operator would have created.
     existing = {
         "paygate-provider-keys": files,

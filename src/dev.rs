@@ -277,7 +277,7 @@ Try it:
   grpcurl -plaintext -d '{{"subscription_id":"SUB_DEMO_0001"}}' {addr} paygate.v1.SubscriptionService/Get
   grpcurl -plaintext -d '{{}}' {addr} paygate.v1.EventService/Watch
 
-Without grpcurl: npx @bufbuild/buf curl --protocol grpc --http2-prior-knowledge -d '{{"request_id":"demo-refund-1"}}' http://{addr}/paygate.v1.RefundService/Inquire
+Without grpcurl: npx --yes @bufbuild/buf curl --protocol grpc --http2-prior-knowledge -d '{{"request_id":"demo-refund-1"}}' http://{addr}/paygate.v1.RefundService/Inquire
 From code: examples/python/quickstart.py, examples/node/quickstart.js (README: "Calling it from Python and Node.js").
 Stop with Ctrl-C.
 "#,

@@ -51,6 +51,10 @@ enum Command {
         timeout_ms: u64,
     },
     /// Local demo: an Antom simulator with demo data on loopback and a gateway in front of it.
+    #[command(after_help = "Environment:
+  PAYGATE_LISTEN_ADDR   gRPC address (default 127.0.0.1:50051)
+  PAYGATE_NOTIFY_ADDR   notification address (default: a free loopback port)
+  RUST_LOG              log filter (default info)")]
     Dev {
         /// Where dev keys and local state live.
         #[arg(long, default_value = "./data")]
