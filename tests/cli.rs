@@ -605,3 +605,40 @@ async fn dev_mode_starts_fresh_on_each_run_unless_kept() {
     assert!(r.metadata().get("idempotent-replayed").is_some());
     assert_eq!(r.into_inner().refund_id, refund_ids[1]);
 }
+
+#[tokio::test]
+async fn healthcheck_asks_grpc_health_like_a_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_proc, _banner, url) = start_dev(dir.path(), &[]);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let check = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(BIN)
+            .arg("healthcheck")
+            .args(args)
+            .env_remove("PAYGATE_LISTEN_ADDR")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // As in the image: the port from PAYGATE_LISTEN_ADDR, on loopback.
+    let port = addr.rsplit(':').next().unwrap();
+    let (code, said) = check(&[], &[("PAYGATE_LISTEN_ADDR", &format!("0.0.0.0:{port}"))]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(said.trim(), "SERVING");
+    let (code, said) = check(
+        &["--addr", &addr, "--service", "paygate.v1.RefundService"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = check(&["--addr", &addr, "--service", "no.such.Service"], &[]);
+    assert_eq!(code, Some(1), "{said}");
+    let closed = format!("127.0.0.1:{}", free_port());
+    let (code, said) = check(&["--addr", &closed, "--timeout-ms", "500"], &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(&closed), "{said}");
+}
