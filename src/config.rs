@@ -440,26 +440,19 @@ impl Config {
             ));
         }
 
-        let shutdown_grace_ms = match env("PAYGATE_SHUTDOWN_GRACE_MS") {
-            Some(v) => v.parse().map_err(|_| {
-                err(
-                    "PAYGATE_SHUTDOWN_GRACE_MS",
-                    "must be a number of milliseconds",
-                )
-            })?,
-            None => file.shutdown_grace_ms.unwrap_or(25_000),
+        let millis = |var: &str, file_value: Option<u64>, default: u64| match env(var) {
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| err(var, "must be a number of milliseconds")),
+            None => Ok(file_value.unwrap_or(default)),
         };
-        let drain_delay_ms = match env("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS") {
-            Some(v) => v.parse().map_err(|_| {
-                err(
-                    "PAYGATE_SHUTDOWN_DRAIN_DELAY_MS",
-                    "must be a number of milliseconds",
-                )
-            })?,
-            None => file
-                .shutdown_drain_delay_ms
-                .unwrap_or(DEFAULT_SHUTDOWN_DRAIN_DELAY.as_millis() as u64),
-        };
+        let shutdown_grace_ms =
+            millis("PAYGATE_SHUTDOWN_GRACE_MS", file.shutdown_grace_ms, 25_000)?;
+        let drain_delay_ms = millis(
+            "PAYGATE_SHUTDOWN_DRAIN_DELAY_MS",
+            file.shutdown_drain_delay_ms,
+            DEFAULT_SHUTDOWN_DRAIN_DELAY.as_millis() as u64,
+        )?;
         let store = env("PAYGATE_STORE_URL")
             .map(|v| ("PAYGATE_STORE_URL", v))
             .or_else(|| file.store_url.map(|v| ("store_url", v)))
@@ -937,6 +930,36 @@ mod tests {
             panic!("an antom account")
         };
         assert!(s.sandbox, "SANDBOX_ client ids use sandbox paths");
+        assert_eq!(c.shutdown_drain_delay, DEFAULT_SHUTDOWN_DRAIN_DELAY);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn the_drain_delay_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, p) = keys(dir.path());
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "shutdown_drain_delay_ms = 1500\n[accounts.antom]\nprovider = \"antom\"\nbase_url = \"https://x.example\"\nclient_id = \"C\"\nprivate_key_file = {k:?}\nantom_public_key_file = {p:?}\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), &env_of(&[])).unwrap();
+        assert_eq!(c.shutdown_drain_delay, Duration::from_millis(1500));
+        let c = Config::load(
+            Some(&file),
+            &env_of(&[("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS", "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_drain_delay, Duration::ZERO);
+        let e = Config::load(
+            Some(&file),
+            &env_of(&[("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS", "soon")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.setting, "PAYGATE_SHUTDOWN_DRAIN_DELAY_MS");
     }
 
     #[test]

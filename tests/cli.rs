@@ -109,17 +109,8 @@ async fn dev_mode_answers_its_own_examples() {
             "{k}"
         );
     }
-    let amount = &create["amount"];
     let r = refunds
-        .create(pb::CreateRefundRequest {
-            request_id: s(&create, "request_id"),
-            payment_id: s(&create, "payment_id"),
-            amount: Some(pb::Money {
-                currency: s(amount, "currency"),
-                value: s(amount, "value").parse().unwrap(),
-            }),
-            ..Default::default()
-        })
+        .create(create_request(&create))
         .await
         .unwrap()
         .into_inner();
@@ -543,6 +534,19 @@ fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Proc, String, String) {
     (Proc(child), banner, format!("http://127.0.0.1:{port}"))
 }
 
+/// The Create request of a banner example.
+fn create_request(example: &serde_json::Value) -> pb::CreateRefundRequest {
+    pb::CreateRefundRequest {
+        request_id: s(example, "request_id"),
+        payment_id: s(example, "payment_id"),
+        amount: Some(pb::Money {
+            currency: s(&example["amount"], "currency"),
+            value: s(&example["amount"], "value").parse().unwrap(),
+        }),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn dev_mode_starts_fresh_on_each_run_unless_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -554,18 +558,7 @@ async fn dev_mode_starts_fresh_on_each_run_unless_kept() {
         assert!(banner.contains("examples/python/quickstart.py"), "{banner}");
         let mut refunds = RefundServiceClient::connect(url).await.unwrap();
         let create = example_json(&banner, "paygate.v1.RefundService/Create");
-        let r = refunds
-            .create(pb::CreateRefundRequest {
-                request_id: s(&create, "request_id"),
-                payment_id: s(&create, "payment_id"),
-                amount: Some(pb::Money {
-                    currency: s(&create["amount"], "currency"),
-                    value: s(&create["amount"], "value").parse().unwrap(),
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let r = refunds.create(create_request(&create)).await.unwrap();
         assert!(
             r.metadata().get("idempotent-replayed").is_none(),
             "run {run}: the refund was replayed from an earlier run"
@@ -591,15 +584,7 @@ async fn dev_mode_starts_fresh_on_each_run_unless_kept() {
     let r = RefundServiceClient::connect(url)
         .await
         .unwrap()
-        .create(pb::CreateRefundRequest {
-            request_id: s(&create, "request_id"),
-            payment_id: s(&create, "payment_id"),
-            amount: Some(pb::Money {
-                currency: s(&create["amount"], "currency"),
-                value: s(&create["amount"], "value").parse().unwrap(),
-            }),
-            ..Default::default()
-        })
+        .create(create_request(&create))
         .await
         .unwrap();
     assert!(r.metadata().get("idempotent-replayed").is_some());

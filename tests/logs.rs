@@ -49,18 +49,18 @@ print("%d lines" % n, file=sys.stderr)
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test]
-async fn every_json_log_line_is_one_object_without_duplicate_keys() {
+/// Runs a gateway logging in `format` through successes, refusals and a settled unknown
+/// outcome, stops it with SIGTERM, and answers the path of everything it wrote to stderr.
+async fn logged_run(format: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let sim = shared_antom_sim().await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("gateway.log");
-    let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
+    let log = dir.join("gateway.log");
+    let store = format!("sqlite://{}", dir.join("paygate.db").display());
     let mut gw = spawn_gateway_with(
-        dir.path(),
+        dir,
         &sim.base_url(),
         &store,
         &[
-            ("PAYGATE_LOG_FORMAT", "json".to_string()),
+            ("PAYGATE_LOG_FORMAT", format.to_string()),
             ("RUST_LOG", "info".to_string()),
         ],
         Stdio::from(std::fs::File::create(&log).unwrap()),
@@ -91,6 +91,13 @@ async fn every_json_log_line_is_one_object_without_duplicate_keys() {
     .await
     .unwrap();
     gw.sigterm_and_wait();
+    log
+}
+
+#[tokio::test]
+async fn every_json_log_line_is_one_object_without_duplicate_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = logged_run("json", dir.path()).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().count() >= 6, "{text}");
     assert!(text.contains("\"rpc\""), "{text}");
@@ -100,28 +107,8 @@ async fn every_json_log_line_is_one_object_without_duplicate_keys() {
 
 #[tokio::test]
 async fn text_logs_to_a_file_have_no_terminal_colours() {
-    let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("gateway.log");
-    let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
-    let mut gw = spawn_gateway_with(
-        dir.path(),
-        &sim.base_url(),
-        &store,
-        &[
-            ("PAYGATE_LOG_FORMAT", "text".to_string()),
-            ("RUST_LOG", "info".to_string()),
-        ],
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    let mut c = gw.client().await;
-    c.create(refund_req("text-ok", "PAY_USD_100", 100))
-        .await
-        .unwrap();
-    c.create(refund_req("", "PAY_USD_100", 100))
-        .await
-        .unwrap_err();
-    gw.sigterm_and_wait();
+    let log = logged_run("text", dir.path()).await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("rpc"), "{text}");
     assert!(
