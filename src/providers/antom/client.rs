@@ -185,7 +185,7 @@ impl Client {
             // Antom may leave its refusal of our own signature unsigned. Such an answer is
             // never trusted as a success; a gateway-level refusal is reported as our
             // misconfiguration, anything else as an unknown outcome.
-            if let Ok(r) = serde_json::from_slice::<ResultOnly>(&answer)
+            if let Ok(r) = super::wire::from_json::<ResultOnly>(&answer)
                 && codes::classify(&r.result.result_code, &r.result.result_status)
                     == Meaning::Misconfigured
             {

@@ -47,7 +47,7 @@ impl Antom {
         let body = serde_json::to_vec(req)
             .map_err(|e| ProviderError::misconfigured(reason::INTERNAL, e.to_string()))?;
         let answer = self.client.post(endpoint, body, ctx).await?;
-        serde_json::from_slice(&answer).map_err(|_| {
+        wire::from_json(&answer).map_err(|_| {
             tracing::error!(
                 endpoint = endpoint.name(),
                 "signed antom answer is not the expected JSON"

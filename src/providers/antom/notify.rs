@@ -62,7 +62,7 @@ fn required(kind: &str, field: &str, v: &str) -> Result<(), NotificationError> {
 pub fn read(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> {
     match kind {
         "refund" => {
-            let n: RefundNotify = serde_json::from_slice(body).map_err(|e| malformed(kind, e))?;
+            let n: RefundNotify = super::wire::from_json(body).map_err(|e| malformed(kind, e))?;
             required(kind, "refundId", &n.refund_id)?;
             required(kind, "refundRequestId", &n.refund_request_id)?;
             let state = match n.refund_status.as_str() {
@@ -96,7 +96,7 @@ pub fn read(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> 
         }
         "subscription" => {
             let n: SubscriptionNotify =
-                serde_json::from_slice(body).map_err(|e| malformed(kind, e))?;
+                super::wire::from_json(body).map_err(|e| malformed(kind, e))?;
             required(kind, "subscriptionId", &n.subscription_id)?;
             required(
                 kind,
@@ -130,7 +130,7 @@ pub fn read(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> 
         }
         "payment" => {
             let n: SubscriptionPaymentNotify =
-                serde_json::from_slice(body).map_err(|e| malformed(kind, e))?;
+                super::wire::from_json(body).map_err(|e| malformed(kind, e))?;
             required(kind, "paymentId", &n.payment_id)?;
             required(kind, "subscriptionId", &n.subscription_id)?;
             let succeeded = match n.result.result_status.as_str() {

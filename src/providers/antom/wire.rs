@@ -1,7 +1,8 @@
 //! Antom's JSON request and answer bodies, and their conversion to and from domain values.
 //! Every field is a string on the wire; optional fields are omitted, never sent empty.
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -9,13 +10,54 @@ use crate::domain::{
     CancelSubscription, CancellationType, CreateRefund, InquireRefund, Money, RefundState,
 };
 
+/// Reads an Antom body (an answer or a notification): a JSON object, with objects for the
+/// nested `result` and amounts. serde's derive also reads a struct from a JSON array, field by
+/// field, which would take `{"result":["X","S"]}` for a success: nothing here reads an array
+/// as a struct.
+pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+    T::deserialize(serde_json::Value::Object(serde_json::from_slice(body)?))
+}
+
+/// Deserializes `Fields` from a JSON object only (not from an array), for `Into<T>`.
+fn from_object<'de, D, Fields, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    Fields: DeserializeOwned + Into<T>,
+{
+    let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    Fields::deserialize(serde_json::Value::Object(map))
+        .map(Into::into)
+        .map_err(serde::de::Error::custom)
+}
+
 /// Antom's Amount: ISO currency and the value in minor units as a string.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Amount {
     /// ISO 4217 code.
     pub currency: String,
     /// Minor units, as a decimal string.
     pub value: String,
+}
+
+#[derive(Deserialize)]
+struct AmountFields {
+    currency: String,
+    value: String,
+}
+
+impl From<AmountFields> for Amount {
+    fn from(f: AmountFields) -> Self {
+        Self {
+            currency: f.currency,
+            value: f.value,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_object::<D, AmountFields, Self>(d)
+    }
 }
 
 impl From<&Money> for Amount {
@@ -122,7 +164,7 @@ impl From<&CancelSubscription> for CancelRequest {
 }
 
 /// The `result` object of every answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultObject {
     /// Result code, e.g. `SUCCESS`.
@@ -132,6 +174,31 @@ pub struct ResultObject {
     /// Message.
     #[serde(default)]
     pub result_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultFields {
+    result_code: String,
+    result_status: String,
+    #[serde(default)]
+    result_message: Option<String>,
+}
+
+impl From<ResultFields> for ResultObject {
+    fn from(f: ResultFields) -> Self {
+        Self {
+            result_code: f.result_code,
+            result_status: f.result_status,
+            result_message: f.result_message,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ResultObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_object::<D, ResultFields, Self>(d)
+    }
 }
 
 /// An answer that carries only `result` (cancel).
@@ -205,6 +272,29 @@ pub fn parse_time(t: Option<&str>) -> Option<OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn structs_are_read_from_objects_only() {
+        let ok: RefundResponse = from_json(
+            br#"{"result":{"resultCode":"SUCCESS","resultStatus":"S"},"refundId":"X","refundAmount":{"currency":"USD","value":"1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.result.result_status, "S");
+        assert_eq!(ok.refund_amount.unwrap().value, "1");
+        // serde's derive alone would read each of these as a success.
+        for body in [
+            r#"{"result":["SUCCESS","S","F"],"refundId":"X"}"#,
+            r#"[{"resultCode":"SUCCESS","resultStatus":"S"},"X"]"#,
+            r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S"},"refundAmount":["USD","1"]}"#,
+        ] {
+            assert!(
+                from_json::<RefundResponse>(body.as_bytes()).is_err(),
+                "{body}"
+            );
+            assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+        }
+        assert!(from_json::<ResultOnly>(br#"{"result":["SUCCESS","S"]}"#).is_err());
+    }
 
     #[test]
     fn optional_fields_are_omitted_and_amounts_are_strings() {
