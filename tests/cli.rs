@@ -116,12 +116,8 @@ async fn dev_mode_answers_its_own_examples() {
         .into_inner();
     assert_eq!(r.status(), pb::RefundStatus::Succeeded);
 
-    let inquire = example_json(&banner, "paygate.v1.RefundService/Inquire");
     let q = refunds
-        .inquire(pb::InquireRefundRequest {
-            request_id: s(&inquire, "request_id"),
-            ..Default::default()
-        })
+        .inquire(inquire_request(&banner))
         .await
         .unwrap()
         .into_inner();
@@ -534,6 +530,15 @@ fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Proc, String, String) {
     (Proc(child), banner, format!("http://127.0.0.1:{port}"))
 }
 
+/// The banner's Inquire example.
+fn inquire_request(banner: &str) -> pb::InquireRefundRequest {
+    let example = example_json(banner, "paygate.v1.RefundService/Inquire");
+    pb::InquireRefundRequest {
+        request_id: s(&example, "request_id"),
+        ..Default::default()
+    }
+}
+
 /// The Create request of a banner example.
 fn create_request(example: &serde_json::Value) -> pb::CreateRefundRequest {
     pb::CreateRefundRequest {
@@ -565,12 +570,8 @@ async fn dev_mode_starts_fresh_on_each_run_unless_kept() {
         );
         let r = r.into_inner();
         // The README's second example answers on every run.
-        let inquire = example_json(&banner, "paygate.v1.RefundService/Inquire");
         let q = refunds
-            .inquire(pb::InquireRefundRequest {
-                request_id: s(&inquire, "request_id"),
-                ..Default::default()
-            })
+            .inquire(inquire_request(&banner))
             .await
             .unwrap_or_else(|e| panic!("run {run}: the second example failed: {e:?}"))
             .into_inner();
