@@ -50,12 +50,24 @@ impl Drop for GatewayProcess {
     }
 }
 
+/// A port for a child process to listen on. It comes from below Linux's ephemeral range
+/// (32768–60999), so no server this test binary binds to port 0 (simulators, in-process
+/// gateways) can take it between this check and the child's bind; each call in a binary gets
+/// a different port, from a start that differs between binaries.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left below the ephemeral range");
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Writes the key files a gateway process needs into `dir`.
