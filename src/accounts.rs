@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::admission::AccountGuard;
+use crate::error::ErrorContext;
 use crate::providers::Provider;
 
 /// A configured provider account.
@@ -22,6 +23,17 @@ impl std::fmt::Debug for Account {
             .field("name", &self.name)
             .field("provider", &self.provider.name())
             .finish()
+    }
+}
+
+impl Account {
+    /// The context of a request (`ctx`) once it is known to be for this account.
+    pub fn context(&self, ctx: &ErrorContext) -> ErrorContext {
+        ErrorContext {
+            provider: Some(self.provider.name().to_owned()),
+            account: Some(self.name.clone()),
+            request_id: ctx.request_id.clone(),
+        }
     }
 }
 

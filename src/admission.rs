@@ -2,7 +2,7 @@
 //! adaptive back-off), a cap on in-flight provider calls, and a circuit breaker that fails fast
 //! for a short cool-down when the provider keeps failing. Other accounts are unaffected.
 
-use crate::error::reason;
+use crate::reason;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

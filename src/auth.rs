@@ -5,7 +5,7 @@
 //! (dev mode, or a mesh that authenticates), and the server warns at start. With callers
 //! authenticated but no policy configured, every authenticated caller may do everything.
 
-use crate::error::reason;
+use crate::reason;
 use std::collections::HashMap;
 
 use tonic::Request;

@@ -17,6 +17,7 @@ use crate::providers::antom::signing::{Signer, Verifier};
 use crate::providers::payxpert::client::Settings as PayXpertSettings;
 use crate::ratelimit::Rate;
 use crate::secret::Secret;
+use crate::telemetry::LogFormat;
 
 /// How long the gateway keeps taking calls after the shutdown signal, reporting NOT_SERVING,
 /// unless `shutdown_drain_delay_ms` / `PAYGATE_SHUTDOWN_DRAIN_DELAY_MS` says otherwise.
@@ -66,28 +67,6 @@ fn err(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         setting: setting.into(),
         problem: problem.into(),
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => Err(format!("{s:?} is not one of text, json")),
-        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{AccountConfig, Config, LogFormat, ProviderConfig};
+use crate::config::{AccountConfig, Config, ProviderConfig};
 use crate::providers::antom::client::Settings;
 use crate::providers::antom::signing::{Signer, Verifier};
 use crate::providers::payxpert::client::Settings as PayXpertSettings;
@@ -13,6 +13,7 @@ use crate::secret::Secret;
 use crate::sim::SimServer;
 use crate::sim::antom::{ANTOM_RESEND_SCHEDULE, AntomSim, NotifyTarget};
 use crate::sim::payxpert::PayXpertSim;
+use crate::telemetry::LogFormat;
 
 /// The simulator's merchant client id in dev mode (a sandbox id, so sandbox paths are used).
 pub const DEV_CLIENT_ID: &str = "SANDBOX_PAYGATE_DEV";

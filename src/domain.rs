@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use tonic_types::FieldViolation;
 
 /// An amount in the minor units of an ISO 4217 currency.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -271,6 +272,43 @@ pub struct Notification {
     pub provider_event_type: String,
     /// What it reports.
     pub notice: Notice,
+}
+
+/// What settling an earlier attempt may use: on providers without a key, when the key's
+/// first attempt started (store clock, Unix ms) and the refunds already attributed to other
+/// keys on the payment.
+#[derive(Debug, Clone, Default)]
+pub struct Reconcile {
+    /// When the key's first attempt started.
+    pub since_ms: Option<i64>,
+    /// Refund ids attributed to keys on the payment.
+    pub known: Vec<String>,
+}
+
+/// Collects field violations.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records that `field` breaks a rule.
+    pub fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// The violations so far.
+    pub fn as_slice(&self) -> &[FieldViolation] {
+        &self.0
+    }
+
+    /// True when no rule was broken.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The violations, in the order they were found.
+    pub fn into_vec(self) -> Vec<FieldViolation> {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod notify;
 pub mod providers;
 pub mod ratelimit;
+pub mod reason;
 pub mod secret;
 pub mod server;
 pub mod sim;

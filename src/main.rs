@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use paygate::config::{Config, LogFormat};
+use paygate::config::Config;
 use paygate::server::{self, Gateway};
+use paygate::telemetry::LogFormat;
 use paygate::{dev, telemetry};
 use tokio::net::TcpListener;
 

@@ -2,9 +2,30 @@
 //! Request bodies are never logged; identifiers are; key material never reaches a log
 //! because keys live only inside types whose `Debug` redacts them.
 
+use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("{s:?} is not one of text, json")),
+        }
+    }
+}
 
 /// The trace exporter; call [`Telemetry::shutdown`] before the process exits.
 #[must_use]

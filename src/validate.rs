@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use tonic_types::FieldViolation;
-
 use crate::accounts::{Account, Accounts};
-use crate::domain::{CancelSubscription, CancellationType, CreateRefund, InquireRefund, Money};
+use crate::domain::{
+    CancelSubscription, CancellationType, CreateRefund, InquireRefund, Money, Violations,
+};
 use crate::error::GatewayError;
 use crate::pb;
 
@@ -14,31 +14,6 @@ use crate::pb;
 pub const MAX_ID_LEN: usize = 64;
 /// Longest refund reason accepted (Antom's refundReason String(256)).
 pub const MAX_REASON_LEN: usize = 256;
-
-/// Collects field violations.
-#[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    /// Records that `field` breaks a rule.
-    pub fn add(&mut self, field: &str, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
-    }
-
-    /// The violations so far.
-    pub fn as_slice(&self) -> &[FieldViolation] {
-        &self.0
-    }
-
-    /// True when no rule was broken.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn into_error(self) -> GatewayError {
-        GatewayError::InvalidArgument(self.0)
-    }
-}
 
 /// Checks an idempotency key: required, 1-64 characters of `[A-Za-z0-9._:-]` (AIP-155).
 fn request_id(v: &mut Violations, field: &str, value: &str, required: bool) {
@@ -176,7 +151,7 @@ pub fn create_refund(
         false,
     );
     let (Some(acct), Some(amount)) = (acct, amount) else {
-        return Err(v.into_error());
+        return Err(GatewayError::InvalidArgument(v.into_vec()));
     };
     let cmd = CreateRefund {
         request_id: req.request_id.clone(),
@@ -190,7 +165,7 @@ pub fn create_refund(
     if v.is_empty() {
         Ok((acct, cmd))
     } else {
-        Err(v.into_error())
+        Err(GatewayError::InvalidArgument(v.into_vec()))
     }
 }
 
@@ -214,7 +189,7 @@ pub fn inquire_refund(
                 request_id: some(&req.request_id),
             },
         )),
-        _ => Err(v.into_error()),
+        _ => Err(GatewayError::InvalidArgument(v.into_vec())),
     }
 }
 
@@ -257,7 +232,7 @@ pub fn cancel_subscription(
         }
     };
     let (Some(acct), Some(cancellation_type)) = (acct, kind) else {
-        return Err(v.into_error());
+        return Err(GatewayError::InvalidArgument(v.into_vec()));
     };
     let cmd = CancelSubscription {
         request_id: req.request_id.clone(),
@@ -270,7 +245,7 @@ pub fn cancel_subscription(
     if v.is_empty() {
         Ok((acct, cmd))
     } else {
-        Err(v.into_error())
+        Err(GatewayError::InvalidArgument(v.into_vec()))
     }
 }
 
@@ -284,7 +259,7 @@ pub fn get_subscription(
     subscription_ids(&mut v, &req.subscription_id, &req.subscription_request_id);
     match acct {
         Some(acct) if v.is_empty() => Ok(acct),
-        _ => Err(v.into_error()),
+        _ => Err(GatewayError::InvalidArgument(v.into_vec())),
     }
 }
 
@@ -316,7 +291,7 @@ pub fn watch_events(
             "accounts",
             format!("at most {MAX_WATCHED_ACCOUNTS} accounts"),
         );
-        return Err(v.into_error());
+        return Err(GatewayError::InvalidArgument(v.into_vec()));
     }
     for (i, name) in req.accounts.iter().enumerate() {
         if name.len() > MAX_ACCOUNT_LEN {
@@ -334,6 +309,6 @@ pub fn watch_events(
     if v.is_empty() {
         Ok((cursor, req.accounts.clone()))
     } else {
-        Err(v.into_error())
+        Err(GatewayError::InvalidArgument(v.into_vec()))
     }
 }

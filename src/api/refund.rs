@@ -47,7 +47,7 @@ impl RefundService for RefundApi {
             let caller = caller?;
             let _admitted = s.admit(&caller, CREATE, deadline, &ctx).await?;
             let (account, cmd) = validate::create_refund(&req, &s.accounts)?;
-            let ctx = ctx.with_account(&account);
+            let ctx = account.context(&ctx);
             record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let blanked = CreateRefund {
@@ -68,7 +68,7 @@ impl RefundService for RefundApi {
             // An earlier attempt with an unknown outcome is settled by the provider first
             // (Antom: resend; PayXpert: reconcile against its refunds of the payment).
             let (account_ref, cmd_ref, call_ref) = (&account, &cmd, &call);
-            let resolve = move |reconcile: idempotency::Reconcile| async move {
+            let resolve = move |reconcile: crate::domain::Reconcile| async move {
                 let (account, cmd, call) = (account_ref, cmd_ref, call_ref);
                 account
                     .guard
@@ -143,7 +143,7 @@ impl RefundService for RefundApi {
             let caller = caller?;
             let _admitted = s.admit(&caller, INQUIRE, deadline, &ctx).await?;
             let (account, mut query) = validate::inquire_refund(&req, &s.accounts)?;
-            let ctx = ctx.with_account(&account);
+            let ctx = account.context(&ctx);
             record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let call = CallContext::new(deadline);

@@ -47,7 +47,7 @@ impl SubscriptionService for SubscriptionApi {
             let caller = caller?;
             let _admitted = s.admit(&caller, CANCEL, deadline, &ctx).await?;
             let (account, cmd) = validate::cancel_subscription(&req, &s.accounts)?;
-            let ctx = ctx.with_account(&account);
+            let ctx = account.context(&ctx);
             record_call(&account.name, &caller, &req.request_id);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let blanked = CancelSubscription {
@@ -127,7 +127,7 @@ impl SubscriptionService for SubscriptionApi {
             let caller = caller?;
             let _admitted = s.admit(&caller, GET, deadline, &ctx).await?;
             let account = validate::get_subscription(&req, &s.accounts)?;
-            let ctx = ctx.with_account(&account);
+            let ctx = account.context(&ctx);
             s.auth.authorize_account(&caller, &account.name, &ctx)?;
             let found = s
                 .events

@@ -19,7 +19,7 @@ pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
-use crate::error::reason;
+use crate::reason;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::domain::{CancelOutcome, ProviderResult, RefundRecord, RefundState};
+use crate::domain::{CancelOutcome, ProviderResult, Reconcile, RefundRecord, RefundState};
 use crate::error::{ErrorContext, GatewayError};
 use crate::providers::{Disposition, ProviderError, Resolution};
 use crate::telemetry::{idempotency_event, store_op};
@@ -641,17 +641,6 @@ pub struct RefundScope<'a> {
 struct Unkeyed<'a> {
     payment_id: &'a str,
     quiet: Duration,
-}
-
-/// What settling an earlier attempt may use: on providers without a key, when the key's
-/// first attempt started (store clock, Unix ms) and the refunds already attributed to other
-/// keys on the payment.
-#[derive(Debug, Clone, Default)]
-pub struct Reconcile {
-    /// When the key's first attempt started.
-    pub since_ms: Option<i64>,
-    /// Refund ids attributed to keys on the payment.
-    pub known: Vec<String>,
 }
 
 /// What one run is about.

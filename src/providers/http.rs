@@ -1,7 +1,7 @@
 //! HTTP plumbing every provider client shares: bounded answer reading and the meaning of
 //! transport failures.
 
-use crate::error::reason;
+use crate::reason;
 use std::time::Duration;
 
 use tonic::Code;

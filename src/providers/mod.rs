@@ -6,7 +6,7 @@ pub mod antom;
 pub mod http;
 pub mod payxpert;
 
-use crate::error::reason;
+use crate::reason;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Code;
 
+use crate::domain::Violations;
 use crate::domain::{
     CancelOutcome, CancelSubscription, CreateRefund, InquireRefund, ProviderResult, RefundRecord,
 };
-use crate::validate::Violations;
 
 /// A boxed future, so the trait stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -252,7 +252,7 @@ pub trait Provider: Send + Sync + 'static {
     fn resolve_refund<'a>(
         &'a self,
         req: &'a CreateRefund,
-        reconcile: &'a crate::idempotency::Reconcile,
+        reconcile: &'a crate::domain::Reconcile,
         ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>>;
 

@@ -1,7 +1,7 @@
 //! Antom's HTTP plumbing: one pooled reqwest client, request signing, answer verification on
 //! the raw bytes, bounded answer size. Knows nothing of refunds or subscriptions.
 
-use crate::error::reason;
+use crate::reason;
 use std::time::Duration;
 
 use reqwest::StatusCode;

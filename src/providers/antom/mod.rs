@@ -6,7 +6,7 @@ pub mod notify;
 pub mod signing;
 pub mod wire;
 
-use crate::error::reason;
+use crate::reason;
 use serde::de::DeserializeOwned;
 
 use self::client::{Client, Endpoint, Settings};
@@ -15,11 +15,11 @@ use self::wire::{
     CancelRequest, InquiryRefundRequest, RefundRequest, RefundResponse, ResultObject, ResultOnly,
 };
 use super::{BoxFuture, CallContext, Provider, ProviderError, Resolution};
+use crate::domain::Violations;
 use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
     CreateRefund, InquireRefund, ProviderResult, RefundRecord, RefundState,
 };
-use crate::validate::Violations;
 
 /// Provider name in errors and results.
 pub const NAME: &str = "antom";
@@ -127,7 +127,7 @@ impl Provider for Antom {
     fn resolve_refund<'a>(
         &'a self,
         _req: &'a CreateRefund,
-        _reconcile: &'a crate::idempotency::Reconcile,
+        _reconcile: &'a crate::domain::Reconcile,
         _ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>> {
         // Antom deduplicates on refundRequestId: the identical request returns the first

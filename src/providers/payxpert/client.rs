@@ -1,7 +1,7 @@
 //! PayXpert's HTTP plumbing: one pooled reqwest client with HTTP Basic auth (originator id
 //! and password), JSON bodies, bounded answers.
 
-use crate::error::reason;
+use crate::reason;
 use std::time::Duration;
 
 use reqwest::StatusCode;

@@ -6,7 +6,7 @@ pub mod client;
 pub mod codes;
 pub mod wire;
 
-use crate::error::reason;
+use crate::reason;
 use std::time::Duration;
 
 use tonic::Code;
@@ -14,12 +14,12 @@ use tonic::Code;
 use self::client::{Client, Settings};
 use self::wire::{Answer, CancelRequest, RefundRequest, Transaction};
 use super::{BoxFuture, CallContext, Meaning, Provider, ProviderError, Resolution};
+use crate::domain::Violations;
 use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
     CreateRefund, InquireRefund, Money, ProviderResult, RefundRecord, RefundState,
 };
 use crate::providers::http::MAX_ANSWER_BYTES;
-use crate::validate::Violations;
 
 /// Provider name in errors and results.
 pub const NAME: &str = "payxpert";
@@ -360,7 +360,7 @@ impl Provider for PayXpert {
     fn resolve_refund<'a>(
         &'a self,
         req: &'a CreateRefund,
-        reconcile: &'a crate::idempotency::Reconcile,
+        reconcile: &'a crate::domain::Reconcile,
         ctx: &'a CallContext,
     ) -> BoxFuture<'a, Result<Resolution<RefundRecord>, ProviderError>> {
         Box::pin(async move {

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Refuses import cycles between the files of src/.
+
+Each file is a node. An edge goes from a file to the module file that a `crate::` or `super::`
+path in it names (the longest prefix that is a file; `use` groups are expanded), outside its
+`#[cfg(test)]` module. `mod x;` declarations are not edges. Prints every strongly connected
+component of more than one file, with the edges inside it, and exits 1 if there is one.
+
+Usage: python3 .ci/import_cycles.py [src]
+"""
+import os
+import re
+import sys
+
+
+def modules(root):
+    files = {}
+    for d, _, names in os.walk(root):
+        for f in names:
+            if not f.endswith(".rs"):
+                continue
+            p = os.path.join(d, f)
+            parts = os.path.relpath(p, root)[:-3].split(os.sep)
+            if parts[-1] == "mod":
+                parts = parts[:-1]
+            if parts in (["lib"], ["main"]):
+                parts = []
+            files[tuple(parts)] = p
+    return files
+
+
+def module_of(files, path):
+    for i in range(len(path), 0, -1):
+        if tuple(path[:i]) in files:
+            return tuple(path[:i])
+    return None
+
+
+def edges_of(files, module, path):
+    src = open(path).read()
+    test = re.search(r"#\[cfg\(test\)\]\s*mod \w+\s*\{", src)
+    if test:
+        src = src[: test.start()]
+    src = re.sub(r"//.*", "", src)
+    out = set()
+    for m in re.finditer(r"\b(crate|super)((?:::\w+)+)(::\{([^;]*?)\})?", src):
+        # super of a/b.rs and of a/b/mod.rs is a.
+        start = [] if m.group(1) == "crate" else list(module[:-1])
+        segs = m.group(2).strip(":").split("::")
+        paths = [start + segs]
+        for item in (m.group(4) or "").split(","):
+            item = re.sub(r"[{}\s]", "", item.split(" as ")[0])
+            if item:
+                paths.append(start + segs + item.split("::"))
+        for p in paths:
+            t = module_of(files, [s for s in p if s != "self"])
+            if t not in (None, module, ()):
+                out.add(t)
+    return out
+
+
+def cycles(files, edges):
+    index, low, stack, on, found = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(comp)
+
+    sys.setrecursionlimit(10_000)
+    for v in files:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else "src"
+    files = modules(root)
+    edges = {m: edges_of(files, m, p) for m, p in files.items()}
+    found = cycles(files, edges)
+    for comp in found:
+        print(f"{len(comp)} files in one import cycle:")
+        for m in sorted(comp, key=lambda m: files[m]):
+            inside = sorted(files[t] for t in edges[m] if t in comp)
+            print(f"  {files[m]} -> {' '.join(inside)}")
+    n = sum(len(c) for c in found)
+    print(f"{len(files)} files, {sum(len(e) for e in edges.values())} imports between them, "
+          f"{n} in an import cycle")
+    sys.exit(1 if n else 0)
+
+
+if __name__ == "__main__":
+    main()
