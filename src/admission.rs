@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tonic::Code;
 
-use crate::providers::{Disposition, ProviderError};
-use crate::ratelimit::{self, Backoff, Limited, Limiter, Rate};
+use crate::providers::{NotExecuted, ProviderError};
+use crate::ratelimit::{self, Limited, Limiter, Rate};
+use crate::retry::{self, Backoff, Signal};
 
 /// Settings of one account's guard.
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ pub fn rate_limited(l: Limited) -> ProviderError {
     ProviderError {
         quota: Some(Box::new(l.clone())),
         ..ProviderError::retryable(
-            Code::ResourceExhausted,
+            NotExecuted::RateLimited,
             reason::RATE_LIMITED,
             format!("rate limit of {} reached; retry after the delay", l.subject),
             l.retry_after,
@@ -144,7 +144,7 @@ impl AccountGuard {
         if let Some(left) = self.breaker.open_for() {
             metrics::counter!("paygate_shed_total", "reason" => "circuit_open").increment(1);
             return Err(ProviderError::retryable(
-                Code::Unavailable,
+                NotExecuted::CircuitOpen,
                 reason::CIRCUIT_OPEN,
                 format!(
                     "account {} is failing fast after repeated provider failures",
@@ -156,10 +156,10 @@ impl AccountGuard {
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
             metrics::counter!("paygate_shed_total", "reason" => "account_in_flight").increment(1);
             return Err(ProviderError::retryable(
-                Code::ResourceExhausted,
+                NotExecuted::Overloaded,
                 reason::OVERLOADED,
                 format!("too many calls in flight to account {}", self.account),
-                Duration::from_millis(200),
+                retry::ACCOUNT_OVERLOADED,
             ));
         };
         let until = (deadline.checked_sub(WAIT_MARGIN).unwrap_or(deadline))
@@ -194,29 +194,15 @@ impl AccountGuard {
         metrics::counter!("paygate_provider_calls_total",
             "provider" => provider, "account" => self.account.clone(), "endpoint" => name, "result" => outcome)
         .increment(1);
-        match &result {
-            Ok(_) => {
+        match retry::signal(&result) {
+            Signal::Succeeded => {
                 self.breaker.success();
                 self.backoff.succeeded();
             }
-            Err(e) => match (&e.disposition, e.reason.as_str()) {
-                (_, "REQUEST_TRAFFIC_EXCEED_LIMIT" | reason::PROVIDER_RATE_LIMITED) => {
-                    let hint = match e.disposition {
-                        Disposition::Retryable { after } => Some(after),
-                        _ => None,
-                    };
-                    self.backoff.throttled(hint);
-                }
-                (
-                    Disposition::Unknown {
-                        deadline_cut: false,
-                    },
-                    _,
-                )
-                | (_, reason::PROVIDER_UNAVAILABLE) => self.breaker.failure(),
-                (Disposition::Unknown { deadline_cut: true }, _) => {}
-                _ => self.breaker.success(),
-            },
+            Signal::Answered => self.breaker.success(),
+            Signal::Throttled(hint) => self.backoff.throttled(hint),
+            Signal::Failed => self.breaker.failure(),
+            Signal::Neutral => {}
         }
         result
     }
@@ -225,6 +211,7 @@ impl AccountGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Disposition;
 
     #[tokio::test]
     async fn breaker_opens_after_consecutive_failures_and_a_probe_reopens_it() {
@@ -267,6 +254,12 @@ mod tests {
         assert!(a.is_ok());
         let e = b.unwrap_err();
         assert_eq!(e.reason, "OVERLOADED");
-        assert_eq!(e.code, Code::ResourceExhausted);
+        assert_eq!(
+            e.disposition,
+            Disposition::Retryable {
+                why: NotExecuted::Overloaded,
+                after: retry::ACCOUNT_OVERLOADED
+            }
+        );
     }
 }

@@ -9,7 +9,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::providers::{Disposition, ProviderError};
+use crate::providers::{Disposition, NotExecuted, ProviderError, Refusal};
+use crate::retry;
 
 /// ErrorInfo domain of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "paygate";
@@ -19,8 +20,46 @@ pub use crate::reason;
 /// Response metadata that marks an answer replayed from the idempotency store.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
-/// Retry delay suggested when an outcome is unknown and the same request may be repeated.
-pub const UNKNOWN_OUTCOME_RETRY: Duration = Duration::from_secs(1);
+/// The gRPC code a provider's refusal for good is answered with.
+pub fn refusal_code(r: Refusal) -> Code {
+    match r {
+        Refusal::InvalidRequest => Code::InvalidArgument,
+        Refusal::NotFound => Code::NotFound,
+        Refusal::Precondition => Code::FailedPrecondition,
+        Refusal::PermissionDenied => Code::PermissionDenied,
+    }
+}
+
+/// The refusal a stored outcome's gRPC code stands for: stored refusals keep the code they
+/// were first answered with ([`refusal_code`]); any other code reads as a precondition.
+pub fn refusal_of_code(code: i32) -> Refusal {
+    match Code::from_i32(code) {
+        Code::InvalidArgument => Refusal::InvalidRequest,
+        Code::NotFound => Refusal::NotFound,
+        Code::PermissionDenied => Refusal::PermissionDenied,
+        _ => Refusal::Precondition,
+    }
+}
+
+/// The gRPC code a failed provider call is answered with.
+pub fn provider_code(d: &Disposition) -> Code {
+    match d {
+        Disposition::Definitive(r) => refusal_code(*r),
+        Disposition::Retryable { why, .. } => match why {
+            NotExecuted::Throttled | NotExecuted::Overloaded | NotExecuted::RateLimited => {
+                Code::ResourceExhausted
+            }
+            NotExecuted::Unreachable | NotExecuted::NotReady | NotExecuted::CircuitOpen => {
+                Code::Unavailable
+            }
+        },
+        Disposition::Unknown { deadline_cut: true } => Code::DeadlineExceeded,
+        Disposition::Unknown {
+            deadline_cut: false,
+        } => Code::Unavailable,
+        Disposition::Misconfigured => Code::Internal,
+    }
+}
 
 /// Who and what an error is about; copied into ErrorInfo metadata.
 #[derive(Debug, Clone, Default)]
@@ -215,9 +254,9 @@ impl From<GatewayError> for Status {
                     md.insert("resultMessage".into(), r.message.clone());
                 }
                 let retry_after = match &e.disposition {
-                    Disposition::Retryable { after } => Some(*after),
-                    Disposition::Unknown { .. } => Some(UNKNOWN_OUTCOME_RETRY),
-                    Disposition::Definitive | Disposition::Misconfigured => None,
+                    Disposition::Retryable { after, .. } => Some(*after),
+                    Disposition::Unknown { .. } => Some(retry::UNKNOWN_OUTCOME),
+                    Disposition::Definitive(_) | Disposition::Misconfigured => None,
                 };
                 let mut d = ErrorDetails::with_error_info(e.reason.clone(), ERROR_DOMAIN, md);
                 if let Some(after) = retry_after {
@@ -233,7 +272,7 @@ impl From<GatewayError> for Status {
                     ),
                     _ => e.message.clone(),
                 };
-                status(e.code, message, d, retry_after)
+                status(provider_code(&e.disposition), message, d, retry_after)
             }
             GatewayError::DeadlineExceeded {
                 outcome_unknown,
@@ -340,12 +379,12 @@ impl From<GatewayError> for Status {
                     ERROR_DOMAIN,
                     metadata(&ctx),
                 );
-                d.set_retry_info(Some(Duration::from_secs(1)));
+                d.set_retry_info(Some(retry::STORE_UNAVAILABLE));
                 status(
                     Code::Unavailable,
                     "the idempotency store is unavailable; nothing was sent to the provider".into(),
                     d,
-                    Some(Duration::from_secs(1)),
+                    Some(retry::STORE_UNAVAILABLE),
                 )
             }
             GatewayError::Unauthenticated { reason, message } => {
@@ -427,7 +466,7 @@ impl From<GatewayError> for Status {
                     ERROR_DOMAIN,
                     metadata(&ctx),
                 );
-                d.set_retry_info(Some(Duration::from_secs(1)));
+                d.set_retry_info(Some(retry::SHUTTING_DOWN));
                 let message = if outcome_unknown {
                     "the gateway shut down while this call was in progress; its outcome is unknown: retry with the same request_id (another replica answers), which never executes twice"
                 } else {
@@ -437,7 +476,7 @@ impl From<GatewayError> for Status {
                     Code::Unavailable,
                     message.into(),
                     d,
-                    Some(Duration::from_secs(1)),
+                    Some(retry::SHUTTING_DOWN),
                 )
             }
             GatewayError::ShuttingDown => {
@@ -446,13 +485,13 @@ impl From<GatewayError> for Status {
                     ERROR_DOMAIN,
                     HashMap::new(),
                 );
-                d.set_retry_info(Some(Duration::from_secs(1)));
+                d.set_retry_info(Some(retry::SHUTTING_DOWN));
                 status(
                     Code::Unavailable,
                     "the gateway is shutting down; reconnect and resume from your last cursor"
                         .into(),
                     d,
-                    Some(Duration::from_secs(1)),
+                    Some(retry::SHUTTING_DOWN),
                 )
             }
             GatewayError::Replayed(inner) => {
@@ -528,16 +567,14 @@ mod tests {
         assert_eq!(d.error_info().unwrap().metadata["requestId"], "r-1");
         assert_eq!(
             d.retry_info().unwrap().retry_delay,
-            Some(UNKNOWN_OUTCOME_RETRY)
+            Some(retry::UNKNOWN_OUTCOME)
         );
         assert_eq!(s.metadata().get("grpc-retry-pushback-ms").unwrap(), "1000");
     }
 
     #[test]
     fn definitive_refusal_has_no_retry_info() {
-        let mut e = ProviderError::misconfigured("X", "y");
-        e.disposition = Disposition::Definitive;
-        e.code = Code::FailedPrecondition;
+        let e = ProviderError::definitive(Refusal::Precondition, "X", "y", None);
         let s: Status = GatewayError::provider(e, ctx()).into();
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(s.get_error_details().retry_info().is_none());
@@ -554,5 +591,43 @@ mod tests {
             "OUTCOME_UNKNOWN"
         );
         assert!(s.get_error_details().retry_info().is_none());
+    }
+
+    #[test]
+    fn each_failure_has_one_code_and_stored_refusals_read_back() {
+        use NotExecuted::*;
+        let refusals = [
+            (Refusal::InvalidRequest, Code::InvalidArgument),
+            (Refusal::NotFound, Code::NotFound),
+            (Refusal::Precondition, Code::FailedPrecondition),
+            (Refusal::PermissionDenied, Code::PermissionDenied),
+        ];
+        for (r, code) in refusals {
+            assert_eq!(provider_code(&Disposition::Definitive(r)), code, "{r:?}");
+            assert_eq!(refusal_of_code(refusal_code(r) as i32), r);
+        }
+        assert_eq!(refusal_of_code(Code::Unknown as i32), Refusal::Precondition);
+        let retryable = [
+            (Throttled, Code::ResourceExhausted),
+            (Overloaded, Code::ResourceExhausted),
+            (RateLimited, Code::ResourceExhausted),
+            (Unreachable, Code::Unavailable),
+            (NotReady, Code::Unavailable),
+            (CircuitOpen, Code::Unavailable),
+        ];
+        for (why, code) in retryable {
+            let d = Disposition::Retryable {
+                why,
+                after: Duration::from_secs(1),
+            };
+            assert_eq!(provider_code(&d), code, "{why:?}");
+        }
+        assert_eq!(
+            provider_code(&Disposition::Unknown {
+                deadline_cut: false
+            }),
+            Code::Unavailable
+        );
+        assert_eq!(provider_code(&Disposition::Misconfigured), Code::Internal);
     }
 }

@@ -15,6 +15,7 @@ pub mod notify;
 pub mod providers;
 pub mod ratelimit;
 pub mod reason;
+pub mod retry;
 pub mod secret;
 pub mod server;
 pub mod sim;

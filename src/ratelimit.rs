@@ -157,48 +157,6 @@ impl CallerLimits {
     }
 }
 
-/// Adaptive back-off after the provider answered "too many requests": the account pauses for
-/// a period that doubles on each further throttle (1 s up to 30 s) and resets on success.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    state: Mutex<(Option<Instant>, Duration)>,
-}
-
-/// First back-off period.
-pub const BACKOFF_START: Duration = Duration::from_secs(1);
-/// Longest back-off period.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-impl Backoff {
-    /// The provider throttled us; `hint` is its own delay, if it gave one.
-    pub fn throttled(&self, hint: Option<Duration>) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let period = if s.1.is_zero() {
-            BACKOFF_START
-        } else {
-            (s.1 * 2).min(BACKOFF_MAX)
-        };
-        let period = hint.map_or(period, |h| h.max(period));
-        *s = (Some(Instant::now() + period), period);
-    }
-
-    /// A call went through; the back-off resets.
-    pub fn succeeded(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.0.is_some() || !s.1.is_zero() {
-            *s = (None, Duration::ZERO);
-        }
-    }
-
-    /// How long the account still pauses.
-    pub fn remaining(&self) -> Option<Duration> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let until = s.0?;
-        let left = until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,18 +237,5 @@ mod tests {
         let billing = limits.limiter("billing").unwrap();
         assert!(billing.try_acquire().is_ok());
         assert!(CallerLimits::default().limiter("x").is_none());
-    }
-
-    #[tokio::test]
-    async fn backoff_doubles_and_resets() {
-        let b = Backoff::default();
-        assert!(b.remaining().is_none());
-        b.throttled(None);
-        let first = b.remaining().unwrap();
-        assert!(first <= BACKOFF_START && first > Duration::from_millis(900));
-        b.throttled(None);
-        assert!(b.remaining().unwrap() > BACKOFF_START);
-        b.succeeded();
-        assert!(b.remaining().is_none());
     }
 }

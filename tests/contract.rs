@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use paygate::error::reason;
-use paygate::providers::{Meaning, antom, payxpert};
+use paygate::error::{provider_code, refusal_code};
+use paygate::providers::{Disposition, Meaning, antom, payxpert};
 use tonic::Code;
 
 const CATALOGUE: &str = include_str!("../proto/paygate/v1/error_reasons.md");
@@ -43,7 +44,11 @@ fn code_name(c: Code) -> String {
 fn provider_row(reason: String, m: Meaning) -> Option<(String, String)> {
     match m {
         Meaning::Success | Meaning::Processing => None,
-        Meaning::Definitive(c) | Meaning::Retryable(c, _) => Some((reason, code_name(c))),
+        Meaning::Definitive(r) => Some((reason, code_name(refusal_code(r)))),
+        Meaning::Retryable(why, after) => Some((
+            reason,
+            code_name(provider_code(&Disposition::Retryable { why, after })),
+        )),
         Meaning::Misconfigured => Some((reason, "INTERNAL".into())),
         Meaning::Unknown => Some((reason::OUTCOME_UNKNOWN.into(), "UNAVAILABLE".into())),
     }

@@ -6,8 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use paygate::error::{provider_code, refusal_code};
 use paygate::pb;
 use paygate::providers::antom::codes::{self, Meaning};
+use paygate::providers::{Disposition, NotExecuted};
 use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -50,23 +52,27 @@ async fn every_table_row_maps_as_documented() {
                     "{code}"
                 );
             }
-            Meaning::Definitive(grpc) => {
+            Meaning::Definitive(refusal) => {
                 let e = got.unwrap_err();
-                assert_eq!(e.code(), *grpc, "{code}");
+                assert_eq!(e.code(), refusal_code(*refusal), "{code}");
                 assert_eq!(reason(&e), *code);
                 assert_eq!(retry_delay(&e), None, "{code}");
                 assert!(e.metadata().get("grpc-retry-pushback-ms").is_none());
             }
-            Meaning::Retryable(grpc, after) => {
+            Meaning::Retryable(why, after) => {
                 let e = got.unwrap_err();
-                assert_eq!(e.code(), *grpc, "{code}");
+                let d = Disposition::Retryable {
+                    why: *why,
+                    after: *after,
+                };
+                assert_eq!(e.code(), provider_code(&d), "{code}");
                 assert_eq!(reason(&e), *code);
                 assert_eq!(retry_delay(&e), Some(*after), "{code}");
                 assert_eq!(
                     e.metadata().get("grpc-retry-pushback-ms").unwrap(),
                     after.as_millis().to_string().as_str()
                 );
-                if *grpc == Code::ResourceExhausted {
+                if *why == NotExecuted::Throttled {
                     // The provider throttled the account: it backs off for that long.
                     tokio::time::sleep(*after).await;
                 }

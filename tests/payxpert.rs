@@ -10,12 +10,13 @@ use std::time::Duration;
 use common::*;
 use paygate::accounts::Account;
 use paygate::admission::{AccountGuard, GuardSettings};
+use paygate::error::{provider_code, refusal_code};
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
 use paygate::pb::subscription_service_client::SubscriptionServiceClient;
-use paygate::providers::Meaning;
 use paygate::providers::payxpert::client::Settings;
 use paygate::providers::payxpert::{PayXpert, codes};
+use paygate::providers::{Disposition, Meaning};
 use paygate::secret::Secret;
 use paygate::sim::payxpert::{PayXpertSim, Tx};
 use paygate::sim::{Fault, FaultKind, SimServer};
@@ -364,15 +365,19 @@ async fn every_code_table_row() {
                 let e = got.unwrap_err();
                 assert_eq!(e.code(), Code::Unavailable, "{code}");
             }
-            Meaning::Definitive(grpc) => {
+            Meaning::Definitive(refusal) => {
                 let e = got.unwrap_err();
-                assert_eq!(e.code(), *grpc, "{code}");
+                assert_eq!(e.code(), refusal_code(*refusal), "{code}");
                 assert_eq!(reason(&e), codes::reason(code));
                 assert_eq!(retry_delay(&e), None);
             }
-            Meaning::Retryable(grpc, after) => {
+            Meaning::Retryable(why, after) => {
                 let e = got.unwrap_err();
-                assert_eq!(e.code(), *grpc, "{code}");
+                let d = Disposition::Retryable {
+                    why: *why,
+                    after: *after,
+                };
+                assert_eq!(e.code(), provider_code(&d), "{code}");
                 assert_eq!(retry_delay(&e), Some(*after));
             }
             Meaning::Misconfigured => {

@@ -109,7 +109,7 @@ impl StreamSlots {
     /// `OVERLOADED` with RetryInfo when a cap is reached.
     pub fn take(&self, caller: &str) -> Result<StreamSlot, GatewayError> {
         let shed = || GatewayError::Overloaded {
-            retry_after: STREAM_RETRY,
+            retry_after: crate::retry::STREAMS_FULL,
         };
         let total = self.total.clone().try_acquire_owned().map_err(|_| shed())?;
         if !caller.is_empty() {
@@ -127,9 +127,6 @@ impl StreamSlots {
         })
     }
 }
-
-/// When a stream refused for a full cap may try again.
-pub const STREAM_RETRY: Duration = Duration::from_secs(1);
 
 /// What every service shares: accounts, the idempotency layer, authentication and the
 /// gateway-wide limits.
@@ -197,7 +194,7 @@ impl Shared {
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| GatewayError::Overloaded {
-                    retry_after: Duration::from_millis(200),
+                    retry_after: crate::retry::GATEWAY_OVERLOADED,
                 })?;
         if let Some(limiter) = self.callers.limiter(caller) {
             let until = deadline

@@ -11,7 +11,8 @@ use crate::error::{ErrorContext, GatewayError};
 use crate::idempotency::{self, Reply};
 use crate::pb;
 use crate::pb::refund_service_server::RefundService;
-use crate::providers::{Attempt, CallContext, call_resolving};
+use crate::providers::{Attempt, CallContext};
+use crate::retry::call_resolving;
 use crate::telemetry;
 use crate::validate;
 

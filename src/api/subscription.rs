@@ -11,7 +11,8 @@ use crate::error::{ErrorContext, GatewayError, reason};
 use crate::idempotency::{self, Reply};
 use crate::pb;
 use crate::pb::subscription_service_server::SubscriptionService;
-use crate::providers::{Attempt, CallContext, Resolution, call_resolving};
+use crate::providers::{Attempt, CallContext, Resolution};
+use crate::retry::call_resolving;
 use crate::telemetry;
 use crate::validate;
 

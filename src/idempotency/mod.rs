@@ -27,11 +27,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tonic::Code;
 
 use crate::domain::{CancelOutcome, ProviderResult, Reconcile, RefundRecord, RefundState};
-use crate::error::{ErrorContext, GatewayError};
-use crate::providers::{Disposition, ProviderError, Resolution};
+use crate::error::{ErrorContext, GatewayError, refusal_code, refusal_of_code};
+use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
+use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
 
 /// A boxed store future.
@@ -447,7 +447,7 @@ pub fn operator_outcome(
 ) -> Outcome {
     if failed || refund_id.is_none() {
         return Outcome::Refused(StoredRefusal {
-            code: Code::FailedPrecondition as i32,
+            code: refusal_code(Refusal::Precondition) as i32,
             reason: reason::SETTLED_AS_FAILED.into(),
             message:
                 "an operator settled this refund as not executed; use a new request_id to refund"
@@ -812,7 +812,7 @@ impl Idempotency {
                         if time_to_wait(deadline) <= wait {
                             idempotency_event("payment_busy");
                             return Err(GatewayError::PaymentBusy {
-                                retry_after: Duration::from_secs(1),
+                                retry_after: retry::PAYMENT_PENDING,
                                 ctx: ctx.clone(),
                             });
                         }
@@ -848,8 +848,7 @@ impl Idempotency {
                         idempotency_event("aborted");
                         let lease_left = Duration::from_millis(row.lease_left_ms.max(0) as u64);
                         return Err(GatewayError::InFlight {
-                            retry_after: lease_left
-                                .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+                            retry_after: lease_left.clamp(retry::MIN_DELAY, retry::IN_FLIGHT),
                             ctx: ctx.clone(),
                         });
                     }
@@ -898,7 +897,7 @@ impl Idempotency {
                     // A key from before payments were held, and another key holds the payment.
                     self.log(self.store.mark_unknown(key, tok).await);
                     return Err(GatewayError::PaymentBusy {
-                        retry_after: Duration::from_secs(1),
+                        retry_after: retry::PAYMENT_PENDING,
                         ctx: ctx.clone(),
                     });
                 }
@@ -933,7 +932,7 @@ impl Idempotency {
                         self.log(self.store.mark_unknown(key, tok).await);
                         let left = quiet - since;
                         return Err(GatewayError::NotYetDecidable {
-                            retry_after: left.max(Duration::from_millis(100)),
+                            retry_after: left.max(retry::MIN_DELAY),
                             ctx: ctx.clone(),
                         });
                     }
@@ -956,19 +955,10 @@ impl Idempotency {
             Err(e) => {
                 // Settling failed (nothing new was sent): the key stays unknown.
                 self.log(self.store.mark_unknown(key, tok).await);
-                let e = match e.disposition {
-                    Disposition::Unknown { .. } | Disposition::Definitive => ProviderError {
-                        disposition: Disposition::Retryable {
-                            after: crate::error::UNKNOWN_OUTCOME_RETRY,
-                        },
-                        code: Code::Unavailable,
-                        reason: reason::OUTCOME_UNKNOWN.into(),
-                        message: format!("cannot settle an earlier attempt yet: {}", e.message),
-                        ..e
-                    },
-                    _ => e,
-                };
-                Err(GatewayError::provider(e, ctx.clone()))
+                Err(GatewayError::provider(
+                    retry::settling_failed(e),
+                    ctx.clone(),
+                ))
             }
         }
     }
@@ -993,7 +983,7 @@ impl Idempotency {
                 Ok(false) => {
                     idempotency_event("lease_lost");
                     return Err(GatewayError::InFlight {
-                        retry_after: Duration::from_secs(1),
+                        retry_after: retry::IN_FLIGHT,
                         ctx: ctx.clone(),
                     });
                 }
@@ -1011,9 +1001,9 @@ impl Idempotency {
             Ok(value) => self.conclude(&run, value, true).await,
             Err(e) => {
                 match e.disposition {
-                    Disposition::Definitive => {
+                    Disposition::Definitive(refusal) => {
                         let refusal = Outcome::Refused(StoredRefusal {
-                            code: e.code as i32,
+                            code: refusal_code(refusal) as i32,
                             reason: e.reason.clone(),
                             message: e.message.clone(),
                             result: e.result.as_deref().cloned(),
@@ -1072,7 +1062,7 @@ impl Idempotency {
             }
             _ if own => Ok(Reply::fresh(value)),
             Ok(_) => Err(GatewayError::InFlight {
-                retry_after: Duration::from_millis(100),
+                retry_after: retry::IN_FLIGHT_COMPLETING,
                 ctx: run.ctx.clone(),
             }),
             Err(e) => Err(store_error(run.ctx, e)),
@@ -1138,8 +1128,7 @@ impl Idempotency {
         match outcome {
             Some(Outcome::Refused(r)) => {
                 let err = ProviderError {
-                    disposition: Disposition::Definitive,
-                    code: Code::from_i32(r.code),
+                    disposition: Disposition::Definitive(refusal_of_code(r.code)),
                     reason: r.reason,
                     message: r.message,
                     result: r.result.map(Box::new),

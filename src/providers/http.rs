@@ -4,9 +4,8 @@
 use crate::reason;
 use std::time::Duration;
 
-use tonic::Code;
-
-use super::ProviderError;
+use super::{NotExecuted, ProviderError};
+use crate::retry;
 
 /// Answers larger than this are not read (and the outcome is unknown).
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -63,10 +62,10 @@ pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
 pub fn transport_error(what: &str, e: &reqwest::Error, cut_by_deadline: bool) -> ProviderError {
     if e.is_connect() {
         return ProviderError::retryable(
-            Code::Unavailable,
+            NotExecuted::Unreachable,
             reason::PROVIDER_UNAVAILABLE,
             format!("cannot connect for {what}"),
-            Duration::from_secs(1),
+            retry::PROVIDER_UNREACHABLE,
         );
     }
     if e.is_timeout() && cut_by_deadline {

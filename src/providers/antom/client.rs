@@ -5,13 +5,12 @@ use crate::reason;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tonic::Code;
 
 use super::codes::{self, Meaning, TRAFFIC_RETRY};
 use super::signing::{self, Signer, Verifier};
 use super::wire::ResultOnly;
 use crate::providers::http::{read_capped, retry_after, transport_error};
-use crate::providers::{CallContext, ProviderError};
+use crate::providers::{CallContext, NotExecuted, ProviderError};
 
 /// An Antom API endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +143,7 @@ impl Client {
         if status == StatusCode::TOO_MANY_REQUESTS {
             let after = retry_after(&resp).unwrap_or(TRAFFIC_RETRY);
             return Err(ProviderError::retryable(
-                Code::ResourceExhausted,
+                NotExecuted::Throttled,
                 reason::PROVIDER_RATE_LIMITED,
                 format!("antom {} answered HTTP 429", endpoint.name()),
                 after,

@@ -1,11 +1,12 @@
-//! Antom result codes -> gRPC code and disposition. One table, read top to bottom; codes not
-//! in it are classified by their S/F/U status. The README's error catalogue mirrors it.
+//! Antom result codes -> what they mean: success, refused for good (and why), not executed
+//! (why, and after how long), misconfigured, or unknown. One table, read top to bottom; codes
+//! not in it are classified by their S/F/U status. `error.rs` turns a meaning into a gRPC
+//! code; the README's error catalogue mirrors both.
 
 use std::time::Duration;
 
-use tonic::Code;
-
 pub use crate::providers::Meaning;
+use crate::providers::{NotExecuted, Refusal};
 use Meaning::*;
 
 /// Antom's throttling answer; back off this long before repeating.
@@ -17,27 +18,30 @@ pub const PAYMENT_IN_PROCESS_RETRY: Duration = Duration::from_secs(5);
 pub const TABLE: &[(&str, Meaning)] = &[
     ("SUCCESS", Success),
     ("REFUND_IN_PROCESS", Processing),
-    ("PARAM_ILLEGAL", Definitive(Code::InvalidArgument)),
-    ("REPEAT_REQ_INCONSISTENT", Definitive(Code::InvalidArgument)),
-    ("ORDER_NOT_EXIST", Definitive(Code::NotFound)),
-    ("REFUND_NOT_EXIST", Definitive(Code::NotFound)),
-    ("SUBSCRIPTION_NOT_EXIST", Definitive(Code::NotFound)),
-    ("REFUND_AMOUNT_EXCEED", Definitive(Code::FailedPrecondition)),
-    ("REFUND_WINDOW_EXCEED", Definitive(Code::FailedPrecondition)),
-    ("ORDER_STATUS_INVALID", Definitive(Code::FailedPrecondition)),
-    ("ORDER_IS_CANCELED", Definitive(Code::FailedPrecondition)),
-    ("CURRENCY_NOT_SUPPORT", Definitive(Code::FailedPrecondition)),
+    ("PARAM_ILLEGAL", Definitive(Refusal::InvalidRequest)),
+    (
+        "REPEAT_REQ_INCONSISTENT",
+        Definitive(Refusal::InvalidRequest),
+    ),
+    ("ORDER_NOT_EXIST", Definitive(Refusal::NotFound)),
+    ("REFUND_NOT_EXIST", Definitive(Refusal::NotFound)),
+    ("SUBSCRIPTION_NOT_EXIST", Definitive(Refusal::NotFound)),
+    ("REFUND_AMOUNT_EXCEED", Definitive(Refusal::Precondition)),
+    ("REFUND_WINDOW_EXCEED", Definitive(Refusal::Precondition)),
+    ("ORDER_STATUS_INVALID", Definitive(Refusal::Precondition)),
+    ("ORDER_IS_CANCELED", Definitive(Refusal::Precondition)),
+    ("CURRENCY_NOT_SUPPORT", Definitive(Refusal::Precondition)),
     (
         "MULTIPLE_REFUNDS_NOT_SUPPORTED",
-        Definitive(Code::FailedPrecondition),
+        Definitive(Refusal::Precondition),
     ),
     (
         "MERCHANT_BALANCE_NOT_ENOUGH",
-        Definitive(Code::FailedPrecondition),
+        Definitive(Refusal::Precondition),
     ),
-    ("RISK_REJECT", Definitive(Code::FailedPrecondition)),
-    ("PROCESS_FAIL", Definitive(Code::FailedPrecondition)),
-    ("ACCESS_DENIED", Definitive(Code::PermissionDenied)),
+    ("RISK_REJECT", Definitive(Refusal::Precondition)),
+    ("PROCESS_FAIL", Definitive(Refusal::Precondition)),
+    ("ACCESS_DENIED", Definitive(Refusal::PermissionDenied)),
     ("INVALID_SIGNATURE", Misconfigured),
     ("INVALID_CLIENT", Misconfigured),
     ("KEY_NOT_FOUND", Misconfigured),
@@ -48,11 +52,11 @@ pub const TABLE: &[(&str, Meaning)] = &[
     ("INVALID_ACCESS_TOKEN", Misconfigured),
     (
         "REQUEST_TRAFFIC_EXCEED_LIMIT",
-        Retryable(Code::ResourceExhausted, TRAFFIC_RETRY),
+        Retryable(NotExecuted::Throttled, TRAFFIC_RETRY),
     ),
     (
         "PAYMENT_IN_PROCESS",
-        Retryable(Code::Unavailable, PAYMENT_IN_PROCESS_RETRY),
+        Retryable(NotExecuted::NotReady, PAYMENT_IN_PROCESS_RETRY),
     ),
     ("UNKNOWN_EXCEPTION", Unknown),
 ];
@@ -65,7 +69,7 @@ pub fn classify(code: &str, status: &str) -> Meaning {
     }
     match status {
         "S" => Success,
-        "F" => Definitive(Code::FailedPrecondition),
+        "F" => Definitive(Refusal::Precondition),
         _ => Unknown,
     }
 }
@@ -91,7 +95,7 @@ mod tests {
         assert_eq!(classify("SOMETHING_NEW", "S"), Success);
         assert_eq!(
             classify("SOMETHING_NEW", "F"),
-            Definitive(Code::FailedPrecondition)
+            Definitive(Refusal::Precondition)
         );
         assert_eq!(classify("SOMETHING_NEW", "U"), Unknown);
         assert_eq!(classify("SOMETHING_NEW", ""), Unknown);

@@ -5,11 +5,11 @@ use crate::reason;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tonic::Code;
 
 use super::wire::Answer;
 use crate::providers::http::{read_capped, retry_after, transport_error};
-use crate::providers::{CallContext, ProviderError};
+use crate::providers::{CallContext, NotExecuted, ProviderError};
+use crate::retry;
 use crate::secret::Secret;
 
 /// Everything needed to talk to one PayXpert account.
@@ -103,10 +103,10 @@ impl Client {
             }
             StatusCode::TOO_MANY_REQUESTS => {
                 return Err(ProviderError::retryable(
-                    Code::ResourceExhausted,
+                    NotExecuted::Throttled,
                     reason::PROVIDER_RATE_LIMITED,
                     format!("{what} answered HTTP 429"),
-                    retry_after(&resp).unwrap_or(Duration::from_secs(1)),
+                    retry_after(&resp).unwrap_or(retry::PROVIDER_THROTTLED),
                 ));
             }
             s if !s.is_success() => {

@@ -1,41 +1,47 @@
-//! PayXpert `errorCode`s -> gRPC code and disposition, compared as strings (leading zeros
-//! matter). Codes not in the table are definitive refusals (FAILED_PRECONDITION), reason
-//! `PAYXPERT_<code>`. The README's error catalogue mirrors it.
+//! PayXpert `errorCode`s -> what they mean, compared as strings (leading zeros matter).
+//! Codes not in the table are refusals for good (a precondition: FAILED_PRECONDITION), reason
+//! `PAYXPERT_<code>`. `error.rs` turns a meaning into a gRPC code; the README's error
+//! catalogue mirrors both.
 
 use std::time::Duration;
 
-use tonic::Code;
-
 pub use crate::providers::Meaning;
+use crate::providers::{NotExecuted, Refusal};
 use Meaning::*;
+
+/// errorCode 091 (temporarily unavailable): not executed; try again after this.
+pub const TEMPORARILY_UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 
 /// The table: errorCode -> meaning. Classifications are ours: PayXpert publishes none.
 pub const TABLE: &[(&str, Meaning)] = &[
     ("000", Success),
-    ("001", Definitive(Code::FailedPrecondition)),
-    ("002", Definitive(Code::FailedPrecondition)),
+    ("001", Definitive(Refusal::Precondition)),
+    ("002", Definitive(Refusal::Precondition)),
     ("003", Misconfigured),
-    ("004", Definitive(Code::FailedPrecondition)),
-    ("005", Definitive(Code::FailedPrecondition)),
-    ("006", Definitive(Code::FailedPrecondition)),
-    ("007", Definitive(Code::InvalidArgument)),
-    ("012", Definitive(Code::FailedPrecondition)),
-    ("013", Definitive(Code::InvalidArgument)),
-    ("014", Definitive(Code::FailedPrecondition)),
-    ("015", Definitive(Code::FailedPrecondition)),
-    ("030", Definitive(Code::InvalidArgument)),
-    ("034", Definitive(Code::FailedPrecondition)),
-    ("051", Definitive(Code::FailedPrecondition)),
-    ("057", Definitive(Code::FailedPrecondition)),
+    ("004", Definitive(Refusal::Precondition)),
+    ("005", Definitive(Refusal::Precondition)),
+    ("006", Definitive(Refusal::Precondition)),
+    ("007", Definitive(Refusal::InvalidRequest)),
+    ("012", Definitive(Refusal::Precondition)),
+    ("013", Definitive(Refusal::InvalidRequest)),
+    ("014", Definitive(Refusal::Precondition)),
+    ("015", Definitive(Refusal::Precondition)),
+    ("030", Definitive(Refusal::InvalidRequest)),
+    ("034", Definitive(Refusal::Precondition)),
+    ("051", Definitive(Refusal::Precondition)),
+    ("057", Definitive(Refusal::Precondition)),
     ("058", Misconfigured),
-    ("064", Definitive(Code::FailedPrecondition)),
-    ("080", Definitive(Code::FailedPrecondition)),
+    ("064", Definitive(Refusal::Precondition)),
+    ("080", Definitive(Refusal::Precondition)),
     ("082", Misconfigured),
-    ("091", Retryable(Code::Unavailable, Duration::from_secs(5))),
+    (
+        "091",
+        Retryable(NotExecuted::NotReady, TEMPORARILY_UNAVAILABLE_RETRY),
+    ),
     ("094", Unknown),
     ("096", Unknown),
-    ("674", Definitive(Code::FailedPrecondition)),
-    ("678", Definitive(Code::NotFound)),
+    ("674", Definitive(Refusal::Precondition)),
+    ("678", Definitive(Refusal::NotFound)),
 ];
 
 /// The meaning of `code`; unknown codes are definitive refusals.
@@ -43,7 +49,7 @@ pub fn classify(code: &str) -> Meaning {
     TABLE
         .iter()
         .find(|(c, _)| *c == code)
-        .map_or(Definitive(Code::FailedPrecondition), |(_, m)| *m)
+        .map_or(Definitive(Refusal::Precondition), |(_, m)| *m)
 }
 
 /// The ErrorInfo reason for `code` (AIP-193 reasons are UPPER_SNAKE_CASE, so digits are
@@ -79,7 +85,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_definitive_with_the_code_as_reason() {
-        assert_eq!(classify("999"), Definitive(Code::FailedPrecondition));
+        assert_eq!(classify("999"), Definitive(Refusal::Precondition));
         assert_eq!(reason("064"), "PAYXPERT_064");
         assert_eq!(reason("x-\u{1}"), "PAYXPERT_X");
         assert_eq!(reason(""), "PAYXPERT_UNKNOWN");

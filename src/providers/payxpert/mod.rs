@@ -9,17 +9,16 @@ pub mod wire;
 use crate::reason;
 use std::time::Duration;
 
-use tonic::Code;
-
 use self::client::{Client, Settings};
 use self::wire::{Answer, CancelRequest, RefundRequest, Transaction};
-use super::{BoxFuture, CallContext, Meaning, Provider, ProviderError, Resolution};
+use super::{BoxFuture, CallContext, Meaning, Provider, ProviderError, Refusal, Resolution};
 use crate::domain::Violations;
 use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
     CreateRefund, InquireRefund, Money, ProviderResult, RefundRecord, RefundState,
 };
 use crate::providers::http::MAX_ANSWER_BYTES;
+use crate::retry;
 
 /// Provider name in errors and results.
 pub const NAME: &str = "payxpert";
@@ -60,17 +59,7 @@ impl PayXpert {
         self.client
             .call(what, path, query, None, ctx, cap)
             .await
-            .map_err(|e| match e.disposition {
-                super::Disposition::Unknown {
-                    deadline_cut: false,
-                } => ProviderError::retryable(
-                    Code::Unavailable,
-                    reason::PROVIDER_UNAVAILABLE,
-                    e.message,
-                    Duration::from_secs(1),
-                ),
-                _ => e,
-            })
+            .map_err(retry::read_failed)
     }
 }
 
@@ -269,19 +258,17 @@ impl Provider for PayXpert {
                 .as_ref()
                 .and_then(|t| t.currency.clone());
             if currency.as_deref() != Some(req.amount.currency.as_str()) {
-                return Err(ProviderError {
-                    disposition: super::Disposition::Definitive,
-                    code: Code::FailedPrecondition,
-                    reason: reason::CURRENCY_MISMATCH.into(),
-                    message: format!(
+                return Err(ProviderError::definitive(
+                    Refusal::Precondition,
+                    reason::CURRENCY_MISMATCH,
+                    format!(
                         "payment {} is in {}, not {}",
                         req.payment_id,
                         currency.as_deref().unwrap_or("an unknown currency"),
                         req.amount.currency
                     ),
-                    result: None,
-                    quota: None,
-                });
+                    None,
+                ));
             }
             let body = serde_json::to_vec(&RefundRequest {
                 transaction_id: req.payment_id.clone(),
@@ -344,14 +331,12 @@ impl Provider for PayXpert {
                 ));
             };
             if t.operation.as_deref().is_some_and(|o| o != "refund") {
-                return Err(ProviderError {
-                    disposition: super::Disposition::Definitive,
-                    code: Code::NotFound,
-                    reason: reason::NOT_A_REFUND.into(),
-                    message: format!("transaction {id} is not a refund"),
-                    result: Some(Box::new(result_of(&a))),
-                    quota: None,
-                });
+                return Err(ProviderError::definitive(
+                    Refusal::NotFound,
+                    reason::NOT_A_REFUND,
+                    format!("transaction {id} is not a refund"),
+                    Some(result_of(&a)),
+                ));
             }
             Ok(record_of(t, req.request_id.clone(), result_of(&a)))
         })
