@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Refuses import cycles between the files of src/.
 
-Each file is a node. An edge goes from a file to the module file that a `crate::` or `super::`
-path in it names (the longest prefix that is a file; `use` groups are expanded), outside its
-`#[cfg(test)]` module. `mod x;` declarations are not edges. Prints every strongly connected
+Each file is a node. An edge goes from a file to the module file that a path in it names (the
+longest prefix that is a file; `use` groups are expanded), outside its `#[cfg(test)]` module:
+paths from `crate::`, `super::` and `self::`, and paths through a child module the file
+declares (`mod x;` then `x::f()`). A `mod x;` declaration alone is not an edge. Prints every strongly connected
 component of more than one file, with the edges inside it, and exits 1 if there is one.
 
 Usage: python3 .ci/import_cycles.py [src]
@@ -36,24 +37,63 @@ def module_of(files, path):
     return None
 
 
+def expand(tree):
+    """`a::{b, c::{d, e}}` -> [[a, b], [a, c, d], [a, c, e]] (a `use` tree, `as` dropped)."""
+    tree = re.sub(r"\s+as\s+\w+", "", tree)
+    tree = re.sub(r"\s", "", tree)
+    if "{" not in tree:
+        return [[s for s in tree.split("::") if s]]
+    head, rest = tree.split("{", 1)
+    inner = rest[: rest.rindex("}")]
+    items, depth, cur = [], 0, ""
+    for ch in inner:
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+            continue
+        depth += ch == "{"
+        depth -= ch == "}"
+        cur += ch
+    items.append(cur)
+    prefix = [s for s in head.split("::") if s]
+    out = [prefix]
+    for item in items:
+        if item:
+            out += [prefix + p for p in expand(item)]
+    return out
+
+
 def edges_of(files, module, path):
     src = open(path).read()
     test = re.search(r"#\[cfg\(test\)\]\s*mod \w+\s*\{", src)
     if test:
         src = src[: test.start()]
     src = re.sub(r"//.*", "", src)
+    children = set(re.findall(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", src, re.M))
+    heads = "|".join(["crate", "super", "self"] + sorted(children))
     out = set()
-    for m in re.finditer(r"\b(crate|super)((?:::\w+)+)(::\{([^;]*?)\})?", src):
-        # super of a/b.rs and of a/b/mod.rs is a.
-        start = [] if m.group(1) == "crate" else list(module[:-1])
-        segs = m.group(2).strip(":").split("::")
-        paths = [start + segs]
-        for item in (m.group(4) or "").split(","):
-            item = re.sub(r"[{}\s]", "", item.split(" as ")[0])
-            if item:
-                paths.append(start + segs + item.split("::"))
-        for p in paths:
-            t = module_of(files, [s for s in p if s != "self"])
+    for m in re.finditer(r"(?<![\w:])(" + heads + r")((?:\s*::\s*(?:\w+|\{))+)", src):
+        tree = m.group(2)
+        if tree.rstrip().endswith("{"):
+            # The rest of the group, up to its matching brace.
+            depth, i = 1, m.end()
+            while depth and i < len(src):
+                depth += src[i] == "{"
+                depth -= src[i] == "}"
+                i += 1
+            tree += src[m.end() : i]
+        head = m.group(1)
+        if head == "crate":
+            start = []
+        elif head == "super":
+            # super of a/b.rs and of a/b/mod.rs is a.
+            start = list(module[:-1])
+        elif head == "self":
+            start = list(module)
+        else:
+            start = list(module) + [head]
+        for p in expand(tree):
+            t = module_of(files, [s for s in start + p if s != "self"])
             if t not in (None, module, ()):
                 out.add(t)
     return out

@@ -328,8 +328,8 @@ macro_rules! impl_store {
             /// already attributed to another key.
             async fn attribute(
                 tx: &mut sqlx::Transaction<'_, <Self as $crate::idempotency::sql::HasDb>::Db>,
-                key: &$crate::idempotency::Key,
-                f: &$crate::idempotency::RefundRow<'_>,
+                key: &$crate::idempotency::store::Key,
+                f: &$crate::idempotency::store::RefundRow<'_>,
                 keep_ms: i64,
             ) -> Result<bool, sqlx::Error> {
                 use sqlx::Row as _;
@@ -366,11 +366,11 @@ macro_rules! impl_store {
             /// payment's release; commits, or rolls back everything.
             async fn settled(
                 mut tx: sqlx::Transaction<'_, <Self as $crate::idempotency::sql::HasDb>::Db>,
-                key: &$crate::idempotency::Key,
-                refund: Option<$crate::idempotency::RefundRow<'_>>,
+                key: &$crate::idempotency::store::Key,
+                refund: Option<$crate::idempotency::store::RefundRow<'_>>,
                 keep_ms: i64,
-            ) -> Result<$crate::idempotency::Completion, sqlx::Error> {
-                use $crate::idempotency::Completion;
+            ) -> Result<$crate::idempotency::store::Completion, sqlx::Error> {
+                use $crate::idempotency::store::Completion;
                 if let Some(f) = &refund {
                     if !Self::attribute(&mut tx, key, f, keep_ms).await? {
                         tx.rollback().await?;
@@ -392,12 +392,12 @@ macro_rules! impl_store {
             }
         }
 
-        impl $crate::idempotency::Store for $ty {
+        impl $crate::idempotency::store::Store for $ty {
             fn name(&self) -> &'static str {
                 $name
             }
 
-            fn now(&self) -> $crate::idempotency::StoreFuture<'_, i64> {
+            fn now(&self) -> $crate::idempotency::store::StoreFuture<'_, i64> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::NOW)
@@ -409,10 +409,10 @@ macro_rules! impl_store {
 
             fn insert<'a>(
                 &'a self,
-                new: $crate::idempotency::NewKey<'a>,
-            ) -> $crate::idempotency::StoreFuture<'a, $crate::idempotency::Inserted> {
+                new: $crate::idempotency::store::NewKey<'a>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, $crate::idempotency::store::Inserted> {
                 Box::pin(async move {
-                    use $crate::idempotency::Inserted;
+                    use $crate::idempotency::store::Inserted;
                     let mut tx = self.pool.begin().await?;
                     let r = $crate::idempotency::sql::key_query!(
                         $clock,
@@ -478,8 +478,8 @@ macro_rules! impl_store {
 
             fn load<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<$crate::idempotency::Row>> {
+                key: &'a $crate::idempotency::store::Key,
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<$crate::idempotency::store::Row>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let row = $crate::idempotency::sql::key_query!(
@@ -490,7 +490,7 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                     row.map(|r| {
-                        Ok($crate::idempotency::Row {
+                        Ok($crate::idempotency::store::Row {
                             fingerprint: r.try_get(0)?,
                             state: r.try_get(1)?,
                             lease_left_ms: r.try_get(2)?,
@@ -504,11 +504,11 @@ macro_rules! impl_store {
 
             fn take_over<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
+                key: &'a $crate::idempotency::store::Key,
                 token: &'a str,
                 lease_ms: i64,
                 instance: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
                 Box::pin(async move {
                     let r = $crate::idempotency::sql::key_query!(
                         $clock,
@@ -526,9 +526,9 @@ macro_rules! impl_store {
 
             fn hold_payment<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
-                payment: $crate::idempotency::PaymentClaim<'a>,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<$crate::idempotency::PaymentAttempt>>
+                key: &'a $crate::idempotency::store::Key,
+                payment: $crate::idempotency::store::PaymentClaim<'a>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<$crate::idempotency::store::PaymentAttempt>>
             {
                 Box::pin(async move {
                     use sqlx::Row as _;
@@ -549,7 +549,7 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await?;
                     row.map(|r| {
-                        Ok($crate::idempotency::PaymentAttempt {
+                        Ok($crate::idempotency::store::PaymentAttempt {
                             started_at: r.try_get(0)?,
                             last_sent_at: r.try_get(1)?,
                             now: r.try_get(2)?,
@@ -561,9 +561,9 @@ macro_rules! impl_store {
 
             fn begin_send<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
+                key: &'a $crate::idempotency::store::Key,
                 token: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
                 Box::pin(async move {
                     let r = $crate::idempotency::sql::key_query!(
                         $clock,
@@ -579,14 +579,14 @@ macro_rules! impl_store {
 
             fn complete<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
+                key: &'a $crate::idempotency::store::Key,
                 token: &'a str,
                 outcome: &'a str,
                 keep_ms: i64,
-                refund: Option<$crate::idempotency::RefundRow<'a>>,
-            ) -> $crate::idempotency::StoreFuture<'a, $crate::idempotency::Completion> {
+                refund: Option<$crate::idempotency::store::RefundRow<'a>>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, $crate::idempotency::store::Completion> {
                 Box::pin(async move {
-                    use $crate::idempotency::Completion;
+                    use $crate::idempotency::store::Completion;
                     // The outcome, the attribution, the payment's release and the refund's
                     // state commit together, or not at all.
                     let mut tx = self.pool.begin().await?;
@@ -610,13 +610,13 @@ macro_rules! impl_store {
 
             fn settle<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
+                key: &'a $crate::idempotency::store::Key,
                 outcome: &'a str,
                 keep_ms: i64,
-                refund: Option<$crate::idempotency::RefundRow<'a>>,
-            ) -> $crate::idempotency::StoreFuture<'a, $crate::idempotency::Completion> {
+                refund: Option<$crate::idempotency::store::RefundRow<'a>>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, $crate::idempotency::store::Completion> {
                 Box::pin(async move {
-                    use $crate::idempotency::Completion;
+                    use $crate::idempotency::store::Completion;
                     let mut tx = self.pool.begin().await?;
                     let r = $crate::idempotency::sql::key_query!(
                         $clock,
@@ -637,9 +637,9 @@ macro_rules! impl_store {
 
             fn mark_unresolved<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
+                key: &'a $crate::idempotency::store::Key,
                 token: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
                 Box::pin(async move {
                     let r = $crate::idempotency::sql::key_query!(
                         $clock,
@@ -655,9 +655,9 @@ macro_rules! impl_store {
 
             fn mark_unknown<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
+                key: &'a $crate::idempotency::store::Key,
                 token: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
                 Box::pin(async move {
                     let r = $crate::idempotency::sql::key_query!(
                         $clock,
@@ -673,9 +673,9 @@ macro_rules! impl_store {
 
             fn delete<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::Key,
+                key: &'a $crate::idempotency::store::Key,
                 token: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
                 Box::pin(async move {
                     let mut tx = self.pool.begin().await?;
                     let r = $crate::idempotency::sql::key_query!(
@@ -705,7 +705,7 @@ macro_rules! impl_store {
                 account: &'a str,
                 method: &'a str,
                 request_id: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<(String, Option<String>)>> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<(String, Option<String>)>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let row =
@@ -723,7 +723,7 @@ macro_rules! impl_store {
                 &'a self,
                 account: &'a str,
                 payment_id: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, Vec<String>> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, Vec<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let rows = $crate::idempotency::sql::q!(
@@ -745,7 +745,7 @@ macro_rules! impl_store {
                 &'a self,
                 account: &'a str,
                 refund_id: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<String>> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let row = $crate::idempotency::sql::q!(
@@ -765,7 +765,7 @@ macro_rules! impl_store {
                 account: &'a str,
                 caller: Option<&'a str>,
                 request_id: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<String>> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     use $crate::idempotency::sql as s;
@@ -783,7 +783,7 @@ macro_rules! impl_store {
                 })
             }
 
-            fn purge(&self, retention_ms: i64) -> $crate::idempotency::StoreFuture<'_, u64> {
+            fn purge(&self, retention_ms: i64) -> $crate::idempotency::store::StoreFuture<'_, u64> {
                 Box::pin(async move {
                     use $crate::idempotency::sql as s;
                     let mut n = 0;
@@ -813,7 +813,7 @@ macro_rules! impl_store {
             fn heartbeat<'a>(
                 &'a self,
                 instance: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, ()> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, ()> {
                 Box::pin(async move {
                     $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::HEARTBEAT)
                         .bind(instance)
@@ -825,8 +825,8 @@ macro_rules! impl_store {
 
             fn save_refund<'a>(
                 &'a self,
-                f: $crate::idempotency::RefundRow<'a>,
-            ) -> $crate::idempotency::StoreFuture<'a, ()> {
+                f: $crate::idempotency::store::RefundRow<'a>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, ()> {
                 Box::pin(async move {
                     $crate::idempotency::sql::save_refund_query!($clock, f)
                         .execute(&self.pool)
@@ -837,8 +837,8 @@ macro_rules! impl_store {
 
             fn refresh_refund<'a>(
                 &'a self,
-                f: $crate::idempotency::RefundRow<'a>,
-            ) -> $crate::idempotency::StoreFuture<'a, bool> {
+                f: $crate::idempotency::store::RefundRow<'a>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
                 Box::pin(async move {
                     let r = $crate::idempotency::sql::q!(
                         $clock,
@@ -859,7 +859,7 @@ macro_rules! impl_store {
                 &'a self,
                 account: &'a str,
                 request_id: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<String>> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let row =
@@ -874,9 +874,9 @@ macro_rules! impl_store {
 
             fn record_event<'a>(
                 &'a self,
-                e: $crate::idempotency::EventRow<'a>,
-                effect: $crate::idempotency::EventEffect<'a>,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<i64>> {
+                e: $crate::idempotency::store::EventRow<'a>,
+                effect: $crate::idempotency::store::EventEffect<'a>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<i64>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     use $crate::idempotency::sql as s;
@@ -900,15 +900,15 @@ macro_rules! impl_store {
                         return Ok(None);
                     }
                     match effect {
-                        $crate::idempotency::EventEffect::Refund(f) => {
+                        $crate::idempotency::store::EventEffect::Refund(f) => {
                             s::save_refund_query!($clock, f).execute(&mut *tx).await?;
                         }
-                        $crate::idempotency::EventEffect::Subscription(sub) => {
+                        $crate::idempotency::store::EventEffect::Subscription(sub) => {
                             s::save_subscription_query!($clock, sub)
                                 .execute(&mut *tx)
                                 .await?;
                         }
-                        $crate::idempotency::EventEffect::None => {}
+                        $crate::idempotency::store::EventEffect::None => {}
                     }
                     tx.commit().await?;
                     Ok(Some(seq))
@@ -919,7 +919,7 @@ macro_rules! impl_store {
                 &self,
                 after: i64,
                 limit: i64,
-            ) -> $crate::idempotency::StoreFuture<'_, Vec<$crate::idempotency::StoredEvent>> {
+            ) -> $crate::idempotency::store::StoreFuture<'_, Vec<$crate::idempotency::store::StoredEvent>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let rows = $crate::idempotency::sql::q!(
@@ -932,7 +932,7 @@ macro_rules! impl_store {
                     .await?;
                     rows.iter()
                         .map(|r| {
-                            Ok($crate::idempotency::StoredEvent {
+                            Ok($crate::idempotency::store::StoredEvent {
                                 seq: r.try_get(0)?,
                                 event_id: r.try_get(1)?,
                                 account: r.try_get(2)?,
@@ -947,7 +947,7 @@ macro_rules! impl_store {
                 })
             }
 
-            fn event_counter(&self) -> $crate::idempotency::StoreFuture<'_, (i64, i64)> {
+            fn event_counter(&self) -> $crate::idempotency::store::StoreFuture<'_, (i64, i64)> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let row = $crate::idempotency::sql::q!(
@@ -962,8 +962,8 @@ macro_rules! impl_store {
 
             fn save_subscription<'a>(
                 &'a self,
-                s: $crate::idempotency::SubscriptionRow<'a>,
-            ) -> $crate::idempotency::StoreFuture<'a, ()> {
+                s: $crate::idempotency::store::SubscriptionRow<'a>,
+            ) -> $crate::idempotency::store::StoreFuture<'a, ()> {
                 Box::pin(async move {
                     $crate::idempotency::sql::save_subscription_query!($clock, s)
                         .execute(&self.pool)
@@ -977,7 +977,7 @@ macro_rules! impl_store {
                 account: &'a str,
                 subscription_id: &'a str,
                 subscription_request_id: &'a str,
-            ) -> $crate::idempotency::StoreFuture<'a, Option<(String, i64)>> {
+            ) -> $crate::idempotency::store::StoreFuture<'a, Option<(String, i64)>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
                     let row = $crate::idempotency::sql::q!(

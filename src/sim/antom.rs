@@ -87,7 +87,7 @@ fn active() -> String {
     "ACTIVE".into()
 }
 
-pub use super::{Fault, FaultKind};
+pub use super::fault::{Fault, FaultKind};
 
 /// A refund the simulator executed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -221,7 +221,8 @@ impl std::fmt::Debug for AntomSim {
     }
 }
 
-pub use super::SimServer;
+/// A running Antom simulator.
+pub type SimServer = super::server::SimServer<AntomSim>;
 
 type Answer = Response;
 
@@ -667,7 +668,7 @@ impl AntomSim {
     }
 
     fn take_fault(&self, endpoint: &str) -> Option<FaultKind> {
-        super::take_fault(&mut self.state().faults, endpoint)
+        super::fault::take_fault(&mut self.state().faults, endpoint)
     }
 
     fn sign_answer(&self, uri: &str, body: &[u8]) -> (String, String) {

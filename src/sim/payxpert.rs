@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{Fault, FaultKind, SimServer};
+use super::fault::{Fault, FaultKind};
+use super::server::SimServer;
 
 /// A transaction (sale or refund).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -287,7 +288,7 @@ impl PayXpertSim {
     }
 
     fn take_fault(&self, endpoint: &str) -> Option<FaultKind> {
-        super::take_fault(&mut self.state().faults, endpoint)
+        super::fault::take_fault(&mut self.state().faults, endpoint)
     }
 
     fn refund(&self, id: &str, body: &[u8]) -> Value {

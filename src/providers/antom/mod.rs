@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use self::client::{Client, Endpoint, Settings};
 use self::codes::Meaning;
+pub use self::wire::NAME;
 use self::wire::{
     CancelRequest, InquiryRefundRequest, RefundRequest, RefundResponse, ResultObject, ResultOnly,
 };
@@ -20,9 +21,6 @@ use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
     CreateRefund, InquireRefund, ProviderResult, RefundRecord, RefundState,
 };
-
-/// Provider name in errors and results.
-pub const NAME: &str = "antom";
 
 /// One Antom account.
 #[derive(Debug)]

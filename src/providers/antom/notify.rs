@@ -2,9 +2,9 @@
 //! answer (`POST <path>\n<client-id>.<request-time>.<body>` with Antom's public key), then read
 //! into domain values. Nothing here acts on them.
 
-use super::NAME;
 use super::client::Settings;
 use super::signing;
+use super::wire::NAME;
 use super::wire::{
     RefundNotify, ResultObject, SubscriptionNotify, SubscriptionPaymentNotify, parse_time,
 };

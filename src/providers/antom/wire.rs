@@ -6,6 +6,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// Provider name in errors and results.
+pub const NAME: &str = "antom";
+
 use crate::domain::{
     CancelSubscription, CancellationType, CreateRefund, InquireRefund, Money, RefundState,
 };

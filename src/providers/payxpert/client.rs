@@ -142,7 +142,7 @@ fn definitive_refusal(what: &str, status: u16, a: &Answer) -> Option<ProviderErr
     }
     let message = a.error_message.clone().unwrap_or_default();
     let result = crate::domain::ProviderResult {
-        provider: super::NAME.into(),
+        provider: super::wire::NAME.into(),
         code: code.to_owned(),
         status: "F".into(),
         message: message.clone(),

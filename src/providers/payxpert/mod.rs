@@ -10,6 +10,7 @@ use crate::reason;
 use std::time::Duration;
 
 use self::client::{Client, Settings};
+pub use self::wire::NAME;
 use self::wire::{Answer, CancelRequest, RefundRequest, Transaction};
 use super::{BoxFuture, CallContext, Meaning, Provider, ProviderError, Refusal, Resolution};
 use crate::domain::Violations;
@@ -20,8 +21,6 @@ use crate::domain::{
 use crate::providers::http::MAX_ANSWER_BYTES;
 use crate::retry;
 
-/// Provider name in errors and results.
-pub const NAME: &str = "payxpert";
 /// The reason sent for CANCEL without one: "unknown reason", end of the paid period.
 pub const DEFAULT_CANCEL_REASON: u16 = 1099;
 /// The reason sent for TERMINATE without one: the first immediate code.

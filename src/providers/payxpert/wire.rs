@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// Provider name in errors and results.
+pub const NAME: &str = "payxpert";
+
 /// A value that may be a JSON string or number, read as a string.
 fn flexible<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let v = Option::<serde_json::Value>::deserialize(d)?;

@@ -1,0 +1,83 @@
+//! `paygate settle`: an operator settles a refund key whose outcome the gateway could not
+//! decide, after checking the provider's back office.
+
+use paygate::idempotency::{self, Completion, Idempotency, Key};
+use paygate::telemetry::{self, LogFormat};
+
+use super::process::Failure;
+
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// Idempotency store.
+    #[arg(long, env = "PAYGATE_STORE_URL", default_value = paygate::config::DEFAULT_STORE_URL)]
+    store_url: String,
+    /// The account the refund was made on.
+    #[arg(long)]
+    account: String,
+    /// The caller that owns the key (empty without authentication).
+    #[arg(long, default_value = "")]
+    caller: String,
+    /// The refund's request_id.
+    #[arg(long)]
+    request_id: String,
+    /// The refund happened: its provider refund id.
+    #[arg(long, conflicts_with = "failed", required_unless_present = "failed")]
+    refund_id: Option<String>,
+    /// The refunded payment (with --refund-id).
+    #[arg(long, requires = "refund_id")]
+    payment_id: Option<String>,
+    /// The refunded amount in minor units (with --refund-id).
+    #[arg(long, requires_all = ["refund_id", "currency"])]
+    amount: Option<i64>,
+    /// The amount's currency.
+    #[arg(long, requires = "amount")]
+    currency: Option<String>,
+    /// The refund did not happen.
+    #[arg(long)]
+    failed: bool,
+}
+
+pub(super) async fn run(args: Args) -> Result<(), Failure> {
+    let Args {
+        store_url,
+        account,
+        caller,
+        request_id,
+        refund_id,
+        payment_id,
+        amount,
+        currency,
+        failed,
+    } = args;
+    let _telemetry = telemetry::init(LogFormat::Text);
+    let store = idempotency::open(&store_url)
+        .await
+        .map_err(|e| Failure::Usage(format!("settle: PAYGATE_STORE_URL: {e}")))?;
+    let idem = Idempotency::new(store, idempotency::DEFAULT_RETENTION);
+    let outcome = idempotency::operator_outcome(
+        &request_id,
+        refund_id,
+        payment_id,
+        amount.zip(currency),
+        failed,
+    );
+    let key = Key {
+        caller,
+        method: "RefundService.Create",
+        request_id: request_id.clone(),
+    };
+    match idem.settle(&key, &account, &outcome).await {
+        Ok(Completion::Done) => {
+            println!("settled {request_id}");
+            Ok(())
+        }
+        Ok(Completion::LeaseLost) => Err(Failure::Failed(format!(
+            "settle: no unresolved key {request_id:?}: it is unknown, still being settled by the gateway, or already final; only keys the gateway reported as needing an operator (FAILED_PRECONDITION OUTCOME_UNKNOWN) can be settled"
+        ))),
+        Ok(Completion::AttributedElsewhere) => Err(Failure::Failed(
+            "settle: that refund id is already attributed to another request; nothing was changed"
+                .into(),
+        )),
+        Err(e) => Err(Failure::Failed(format!("settle: {e}"))),
+    }
+}
