@@ -149,7 +149,7 @@ impl Events {
                 // outran the Create's answer.
                 let claim = self
                     .idempotency
-                    .claimant(account, REFUND_CREATE, request_id)
+                    .claimant(account, crate::idempotency::CREATE_REFUND, request_id)
                     .await?;
                 let mut merged = finalized(known, r);
                 if let Some((owner, payment)) = claim {
@@ -293,9 +293,6 @@ impl Events {
         Ok(row.and_then(|(json, at)| serde_json::from_str(&json).ok().map(|r| (r, at))))
     }
 }
-
-/// The method whose request ids name refunds.
-const REFUND_CREATE: &str = "RefundService.Create";
 
 /// The recorded refund moved to the notified final state, keeping what only the Create knew.
 fn finalized(known: Option<RefundRecord>, notified: &RefundRecord) -> RefundRecord {

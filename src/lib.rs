@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod notify;
+pub mod ops;
 pub mod providers;
 pub mod ratelimit;
 pub mod reason;

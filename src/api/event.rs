@@ -8,9 +8,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::{Shared, deadline_of, event_to_pb, run};
+use super::{Rpc, Shared, event_to_pb};
 use crate::error::{ErrorContext, GatewayError};
 use crate::idempotency::Reply;
+use crate::ops::WATCH_EVENTS;
 use crate::pb;
 use crate::pb::event_service_server::EventService;
 use crate::telemetry;
@@ -32,8 +33,6 @@ impl EventApi {
     }
 }
 
-const WATCH: &str = "EventService.Watch";
-
 #[tonic::async_trait]
 impl EventService for EventApi {
     type WatchStream = ReceiverStream<Result<pb::Event, Status>>;
@@ -42,16 +41,13 @@ impl EventService for EventApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let s = &self.shared;
-        let deadline = deadline_of(&request, &s.settings);
-        let caller = s.auth.authenticate(&request);
-        let span = telemetry::rpc_span(WATCH, request.metadata());
-        let req = request.into_inner();
+        let (rpc, req) = Rpc::begin(&self.shared, WATCH_EVENTS, request);
+        let s = rpc.shared;
         let ctx = ErrorContext::default();
-        run(s, WATCH, deadline, ctx.clone(), false, async {
-            let caller = caller?;
+        rpc.respond(ctx.clone(), false, async {
             // The in-flight slot covers the set-up only; a stream holds none.
-            drop(s.admit(&caller, WATCH, deadline, &ctx).await?);
+            let (caller, admitted) = rpc.admit(&ctx).await?;
+            drop(admitted);
             let (after, named) = validate::watch_events(&req, &s.accounts)?;
             let accounts: HashSet<String> = if named.is_empty() {
                 s.accounts
@@ -78,7 +74,7 @@ impl EventService for EventApi {
             // A slot for the stream's life: the total and the caller's caps shed at once.
             let slot = s.streams.take(&caller)?;
             let (tx, rx) = mpsc::channel(64);
-            let shared = s.clone();
+            let shared = self.shared.clone();
             tokio::spawn(
                 async move {
                     let _slot = slot;
@@ -89,7 +85,6 @@ impl EventService for EventApi {
             );
             Ok(Reply::fresh(ReceiverStream::new(rx)))
         })
-        .instrument(span)
         .await
     }
 }

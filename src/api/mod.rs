@@ -1,5 +1,6 @@
-//! The gRPC services: thin methods that validate, resolve the account, call the provider and
-//! convert the outcome. Shared here: deadlines and domain -> protobuf conversion.
+//! The gRPC edge: one thin method per RPC that begins the call ([`Rpc`]), validates the
+//! request, hands the domain work to `ops`, and converts the outcome. Shared here: the
+//! per-RPC prelude, deadlines, and domain -> protobuf conversion.
 
 pub mod event;
 pub mod refund;
@@ -7,7 +8,7 @@ pub mod subscription;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -15,8 +16,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
-use crate::accounts::Accounts;
+use crate::accounts::{Account, Accounts};
 use crate::auth::Auth;
 use crate::domain::{
     CancelOutcome, CancelSubscription, CancellationEffect, CancellationStatus, CancellationType,
@@ -24,9 +26,10 @@ use crate::domain::{
 };
 use crate::error::{ErrorContext, GatewayError, REPLAYED_HEADER};
 use crate::idempotency::{Idempotency, Reply};
+use crate::ops;
 use crate::pb;
 use crate::ratelimit::{self, CallerLimits};
-use crate::telemetry::GaugeGuard;
+use crate::telemetry::{self, GaugeGuard};
 
 /// Time kept back from the caller's deadline so the answer reaches it in time.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -316,6 +319,92 @@ pub async fn run<T>(
             tracing::info!(method, elapsed_ms, code = ?status.code(), grpc_message = status.message(), "rpc");
             Err(status)
         }
+    }
+}
+
+/// One RPC, from its first line to its answer: every method begins with [`Rpc::begin`]
+/// (deadline, caller identity, span), admits the call with [`Rpc::admit`], enters the
+/// account with [`Rpc::enter`], hands the domain work to `ops`, and answers through
+/// [`Rpc::respond`] (deadline, shutdown, metrics, logs, and the error mapping).
+pub struct Rpc<'a> {
+    /// What every service shares.
+    pub shared: &'a Shared,
+    method: &'static str,
+    deadline: Instant,
+    caller: Mutex<Option<Result<String, GatewayError>>>,
+    span: tracing::Span,
+}
+
+impl<'a> Rpc<'a> {
+    /// Starts `method` on `request`: its deadline, who calls (checked by [`Rpc::admit`]),
+    /// and its span; returns the request's message.
+    pub fn begin<T>(shared: &'a Shared, method: &'static str, request: Request<T>) -> (Self, T) {
+        let deadline = deadline_of(&request, &shared.settings);
+        let caller = shared.auth.authenticate(&request);
+        let span = telemetry::rpc_span(method, request.metadata());
+        let rpc = Self {
+            shared,
+            method,
+            deadline,
+            caller: Mutex::new(Some(caller)),
+            span,
+        };
+        (rpc, request.into_inner())
+    }
+
+    /// When the RPC must answer.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The authenticated caller, authorized for the method and admitted (see
+    /// [`Shared::admit`]); hold the permit for the call.
+    pub async fn admit(
+        &self,
+        ctx: &ErrorContext,
+    ) -> Result<(String, OwnedSemaphorePermit), GatewayError> {
+        let caller = self
+            .caller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| Err(GatewayError::Internal("a call admitted twice".into())))?;
+        let permit = self
+            .shared
+            .admit(&caller, self.method, self.deadline, ctx)
+            .await?;
+        Ok((caller, permit))
+    }
+
+    /// The call of `caller` on `account`: its error context, the span's fields (with the
+    /// request id, if the request has one), and the caller's authorization for the account.
+    pub fn enter<'c>(
+        &self,
+        caller: &'c str,
+        account: &'c Account,
+        request_id: Option<&str>,
+        ctx: &ErrorContext,
+    ) -> Result<ops::Call<'c>, GatewayError> {
+        let ctx = account.context(ctx);
+        if let Some(request_id) = request_id {
+            record_call(&account.name, caller, request_id);
+        }
+        self.shared
+            .auth
+            .authorize_account(caller, &account.name, &ctx)?;
+        Ok(ops::Call::new(caller, account, ctx, self.deadline))
+    }
+
+    /// Runs `body` under the RPC's deadline and span, and answers (see [`run`]).
+    pub async fn respond<T>(
+        &self,
+        ctx: ErrorContext,
+        mutating: bool,
+        body: impl Future<Output = Result<Reply<T>, GatewayError>>,
+    ) -> Result<Response<T>, Status> {
+        run(self.shared, self.method, self.deadline, ctx, mutating, body)
+            .instrument(self.span.clone())
+            .await
     }
 }
 

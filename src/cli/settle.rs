@@ -63,7 +63,7 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
     );
     let key = Key {
         caller,
-        method: "RefundService.Create",
+        method: idempotency::CREATE_REFUND,
         request_id: request_id.clone(),
     };
     match idem.settle(&key, &account, &outcome).await {

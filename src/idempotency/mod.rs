@@ -38,6 +38,11 @@ pub use self::store::{
     Completion, EventEffect, EventRow, Inserted, Key, NewKey, PaymentAttempt, PaymentClaim,
     RefundRow, Row, Store, StoreFuture, StoredEvent, SubscriptionRow,
 };
+/// The method whose keys name refunds: the scope of refund keys.
+pub const CREATE_REFUND: &str = "RefundService.Create";
+/// The method whose keys name cancellations.
+pub const CANCEL_SUBSCRIPTION: &str = "SubscriptionService.Cancel";
+
 /// Default retention of completed keys.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default retention of completed keys on providers without an idempotency key of their own

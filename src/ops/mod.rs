@@ -1,0 +1,116 @@
+//! The use cases, one function per RPC, below the gRPC edge: they take validated domain
+//! values and an account, and return domain outcomes. The order every mutating use case
+//! follows is written here once:
+//!
+//! 1. **idempotency**: the key's stored outcome is replayed, or the call claims the key
+//!    ([`crate::idempotency::Idempotency::run`]);
+//! 2. **settle**: an earlier attempt whose outcome is unknown is settled before anything is
+//!    sent again, through the provider's own rule (steps 4–5 via [`guarded`]);
+//! 3. **retry**: an attempt whose outcome is unknown is resent while that is safe
+//!    ([`attempt`], rules in [`crate::retry`]);
+//! 4. **guard**: the account's rate limit, in-flight cap and circuit breaker
+//!    ([`crate::admission::AccountGuard`]);
+//! 5. **provider**: the call itself ([`crate::providers::Provider`]).
+//!
+//! Mapping the outcome to protobuf, and any error to a `Status`, is the edge's job.
+
+pub mod refund;
+pub mod subscription;
+
+use std::future::Future;
+
+use tokio::time::Instant;
+
+use crate::accounts::Account;
+use crate::error::ErrorContext;
+use crate::providers::{Attempt, CallContext, ProviderError};
+use crate::retry::call_resolving;
+
+pub use crate::idempotency::{CANCEL_SUBSCRIPTION, CREATE_REFUND};
+
+/// `RefundService.Inquire`.
+pub const INQUIRE_REFUND: &str = "RefundService.Inquire";
+/// `SubscriptionService.Get`.
+pub const GET_SUBSCRIPTION: &str = "SubscriptionService.Get";
+/// `EventService.Watch`.
+pub const WATCH_EVENTS: &str = "EventService.Watch";
+
+/// Who calls, on which account, by when: what every use case needs besides its request.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The authenticated caller (empty without authentication).
+    pub caller: &'a str,
+    /// The account the request resolved to.
+    pub account: &'a Account,
+    /// What errors are about.
+    pub ctx: ErrorContext,
+    /// When the caller stops waiting; every provider timeout is derived from it.
+    pub provider: CallContext,
+}
+
+impl<'a> Call<'a> {
+    /// A call of `caller` on `account` that must answer by `deadline`.
+    pub fn new(
+        caller: &'a str,
+        account: &'a Account,
+        ctx: ErrorContext,
+        deadline: Instant,
+    ) -> Self {
+        Self {
+            caller,
+            account,
+            ctx,
+            provider: CallContext::new(deadline),
+        }
+    }
+
+    /// When the caller stops waiting.
+    pub fn deadline(&self) -> Instant {
+        self.provider.deadline
+    }
+}
+
+/// Steps 4–5 once: the account's guard, then the provider call `f` at `endpoint`.
+pub async fn guarded<T, F, Fut>(
+    call: &Call<'_>,
+    endpoint: &'static str,
+    f: F,
+) -> Result<T, ProviderError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let provider = call.account.provider.name();
+    call.account
+        .guard
+        .call(call.deadline(), (provider, endpoint), f)
+        .await
+}
+
+/// Steps 3–5: the provider call `f` at `endpoint` through the account's guard, resent while
+/// its outcome is unknown if repeating it is safe (`repeat_safe`: a read, or a provider that
+/// deduplicates the request).
+pub async fn attempt<T, F, Fut>(
+    call: &Call<'_>,
+    endpoint: &'static str,
+    repeat_safe: bool,
+    f: F,
+) -> Result<T, ProviderError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let account = call.account;
+    let provider = account.provider.name();
+    let what = Attempt {
+        provider,
+        account: &account.name,
+        endpoint,
+    };
+    call_resolving(&call.provider, repeat_safe, what, || {
+        account
+            .guard
+            .call(call.deadline(), (provider, endpoint), &f)
+    })
+    .await
+}

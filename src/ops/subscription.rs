@@ -1,0 +1,93 @@
+//! Subscriptions: cancel one (idempotent) and read what the gateway knows of one.
+
+use crate::domain::{CancelOutcome, CancelSubscription, SubscriptionRecord};
+use crate::error::{GatewayError, reason};
+use crate::events::Events;
+use crate::idempotency::{self, Idempotency, Reply};
+use crate::providers::Resolution;
+
+use super::{CANCEL_SUBSCRIPTION, Call, attempt};
+
+/// Cancels the subscription `cmd` once per request_id; a repeat replays the first outcome.
+/// A fresh outcome is recorded as the subscription's known state.
+pub async fn cancel(
+    idem: &Idempotency,
+    events: &Events,
+    call: &Call<'_>,
+    cmd: &CancelSubscription,
+) -> Result<Reply<CancelOutcome>, GatewayError> {
+    let account = call.account;
+    let provider = &account.provider;
+    let blanked = CancelSubscription {
+        request_id: String::new(),
+        ..cmd.clone()
+    };
+    let (key, fingerprint) = idempotency::keyed(
+        call.caller.to_owned(),
+        CANCEL_SUBSCRIPTION,
+        &cmd.request_id,
+        &account.name,
+        &blanked,
+    );
+    // A repeated cancel asks for the state the first one already reached, so the identical
+    // request is resent to settle an unknown outcome.
+    let settle = |_| async { Ok(Resolution::Resend) };
+    let send = || {
+        attempt(call, "cancel", true, || {
+            provider.cancel_subscription(cmd, &call.provider)
+        })
+    };
+    let reply = idem
+        .run(
+            &key,
+            &fingerprint,
+            &account.name,
+            call.deadline(),
+            &call.ctx,
+            None,
+            settle,
+            send,
+        )
+        .await?;
+    if !reply.replayed
+        && let Some(subscription_id) = &cmd.subscription_id
+    {
+        let known = SubscriptionRecord {
+            subscription_id: subscription_id.clone(),
+            subscription_request_id: cmd.subscription_request_id.clone(),
+            cancellation: Some(reply.value.status),
+            cancellation_type: Some(cmd.cancellation_type),
+            state: reply.value.subscription_state.clone(),
+            last_notification_type: None,
+            end_time: reply.value.cancel_time,
+        };
+        events.record_cancel(&account.name, &known).await;
+    }
+    Ok(reply)
+}
+
+/// What the gateway has recorded about a subscription (by its id or its request id), and
+/// when it last changed (Unix milliseconds).
+pub async fn get(
+    events: &Events,
+    call: &Call<'_>,
+    subscription_id: &str,
+    subscription_request_id: &str,
+) -> Result<(SubscriptionRecord, i64), GatewayError> {
+    let account = call.account;
+    let found = events
+        .subscription(&account.name, subscription_id, subscription_request_id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot read a subscription's state");
+            GatewayError::StoreUnavailable(call.ctx.clone())
+        })?;
+    found.ok_or_else(|| GatewayError::NotFound {
+        reason: reason::SUBSCRIPTION_NOT_RECORDED,
+        message: format!(
+            "the gateway has recorded nothing about this subscription on account {:?}: no Cancel through the gateway and no notification",
+            account.name
+        ),
+        ctx: call.ctx.clone(),
+    })
+}
