@@ -1,6 +1,8 @@
 //! The gateway's cost next to a direct signed call, and next to the RSA floor.
 //! Run: `cargo bench --bench gateway` (about three minutes; PostgreSQL from
 //! PAYGATE_TEST_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/postgres).
+//! `PAYGATE_BENCH_BINARY=path` measures that paygate binary instead of this build's, to
+//! compare two builds with the same bench.
 //!
 //! - direct: this process signs Antom requests itself (paygate's Antom client, as a service
 //!   using an SDK would), calls the simulator over HTTP and verifies the answer;
@@ -108,7 +110,10 @@ async fn gateway(keys: &Keys, sim_url: &str, store: &str) -> Gateway {
     )
     .unwrap();
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_paygate"))
+    // PAYGATE_BENCH_BINARY measures another build (e.g. an earlier commit's) with this bench.
+    let binary = std::env::var("PAYGATE_BENCH_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_paygate").to_owned());
+    let child = Command::new(binary)
         .args(["--config"])
         .arg(&config)
         .arg("serve")

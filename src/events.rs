@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::domain::{CancellationStatus, Notice, Notification, RefundRecord, SubscriptionRecord};
 use crate::idempotency::{
-    EventEffect, EventRow, Idempotency, RefundRow, SubscriptionRow, state_name,
+    EventEffect, EventRow, Idempotency, RefundRow, StoreError, SubscriptionRow, state_name,
 };
 
 /// What storing a notification did.
@@ -135,7 +135,7 @@ impl Events {
         account: &str,
         provider: &str,
         n: &Notification,
-    ) -> Result<Recorded, sqlx::Error> {
+    ) -> Result<Recorded, StoreError> {
         let event_id = format!("{provider}/{account}/{}", n.event_id);
         let store = self.idempotency.store();
         // The event carries the merged state, so a watcher sees the refund or subscription as
@@ -206,7 +206,7 @@ impl Events {
     /// Up to `limit` stored events after `seq`, oldest first. Events whose payload cannot be
     /// read (written by a newer gateway) are skipped with a warning, but still count in
     /// `Batch::rows` and `Batch::last`.
-    pub async fn after(&self, seq: i64, limit: i64) -> Result<Batch, sqlx::Error> {
+    pub async fn after(&self, seq: i64, limit: i64) -> Result<Batch, StoreError> {
         let rows = self.idempotency.store().events_after(seq, limit).await?;
         let count = rows.len();
         let last = rows.last().map(|r| r.seq);
@@ -237,7 +237,7 @@ impl Events {
     }
 
     /// The highest sequence number given out, and the highest purged (0 = none).
-    pub async fn counter(&self) -> Result<(i64, i64), sqlx::Error> {
+    pub async fn counter(&self) -> Result<(i64, i64), StoreError> {
         self.idempotency.store().event_counter().await
     }
 
@@ -268,7 +268,7 @@ impl Events {
         &self,
         account: &str,
         s: &SubscriptionRecord,
-    ) -> Result<SubscriptionRecord, sqlx::Error> {
+    ) -> Result<SubscriptionRecord, StoreError> {
         Ok(
             match self.subscription(account, &s.subscription_id, "").await? {
                 Some((known, _)) => known.merged(s),
@@ -284,7 +284,7 @@ impl Events {
         account: &str,
         subscription_id: &str,
         subscription_request_id: &str,
-    ) -> Result<Option<(SubscriptionRecord, i64)>, sqlx::Error> {
+    ) -> Result<Option<(SubscriptionRecord, i64)>, StoreError> {
         let row = self
             .idempotency
             .store()

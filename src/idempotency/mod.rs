@@ -36,7 +36,7 @@ use crate::telemetry::{idempotency_event, store_op};
 
 pub use self::store::{
     Completion, EventEffect, EventRow, Inserted, Key, NewKey, PaymentAttempt, PaymentClaim,
-    RefundRow, Row, Store, StoreFuture, StoredEvent, SubscriptionRow,
+    RefundRow, Row, Store, StoreError, StoreFuture, StoredEvent, SubscriptionRow,
 };
 /// The method whose keys name refunds: the scope of refund keys.
 pub const CREATE_REFUND: &str = "RefundService.Create";
@@ -109,15 +109,15 @@ impl DoneCache {
 }
 
 /// Opens the store named by `url`: `sqlite://PATH` or `postgres://...`.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, sqlx::Error> {
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else {
-        Err(sqlx::Error::Configuration(
+        Err(StoreError::from(sqlx::Error::Configuration(
             "the store URL must start with sqlite:// or postgres://".into(),
-        ))
+        )))
     }
 }
 
@@ -328,7 +328,7 @@ impl std::fmt::Debug for Idempotency {
     }
 }
 
-fn store_error(ctx: &ErrorContext, e: sqlx::Error) -> GatewayError {
+fn store_error(ctx: &ErrorContext, e: StoreError) -> GatewayError {
     tracing::error!(error = %e, "idempotency store failed");
     GatewayError::StoreUnavailable(ctx.clone())
 }
@@ -822,7 +822,7 @@ impl Idempotency {
         }
     }
 
-    fn log(&self, r: Result<bool, sqlx::Error>) {
+    fn log(&self, r: Result<bool, StoreError>) {
         if let Err(e) = r {
             tracing::error!(error = %e, "idempotency store update failed; the lease will expire");
         }
@@ -896,7 +896,7 @@ impl Idempotency {
         account: &str,
         method: &str,
         request_id: &str,
-    ) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
         self.store.claimant(account, method, request_id).await
     }
 
@@ -905,7 +905,7 @@ impl Idempotency {
         &self,
         account: &str,
         refund_id: &str,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Option<String>, StoreError> {
         self.store.refund_owner(account, refund_id).await
     }
 
@@ -915,7 +915,7 @@ impl Idempotency {
         account: &str,
         caller: Option<&str>,
         request_id: &str,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Option<String>, StoreError> {
         self.store
             .attributed_refund(account, caller, request_id)
             .await
@@ -928,7 +928,7 @@ impl Idempotency {
         key: &Key,
         account: &str,
         outcome: &Outcome,
-    ) -> Result<Completion, sqlx::Error> {
+    ) -> Result<Completion, StoreError> {
         let json = serde_json::to_string(outcome).unwrap_or_default();
         let record_json = refund_json(outcome);
         let refund = refund_row(account, outcome, &record_json);
@@ -943,13 +943,13 @@ impl Idempotency {
         &self,
         account: &str,
         request_id: &str,
-    ) -> Result<Option<RefundRecord>, sqlx::Error> {
+    ) -> Result<Option<RefundRecord>, StoreError> {
         let json = self.store.load_refund(account, request_id).await?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     /// Deletes completed keys past their keep time; returns how many rows went.
-    pub async fn purge_expired(&self) -> Result<u64, sqlx::Error> {
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         self.store.purge(self.retention.as_millis() as i64).await
     }
 

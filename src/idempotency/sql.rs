@@ -404,6 +404,7 @@ macro_rules! impl_store {
                         .fetch_one(&self.pool)
                         .await?
                         .try_get(0)
+                        .map_err(Into::into)
                 })
             }
 
@@ -604,7 +605,7 @@ macro_rules! impl_store {
                         tx.rollback().await?;
                         return Ok(Completion::LeaseLost);
                     }
-                    Self::settled(tx, key, refund, keep_ms).await
+                    Ok(Self::settled(tx, key, refund, keep_ms).await?)
                 })
             }
 
@@ -631,7 +632,7 @@ macro_rules! impl_store {
                         tx.rollback().await?;
                         return Ok(Completion::LeaseLost);
                     }
-                    Self::settled(tx, key, refund, keep_ms).await
+                    Ok(Self::settled(tx, key, refund, keep_ms).await?)
                 })
             }
 

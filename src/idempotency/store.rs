@@ -6,7 +6,31 @@ use std::future::Future;
 use std::pin::Pin;
 
 /// A boxed store future.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'a>>;
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The store could not do what was asked: unreachable, a statement failed, or a row broke.
+/// Every store error reaches the caller as UNAVAILABLE `STORE_UNAVAILABLE` (nothing was sent
+/// to a provider because of it); which backend failed, and how, is for the logs.
+#[derive(Debug)]
+pub struct StoreError(sqlx::Error);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self(e)
+    }
+}
 
 /// The scope of an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

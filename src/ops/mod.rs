@@ -3,7 +3,7 @@
 //! follows is written here once:
 //!
 //! 1. **idempotency**: the key's stored outcome is replayed, or the call claims the key
-//!    ([`crate::idempotency::Idempotency::run`]);
+//!    ([`once`]);
 //! 2. **settle**: an earlier attempt whose outcome is unknown is settled before anything is
 //!    sent again, through the provider's own rule (steps 4–5 via [`guarded`]);
 //! 3. **retry**: an attempt whose outcome is unknown is resent while that is safe
@@ -19,11 +19,14 @@ pub mod subscription;
 
 use std::future::Future;
 
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::accounts::Account;
-use crate::error::ErrorContext;
-use crate::providers::{Attempt, CallContext, ProviderError};
+use crate::domain::Reconcile;
+use crate::error::{ErrorContext, GatewayError};
+use crate::idempotency::{self, Idempotency, RefundScope, Reply, Storable};
+use crate::providers::{Attempt, CallContext, ProviderError, Resolution};
 use crate::retry::call_resolving;
 
 pub use crate::idempotency::{CANCEL_SUBSCRIPTION, CREATE_REFUND};
@@ -68,6 +71,47 @@ impl<'a> Call<'a> {
     pub fn deadline(&self) -> Instant {
         self.provider.deadline
     }
+}
+
+/// Step 1 around the rest: `send` runs once per idempotency key (`method` and `request_id`
+/// of the call's caller on its account), whose request is fingerprinted by `body` (the
+/// request without its request_id). A repeat replays the stored outcome; an earlier
+/// attempt whose outcome is unknown is first settled with `settle`. `scope` holds the
+/// payment of a refund on a provider without an idempotency key of its own.
+#[allow(clippy::too_many_arguments)]
+pub async fn once<T, B, R, RFut, F, Fut>(
+    idem: &Idempotency,
+    call: &Call<'_>,
+    method: &'static str,
+    request_id: &str,
+    body: &B,
+    scope: Option<RefundScope<'_>>,
+    settle: R,
+    send: F,
+) -> Result<Reply<T>, GatewayError>
+where
+    T: Storable,
+    B: Serialize,
+    R: FnOnce(Reconcile) -> RFut,
+    RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let account = &call.account.name;
+    let caller = call.caller.to_owned();
+    let (key, fingerprint) = idempotency::keyed(caller, method, request_id, account, body);
+    let deadline = call.deadline();
+    idem.run(
+        &key,
+        &fingerprint,
+        account,
+        deadline,
+        &call.ctx,
+        scope,
+        settle,
+        send,
+    )
+    .await
 }
 
 /// Steps 4–5 once: the account's guard, then the provider call `f` at `endpoint`.

@@ -3,9 +3,9 @@
 use crate::auth::Auth;
 use crate::domain::{CreateRefund, InquireRefund, Reconcile, RefundRecord, RefundState};
 use crate::error::{GatewayError, reason};
-use crate::idempotency::{self, Idempotency, RefundScope, Reply};
+use crate::idempotency::{Idempotency, RefundScope, Reply, StoreError};
 
-use super::{CREATE_REFUND, Call, attempt, guarded};
+use super::{CREATE_REFUND, Call, attempt, guarded, once};
 
 /// Creates the refund `cmd` once per request_id: a repeat replays the first outcome, and an
 /// earlier attempt whose outcome is unknown is settled before anything is sent again.
@@ -16,17 +16,6 @@ pub async fn create(
 ) -> Result<Reply<RefundRecord>, GatewayError> {
     let account = call.account;
     let provider = &account.provider;
-    let blanked = CreateRefund {
-        request_id: String::new(),
-        ..cmd.clone()
-    };
-    let (key, fingerprint) = idempotency::keyed(
-        call.caller.to_owned(),
-        CREATE_REFUND,
-        &cmd.request_id,
-        &account.name,
-        &blanked,
-    );
     // A provider without an idempotency key gets one unsettled attempt per payment.
     let scope = RefundScope {
         payment_id: &cmd.payment_id,
@@ -45,18 +34,12 @@ pub async fn create(
             provider.create_refund(cmd, &call.provider)
         })
     };
-    let reply = idem
-        .run(
-            &key,
-            &fingerprint,
-            &account.name,
-            call.deadline(),
-            &call.ctx,
-            Some(scope),
-            settle,
-            send,
-        )
-        .await?;
+    let body = CreateRefund {
+        request_id: String::new(),
+        ..cmd.clone()
+    };
+    let (id, scope) = (&cmd.request_id, Some(scope));
+    let reply = once(idem, call, CREATE_REFUND, id, &body, scope, settle, send).await?;
     // A replay of a refund that was still processing reports the latest state the gateway
     // has learned since (e.g. by Inquire). Final states never change.
     if reply.replayed && reply.value.state == RefundState::Processing {
@@ -90,7 +73,7 @@ pub async fn inquire(
     let provider = &account.provider;
     let caller = call.caller;
     let ctx = &call.ctx;
-    let store_failed = |e: sqlx::Error| {
+    let store_failed = |e: StoreError| {
         tracing::error!(error = %e, "idempotency store failed");
         GatewayError::StoreUnavailable(ctx.clone())
     };

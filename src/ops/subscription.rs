@@ -3,10 +3,10 @@
 use crate::domain::{CancelOutcome, CancelSubscription, SubscriptionRecord};
 use crate::error::{GatewayError, reason};
 use crate::events::Events;
-use crate::idempotency::{self, Idempotency, Reply};
+use crate::idempotency::{Idempotency, Reply};
 use crate::providers::Resolution;
 
-use super::{CANCEL_SUBSCRIPTION, Call, attempt};
+use super::{CANCEL_SUBSCRIPTION, Call, attempt, once};
 
 /// Cancels the subscription `cmd` once per request_id; a repeat replays the first outcome.
 /// A fresh outcome is recorded as the subscription's known state.
@@ -18,17 +18,6 @@ pub async fn cancel(
 ) -> Result<Reply<CancelOutcome>, GatewayError> {
     let account = call.account;
     let provider = &account.provider;
-    let blanked = CancelSubscription {
-        request_id: String::new(),
-        ..cmd.clone()
-    };
-    let (key, fingerprint) = idempotency::keyed(
-        call.caller.to_owned(),
-        CANCEL_SUBSCRIPTION,
-        &cmd.request_id,
-        &account.name,
-        &blanked,
-    );
     // A repeated cancel asks for the state the first one already reached, so the identical
     // request is resent to settle an unknown outcome.
     let settle = |_| async { Ok(Resolution::Resend) };
@@ -37,18 +26,22 @@ pub async fn cancel(
             provider.cancel_subscription(cmd, &call.provider)
         })
     };
-    let reply = idem
-        .run(
-            &key,
-            &fingerprint,
-            &account.name,
-            call.deadline(),
-            &call.ctx,
-            None,
-            settle,
-            send,
-        )
-        .await?;
+    let body = CancelSubscription {
+        request_id: String::new(),
+        ..cmd.clone()
+    };
+    let id = &cmd.request_id;
+    let reply = once(
+        idem,
+        call,
+        CANCEL_SUBSCRIPTION,
+        id,
+        &body,
+        None,
+        settle,
+        send,
+    )
+    .await?;
     if !reply.replayed
         && let Some(subscription_id) = &cmd.subscription_id
     {
