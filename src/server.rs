@@ -44,8 +44,10 @@ pub struct Gateway {
     pub drain_delay: Duration,
     /// TLS (and mutual TLS) on the gRPC port.
     pub tls: Option<ServerTlsConfig>,
-    /// Where provider notifications are received, if anywhere.
-    pub notify: Option<TcpListener>,
+    /// Where gRPC calls are taken (bound by [`Gateway::bind`]).
+    pub listen_addr: SocketAddr,
+    /// Where provider notifications are received, if anywhere (bound by [`Gateway::bind`]).
+    pub notify_addr: Option<SocketAddr>,
     /// Bounds on the notification listener.
     pub notify_limits: crate::notify::Limits,
 }
@@ -103,31 +105,72 @@ impl Gateway {
                 max_streams_per_caller: config.max_event_streams.1,
             },
         );
-        let notify = match config.notify_addr {
+        Ok(Self {
+            shared: Arc::new(shared),
+            shutdown_grace: config.shutdown_grace,
+            drain_delay: config.shutdown_drain_delay,
+            tls,
+            listen_addr: config.listen_addr,
+            notify_addr: config.notify_addr,
+            notify_limits: config.notify_limits,
+        })
+    }
+
+    /// Binds the notification port, then the gRPC port: the last step before serving. An
+    /// address in use (or not this host's) is a configuration error naming its setting.
+    pub async fn bind(self) -> Result<Bound, ConfigError> {
+        let notify = match self.notify_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| ConfigError {
                 setting: "PAYGATE_NOTIFY_ADDR".into(),
                 problem: format!("cannot listen for notifications on {addr}: {e}"),
             })?),
             None => None,
         };
-        Ok(Self {
-            shared: Arc::new(shared),
-            shutdown_grace: config.shutdown_grace,
-            drain_delay: config.shutdown_drain_delay,
-            tls,
+        let addr = self.listen_addr;
+        let grpc = TcpListener::bind(addr).await.map_err(|e| ConfigError {
+            setting: "PAYGATE_LISTEN_ADDR (listen_addr)".into(),
+            problem: format!("cannot listen on {addr}: {e}"),
+        })?;
+        Ok(Bound {
+            gateway: self,
+            grpc,
             notify,
-            notify_limits: config.notify_limits,
         })
     }
 }
 
-/// Serves on `listener` until `shutdown` completes, then stops taking new calls, reports
+/// A gateway with its ports bound, ready to [`serve`].
+#[derive(Debug)]
+pub struct Bound {
+    /// The gateway.
+    pub gateway: Gateway,
+    grpc: TcpListener,
+    notify: Option<TcpListener>,
+}
+
+impl Bound {
+    /// The gRPC port's address (the port the system chose, for port 0).
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// The notification port's address, if notifications are taken.
+    pub fn notify_addr(&self) -> Option<SocketAddr> {
+        self.notify.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// Serves on the bound ports until `shutdown` completes, then stops taking new calls, reports
 /// NOT_SERVING, and lets in-flight calls finish for up to the grace period.
 pub async fn serve(
-    gateway: Gateway,
-    listener: TcpListener,
+    bound: Bound,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    let Bound {
+        gateway,
+        grpc: listener,
+        notify,
+    } = bound;
     // Before any port takes connections: the notification listener caps strangers below it.
     crate::notify::raise_open_files_limit();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -158,7 +201,7 @@ pub async fn serve(
     let refunds = RefundApi::new(gateway.shared.clone());
     let subscriptions = SubscriptionApi::new(gateway.shared.clone());
     let events = EventApi::new(gateway.shared.clone());
-    let notify = gateway.notify.map(|listener| {
+    let notify = notify.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "receiving provider notifications");
         }
@@ -329,11 +372,11 @@ impl Drop for Running {
     }
 }
 
-/// Starts the gateway on `listener` in the background.
-pub fn spawn(gateway: Gateway, listener: TcpListener) -> std::io::Result<Running> {
-    let addr = listener.local_addr()?;
+/// Starts the bound gateway in the background.
+pub fn spawn(bound: Bound) -> std::io::Result<Running> {
+    let addr = bound.grpc_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(gateway, listener, async {
+    let task = tokio::spawn(serve(bound, async {
         let _ = rx.await;
     }));
     Ok(Running {

@@ -7,7 +7,7 @@ use paygate::dev;
 use paygate::server::{self, Gateway};
 use paygate::telemetry::{self, LogFormat};
 
-use super::process::{Failure, bind, env, shutdown_signal};
+use super::process::{Failure, env, shutdown_signal};
 
 #[derive(clap::Args)]
 pub(super) struct Args {
@@ -38,9 +38,9 @@ pub(super) async fn run(args: Args, format: Option<LogFormat>) -> Result<(), Fai
     let gateway = Gateway::from_config(config)
         .await
         .map_err(Failure::config)?;
-    let listener = bind(listen).await?;
-    let addr = listener.local_addr().unwrap_or(listen);
-    let notify = gateway.notify.as_ref().and_then(|l| l.local_addr().ok());
+    let bound = gateway.bind().await.map_err(Failure::config)?;
+    let addr = bound.grpc_addr().unwrap_or(listen);
+    let notify = bound.notify_addr();
     if let Some(n) = notify {
         dev::connect_notifications(&sims, n);
     }
@@ -48,7 +48,7 @@ pub(super) async fn run(args: Args, format: Option<LogFormat>) -> Result<(), Fai
         "{}",
         dev::banner(addr, notify, &sims, &data_dir.join("paygate.db"), keep)
     );
-    let served = server::serve(gateway, listener, shutdown_signal()).await;
+    let served = server::serve(bound, shutdown_signal()).await;
     sims.stop().await;
     served.map_err(|e| Failure::Failed(format!("server error: {e}")))
 }

@@ -1,10 +1,7 @@
-//! What every command shares with its process: the environment, the shutdown signals, the
-//! gRPC port, and the one rule for exit codes.
+//! What every command shares with its process: the environment, the shutdown signals, and
+//! the one rule for exit codes.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-
-use tokio::net::TcpListener;
 
 /// Why a command failed. Its message goes to standard error after `paygate: `; the exit
 /// code is 2 for a configuration or usage error (fix the input, then run again) and 1 for
@@ -54,13 +51,4 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-/// Binds the gRPC port; an address in use (or not ours) is a configuration error.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Failure> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        Failure::config(format!(
-            "PAYGATE_LISTEN_ADDR (listen_addr): cannot listen on {addr}: {e}"
-        ))
-    })
 }

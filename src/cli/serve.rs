@@ -6,7 +6,7 @@ use paygate::config::Config;
 use paygate::server::{self, Gateway};
 use paygate::telemetry::{self, LogFormat};
 
-use super::process::{Failure, bind, env, shutdown_signal};
+use super::process::{Failure, env, shutdown_signal};
 
 pub(super) async fn run(config: Option<&Path>, format: Option<LogFormat>) -> Result<(), Failure> {
     let mut config = Config::load(config, &env).map_err(Failure::config)?;
@@ -32,7 +32,8 @@ async fn run_gateway(config: Config) -> Result<(), Failure> {
     let gateway = Gateway::from_config(config)
         .await
         .map_err(Failure::config)?;
-    let listener = bind(listen).await?;
+    let bound = gateway.bind().await.map_err(Failure::config)?;
+    let gateway = &bound.gateway;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         addr = %listen,
@@ -41,7 +42,7 @@ async fn run_gateway(config: Config) -> Result<(), Failure> {
         tls = gateway.tls.is_some(),
         "paygate listening"
     );
-    server::serve(gateway, listener, shutdown_signal())
+    server::serve(bound, shutdown_signal())
         .await
         .map_err(|e| Failure::Failed(format!("server error: {e}")))
 }

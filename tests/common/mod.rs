@@ -23,7 +23,6 @@ use paygate::providers::antom::signing::{Signer, Verifier};
 use paygate::ratelimit::{CallerLimits, Rate};
 use paygate::server::{self, Gateway, Running};
 use paygate::sim::antom::{AntomSim, Payment, PaymentStatus, SimServer, Subscription};
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::transport::ServerTlsConfig;
 
@@ -196,14 +195,10 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("paygate.db").display()));
     let idempotency =
         Idempotency::new(paygate::idempotency::open(&url).await.unwrap(), o.retention);
-    let notify = if o.notify {
-        Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
-    } else {
-        None
-    };
-    let notify_addr = notify.as_ref().map(|l| l.local_addr().unwrap());
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let gateway = Gateway {
-        notify,
+        listen_addr: loopback,
+        notify_addr: o.notify.then_some(loopback),
         shared: Arc::new(Shared::new(
             Arc::new(accounts),
             idempotency.clone(),
@@ -223,8 +218,9 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
         notify_limits: paygate::notify::Limits::default(),
     };
     let shared = gateway.shared.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = server::spawn(gateway, listener).unwrap();
+    let bound = gateway.bind().await.unwrap();
+    let notify_addr = bound.notify_addr();
+    let running = server::spawn(bound).unwrap();
     let channel = if o.tls.is_some() {
         // TLS tests build their own channels.
         Channel::from_shared(running.url()).unwrap().connect_lazy()
