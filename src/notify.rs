@@ -21,8 +21,9 @@ use tokio::sync::Semaphore;
 
 use crate::api::Shared;
 use crate::events::Recorded;
-use crate::providers::NotificationError;
-use crate::providers::antom::wire::NOTIFY_ACK;
+use crate::providers::{
+    NotificationError, NotificationRefusal, NotificationReply, Provider, neutral_reply,
+};
 use crate::telemetry;
 
 /// Largest notification body accepted.
@@ -195,14 +196,16 @@ async fn body_within(
                 .await
         }
         Ok(Err(_)) => refusal(
+            None,
             StatusCode::PAYLOAD_TOO_LARGE,
-            "PARAM_ILLEGAL",
+            NotificationRefusal::Malformed,
             "the body is too large",
         ),
         Err(_) => {
             let mut r = refusal(
+                None,
                 StatusCode::REQUEST_TIMEOUT,
-                "PARAM_ILLEGAL",
+                NotificationRefusal::Malformed,
                 "the body did not arrive in time",
             );
             r.headers_mut()
@@ -222,12 +225,17 @@ fn answer(status: StatusCode, body: String) -> Response {
     r
 }
 
-/// A refusal in the shape of Antom's answers, so the provider's logs show why.
-fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({
-        "result": {"resultCode": code, "resultStatus": "F", "resultMessage": message}
-    });
-    answer(status, body.to_string())
+/// A refusal in the provider's words (neutral ones before the account is known), so the
+/// provider's logs show why.
+fn refusal(
+    provider: Option<&dyn Provider>,
+    status: StatusCode,
+    why: NotificationRefusal,
+    message: &str,
+) -> Response {
+    let reply = NotificationReply::Refused(why, message);
+    let body = provider.map_or_else(|| neutral_reply(reply), |p| p.notification_reply(reply));
+    answer(status, body)
 }
 
 fn count(provider: &str, kind: &str, outcome: &'static str) {
@@ -253,9 +261,15 @@ async fn receive(
         .filter(|_| !account_name.is_empty())
     else {
         count("unknown", "unknown", "unknown_account");
-        return refusal(StatusCode::NOT_FOUND, "NOT_FOUND", "no such account");
+        return refusal(
+            None,
+            StatusCode::NOT_FOUND,
+            NotificationRefusal::NotFound,
+            "no such account",
+        );
     };
-    let provider = account.provider.name();
+    let p = account.provider.as_ref();
+    let provider = p.name();
     let header = |name: &str| {
         headers
             .get(name)
@@ -273,20 +287,31 @@ async fn receive(
         Err(NotificationError::Unsupported) => {
             count(provider, "unknown", "unsupported");
             return refusal(
+                Some(p),
                 StatusCode::NOT_FOUND,
-                "NOT_FOUND",
+                NotificationRefusal::NotFound,
                 "this account takes no such notification",
             );
         }
         Err(NotificationError::Unverified(why)) => {
             count(provider, &kind, "rejected");
             tracing::warn!(account = %account.name, kind = %kind, why, "refused a notification that does not verify");
-            return refusal(StatusCode::UNAUTHORIZED, "INVALID_SIGNATURE", why);
+            return refusal(
+                Some(p),
+                StatusCode::UNAUTHORIZED,
+                NotificationRefusal::Unverified,
+                why,
+            );
         }
         Err(NotificationError::Malformed(why)) => {
             count(provider, &kind, "malformed");
             tracing::warn!(account = %account.name, kind = %kind, why = %why, "refused a signed notification the gateway cannot read");
-            return refusal(StatusCode::BAD_REQUEST, "PARAM_ILLEGAL", &why);
+            return refusal(
+                Some(p),
+                StatusCode::BAD_REQUEST,
+                NotificationRefusal::Malformed,
+                &why,
+            );
         }
     };
     match s
@@ -297,19 +322,26 @@ async fn receive(
         Ok(Recorded::New(seq)) => {
             count(provider, &kind, "stored");
             tracing::info!(account = %account.name, kind = %kind, seq, event_id = %notification.event_id, "notification stored");
-            answer(StatusCode::OK, NOTIFY_ACK.into())
+            answer(
+                StatusCode::OK,
+                p.notification_reply(NotificationReply::Accepted),
+            )
         }
         Ok(Recorded::Duplicate) => {
             count(provider, &kind, "duplicate");
             tracing::info!(account = %account.name, kind = %kind, event_id = %notification.event_id, "duplicate notification acknowledged");
-            answer(StatusCode::OK, NOTIFY_ACK.into())
+            answer(
+                StatusCode::OK,
+                p.notification_reply(NotificationReply::Accepted),
+            )
         }
         Err(e) => {
             count(provider, &kind, "store_error");
             tracing::error!(account = %account.name, kind = %kind, error = %e, "cannot store a notification; the provider will send it again");
             refusal(
+                Some(p),
                 StatusCode::SERVICE_UNAVAILABLE,
-                "UNKNOWN_EXCEPTION",
+                NotificationRefusal::Unavailable,
                 "cannot store the notification now",
             )
         }

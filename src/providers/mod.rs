@@ -137,6 +137,56 @@ pub trait Provider: Send + Sync + 'static {
         let _ = (kind, uri, header, body);
         Err(NotificationError::Unsupported)
     }
+
+    /// The body of the gateway's answer to a notification this provider posted, in the
+    /// provider's own words (its acknowledgement, or a refusal its logs can show). Providers
+    /// that send no notifications keep this default: [`neutral_reply`].
+    fn notification_reply(&self, reply: NotificationReply<'_>) -> String {
+        neutral_reply(reply)
+    }
+}
+
+/// What the gateway answers a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationReply<'a> {
+    /// Stored, or stored before: the provider may stop resending it.
+    Accepted,
+    /// Not taken, for this reason; the text says why.
+    Refused(NotificationRefusal, &'a str),
+}
+
+/// Why a notification was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationRefusal {
+    /// No such account or kind of notification.
+    NotFound,
+    /// The signature or client id is missing or wrong.
+    Unverified,
+    /// Verified but unreadable, too large, or too slow to arrive.
+    Malformed,
+    /// It could not be stored now; the provider should send it again.
+    Unavailable,
+}
+
+/// The answer when no provider is known (an unknown account, a body over the limits): a JSON
+/// `result` with a code, `S` or `F`, and a message.
+pub fn neutral_reply(reply: NotificationReply<'_>) -> String {
+    let (code, status, message) = match reply {
+        NotificationReply::Accepted => ("SUCCESS", "S", "success"),
+        NotificationReply::Refused(why, message) => {
+            let code = match why {
+                NotificationRefusal::NotFound => "NOT_FOUND",
+                NotificationRefusal::Unverified => "INVALID_SIGNATURE",
+                NotificationRefusal::Malformed => "PARAM_ILLEGAL",
+                NotificationRefusal::Unavailable => "UNKNOWN_EXCEPTION",
+            };
+            (code, "F", message)
+        }
+    };
+    serde_json::json!({
+        "result": {"resultCode": code, "resultStatus": status, "resultMessage": message}
+    })
+    .to_string()
 }
 
 /// Why a notification was not accepted.
@@ -159,4 +209,30 @@ pub struct Attempt<'a> {
     pub account: &'a str,
     /// Endpoint (refund, inquire, cancel).
     pub endpoint: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_carry_a_code_status_f_and_the_reason() {
+        let cases = [
+            (NotificationRefusal::NotFound, "NOT_FOUND"),
+            (NotificationRefusal::Unverified, "INVALID_SIGNATURE"),
+            (NotificationRefusal::Malformed, "PARAM_ILLEGAL"),
+            (NotificationRefusal::Unavailable, "UNKNOWN_EXCEPTION"),
+        ];
+        for (why, code) in cases {
+            let body = neutral_reply(NotificationReply::Refused(why, "because"));
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["result"]["resultCode"], code);
+            assert_eq!(v["result"]["resultStatus"], "F");
+            assert_eq!(v["result"]["resultMessage"], "because");
+        }
+        assert_eq!(
+            antom::notify::reply(NotificationReply::Accepted),
+            r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#
+        );
+    }
 }

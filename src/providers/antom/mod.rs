@@ -96,6 +96,10 @@ impl Provider for Antom {
         notify::read(kind, body)
     }
 
+    fn notification_reply(&self, reply: super::NotificationReply<'_>) -> String {
+        notify::reply(reply)
+    }
+
     fn deduplicates_requests(&self) -> bool {
         true
     }

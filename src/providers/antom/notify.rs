@@ -12,7 +12,7 @@ use crate::domain::{
     CancellationStatus, CancellationType, Notice, Notification, ProviderResult, RefundRecord,
     RefundState, SubscriptionPayment, SubscriptionRecord,
 };
-use crate::providers::NotificationError;
+use crate::providers::{NotificationError, NotificationReply, neutral_reply};
 
 /// Checks the client id and the signature of a notification on its raw bytes.
 pub fn verify(
@@ -44,6 +44,15 @@ fn result(r: &ResultObject) -> ProviderResult {
         code: r.result_code.clone(),
         status: r.result_status.clone(),
         message: r.result_message.clone().unwrap_or_default(),
+    }
+}
+
+/// Antom's answer to its notification: the documented acknowledgement byte for byte, or a
+/// refusal in the shape of Antom's answers (which the gateway's neutral answer has).
+pub fn reply(reply: NotificationReply<'_>) -> String {
+    match reply {
+        NotificationReply::Accepted => super::wire::NOTIFY_ACK.into(),
+        refused @ NotificationReply::Refused(..) => neutral_reply(refused),
     }
 }
 
