@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+
+use crate::task::Background;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
@@ -338,13 +340,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A gateway running in the background (tests, dev mode).
+/// A gateway running in the background (tests).
 #[derive(Debug)]
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), BoxError>>>,
+    task: Background<Result<(), BoxError>>,
 }
 
 impl Running {
@@ -354,34 +355,14 @@ impl Running {
     }
 
     /// Shuts down gracefully and waits.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
+    pub async fn stop(self) {
+        self.task.stop().await;
     }
 }
 
 /// Starts the bound gateway in the background.
 pub fn spawn(bound: Bound) -> std::io::Result<Running> {
     let addr = bound.grpc_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(bound, async {
-        let _ = rx.await;
-    }));
-    Ok(Running {
-        addr,
-        stop: Some(tx),
-        task: Some(task),
-    })
+    let task = Background::spawn(|stop| serve(bound, stop));
+    Ok(Running { addr, task })
 }

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::task::Background;
 
 /// A running simulator.
 #[derive(Debug)]
@@ -14,28 +14,19 @@ pub struct SimServer<S> {
     pub addr: SocketAddr,
     /// Its state.
     pub sim: Arc<S>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: Background<()>,
 }
 
 impl<S: Send + Sync + 'static> SimServer<S> {
     /// Serves `app` on `listener` in the background.
     pub fn start(sim: Arc<S>, listener: TcpListener, app: axum::Router) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
+        let task = Background::spawn(|stop| async move {
             let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
+                .with_graceful_shutdown(stop)
                 .await;
         });
-        Ok(SimServer {
-            addr,
-            sim,
-            stop: Some(tx),
-            task: Some(task),
-        })
+        Ok(SimServer { addr, sim, task })
     }
 
     /// `http://addr`, for the gateway's base URL.
@@ -44,20 +35,7 @@ impl<S: Send + Sync + 'static> SimServer<S> {
     }
 
     /// Stops the server.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl<S> Drop for SimServer<S> {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
+    pub async fn stop(self) {
+        self.task.stop().await;
     }
 }
