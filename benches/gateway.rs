@@ -416,6 +416,10 @@ impl Pg {
     }
 }
 
+/// The key columns `prefill` writes (later migrations add columns that may stay NULL).
+const KEY_COLUMNS: &str = "caller, method, request_id, fingerprint, state, lease_token, \
+     lease_until, attempts, outcome, created_at, updated_at";
+
 /// Fills the store with `n` completed keys (done directly in SQL).
 async fn prefill(store_url: &str, n: u64) {
     let now = 1_795_000_000_000i64;
@@ -424,7 +428,7 @@ async fn prefill(store_url: &str, n: u64) {
         let mut c = sqlx::SqliteConnection::connect(store_url).await.unwrap();
         let sql = format!(
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) \
-             INSERT OR IGNORE INTO idempotency_keys \
+             INSERT OR IGNORE INTO idempotency_keys ({KEY_COLUMNS}) \
              SELECT 'hist', 'SubscriptionService.Cancel', 'hist-' || x, 'fp', 'done', NULL, 0, 1, '{outcome}', {now}, {now} FROM c"
         );
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -434,7 +438,7 @@ async fn prefill(store_url: &str, n: u64) {
     } else {
         let mut c = sqlx::PgConnection::connect(store_url).await.unwrap();
         let sql = format!(
-            "INSERT INTO idempotency_keys \
+            "INSERT INTO idempotency_keys ({KEY_COLUMNS}) \
              SELECT 'hist', 'SubscriptionService.Cancel', 'hist-' || x, 'fp', 'done', NULL, 0, 1, '{outcome}', {now}, {now} \
              FROM generate_series(1, {n}) AS x ON CONFLICT DO NOTHING; ANALYZE idempotency_keys"
         );
