@@ -200,12 +200,12 @@ pub async fn start(
         accounts: vec![
             AccountConfig {
                 name: "antom".into(),
-                provider: ProviderConfig::Antom(settings),
+                provider: ProviderConfig::new(settings),
                 guard: Default::default(),
             },
             AccountConfig {
                 name: "payxpert".into(),
-                provider: ProviderConfig::PayXpert(px_settings),
+                provider: ProviderConfig::new(px_settings),
                 guard: Default::default(),
             },
         ],

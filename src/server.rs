@@ -20,15 +20,12 @@ use crate::api::event::EventApi;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
 use crate::api::{ApiSettings, Shared};
-use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::config::{Config, ConfigError};
 use crate::idempotency::{self, Idempotency};
 use crate::pb;
 use crate::pb::event_service_server::EventServiceServer;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
-use crate::providers::Provider;
-use crate::providers::antom::Antom;
-use crate::providers::payxpert::PayXpert;
 use crate::ratelimit::CallerLimits;
 
 /// Any error from serving.
@@ -69,14 +66,7 @@ impl Gateway {
                 setting: format!("accounts.{}", a.name),
                 problem: format!("cannot build the HTTP client: {e}"),
             };
-            let provider: Arc<dyn Provider> = match a.provider {
-                ProviderConfig::Antom(settings) => {
-                    Arc::new(Antom::new(settings).map_err(client_error)?)
-                }
-                ProviderConfig::PayXpert(settings) => {
-                    Arc::new(PayXpert::new(settings).map_err(client_error)?)
-                }
-            };
+            let provider = a.provider.build().map_err(client_error)?;
             accounts.push(Account {
                 guard: AccountGuard::new(&a.name, &a.guard),
                 name: a.name,

@@ -301,7 +301,11 @@ pub fn trace_headers() -> Vec<(String, String)> {
 ///
 /// Counters whose label sets are known in advance exist from the start at 0, so that
 /// `increase()` sees the first event after a restart.
-pub fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
+/// `providers` names the providers' own label sets.
+pub fn install_metrics(
+    addr: std::net::SocketAddr,
+    providers: &[ProviderSeries],
+) -> Result<(), String> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
@@ -312,7 +316,7 @@ pub fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
-    describe_metrics();
+    describe_metrics(providers);
     let process = metrics_process::Collector::default();
     process.describe();
     process.collect();
@@ -377,7 +381,18 @@ pub const NOTIFICATION_OUTCOMES: &[&str] = &[
     "store_error",
 ];
 
-fn describe_metrics() {
+/// A provider's label sets that exist from the start.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderSeries {
+    /// The `provider` label.
+    pub provider: &'static str,
+    /// It signs its answers: `paygate_signature_failures_total{kind}` starts at 0.
+    pub signs_answers: bool,
+    /// The kinds of notification it sends: `paygate_notifications_total{kind,outcome}`.
+    pub notification_kinds: &'static [&'static str],
+}
+
+fn describe_metrics(providers: &[ProviderSeries]) {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
         "paygate_build_info",
@@ -452,17 +467,21 @@ fn describe_metrics() {
     for event in IDEMPOTENCY_EVENTS {
         metrics::counter!("paygate_idempotency_events_total", "event" => *event).absolute(0);
     }
-    for kind in ["missing", "invalid"] {
-        metrics::counter!("paygate_signature_failures_total", "provider" => "antom", "kind" => kind)
-            .absolute(0);
+    for p in providers.iter().filter(|p| p.signs_answers) {
+        for kind in ["missing", "invalid"] {
+            metrics::counter!("paygate_signature_failures_total", "provider" => p.provider, "kind" => kind)
+                .absolute(0);
+        }
     }
     for reason in ["circuit_open", "account_in_flight"] {
         metrics::counter!("paygate_shed_total", "reason" => reason).absolute(0);
     }
-    for kind in ["refund", "subscription", "payment"] {
-        for outcome in NOTIFICATION_OUTCOMES {
-            metrics::counter!("paygate_notifications_total", "provider" => "antom", "kind" => kind, "outcome" => *outcome)
-                .absolute(0);
+    for p in providers {
+        for kind in p.notification_kinds {
+            for outcome in NOTIFICATION_OUTCOMES {
+                metrics::counter!("paygate_notifications_total", "provider" => p.provider, "kind" => *kind, "outcome" => *outcome)
+                    .absolute(0);
+            }
         }
     }
 }

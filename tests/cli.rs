@@ -8,19 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::free_port;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
 use paygate::pb::subscription_service_client::SubscriptionServiceClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_paygate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Kills the child when dropped, so a failing test leaves nothing running.
 struct Proc(Child);

@@ -432,9 +432,7 @@ async fn forged_malformed_and_misdirected_notifications_are_refused_and_change_n
 async fn antom_resends_until_the_gateway_acknowledges() {
     // Nothing listens at first: the simulator resends, as Antom does.
     let env = start().await;
-    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = reserved.local_addr().unwrap();
-    drop(reserved);
+    let addr = SocketAddr::from(([127, 0, 0, 1], common::process::free_port()));
     env.sim().notify_to(NotifyTarget {
         base_url: format!("http://{addr}/notify/main"),
         resend: vec![Duration::from_millis(150); 8],
@@ -787,9 +785,7 @@ async fn two_replicas_on_postgres_share_events_and_store_each_once() {
 
 #[tokio::test]
 async fn refunds_carry_the_accounts_notify_url_and_antom_uses_it() {
-    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = reserved.local_addr().unwrap();
-    drop(reserved);
+    let addr = SocketAddr::from(([127, 0, 0, 1], common::process::free_port()));
     // No notification target in the simulator: only the refund's own refundNotifyUrl.
     let env = start_with(Options {
         antom_notify_url: Some(format!("http://{addr}/notify/main")),

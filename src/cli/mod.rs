@@ -36,11 +36,11 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gateway from the configuration file and environment (the default).
-    #[command(after_help = paygate::config::ENVIRONMENT_HELP)]
+    #[command(after_help = paygate::config::environment_help())]
     Serve,
     /// Load and validate the configuration and every file it names (keys, passwords, tokens,
     /// TLS) as `serve` would, without network: exit 0 and a summary, or exit 2 and one line.
-    #[command(after_help = paygate::config::ENVIRONMENT_HELP)]
+    #[command(after_help = paygate::config::environment_help())]
     CheckConfig,
     /// Ask a running gateway's gRPC health service, as a container health check or the
     /// kubelet's grpc probe does: exit 0 when SERVING, 1 otherwise (plaintext gRPC only).

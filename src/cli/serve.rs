@@ -22,7 +22,11 @@ pub(super) async fn run(config: Option<&Path>, format: Option<LogFormat>) -> Res
 async fn run_gateway(config: Config) -> Result<(), Failure> {
     let listen = config.listen_addr;
     if let Some(addr) = config.metrics_addr {
-        telemetry::install_metrics(addr).map_err(|e| {
+        let series: Vec<telemetry::ProviderSeries> = paygate::providers::registry::REGISTRY
+            .iter()
+            .map(|r| r.metrics)
+            .collect();
+        telemetry::install_metrics(addr, &series).map_err(|e| {
             Failure::config(format!(
                 "PAYGATE_METRICS_ADDR (metrics_addr): cannot serve metrics on {addr}: {e}"
             ))

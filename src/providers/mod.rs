@@ -1,21 +1,47 @@
 //! The provider seam: one trait every payment provider implements, and the typed failure
 //! (`failure.rs`) a provider returns. What a failure means for resends, back-off and the
 //! breaker is decided in `retry.rs`; which gRPC code the caller gets, in `error.rs`.
+//!
+//! # Adding a provider
+//! Everything lives in one folder, `providers/<name>/`, as `antom/` and `payxpert/` show:
+//! 1. `wire.rs`: its `NAME` and its JSON bodies, converted to and from `domain` values.
+//! 2. `client.rs`: its `Settings` and one pooled HTTP client (auth, signing, bounded answers
+//!    through `http.rs`); `signing.rs` if it signs.
+//! 3. `codes.rs`: its result codes → [`Meaning`] (a [`Refusal`], a [`NotExecuted`], success or
+//!    unknown). It never chooses a gRPC code.
+//! 4. `config.rs`: its account keys (a `deny_unknown_fields` struct read through
+//!    [`AccountKeys`]), its environment shortcuts and their `--help` lines, their validation
+//!    (files read, nothing contacted), and its [`Registration`]; `impl ProviderSettings for
+//!    Settings` builds the provider.
+//! 5. `mod.rs`: `impl Provider`: the calls, how an unknown outcome is settled
+//!    (`resolve_refund`), and, if it sends notifications, `notification` and
+//!    `notification_reply` (its acknowledgement and refusals, byte for byte); `notify.rs` for
+//!    their verification.
+//! 6. One line in [`registry::REGISTRY`].
+//! 7. A simulator in `sim/` that answers like the real API, and tests through the binary.
+//!
+//! Nothing outside the folder and the registry line names a provider.
 
 pub mod antom;
 pub mod failure;
 pub mod http;
 pub mod payxpert;
+pub mod registry;
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub use self::failure::{Disposition, Meaning, NotExecuted, ProviderError, Refusal};
+use crate::config::source::{AccountKeys, ConfigError, Shortcut};
 use crate::domain::Violations;
 use crate::domain::{CancelOutcome, CancelSubscription, CreateRefund, InquireRefund, RefundRecord};
+use crate::telemetry::ProviderSeries;
 
 /// A boxed future, so the trait stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -198,6 +224,62 @@ pub enum NotificationError {
     Unverified(&'static str),
     /// Verified, but not a body the gateway understands.
     Malformed(String),
+}
+
+/// What one provider's folder registers.
+#[derive(Clone, Copy)]
+pub struct Registration {
+    /// The value of an account's `provider` key.
+    pub name: &'static str,
+    /// The account its environment shortcuts describe (`PAYGATE_ANTOM_*` → `antom`).
+    pub env_account: &'static str,
+    /// The environment variables that stand in for that account's keys.
+    pub shortcuts: &'static [Shortcut],
+    /// Their lines in `--help` (each line ends with a newline).
+    pub help: &'static str,
+    /// What to set to configure an account from the environment alone, for the message when
+    /// no account is configured.
+    pub setup: &'static str,
+    /// Its label sets of the metrics, which exist from the start.
+    pub metrics: ProviderSeries,
+    /// Reads and validates an account's own keys (files it names are read; nothing is
+    /// contacted).
+    pub configure: fn(&mut AccountKeys<'_>) -> Result<ProviderConfig, ConfigError>,
+}
+
+impl fmt::Debug for Registration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A provider's validated settings, ready to become a running provider.
+pub trait ProviderSettings: Any + fmt::Debug + Send {
+    /// Builds the provider (its HTTP client); contacts nothing.
+    fn build(self: Box<Self>) -> Result<Arc<dyn Provider>, reqwest::Error>;
+}
+
+/// One account's provider settings, whichever the provider.
+#[derive(Debug)]
+pub struct ProviderConfig(Box<dyn ProviderSettings>);
+
+impl ProviderConfig {
+    /// Wraps a provider's settings.
+    pub fn new(settings: impl ProviderSettings) -> Self {
+        ProviderConfig(Box::new(settings))
+    }
+
+    /// Builds the provider.
+    pub fn build(self) -> Result<Arc<dyn Provider>, reqwest::Error> {
+        self.0.build()
+    }
+
+    /// The settings, if they are of provider settings type `T`.
+    pub fn settings<T: ProviderSettings>(&self) -> Option<&T> {
+        (&*self.0 as &dyn Any).downcast_ref()
+    }
 }
 
 /// What a provider attempt is, for its trace span.

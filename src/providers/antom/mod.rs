@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod codes;
+pub mod config;
 pub mod notify;
 pub mod signing;
 pub mod wire;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod codes;
+pub mod config;
 pub mod wire;
 
 use crate::reason;

@@ -1,5 +1,10 @@
 //! Configuration: a TOML file (`--config` / `PAYGATE_CONFIG`) plus environment overrides, so
 //! a container can also run from a Secret alone. Every error names the setting at fault.
+//! The keys every account has are read here; each provider reads its own keys and
+//! environment shortcuts in its folder (`providers/<name>/config.rs`), through
+//! [`source::AccountKeys`].
+
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,14 +12,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeTable;
 
 use std::collections::HashMap;
 
+pub use self::source::ConfigError;
+use self::source::{AccountKeys, FileText, err, read_file, read_table};
 use crate::admission::GuardSettings;
 use crate::auth::{Auth, Policy};
-use crate::providers::antom::client::Settings as AntomSettings;
-use crate::providers::antom::signing::{Signer, Verifier};
-use crate::providers::payxpert::client::Settings as PayXpertSettings;
+pub use crate::providers::ProviderConfig;
+use crate::providers::registry;
 use crate::ratelimit::Rate;
 use crate::secret::Secret;
 use crate::telemetry::LogFormat;
@@ -24,7 +32,15 @@ use crate::telemetry::LogFormat;
 pub const DEFAULT_SHUTDOWN_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 /// The environment variables `serve` and `check-config` read, for `--help`.
-pub const ENVIRONMENT_HELP: &str = "\
+pub fn environment_help() -> String {
+    let mut help = String::from(ENVIRONMENT_HELP_HEAD);
+    for r in registry::REGISTRY {
+        help.push_str(r.help);
+    }
+    help + ENVIRONMENT_HELP_TAIL
+}
+
+const ENVIRONMENT_HELP_HEAD: &str = "\
 Environment (each overrides the file's key of the same meaning):
   PAYGATE_CONFIG                       the TOML file (--config)
   PAYGATE_LISTEN_ADDR                  gRPC address, host:port (listen_addr; default 0.0.0.0:50051)
@@ -39,36 +55,11 @@ Environment (each overrides the file's key of the same meaning):
   PAYGATE_UNKEYED_RETENTION_DAYS       how long PayXpert keys are kept (unkeyed_retention_days; default 395)
   PAYGATE_AUTH_TOKENS_FILE             caller tokens, CALLER SHA256HEX lines (auth.tokens_file)
   PAYGATE_TLS_CERT_FILE, PAYGATE_TLS_KEY_FILE, PAYGATE_TLS_CLIENT_CA_FILE   TLS / mutual TLS (tls.*)
-  PAYGATE_ANTOM_BASE_URL, PAYGATE_ANTOM_CLIENT_ID, PAYGATE_ANTOM_PRIVATE_KEY_FILE,
-  PAYGATE_ANTOM_PUBLIC_KEY_FILE, PAYGATE_ANTOM_NOTIFY_URL, PAYGATE_ANTOM_SANDBOX (true or false),
-  PAYGATE_ANTOM_RPS, PAYGATE_ANTOM_BURST                 the account named antom (accounts.antom.*)
-  PAYGATE_PAYXPERT_BASE_URL, PAYGATE_PAYXPERT_ORIGINATOR_ID, PAYGATE_PAYXPERT_PASSWORD_FILE,
-  PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS             the account named payxpert (accounts.payxpert.*)
-  RUST_LOG                             log filter (default info)
+";
+
+const ENVIRONMENT_HELP_TAIL: &str = "  RUST_LOG                             log filter (default info)
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
   (grpc or http/protobuf), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES   OpenTelemetry traces";
-
-/// Name of the account the `PAYGATE_ANTOM_*` variables describe.
-pub const ENV_ANTOM_ACCOUNT: &str = "antom";
-/// Name of the account the `PAYGATE_PAYXPERT_*` variables describe.
-pub const ENV_PAYXPERT_ACCOUNT: &str = "payxpert";
-
-/// A configuration problem, naming the setting.
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {problem}")]
-pub struct ConfigError {
-    /// The setting (file key or environment variable).
-    pub setting: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-fn err(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting: setting.into(),
-        problem: problem.into(),
-    }
-}
 
 /// The file's shape.
 #[derive(Debug, Default, Deserialize)]
@@ -99,8 +90,6 @@ struct FileConfig {
     auth: Option<FileAuth>,
     #[serde(default)]
     callers: BTreeMap<String, FileCaller>,
-    #[serde(default)]
-    accounts: BTreeMap<String, FileAccount>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,26 +116,33 @@ struct FileCaller {
     burst: Option<u32>,
 }
 
+/// The keys every account has; the rest of `[accounts.NAME]` belongs to its provider.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileAccount {
     provider: Option<String>,
-    base_url: Option<String>,
-    client_id: Option<String>,
-    private_key_file: Option<PathBuf>,
-    antom_public_key_file: Option<PathBuf>,
-    notify_url: Option<String>,
-    sandbox: Option<bool>,
-    key_version: Option<u32>,
-    timeout_ms: Option<u64>,
-    originator_id: Option<String>,
-    password_file: Option<PathBuf>,
-    reconcile_quiet_period_ms: Option<u64>,
     rps: Option<f64>,
     burst: Option<u32>,
     max_in_flight: Option<usize>,
     breaker_threshold: Option<u32>,
     breaker_cool_down_ms: Option<u64>,
+}
+
+/// The keys of [`FileAccount`].
+const ACCOUNT_KEYS: &[&str] = &[
+    "provider",
+    "rps",
+    "burst",
+    "max_in_flight",
+    "breaker_threshold",
+    "breaker_cool_down_ms",
+];
+
+/// An account's table as the file has it (or an empty one the environment created).
+struct RawAccount<'a> {
+    table: Spanned<DeTable<'a>>,
+    /// The provider whose environment shortcuts created or describe this account.
+    env_provider: Option<&'static str>,
 }
 
 /// One provider account, ready to build.
@@ -169,15 +165,6 @@ pub struct TlsFiles {
     pub key: Secret<Vec<u8>>,
     /// CA that signs client certificates; set = mutual TLS.
     pub client_ca: Option<Vec<u8>>,
-}
-
-/// Provider-specific settings.
-#[derive(Debug)]
-pub enum ProviderConfig {
-    /// An Antom account.
-    Antom(AntomSettings),
-    /// A PayXpert account.
-    PayXpert(PayXpertSettings),
 }
 
 /// The whole configuration.
@@ -232,9 +219,9 @@ pub struct Config {
 pub const DEFAULT_STORE_URL: &str = "sqlite://./data/paygate.db";
 
 /// Default gRPC listen address.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
 /// The notification listener's default address.
 pub const DEFAULT_NOTIFY_ADDR: &str = "0.0.0.0:8081";
-pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
 
 impl Config {
     /// Loads the file at `path` (if any) and applies environment overrides read through
@@ -243,38 +230,48 @@ impl Config {
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let file = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    err(
-                        "PAYGATE_CONFIG",
-                        format!("cannot read {}: {e}", p.display()),
-                    )
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    // One line, with where: line and column (1-based) of the error's start.
-                    let at = e.span().map(|span| {
-                        let before = &text[..span.start.min(text.len())];
-                        let line = before.matches('\n').count() + 1;
-                        let column =
-                            before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                        format!(":{line}:{column}")
-                    });
-                    err(
-                        format!("config file {}{}", p.display(), at.unwrap_or_default()),
-                        e.message().to_owned(),
-                    )
-                })?
-            }
-            None => FileConfig::default(),
+        let text = match path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                err(
+                    "PAYGATE_CONFIG",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?),
+            None => None,
         };
+        let file = path
+            .zip(text.as_deref())
+            .map(|(path, text)| FileText { path, text });
         Self::from_file(file, env)
     }
 
     fn from_file(
-        mut file: FileConfig,
+        source: Option<FileText<'_>>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        let (file, mut raw_accounts) = match source {
+            Some(f) => {
+                let mut root = DeTable::parse(f.text).map_err(|e| f.error(e))?;
+                let accounts = root.get_mut().remove("accounts");
+                let file: FileConfig = read_table(root, source)?;
+                let accounts = match accounts {
+                    None => BTreeMap::new(),
+                    Some(v) => {
+                        let span = v.span();
+                        match v.into_inner() {
+                            toml::de::DeValue::Table(t) => account_tables(t, f)?,
+                            _ => {
+                                return Err(
+                                    f.error_at(span, "accounts must be a table of accounts")
+                                );
+                            }
+                        }
+                    }
+                };
+                (file, accounts)
+            }
+            None => (FileConfig::default(), BTreeMap::new()),
+        };
         let listen = env("PAYGATE_LISTEN_ADDR")
             .map(|v| ("PAYGATE_LISTEN_ADDR", v))
             .or_else(|| file.listen_addr.clone().map(|v| ("listen_addr", v)))
@@ -285,80 +282,25 @@ impl Config {
             None => file.log_format.unwrap_or_default(),
         };
 
-        let antom_env = [
-            ("PAYGATE_ANTOM_BASE_URL", "base_url"),
-            ("PAYGATE_ANTOM_CLIENT_ID", "client_id"),
-            ("PAYGATE_ANTOM_PRIVATE_KEY_FILE", "private_key_file"),
-            ("PAYGATE_ANTOM_PUBLIC_KEY_FILE", "antom_public_key_file"),
-            ("PAYGATE_ANTOM_SANDBOX", "sandbox"),
-            ("PAYGATE_ANTOM_NOTIFY_URL", "notify_url"),
-            ("PAYGATE_ANTOM_RPS", "rps"),
-            ("PAYGATE_ANTOM_BURST", "burst"),
-        ];
-        if antom_env.iter().any(|(k, _)| env(k).is_some()) {
-            let acct = file
-                .accounts
-                .entry(ENV_ANTOM_ACCOUNT.to_owned())
-                .or_default();
-            acct.provider.get_or_insert_with(|| "antom".into());
-            for (var, _) in antom_env {
-                let Some(v) = env(var) else { continue };
-                match var {
-                    "PAYGATE_ANTOM_BASE_URL" => acct.base_url = Some(v),
-                    "PAYGATE_ANTOM_CLIENT_ID" => acct.client_id = Some(v),
-                    "PAYGATE_ANTOM_PRIVATE_KEY_FILE" => acct.private_key_file = Some(v.into()),
-                    "PAYGATE_ANTOM_PUBLIC_KEY_FILE" => acct.antom_public_key_file = Some(v.into()),
-                    "PAYGATE_ANTOM_NOTIFY_URL" => acct.notify_url = Some(v),
-                    "PAYGATE_ANTOM_RPS" => {
-                        acct.rps = Some(
-                            v.parse()
-                                .ok()
-                                .filter(|r: &f64| r.is_finite() && *r > 0.0)
-                                .ok_or_else(|| err(var, "must be a positive number"))?,
-                        )
-                    }
-                    "PAYGATE_ANTOM_BURST" => {
-                        acct.burst = Some(
-                            v.parse()
-                                .ok()
-                                .filter(|b: &u32| *b > 0)
-                                .ok_or_else(|| err(var, "must be a positive integer"))?,
-                        )
-                    }
-                    _ => {
-                        acct.sandbox = Some(match v.as_str() {
-                            "true" | "1" => true,
-                            "false" | "0" => false,
-                            _ => return Err(err(var, "must be true or false")),
-                        })
-                    }
-                }
-            }
-        }
-
-        let payxpert_env = [
-            "PAYGATE_PAYXPERT_BASE_URL",
-            "PAYGATE_PAYXPERT_ORIGINATOR_ID",
-            "PAYGATE_PAYXPERT_PASSWORD_FILE",
-        ];
-        if payxpert_env.iter().any(|k| env(k).is_some()) {
-            let acct = file
-                .accounts
-                .entry(ENV_PAYXPERT_ACCOUNT.to_owned())
-                .or_default();
-            acct.provider.get_or_insert_with(|| "payxpert".into());
-            for var in payxpert_env {
-                let Some(v) = env(var) else { continue };
-                match var {
-                    "PAYGATE_PAYXPERT_BASE_URL" => acct.base_url = Some(v),
-                    "PAYGATE_PAYXPERT_ORIGINATOR_ID" => acct.originator_id = Some(v),
-                    _ => acct.password_file = Some(v.into()),
-                }
+        // Environment shortcuts create the account they describe when the file has none.
+        for r in registry::REGISTRY {
+            let set = r
+                .shortcuts
+                .iter()
+                .any(|s| s.creates_account && env(s.var).is_some());
+            if set {
+                let account = raw_accounts
+                    .entry(r.env_account.to_owned())
+                    .or_insert_with(|| RawAccount {
+                        table: Spanned::new(0..0, DeTable::new()),
+                        env_provider: None,
+                    });
+                account.env_provider = Some(r.name);
             }
         }
 
         let mut accounts = Vec::new();
-        for (name, a) in file.accounts {
+        for (name, raw) in raw_accounts {
             if name.is_empty()
                 || name.len() > 64
                 || !name
@@ -370,23 +312,31 @@ impl Config {
                     "account names are 1-64 characters of A-Z a-z 0-9 _ - .",
                 ));
             }
-            let guard = guard_settings(&name, &a, env)?;
-            let provider = match a.provider.as_deref() {
-                Some("antom") => antom_account(&name, a, env)?,
-                Some("payxpert") => payxpert_account(&name, a, env)?,
-                Some(other) => {
-                    return Err(err(
+            let (common, own) = split_keys(raw.table);
+            let a: FileAccount = read_table(common, source)?;
+            let provider = a.provider.as_deref().or(raw.env_provider);
+            let registration = match provider {
+                Some(p) => registry::find(p).ok_or_else(|| {
+                    err(
                         format!("accounts.{name}.provider"),
-                        format!("unknown provider {other:?}; known: antom, payxpert"),
-                    ));
-                }
+                        format!("unknown provider {p:?}; known: {}", registry::names()),
+                    )
+                })?,
                 None => {
                     return Err(err(
                         format!("accounts.{name}.provider"),
-                        "missing; known: antom, payxpert",
+                        format!("missing; known: {}", registry::names()),
                     ));
                 }
             };
+            let shortcuts = if name == registration.env_account {
+                registration.shortcuts
+            } else {
+                &[]
+            };
+            let mut keys = AccountKeys::new(&name, own, source, shortcuts, env);
+            let guard = guard_settings(&keys, &a)?;
+            let provider = (registration.configure)(&mut keys)?;
             accounts.push(AccountConfig {
                 name,
                 provider,
@@ -407,15 +357,16 @@ impl Config {
             None if accounts.len() == 1 => Some(accounts[0].name.clone()),
             None => accounts
                 .iter()
-                .find(|a| a.name == ENV_ANTOM_ACCOUNT)
+                .find(|a| a.name == registry::DEFAULT_ACCOUNT)
                 .map(|a| a.name.clone()),
         };
         if accounts.is_empty() {
             return Err(err(
                 "accounts",
-                "no provider account is configured: set PAYGATE_ANTOM_BASE_URL, PAYGATE_ANTOM_CLIENT_ID, \
-                 PAYGATE_ANTOM_PRIVATE_KEY_FILE and PAYGATE_ANTOM_PUBLIC_KEY_FILE (or the PAYGATE_PAYXPERT_* \
-                 variables), or pass --config (or run `paygate dev` for a local demo)",
+                format!(
+                    "no provider account is configured: set {}, or pass --config (or run `paygate dev` for a local demo)",
+                    registry::setup_hint()
+                ),
             ));
         }
 
@@ -578,17 +529,13 @@ fn rate(setting: &str, rps: Option<f64>, burst: Option<u32>) -> Result<Option<Ra
     Ok(Some(Rate { per_second, burst }))
 }
 
-fn guard_settings(
-    name: &str,
-    a: &FileAccount,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<GuardSettings, ConfigError> {
+fn guard_settings(keys: &AccountKeys<'_>, a: &FileAccount) -> Result<GuardSettings, ConfigError> {
     let d = GuardSettings::default();
     Ok(GuardSettings {
         rate: rate(
-            &setting_name(name, "rps", "PAYGATE_ANTOM_RPS", env),
-            a.rps,
-            a.burst,
+            &keys.setting("rps"),
+            keys.positive_number("rps", a.rps)?,
+            keys.positive_integer("burst", a.burst)?,
         )?,
         max_in_flight: a.max_in_flight.unwrap_or(d.max_in_flight).max(1),
         max_queue: d.max_queue,
@@ -600,8 +547,45 @@ fn guard_settings(
     })
 }
 
-fn read_file(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| err(setting, format!("cannot read {}: {e}", path.display())))
+/// The accounts of the file's `[accounts]` table, each a table.
+fn account_tables<'a>(
+    table: DeTable<'a>,
+    file: FileText<'_>,
+) -> Result<BTreeMap<String, RawAccount<'a>>, ConfigError> {
+    let mut accounts = BTreeMap::new();
+    for (name, value) in table {
+        let span = value.span();
+        let name = name.into_inner().into_owned();
+        match value.into_inner() {
+            toml::de::DeValue::Table(t) => {
+                accounts.insert(
+                    name,
+                    RawAccount {
+                        table: Spanned::new(span, t),
+                        env_provider: None,
+                    },
+                );
+            }
+            _ => {
+                return Err(file.error_at(span, "an account must be a table of settings"));
+            }
+        }
+    }
+    Ok(accounts)
+}
+
+/// An account's table split into the keys every account has and its provider's own.
+fn split_keys(table: Spanned<DeTable<'_>>) -> (Spanned<DeTable<'_>>, Spanned<DeTable<'_>>) {
+    let span = table.span();
+    let (mut common, mut own) = (DeTable::new(), DeTable::new());
+    for (k, v) in table.into_inner() {
+        if ACCOUNT_KEYS.contains(&k.get_ref().as_ref()) {
+            common.insert(k, v);
+        } else {
+            own.insert(k, v);
+        }
+    }
+    (Spanned::new(span.clone(), common), Spanned::new(span, own))
 }
 
 fn tls_files(
@@ -709,167 +693,12 @@ fn socket_addr(setting: &str, v: &str, or: &str) -> Result<SocketAddr, ConfigErr
         .ok_or_else(bad)
 }
 
-/// The setting name to report: the environment variable when the env shortcut set it.
-fn setting_name(
-    account: &str,
-    key: &str,
-    env_var: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> String {
-    let env_account = if env_var.starts_with("PAYGATE_PAYXPERT_") {
-        ENV_PAYXPERT_ACCOUNT
-    } else {
-        ENV_ANTOM_ACCOUNT
-    };
-    if account == env_account && env(env_var).is_some() {
-        env_var.to_owned()
-    } else {
-        format!("accounts.{account}.{key}")
-    }
-}
-
-fn base_url(url: Option<String>, setting: &str) -> Result<String, ConfigError> {
-    let url = url.ok_or_else(|| err(setting, "missing"))?;
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || reqwest::Url::parse(&url).is_err()
-    {
-        return Err(err(setting, format!("{url:?} is not an http(s) URL")));
-    }
-    Ok(url)
-}
-
-fn timeout(name: &str, ms: Option<u64>) -> Result<Duration, ConfigError> {
-    match ms.unwrap_or(15_000) {
-        0 => Err(err(
-            format!("accounts.{name}.timeout_ms"),
-            "must be positive",
-        )),
-        ms => Ok(Duration::from_millis(ms)),
-    }
-}
-
-fn payxpert_account(
-    name: &str,
-    a: FileAccount,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ProviderConfig, ConfigError> {
-    let set = |key: &str, var: &str| setting_name(name, key, var, env);
-    let base_url = base_url(a.base_url, &set("base_url", "PAYGATE_PAYXPERT_BASE_URL"))?;
-    let id_set = set("originator_id", "PAYGATE_PAYXPERT_ORIGINATOR_ID");
-    let originator_id = a
-        .originator_id
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| err(&id_set, "missing"))?;
-    if originator_id.contains(':') || !originator_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(err(
-            &id_set,
-            "must be printable ASCII without spaces or ':'",
-        ));
-    }
-    let pw_set = set("password_file", "PAYGATE_PAYXPERT_PASSWORD_FILE");
-    let pw_path = a.password_file.ok_or_else(|| err(&pw_set, "missing"))?;
-    let password = String::from_utf8(read_file(&pw_set, &pw_path)?)
-        .map_err(|_| err(&pw_set, "not UTF-8 text"))?
-        .trim_end_matches(['\r', '\n'])
-        .to_owned();
-    if password.is_empty() {
-        return Err(err(&pw_set, "the file is empty"));
-    }
-    let timeout = timeout(name, a.timeout_ms)?;
-    let quiet_var = "PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS";
-    let quiet_set = set("reconcile_quiet_period_ms", quiet_var);
-    let quiet_ms = match env(quiet_var).filter(|_| name == ENV_PAYXPERT_ACCOUNT) {
-        Some(v) => Some(
-            v.parse::<u64>()
-                .map_err(|_| err(&quiet_set, "must be a number of milliseconds"))?,
-        ),
-        None => a.reconcile_quiet_period_ms,
-    };
-    let quiet_period = quiet_ms.map_or(
-        crate::providers::payxpert::client::DEFAULT_QUIET_PERIOD,
-        Duration::from_millis,
-    );
-    if quiet_period <= timeout {
-        return Err(err(
-            &quiet_set,
-            format!(
-                "must be longer than the account's attempt timeout ({} ms): until then an attempt may still be executing",
-                timeout.as_millis()
-            ),
-        ));
-    }
-    Ok(ProviderConfig::PayXpert(PayXpertSettings {
-        base_url,
-        originator_id,
-        password: Secret::new(password),
-        timeout,
-        quiet_period,
-    }))
-}
-
-fn antom_account(
-    name: &str,
-    a: FileAccount,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ProviderConfig, ConfigError> {
-    let set = |key: &str, var: &str| setting_name(name, key, var, env);
-    let base_url = base_url(a.base_url, &set("base_url", "PAYGATE_ANTOM_BASE_URL"))?;
-    let client_id_set = set("client_id", "PAYGATE_ANTOM_CLIENT_ID");
-    let client_id = a
-        .client_id
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| err(&client_id_set, "missing"))?;
-    if !client_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(err(
-            &client_id_set,
-            "must be printable ASCII without spaces",
-        ));
-    }
-    let key_set = set("private_key_file", "PAYGATE_ANTOM_PRIVATE_KEY_FILE");
-    let key_path = a.private_key_file.ok_or_else(|| err(&key_set, "missing"))?;
-    let key_bytes = std::fs::read(&key_path)
-        .map_err(|e| err(&key_set, format!("cannot read {}: {e}", key_path.display())))?;
-    let signer = Signer::from_bytes(&key_bytes)
-        .map_err(|e| err(&key_set, format!("{}: {e}", key_path.display())))?;
-    let pub_set = set("antom_public_key_file", "PAYGATE_ANTOM_PUBLIC_KEY_FILE");
-    let pub_path = a
-        .antom_public_key_file
-        .ok_or_else(|| err(&pub_set, "missing"))?;
-    let pub_bytes = std::fs::read(&pub_path)
-        .map_err(|e| err(&pub_set, format!("cannot read {}: {e}", pub_path.display())))?;
-    let verifier = Verifier::from_bytes(&pub_bytes)
-        .map_err(|e| err(&pub_set, format!("{}: {e}", pub_path.display())))?;
-    let sandbox = a.sandbox.unwrap_or(client_id.starts_with("SANDBOX_"));
-    let timeout_ms = a.timeout_ms.unwrap_or(15_000);
-    if timeout_ms == 0 {
-        return Err(err(
-            format!("accounts.{name}.timeout_ms"),
-            "must be positive",
-        ));
-    }
-    let notify_url = match a.notify_url {
-        Some(u) => Some(
-            self::base_url(Some(u), &set("notify_url", "PAYGATE_ANTOM_NOTIFY_URL"))?
-                .trim_end_matches('/')
-                .to_owned(),
-        ),
-        None => None,
-    };
-    Ok(ProviderConfig::Antom(AntomSettings {
-        base_url,
-        client_id,
-        notify_url,
-        sandbox,
-        key_version: a.key_version.unwrap_or(1),
-        timeout: timeout(name, a.timeout_ms)?,
-        signer,
-        verifier,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::antom::client::Settings as AntomSettings;
+    use crate::providers::antom::signing::Signer;
+    use crate::providers::payxpert::client::Settings as PayXpertSettings;
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
@@ -905,7 +734,7 @@ mod tests {
         let c = Config::load(None, &env).unwrap();
         assert_eq!(c.listen_addr.to_string(), "0.0.0.0:50051");
         assert_eq!(c.default_account.as_deref(), Some("antom"));
-        let ProviderConfig::Antom(s) = &c.accounts[0].provider else {
+        let Some(s) = c.accounts[0].provider.settings::<AntomSettings>() else {
             panic!("an antom account")
         };
         assert!(s.sandbox, "SANDBOX_ client ids use sandbox paths");
@@ -952,7 +781,7 @@ mod tests {
             ("PAYGATE_PAYXPERT_PASSWORD_FILE", pw.to_str().unwrap()),
         ];
         let c = Config::load(None, &env_of(&base)).unwrap();
-        let ProviderConfig::PayXpert(s) = &c.accounts[0].provider else {
+        let Some(s) = c.accounts[0].provider.settings::<PayXpertSettings>() else {
             panic!("a payxpert account")
         };
         assert_eq!(s.quiet_period, Duration::from_secs(120));
@@ -963,7 +792,7 @@ mod tests {
             Config::load(None, &env_of(&v))
         };
         let c = with(&[("PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS", "20000")]).unwrap();
-        let ProviderConfig::PayXpert(s) = &c.accounts[0].provider else {
+        let Some(s) = c.accounts[0].provider.settings::<PayXpertSettings>() else {
             panic!("a payxpert account")
         };
         assert_eq!(s.quiet_period, Duration::from_secs(20));
@@ -992,6 +821,43 @@ mod tests {
         std::fs::write(&path, "max_queue_ms = \"soon\"\n").unwrap();
         let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
         assert!(e.setting.ends_with("bad.toml:1:16"), "{}", e.setting);
+    }
+
+    #[test]
+    fn each_provider_refuses_keys_it_does_not_have_and_says_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k, p) = keys(dir.path());
+        let path = dir.path().join("c.toml");
+        let antom = format!(
+            "[accounts.a]\nprovider = \"antom\"\nbase_url = \"https://x.example\"\nclient_id = \"C\"\nprivate_key_file = {k:?}\nantom_public_key_file = {p:?}\n"
+        );
+        std::fs::write(&path, &antom).unwrap();
+        Config::load(Some(&path), &env_of(&[])).unwrap();
+        // A PayXpert key on an Antom account is refused, at its line.
+        std::fs::write(&path, format!("{antom}password_file = \"pw\"\n")).unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.setting.ends_with("c.toml:7:1"), "{}", e.setting);
+        assert!(e.problem.contains("password_file"), "{e}");
+        // A wrong type in a provider's own key and in a key every account has: line and column.
+        std::fs::write(&path, format!("{antom}sandbox = \"yes\"\n")).unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.setting.ends_with("c.toml:7:11"), "{}", e.setting);
+        std::fs::write(&path, format!("{antom}rps = \"fast\"\n")).unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.setting.ends_with("c.toml:7:7"), "{}", e.setting);
+        // An Antom key on a PayXpert account.
+        std::fs::write(
+            &path,
+            "[accounts.px]\nprovider = \"payxpert\"\nclient_id = \"C\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.setting.ends_with("c.toml:3:1"), "{}", e.setting);
+        assert!(e.problem.contains("client_id"), "{e}");
+        // An account that is not a table.
+        std::fs::write(&path, "accounts = { a = 1 }\n").unwrap();
+        let e = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(e.setting.contains("c.toml:1:"), "{}", e.setting);
     }
 
     #[test]
@@ -1026,7 +892,7 @@ mod tests {
         .unwrap();
         let c = Config::load(Some(&path), &env_of(&[])).unwrap();
         assert_eq!(c.default_account.as_deref(), Some("eu"));
-        let ProviderConfig::Antom(s) = &c.accounts[0].provider else {
+        let Some(s) = c.accounts[0].provider.settings::<AntomSettings>() else {
             panic!("an antom account")
         };
         assert!(!s.sandbox);

@@ -1,0 +1,242 @@
+//! Where a setting comes from, and how its errors name it: the file's text (line and column of
+//! a TOML error), an account's own keys as a provider reads them, and the environment
+//! shortcuts that stand in for an account's keys. Providers read their account keys through
+//! [`AccountKeys`]; nothing here names a provider.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, Deserializer};
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting (file key or environment variable).
+    pub setting: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// A [`ConfigError`] for `setting`.
+pub fn err(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The configuration file, for error positions.
+#[derive(Debug, Clone, Copy)]
+pub struct FileText<'a> {
+    /// Its path, as given.
+    pub path: &'a Path,
+    /// Its text.
+    pub text: &'a str,
+}
+
+impl FileText<'_> {
+    /// A TOML error as one line, with where: line and column (1-based) of the error's start.
+    pub fn error(&self, e: toml::de::Error) -> ConfigError {
+        self.problem(e.span(), e.message())
+    }
+
+    /// A problem at `span` of the file, as one line with its line and column.
+    pub fn error_at(&self, span: Range<usize>, problem: &str) -> ConfigError {
+        self.problem(Some(span), problem)
+    }
+
+    fn problem(&self, span: Option<Range<usize>>, problem: &str) -> ConfigError {
+        let at = span.map(|span| {
+            let before = &self.text[..span.start.min(self.text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(":{line}:{column}")
+        });
+        err(
+            format!(
+                "config file {}{}",
+                self.path.display(),
+                at.unwrap_or_default()
+            ),
+            problem.to_owned(),
+        )
+    }
+}
+
+/// Reads a table of the file (or an empty one) into `T`; errors say where in the file.
+pub fn read_table<T: DeserializeOwned>(
+    table: Spanned<DeTable<'_>>,
+    file: Option<FileText<'_>>,
+) -> Result<T, ConfigError> {
+    T::deserialize(Deserializer::from(table)).map_err(|e| match file {
+        Some(f) => f.error(e),
+        None => err("configuration", e.message().to_owned()),
+    })
+}
+
+/// An environment variable that stands in for one key of one account (`PAYGATE_ANTOM_BASE_URL`
+/// for `accounts.antom.base_url`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shortcut {
+    /// The variable.
+    pub var: &'static str,
+    /// The account key it sets.
+    pub key: &'static str,
+    /// Whether the variable alone creates the account when the file has none of that name.
+    pub creates_account: bool,
+}
+
+/// One account's keys as its provider reads them: the keys of its `[accounts.NAME]` table
+/// that are the provider's own (unknown ones refused), and the environment shortcuts that
+/// override them when the account is the one the shortcuts describe.
+pub struct AccountKeys<'a> {
+    /// The account's name.
+    pub name: &'a str,
+    table: Option<Spanned<DeTable<'a>>>,
+    file: Option<FileText<'a>>,
+    shortcuts: &'a [Shortcut],
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> AccountKeys<'a> {
+    /// `shortcuts` are empty unless this account is the one they describe.
+    pub fn new(
+        name: &'a str,
+        table: Spanned<DeTable<'a>>,
+        file: Option<FileText<'a>>,
+        shortcuts: &'a [Shortcut],
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Self {
+        AccountKeys {
+            name,
+            table: Some(table),
+            file,
+            shortcuts,
+            env,
+        }
+    }
+
+    /// The provider's own keys of the file, read into its shape (`deny_unknown_fields`, every
+    /// key optional). Once per account.
+    pub fn file<T: DeserializeOwned>(&mut self) -> Result<T, ConfigError> {
+        let table = self
+            .table
+            .take()
+            .unwrap_or_else(|| Spanned::new(0..0, DeTable::new()));
+        read_table(table, self.file)
+    }
+
+    fn shortcut(&self, key: &str) -> Option<(&'static str, String)> {
+        self.shortcuts
+            .iter()
+            .find(|s| s.key == key)
+            .and_then(|s| (self.env)(s.var).map(|v| (s.var, v)))
+    }
+
+    /// The name to report for `key`: its environment variable when that set it, else
+    /// `accounts.NAME.key`.
+    pub fn setting(&self, key: &str) -> String {
+        match self.shortcut(key) {
+            Some((var, _)) => var.to_owned(),
+            None => format!("accounts.{}.{key}", self.name),
+        }
+    }
+
+    /// `key`'s value: the environment's when a shortcut sets it, else the file's.
+    pub fn text(&self, key: &str, file: Option<String>) -> Option<String> {
+        self.shortcut(key).map(|(_, v)| v).or(file)
+    }
+
+    /// A path: the environment's when a shortcut sets it, else the file's.
+    pub fn path(&self, key: &str, file: Option<PathBuf>) -> Option<PathBuf> {
+        self.shortcut(key).map(|(_, v)| v.into()).or(file)
+    }
+
+    /// A flag: `true`/`1` or `false`/`0` from the environment, else the file's.
+    pub fn flag(&self, key: &str, file: Option<bool>) -> Result<Option<bool>, ConfigError> {
+        match self.shortcut(key) {
+            Some((var, v)) => match v.as_str() {
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" => Ok(Some(false)),
+                _ => Err(err(var, "must be true or false")),
+            },
+            None => Ok(file),
+        }
+    }
+
+    /// A number of milliseconds: the environment's when a shortcut sets it, else the file's.
+    pub fn millis(&self, key: &str, file: Option<u64>) -> Result<Option<u64>, ConfigError> {
+        match self.shortcut(key) {
+            Some((_, v)) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| err(self.setting(key), "must be a number of milliseconds")),
+            None => Ok(file),
+        }
+    }
+
+    /// A positive number (a rate): the environment's when a shortcut sets it, else the file's.
+    pub fn positive_number(
+        &self,
+        key: &str,
+        file: Option<f64>,
+    ) -> Result<Option<f64>, ConfigError> {
+        match self.shortcut(key) {
+            Some((var, v)) => v
+                .parse()
+                .ok()
+                .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                .map(Some)
+                .ok_or_else(|| err(var, "must be a positive number")),
+            None => Ok(file),
+        }
+    }
+
+    /// A positive integer: the environment's when a shortcut sets it, else the file's.
+    pub fn positive_integer(
+        &self,
+        key: &str,
+        file: Option<u32>,
+    ) -> Result<Option<u32>, ConfigError> {
+        match self.shortcut(key) {
+            Some((var, v)) => v
+                .parse()
+                .ok()
+                .filter(|b: &u32| *b > 0)
+                .map(Some)
+                .ok_or_else(|| err(var, "must be a positive integer")),
+            None => Ok(file),
+        }
+    }
+}
+
+/// Reads a file a setting names.
+pub fn read_file(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| err(setting, format!("cannot read {}: {e}", path.display())))
+}
+
+/// An http(s) URL, required.
+pub fn base_url(url: Option<String>, setting: &str) -> Result<String, ConfigError> {
+    let url = url.ok_or_else(|| err(setting, "missing"))?;
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || reqwest::Url::parse(&url).is_err()
+    {
+        return Err(err(setting, format!("{url:?} is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+/// An account's provider call timeout (`timeout_ms`, default 15 s, positive).
+pub fn timeout(name: &str, ms: Option<u64>) -> Result<Duration, ConfigError> {
+    match ms.unwrap_or(15_000) {
+        0 => Err(err(
+            format!("accounts.{name}.timeout_ms"),
+            "must be positive",
+        )),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
