@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use paygate::domain::{CancelOutcome, CancellationStatus, ProviderResult};
 use paygate::error::ErrorContext;
-use paygate::idempotency::{self, Idempotency, Key, Store};
+use paygate::idempotency::{self, Idempotency};
 use paygate::providers::{ProviderError, Resolution};
+use paygate::store::{self, Key, Store};
 use sqlx::Connection;
 
 const N: usize = 2_000;
@@ -109,7 +110,7 @@ async fn main() {
     println!("|----------|------------|----------|----------|----------|----------|");
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    bench("sqlite", idempotency::open(&url).await.unwrap()).await;
+    bench("sqlite", store::open(&url).await.unwrap()).await;
 
     let admin = std::env::var("PAYGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -121,7 +122,7 @@ async fn main() {
                 .await
                 .unwrap();
             let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-            let store = idempotency::open(&format!("{base}/{name}")).await.unwrap();
+            let store = store::open(&format!("{base}/{name}")).await.unwrap();
             bench("postgres", store).await;
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::domain::{CancellationStatus, Notice, Notification, RefundRecord, SubscriptionRecord};
-use crate::idempotency::{
-    EventEffect, EventRow, Idempotency, RefundRow, StoreError, SubscriptionRow, state_name,
+use crate::idempotency::{Idempotency, state_name};
+use crate::store::{
+    EventEffect, EventRow, EventStore, RefundRow, StoreError, SubscriptionRow, SubscriptionStore,
 };
 
 /// What storing a notification did.
@@ -60,9 +61,12 @@ pub struct Batch {
 }
 
 /// The event log and the subscription states, over the store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Events {
+    /// Reads of the keys (a refund's recorded state, a request id's claimant).
     idempotency: Idempotency,
+    log: Arc<dyn EventStore>,
+    subscriptions: Arc<dyn SubscriptionStore>,
     /// The highest event number known to be stored; watchers wait for it to pass their cursor.
     head: watch::Sender<i64>,
     /// Whether the counter poller runs; it runs while anyone watches `head`.
@@ -77,11 +81,22 @@ fn cancellation_name(c: Option<CancellationStatus>) -> &'static str {
     }
 }
 
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("head", &*self.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Events {
     /// Over the store of `idempotency`.
     pub fn new(idempotency: Idempotency) -> Self {
+        let store = idempotency.store().clone();
         Self {
             idempotency,
+            log: store.clone(),
+            subscriptions: store,
             head: watch::Sender::new(0),
             polling: Arc::new(Mutex::new(false)),
         }
@@ -112,7 +127,7 @@ impl Events {
                     return;
                 }
             }
-            match self.idempotency.store().event_counter().await {
+            match self.log.event_counter().await {
                 Ok((last, _)) => self.advance(last),
                 Err(e) => tracing::warn!(error = %e, "cannot read the event counter"),
             }
@@ -137,7 +152,6 @@ impl Events {
         n: &Notification,
     ) -> Result<Recorded, StoreError> {
         let event_id = format!("{provider}/{account}/{}", n.event_id);
-        let store = self.idempotency.store();
         // The event carries the merged state, so a watcher sees the refund or subscription as
         // a whole (its payment, its merchant id), not just the notification's fields.
         let mut caller = None;
@@ -194,7 +208,7 @@ impl Events {
             payload: &payload,
             caller: caller.as_deref(),
         };
-        match store.record_event(row, effect).await? {
+        match self.log.record_event(row, effect).await? {
             Some(seq) => {
                 self.advance(seq);
                 Ok(Recorded::New(seq))
@@ -207,7 +221,7 @@ impl Events {
     /// read (written by a newer gateway) are skipped with a warning, but still count in
     /// `Batch::rows` and `Batch::last`.
     pub async fn after(&self, seq: i64, limit: i64) -> Result<Batch, StoreError> {
-        let rows = self.idempotency.store().events_after(seq, limit).await?;
+        let rows = self.log.events_after(seq, limit).await?;
         let count = rows.len();
         let last = rows.last().map(|r| r.seq);
         let events = rows
@@ -238,7 +252,7 @@ impl Events {
 
     /// The highest sequence number given out, and the highest purged (0 = none).
     pub async fn counter(&self) -> Result<(i64, i64), StoreError> {
-        self.idempotency.store().event_counter().await
+        self.log.event_counter().await
     }
 
     /// Records what a Cancel answer says about a subscription.
@@ -246,8 +260,7 @@ impl Events {
         let result = async {
             let merged = self.merged(account, s).await?;
             let json = serde_json::to_string(&merged).unwrap_or_default();
-            self.idempotency
-                .store()
+            self.subscriptions
                 .save_subscription(SubscriptionRow {
                     account,
                     subscription_id: &s.subscription_id,
@@ -286,8 +299,7 @@ impl Events {
         subscription_request_id: &str,
     ) -> Result<Option<(SubscriptionRecord, i64)>, StoreError> {
         let row = self
-            .idempotency
-            .store()
+            .subscriptions
             .load_subscription(account, subscription_id, subscription_request_id)
             .await?;
         Ok(row.and_then(|(json, at)| serde_json::from_str(&json).ok().map(|r| (r, at))))

@@ -20,6 +20,7 @@ pub mod retry;
 pub mod secret;
 pub mod server;
 pub mod sim;
+pub mod store;
 pub mod task;
 pub mod telemetry;
 pub mod validate;

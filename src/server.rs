@@ -21,12 +21,13 @@ use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
 use crate::api::{ApiSettings, Shared};
 use crate::config::{Config, ConfigError};
-use crate::idempotency::{self, Idempotency};
+use crate::idempotency::Idempotency;
 use crate::pb;
 use crate::pb::event_service_server::EventServiceServer;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::ratelimit::CallerLimits;
+use crate::store;
 
 /// Any error from serving.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,7 +55,7 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the provider clients of every account and opens (and migrates) the store.
     pub async fn from_config(config: Config) -> Result<Self, ConfigError> {
-        let store = idempotency::open(&config.store_url)
+        let store = store::open(&config.store_url)
             .await
             .map_err(|e| ConfigError {
                 setting: "PAYGATE_STORE_URL".into(),

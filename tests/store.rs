@@ -8,9 +8,8 @@ use std::sync::Arc;
 use common::process::TestDatabase;
 use std::time::Duration;
 
-use paygate::idempotency::{
-    self, Completion, Inserted, Key, NewKey, PaymentClaim, RefundRow, Store,
-};
+use paygate::idempotency;
+use paygate::store::{self, Completion, Inserted, Key, NewKey, PaymentClaim, RefundRow, Store};
 
 fn key(id: &str) -> Key {
     Key {
@@ -390,24 +389,24 @@ async fn exercise(store: Arc<dyn Store>) {
 async fn sqlite_store() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("nested/dir/p.db").display());
-    exercise(idempotency::open(&url).await.unwrap()).await;
+    exercise(store::open(&url).await.unwrap()).await;
     // Reopening runs the migrations again without harm.
-    assert!(idempotency::open(&url).await.is_ok());
+    assert!(store::open(&url).await.is_ok());
 }
 
 #[tokio::test]
 async fn postgres_store() {
     let db = TestDatabase::create().await;
-    exercise(idempotency::open(&db.url).await.unwrap()).await;
-    assert!(idempotency::open(&db.url).await.is_ok());
+    exercise(store::open(&db.url).await.unwrap()).await;
+    assert!(store::open(&db.url).await.is_ok());
 }
 
 #[tokio::test]
 async fn an_unreachable_store_is_an_error_not_a_hang() {
     let port = common::process::free_port();
     let url = format!("postgres://postgres@127.0.0.1:{port}/none");
-    assert!(idempotency::open(&url).await.is_err());
-    assert!(idempotency::open("mysql://x").await.is_err());
+    assert!(store::open(&url).await.is_err());
+    assert!(store::open("mysql://x").await.is_err());
 }
 
 #[tokio::test]
@@ -420,7 +419,7 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("p.db").display());
     let idem = Idempotency::new(
-        idempotency::open(&url).await.unwrap(),
+        store::open(&url).await.unwrap(),
         idempotency::DEFAULT_RETENTION,
     );
     let outcome = || CancelOutcome {
@@ -547,17 +546,17 @@ async fn keys_from_before_claims(url: &str) {
         m(
             1,
             "idempotency",
-            include_str!("../src/idempotency/migrations/0001_idempotency.sql"),
+            include_str!("../src/store/migrations/0001_idempotency.sql"),
         ),
         m(
             2,
             "refund payments",
-            include_str!("../src/idempotency/migrations/0002_refund_payment.sql"),
+            include_str!("../src/store/migrations/0002_refund_payment.sql"),
         ),
         m(
             3,
             "events and subscriptions",
-            include_str!("../src/idempotency/migrations/0003_events.sql"),
+            include_str!("../src/store/migrations/0003_events.sql"),
         ),
     ]);
     let outcome = r#"{"Refund":{"refund_id":"R-OLD","request_id":"old-1","payment_id":"P9","amount":{"currency":"EUR","value":100},"state":"Succeeded","refund_time":null,"reference_refund_id":null,"result":{"provider":"payxpert","code":"000","status":"S","message":""}}}"#;
@@ -594,7 +593,7 @@ async fn keys_from_before_claims(url: &str) {
         sqlx::query(read_row).execute(&pool).await.unwrap();
         pool.close().await;
     }
-    let store = idempotency::open(url).await.unwrap();
+    let store = store::open(url).await.unwrap();
     let k = key("old-1");
     assert_eq!(store.load(&k).await.unwrap().unwrap().state, "done");
     assert_eq!(

@@ -1,7 +1,8 @@
 //! `paygate settle`: an operator settles a refund key whose outcome the gateway could not
 //! decide, after checking the provider's back office.
 
-use paygate::idempotency::{self, Completion, Idempotency, Key};
+use paygate::idempotency::{self, Idempotency};
+use paygate::store::{self, Completion, Key};
 use paygate::telemetry::{self, LogFormat};
 
 use super::process::Failure;
@@ -50,7 +51,7 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         failed,
     } = args;
     let _telemetry = telemetry::init(LogFormat::Text);
-    let store = idempotency::open(&store_url)
+    let store = store::open(&store_url)
         .await
         .map_err(|e| Failure::Usage(format!("settle: PAYGATE_STORE_URL: {e}")))?;
     let idem = Idempotency::new(store, idempotency::DEFAULT_RETENTION);

@@ -57,7 +57,8 @@ Environment (each overrides the file's key of the same meaning):
   PAYGATE_TLS_CERT_FILE, PAYGATE_TLS_KEY_FILE, PAYGATE_TLS_CLIENT_CA_FILE   TLS / mutual TLS (tls.*)
 ";
 
-const ENVIRONMENT_HELP_TAIL: &str = "  RUST_LOG                             log filter (default info)
+const ENVIRONMENT_HELP_TAIL: &str =
+    "  RUST_LOG                             log filter (default info)
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
   (grpc or http/protobuf), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES   OpenTelemetry traces";
 

@@ -15,11 +15,6 @@
 //!
 //! Stores: embedded SQLite (default) and PostgreSQL (several replicas), behind [`Store`].
 
-pub mod postgres;
-pub mod sql;
-pub mod sqlite;
-mod store;
-
 use crate::reason;
 use std::future::Future;
 use std::sync::Arc;
@@ -34,10 +29,9 @@ use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
 use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
 
-pub use self::store::{
-    Completion, EventEffect, EventRow, Inserted, Key, NewKey, PaymentAttempt, PaymentClaim,
-    RefundRow, Row, Store, StoreError, StoreFuture, StoredEvent, SubscriptionRow,
-};
+use crate::store::{Completion, Inserted, NewKey, PaymentClaim, RefundRow};
+pub use crate::store::{INSTANCE_STALE, Key, Store, StoreError};
+
 /// The method whose keys name refunds: the scope of refund keys.
 pub const CREATE_REFUND: &str = "RefundService.Create";
 /// The method whose keys name cancellations.
@@ -54,9 +48,6 @@ pub const DEFAULT_UNKEYED_RETENTION: Duration = Duration::from_secs(395 * 24 * 3
 pub const LEASE_SLACK: Duration = Duration::from_secs(2);
 /// How often a serving process writes its heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
-/// A lease whose instance has not heartbeat for this long is dead and may be taken over
-/// (its outcome is unknown, so it is settled first). The SQL carries the same literal.
-pub const INSTANCE_STALE: Duration = Duration::from_millis(1500);
 /// A duplicate waiting for a live lease answers this long before its own deadline.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(100);
 
@@ -105,19 +96,6 @@ impl DoneCache {
                 }
             }
         }
-    }
-}
-
-/// Opens the store named by `url`: `sqlite://PATH` or `postgres://...`.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
-    } else {
-        Err(StoreError::from(sqlx::Error::Configuration(
-            "the store URL must start with sqlite:// or postgres://".into(),
-        )))
     }
 }
 

@@ -3,7 +3,8 @@
 use crate::auth::Auth;
 use crate::domain::{CreateRefund, InquireRefund, Reconcile, RefundRecord, RefundState};
 use crate::error::{GatewayError, reason};
-use crate::idempotency::{Idempotency, RefundScope, Reply, StoreError};
+use crate::idempotency::{Idempotency, RefundScope, Reply};
+use crate::store::StoreError;
 
 use super::{CREATE_REFUND, Call, attempt, guarded, once};
 

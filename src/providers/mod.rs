@@ -20,7 +20,8 @@
 //! 6. One line in [`registry::REGISTRY`].
 //! 7. A simulator in `sim/` that answers like the real API, and tests through the binary.
 //!
-//! Nothing outside the folder and the registry line names a provider.
+//! No generic module names a provider; only dev mode and the simulators (`sim/`) are about
+//! particular ones.
 
 pub mod antom;
 pub mod failure;

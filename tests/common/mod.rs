@@ -193,8 +193,7 @@ pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
     let url = o
         .store_url
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("paygate.db").display()));
-    let idempotency =
-        Idempotency::new(paygate::idempotency::open(&url).await.unwrap(), o.retention);
+    let idempotency = Idempotency::new(paygate::store::open(&url).await.unwrap(), o.retention);
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let gateway = Gateway {
         listen_addr: loopback,

@@ -1,5 +1,5 @@
 //! The SQL both stores run (`$n` placeholders work in PostgreSQL and SQLite alike), and the
-//! macro that implements [`super::Store`] on a sqlx pool with it. Every state change is one
+//! macro that implements the store traits on a sqlx pool with it. Every state change is one
 //! conditional statement (or one transaction of them), so concurrent gateways never
 //! check-then-act.
 //!
@@ -85,8 +85,13 @@ pub fn render(clock: Clock, sql: &'static str) -> &'static str {
         .or_insert_with(|| sql.replace("NOW_MS", clock.expr()).leak())
 }
 
+/// A lease whose instance has not heartbeat for this long is dead and may be taken over (its
+/// outcome is unknown, so it is settled first): six missed beats of the 250 ms heartbeat. The
+/// SQL below carries the same literal.
+pub const INSTANCE_STALE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// A lease is dead once it expired, or once its instance stopped heartbeating for
-/// [`super::INSTANCE_STALE`] (1,500 ms; the literal below). An instance that never heartbeat (a
+/// [`INSTANCE_STALE`] (1,500 ms; the literal below). An instance that never heartbeat (a
 /// process that does not serve) is judged by expiry alone.
 macro_rules! lease_dead {
     () => {
@@ -273,7 +278,7 @@ pub const LOAD_SUBSCRIPTION: &str = "SELECT record, updated_at FROM subscription
 /// `$1`-`$3`.
 macro_rules! key_query {
     ($clock:expr, $sql:expr, $key:expr) => {
-        sqlx::query($crate::idempotency::sql::render($clock, $sql))
+        sqlx::query($crate::store::sql::render($clock, $sql))
             .bind(&$key.caller)
             .bind($key.method)
             .bind(&$key.request_id)
@@ -285,7 +290,7 @@ pub(crate) use key_query;
 /// A statement rendered for `$clock`.
 macro_rules! q {
     ($clock:expr, $sql:expr) => {
-        sqlx::query($crate::idempotency::sql::render($clock, $sql))
+        sqlx::query($crate::store::sql::render($clock, $sql))
     };
 }
 
@@ -294,7 +299,7 @@ pub(crate) use q;
 /// The refund-state upsert with its parameters bound (used inside and outside transactions).
 macro_rules! save_refund_query {
     ($clock:expr, $f:expr) => {
-        $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::SAVE_REFUND)
+        $crate::store::sql::q!($clock, $crate::store::sql::SAVE_REFUND)
             .bind($f.account)
             .bind($f.request_id)
             .bind($f.refund_id)
@@ -309,7 +314,7 @@ pub(crate) use save_refund_query;
 /// The subscription-state upsert with its parameters bound.
 macro_rules! save_subscription_query {
     ($clock:expr, $s:expr) => {
-        $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::SAVE_SUBSCRIPTION)
+        $crate::store::sql::q!($clock, $crate::store::sql::SAVE_SUBSCRIPTION)
             .bind($s.account)
             .bind($s.subscription_id)
             .bind($s.subscription_request_id)
@@ -320,23 +325,23 @@ macro_rules! save_subscription_query {
 
 pub(crate) use save_subscription_query;
 
-/// Implements `Store` for a struct with a `pool` field of a sqlx pool type.
+/// Implements the four store traits for a struct with a `pool` field of a sqlx pool type.
 macro_rules! impl_store {
     ($ty:ty, $name:literal, $clock:expr) => {
         impl $ty {
             /// Writes the attribution of a completed refund key in `tx`; false if the refund is
             /// already attributed to another key.
             async fn attribute(
-                tx: &mut sqlx::Transaction<'_, <Self as $crate::idempotency::sql::HasDb>::Db>,
-                key: &$crate::idempotency::store::Key,
-                f: &$crate::idempotency::store::RefundRow<'_>,
+                tx: &mut sqlx::Transaction<'_, <Self as $crate::store::sql::HasDb>::Db>,
+                key: &$crate::store::rows::Key,
+                f: &$crate::store::rows::RefundRow<'_>,
                 keep_ms: i64,
             ) -> Result<bool, sqlx::Error> {
                 use sqlx::Row as _;
                 let Some(refund_id) = f.refund_id else {
                     return Ok(true);
                 };
-                let r = $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::ATTRIBUTE)
+                let r = $crate::store::sql::q!($clock, $crate::store::sql::ATTRIBUTE)
                     .bind(f.account)
                     .bind(refund_id)
                     .bind(&key.caller)
@@ -348,12 +353,11 @@ macro_rules! impl_store {
                 if r.rows_affected() == 1 {
                     return Ok(true);
                 }
-                let owner =
-                    $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::ATTRIBUTED_TO)
-                        .bind(f.account)
-                        .bind(refund_id)
-                        .fetch_one(&mut **tx)
-                        .await?;
+                let owner = $crate::store::sql::q!($clock, $crate::store::sql::ATTRIBUTED_TO)
+                    .bind(f.account)
+                    .bind(refund_id)
+                    .fetch_one(&mut **tx)
+                    .await?;
                 let caller: String = owner.try_get(0)?;
                 let request_id: String = owner.try_get(1)?;
                 Ok(caller == key.caller && request_id == key.request_id)
@@ -365,42 +369,38 @@ macro_rules! impl_store {
             /// refund's attribution (refused if another key owns it) and state, and the
             /// payment's release; commits, or rolls back everything.
             async fn settled(
-                mut tx: sqlx::Transaction<'_, <Self as $crate::idempotency::sql::HasDb>::Db>,
-                key: &$crate::idempotency::store::Key,
-                refund: Option<$crate::idempotency::store::RefundRow<'_>>,
+                mut tx: sqlx::Transaction<'_, <Self as $crate::store::sql::HasDb>::Db>,
+                key: &$crate::store::rows::Key,
+                refund: Option<$crate::store::rows::RefundRow<'_>>,
                 keep_ms: i64,
-            ) -> Result<$crate::idempotency::store::Completion, sqlx::Error> {
-                use $crate::idempotency::store::Completion;
+            ) -> Result<$crate::store::rows::Completion, sqlx::Error> {
+                use $crate::store::rows::Completion;
                 if let Some(f) = &refund {
                     if !Self::attribute(&mut tx, key, f, keep_ms).await? {
                         tx.rollback().await?;
                         return Ok(Completion::AttributedElsewhere);
                     }
-                    $crate::idempotency::sql::save_refund_query!($clock, f)
+                    $crate::store::sql::save_refund_query!($clock, f)
                         .execute(&mut *tx)
                         .await?;
                 }
-                $crate::idempotency::sql::key_query!(
-                    $clock,
-                    $crate::idempotency::sql::RELEASE_PAYMENT,
-                    key
-                )
-                .execute(&mut *tx)
-                .await?;
+                $crate::store::sql::key_query!($clock, $crate::store::sql::RELEASE_PAYMENT, key)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(Completion::Done)
             }
         }
 
-        impl $crate::idempotency::store::Store for $ty {
+        impl $crate::store::traits::KeyStore for $ty {
             fn name(&self) -> &'static str {
                 $name
             }
 
-            fn now(&self) -> $crate::idempotency::store::StoreFuture<'_, i64> {
+            fn now(&self) -> $crate::store::traits::StoreFuture<'_, i64> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::NOW)
+                    $crate::store::sql::q!($clock, $crate::store::sql::NOW)
                         .fetch_one(&self.pool)
                         .await?
                         .try_get(0)
@@ -410,33 +410,30 @@ macro_rules! impl_store {
 
             fn insert<'a>(
                 &'a self,
-                new: $crate::idempotency::store::NewKey<'a>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, $crate::idempotency::store::Inserted> {
+                new: $crate::store::rows::NewKey<'a>,
+            ) -> $crate::store::traits::StoreFuture<'a, $crate::store::rows::Inserted> {
                 Box::pin(async move {
-                    use $crate::idempotency::store::Inserted;
+                    use $crate::store::rows::Inserted;
                     let mut tx = self.pool.begin().await?;
-                    let r = $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::INSERT,
-                        new.key
-                    )
-                    .bind(new.fingerprint)
-                    .bind(new.token)
-                    .bind(new.lease_ms)
-                    .bind(new.instance)
-                    .execute(&mut *tx)
-                    .await?;
+                    let r =
+                        $crate::store::sql::key_query!($clock, $crate::store::sql::INSERT, new.key)
+                            .bind(new.fingerprint)
+                            .bind(new.token)
+                            .bind(new.lease_ms)
+                            .bind(new.instance)
+                            .execute(&mut *tx)
+                            .await?;
                     if r.rows_affected() == 0 {
                         tx.rollback().await?;
                         return Ok(Inserted::Exists);
                     }
                     let claim = |sql| {
-                        $crate::idempotency::sql::q!($clock, sql)
+                        $crate::store::sql::q!($clock, sql)
                             .bind(new.account)
                             .bind(new.key.method)
                             .bind(&new.key.request_id)
                     };
-                    let claimed = claim($crate::idempotency::sql::CLAIM_REQUEST)
+                    let claimed = claim($crate::store::sql::CLAIM_REQUEST)
                         .bind(&new.key.caller)
                         .bind(new.claim_keep_ms)
                         .bind(new.payment_id)
@@ -447,7 +444,7 @@ macro_rules! impl_store {
                     // Claimed before: by this caller (its key purged since), or by another.
                     let ours = claimed || {
                         use sqlx::Row as _;
-                        let claimant: String = claim($crate::idempotency::sql::CLAIMANT)
+                        let claimant: String = claim($crate::store::sql::CLAIMANT)
                             .fetch_one(&mut *tx)
                             .await?
                             .try_get(0)?;
@@ -458,9 +455,9 @@ macro_rules! impl_store {
                         return Ok(Inserted::Claimed);
                     }
                     if let Some(p) = new.payment {
-                        let r = $crate::idempotency::sql::key_query!(
+                        let r = $crate::store::sql::key_query!(
                             $clock,
-                            $crate::idempotency::sql::CLAIM_PAYMENT,
+                            $crate::store::sql::CLAIM_PAYMENT,
                             new.key
                         )
                         .bind(p.account)
@@ -479,19 +476,15 @@ macro_rules! impl_store {
 
             fn load<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::store::Key,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<$crate::idempotency::store::Row>> {
+                key: &'a $crate::store::rows::Key,
+            ) -> $crate::store::traits::StoreFuture<'a, Option<$crate::store::rows::Row>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row = $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::LOAD,
-                        key
-                    )
-                    .fetch_optional(&self.pool)
-                    .await?;
+                    let row = $crate::store::sql::key_query!($clock, $crate::store::sql::LOAD, key)
+                        .fetch_optional(&self.pool)
+                        .await?;
                     row.map(|r| {
-                        Ok($crate::idempotency::store::Row {
+                        Ok($crate::store::rows::Row {
                             fingerprint: r.try_get(0)?,
                             state: r.try_get(1)?,
                             lease_left_ms: r.try_get(2)?,
@@ -505,52 +498,49 @@ macro_rules! impl_store {
 
             fn take_over<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::store::Key,
+                key: &'a $crate::store::rows::Key,
                 token: &'a str,
                 lease_ms: i64,
                 instance: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
+            ) -> $crate::store::traits::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::TAKE_OVER,
-                        key
-                    )
-                    .bind(token)
-                    .bind(lease_ms)
-                    .bind(instance)
-                    .execute(&self.pool)
-                    .await?;
+                    let r =
+                        $crate::store::sql::key_query!($clock, $crate::store::sql::TAKE_OVER, key)
+                            .bind(token)
+                            .bind(lease_ms)
+                            .bind(instance)
+                            .execute(&self.pool)
+                            .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
 
             fn hold_payment<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::store::Key,
-                payment: $crate::idempotency::store::PaymentClaim<'a>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<$crate::idempotency::store::PaymentAttempt>>
+                key: &'a $crate::store::rows::Key,
+                payment: $crate::store::rows::PaymentClaim<'a>,
+            ) -> $crate::store::traits::StoreFuture<'a, Option<$crate::store::rows::PaymentAttempt>>
             {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    $crate::idempotency::sql::key_query!(
+                    $crate::store::sql::key_query!(
                         $clock,
-                        $crate::idempotency::sql::CLAIM_PAYMENT_FOR_OLD_KEY,
+                        $crate::store::sql::CLAIM_PAYMENT_FOR_OLD_KEY,
                         key
                     )
                     .bind(payment.account)
                     .bind(payment.payment_id)
                     .execute(&self.pool)
                     .await?;
-                    let row = $crate::idempotency::sql::key_query!(
+                    let row = $crate::store::sql::key_query!(
                         $clock,
-                        $crate::idempotency::sql::LOAD_ATTEMPT,
+                        $crate::store::sql::LOAD_ATTEMPT,
                         key
                     )
                     .fetch_optional(&self.pool)
                     .await?;
                     row.map(|r| {
-                        Ok($crate::idempotency::store::PaymentAttempt {
+                        Ok($crate::store::rows::PaymentAttempt {
                             started_at: r.try_get(0)?,
                             last_sent_at: r.try_get(1)?,
                             now: r.try_get(2)?,
@@ -562,107 +552,56 @@ macro_rules! impl_store {
 
             fn begin_send<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::store::Key,
+                key: &'a $crate::store::rows::Key,
                 token: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
+            ) -> $crate::store::traits::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::BEGIN_SEND,
-                        key
-                    )
-                    .bind(token)
-                    .execute(&self.pool)
-                    .await?;
+                    let r =
+                        $crate::store::sql::key_query!($clock, $crate::store::sql::BEGIN_SEND, key)
+                            .bind(token)
+                            .execute(&self.pool)
+                            .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
 
             fn complete<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::store::Key,
+                key: &'a $crate::store::rows::Key,
                 token: &'a str,
                 outcome: &'a str,
                 keep_ms: i64,
-                refund: Option<$crate::idempotency::store::RefundRow<'a>>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, $crate::idempotency::store::Completion> {
+                refund: Option<$crate::store::rows::RefundRow<'a>>,
+            ) -> $crate::store::traits::StoreFuture<'a, $crate::store::rows::Completion> {
                 Box::pin(async move {
-                    use $crate::idempotency::store::Completion;
+                    use $crate::store::rows::Completion;
                     // The outcome, the attribution, the payment's release and the refund's
                     // state commit together, or not at all.
                     let mut tx = self.pool.begin().await?;
-                    let r = $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::COMPLETE,
-                        key
-                    )
-                    .bind(token)
-                    .bind(outcome)
-                    .bind(keep_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                    let r =
+                        $crate::store::sql::key_query!($clock, $crate::store::sql::COMPLETE, key)
+                            .bind(token)
+                            .bind(outcome)
+                            .bind(keep_ms)
+                            .execute(&mut *tx)
+                            .await?;
                     if r.rows_affected() == 0 {
                         tx.rollback().await?;
                         return Ok(Completion::LeaseLost);
                     }
                     Ok(Self::settled(tx, key, refund, keep_ms).await?)
-                })
-            }
-
-            fn settle<'a>(
-                &'a self,
-                key: &'a $crate::idempotency::store::Key,
-                outcome: &'a str,
-                keep_ms: i64,
-                refund: Option<$crate::idempotency::store::RefundRow<'a>>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, $crate::idempotency::store::Completion> {
-                Box::pin(async move {
-                    use $crate::idempotency::store::Completion;
-                    let mut tx = self.pool.begin().await?;
-                    let r = $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::SETTLE,
-                        key
-                    )
-                    .bind(outcome)
-                    .bind(keep_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                    if r.rows_affected() == 0 {
-                        tx.rollback().await?;
-                        return Ok(Completion::LeaseLost);
-                    }
-                    Ok(Self::settled(tx, key, refund, keep_ms).await?)
-                })
-            }
-
-            fn mark_unresolved<'a>(
-                &'a self,
-                key: &'a $crate::idempotency::store::Key,
-                token: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
-                Box::pin(async move {
-                    let r = $crate::idempotency::sql::key_query!(
-                        $clock,
-                        $crate::idempotency::sql::MARK_UNRESOLVED,
-                        key
-                    )
-                    .bind(token)
-                    .execute(&self.pool)
-                    .await?;
-                    Ok(r.rows_affected() == 1)
                 })
             }
 
             fn mark_unknown<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::store::Key,
+                key: &'a $crate::store::rows::Key,
                 token: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
+            ) -> $crate::store::traits::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = $crate::idempotency::sql::key_query!(
+                    let r = $crate::store::sql::key_query!(
                         $clock,
-                        $crate::idempotency::sql::MARK_UNKNOWN,
+                        $crate::store::sql::MARK_UNKNOWN,
                         key
                     )
                     .bind(token)
@@ -672,32 +611,44 @@ macro_rules! impl_store {
                 })
             }
 
-            fn delete<'a>(
+            fn mark_unresolved<'a>(
                 &'a self,
-                key: &'a $crate::idempotency::store::Key,
+                key: &'a $crate::store::rows::Key,
                 token: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
+            ) -> $crate::store::traits::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await?;
-                    let r = $crate::idempotency::sql::key_query!(
+                    let r = $crate::store::sql::key_query!(
                         $clock,
-                        $crate::idempotency::sql::DELETE,
+                        $crate::store::sql::MARK_UNRESOLVED,
                         key
                     )
                     .bind(token)
-                    .execute(&mut *tx)
+                    .execute(&self.pool)
                     .await?;
-                    if r.rows_affected() == 1 {
-                        $crate::idempotency::sql::key_query!(
-                            $clock,
-                            $crate::idempotency::sql::RELEASE_PAYMENT,
-                            key
-                        )
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn settle<'a>(
+                &'a self,
+                key: &'a $crate::store::rows::Key,
+                outcome: &'a str,
+                keep_ms: i64,
+                refund: Option<$crate::store::rows::RefundRow<'a>>,
+            ) -> $crate::store::traits::StoreFuture<'a, $crate::store::rows::Completion> {
+                Box::pin(async move {
+                    use $crate::store::rows::Completion;
+                    let mut tx = self.pool.begin().await?;
+                    let r = $crate::store::sql::key_query!($clock, $crate::store::sql::SETTLE, key)
+                        .bind(outcome)
+                        .bind(keep_ms)
                         .execute(&mut *tx)
                         .await?;
+                    if r.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Ok(Completion::LeaseLost);
                     }
-                    tx.commit().await?;
-                    Ok(r.rows_affected() == 1)
+                    Ok(Self::settled(tx, key, refund, keep_ms).await?)
                 })
             }
 
@@ -706,16 +657,15 @@ macro_rules! impl_store {
                 account: &'a str,
                 method: &'a str,
                 request_id: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<(String, Option<String>)>> {
+            ) -> $crate::store::traits::StoreFuture<'a, Option<(String, Option<String>)>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row =
-                        $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::CLAIMANT)
-                            .bind(account)
-                            .bind(method)
-                            .bind(request_id)
-                            .fetch_optional(&self.pool)
-                            .await?;
+                    let row = $crate::store::sql::q!($clock, $crate::store::sql::CLAIMANT)
+                        .bind(account)
+                        .bind(method)
+                        .bind(request_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
                     row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
                 })
             }
@@ -724,17 +674,14 @@ macro_rules! impl_store {
                 &'a self,
                 account: &'a str,
                 payment_id: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Vec<String>> {
+            ) -> $crate::store::traits::StoreFuture<'a, Vec<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let rows = $crate::idempotency::sql::q!(
-                        $clock,
-                        $crate::idempotency::sql::KNOWN_REFUNDS
-                    )
-                    .bind(account)
-                    .bind(payment_id)
-                    .fetch_all(&self.pool)
-                    .await?;
+                    let rows = $crate::store::sql::q!($clock, $crate::store::sql::KNOWN_REFUNDS)
+                        .bind(account)
+                        .bind(payment_id)
+                        .fetch_all(&self.pool)
+                        .await?;
                     rows.iter()
                         .map(|r| r.try_get(0))
                         .collect::<Result<_, _>>()
@@ -746,17 +693,14 @@ macro_rules! impl_store {
                 &'a self,
                 account: &'a str,
                 refund_id: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<String>> {
+            ) -> $crate::store::traits::StoreFuture<'a, Option<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row = $crate::idempotency::sql::q!(
-                        $clock,
-                        $crate::idempotency::sql::ATTRIBUTED_TO
-                    )
-                    .bind(account)
-                    .bind(refund_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
+                    let row = $crate::store::sql::q!($clock, $crate::store::sql::ATTRIBUTED_TO)
+                        .bind(account)
+                        .bind(refund_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
                     row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
                 })
             }
@@ -766,10 +710,10 @@ macro_rules! impl_store {
                 account: &'a str,
                 caller: Option<&'a str>,
                 request_id: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<String>> {
+            ) -> $crate::store::traits::StoreFuture<'a, Option<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    use $crate::idempotency::sql as s;
+                    use $crate::store::sql as s;
                     let q = match caller {
                         Some(c) => s::q!($clock, s::ATTRIBUTED_REFUND)
                             .bind(account)
@@ -784,9 +728,34 @@ macro_rules! impl_store {
                 })
             }
 
-            fn purge(&self, retention_ms: i64) -> $crate::idempotency::store::StoreFuture<'_, u64> {
+            fn delete<'a>(
+                &'a self,
+                key: &'a $crate::store::rows::Key,
+                token: &'a str,
+            ) -> $crate::store::traits::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    use $crate::idempotency::sql as s;
+                    let mut tx = self.pool.begin().await?;
+                    let r = $crate::store::sql::key_query!($clock, $crate::store::sql::DELETE, key)
+                        .bind(token)
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 1 {
+                        $crate::store::sql::key_query!(
+                            $clock,
+                            $crate::store::sql::RELEASE_PAYMENT,
+                            key
+                        )
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(r.rows_affected() == 1)
+                })
+            }
+
+            fn purge(&self, retention_ms: i64) -> $crate::store::traits::StoreFuture<'_, u64> {
+                Box::pin(async move {
+                    use $crate::store::sql as s;
                     let mut n = 0;
                     for (sql, bind) in [
                         (s::PURGE, true),
@@ -814,22 +783,24 @@ macro_rules! impl_store {
             fn heartbeat<'a>(
                 &'a self,
                 instance: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, ()> {
+            ) -> $crate::store::traits::StoreFuture<'a, ()> {
                 Box::pin(async move {
-                    $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::HEARTBEAT)
+                    $crate::store::sql::q!($clock, $crate::store::sql::HEARTBEAT)
                         .bind(instance)
                         .execute(&self.pool)
                         .await?;
                     Ok(())
                 })
             }
+        }
 
+        impl $crate::store::traits::RefundStore for $ty {
             fn save_refund<'a>(
                 &'a self,
-                f: $crate::idempotency::store::RefundRow<'a>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, ()> {
+                f: $crate::store::rows::RefundRow<'a>,
+            ) -> $crate::store::traits::StoreFuture<'a, ()> {
                 Box::pin(async move {
-                    $crate::idempotency::sql::save_refund_query!($clock, f)
+                    $crate::store::sql::save_refund_query!($clock, f)
                         .execute(&self.pool)
                         .await?;
                     Ok(())
@@ -838,20 +809,17 @@ macro_rules! impl_store {
 
             fn refresh_refund<'a>(
                 &'a self,
-                f: $crate::idempotency::store::RefundRow<'a>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, bool> {
+                f: $crate::store::rows::RefundRow<'a>,
+            ) -> $crate::store::traits::StoreFuture<'a, bool> {
                 Box::pin(async move {
-                    let r = $crate::idempotency::sql::q!(
-                        $clock,
-                        $crate::idempotency::sql::REFRESH_REFUND
-                    )
-                    .bind(f.account)
-                    .bind(f.request_id)
-                    .bind(f.refund_id)
-                    .bind(f.state)
-                    .bind(f.record)
-                    .execute(&self.pool)
-                    .await?;
+                    let r = $crate::store::sql::q!($clock, $crate::store::sql::REFRESH_REFUND)
+                        .bind(f.account)
+                        .bind(f.request_id)
+                        .bind(f.refund_id)
+                        .bind(f.state)
+                        .bind(f.record)
+                        .execute(&self.pool)
+                        .await?;
                     Ok(r.rows_affected() == 1)
                 })
             }
@@ -860,27 +828,28 @@ macro_rules! impl_store {
                 &'a self,
                 account: &'a str,
                 request_id: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<String>> {
+            ) -> $crate::store::traits::StoreFuture<'a, Option<String>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row =
-                        $crate::idempotency::sql::q!($clock, $crate::idempotency::sql::LOAD_REFUND)
-                            .bind(account)
-                            .bind(request_id)
-                            .fetch_optional(&self.pool)
-                            .await?;
+                    let row = $crate::store::sql::q!($clock, $crate::store::sql::LOAD_REFUND)
+                        .bind(account)
+                        .bind(request_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
                     row.map(|r| r.try_get(0)).transpose().map_err(Into::into)
                 })
             }
+        }
 
+        impl $crate::store::traits::EventStore for $ty {
             fn record_event<'a>(
                 &'a self,
-                e: $crate::idempotency::store::EventRow<'a>,
-                effect: $crate::idempotency::store::EventEffect<'a>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<i64>> {
+                e: $crate::store::rows::EventRow<'a>,
+                effect: $crate::store::rows::EventEffect<'a>,
+            ) -> $crate::store::traits::StoreFuture<'a, Option<i64>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    use $crate::idempotency::sql as s;
+                    use $crate::store::sql as s;
                     let mut tx = self.pool.begin().await?;
                     let seq: i64 = s::q!($clock, s::NEXT_EVENT_SEQ)
                         .fetch_one(&mut *tx)
@@ -901,15 +870,15 @@ macro_rules! impl_store {
                         return Ok(None);
                     }
                     match effect {
-                        $crate::idempotency::store::EventEffect::Refund(f) => {
+                        $crate::store::rows::EventEffect::Refund(f) => {
                             s::save_refund_query!($clock, f).execute(&mut *tx).await?;
                         }
-                        $crate::idempotency::store::EventEffect::Subscription(sub) => {
+                        $crate::store::rows::EventEffect::Subscription(sub) => {
                             s::save_subscription_query!($clock, sub)
                                 .execute(&mut *tx)
                                 .await?;
                         }
-                        $crate::idempotency::store::EventEffect::None => {}
+                        $crate::store::rows::EventEffect::None => {}
                     }
                     tx.commit().await?;
                     Ok(Some(seq))
@@ -920,20 +889,17 @@ macro_rules! impl_store {
                 &self,
                 after: i64,
                 limit: i64,
-            ) -> $crate::idempotency::store::StoreFuture<'_, Vec<$crate::idempotency::store::StoredEvent>> {
+            ) -> $crate::store::traits::StoreFuture<'_, Vec<$crate::store::rows::StoredEvent>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let rows = $crate::idempotency::sql::q!(
-                        $clock,
-                        $crate::idempotency::sql::EVENTS_AFTER
-                    )
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
+                    let rows = $crate::store::sql::q!($clock, $crate::store::sql::EVENTS_AFTER)
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
                     rows.iter()
                         .map(|r| {
-                            Ok($crate::idempotency::store::StoredEvent {
+                            Ok($crate::store::rows::StoredEvent {
                                 seq: r.try_get(0)?,
                                 event_id: r.try_get(1)?,
                                 account: r.try_get(2)?,
@@ -948,25 +914,24 @@ macro_rules! impl_store {
                 })
             }
 
-            fn event_counter(&self) -> $crate::idempotency::store::StoreFuture<'_, (i64, i64)> {
+            fn event_counter(&self) -> $crate::store::traits::StoreFuture<'_, (i64, i64)> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row = $crate::idempotency::sql::q!(
-                        $clock,
-                        $crate::idempotency::sql::EVENT_COUNTER
-                    )
-                    .fetch_one(&self.pool)
-                    .await?;
+                    let row = $crate::store::sql::q!($clock, $crate::store::sql::EVENT_COUNTER)
+                        .fetch_one(&self.pool)
+                        .await?;
                     Ok((row.try_get(0)?, row.try_get(1)?))
                 })
             }
+        }
 
+        impl $crate::store::traits::SubscriptionStore for $ty {
             fn save_subscription<'a>(
                 &'a self,
-                s: $crate::idempotency::store::SubscriptionRow<'a>,
-            ) -> $crate::idempotency::store::StoreFuture<'a, ()> {
+                s: $crate::store::rows::SubscriptionRow<'a>,
+            ) -> $crate::store::traits::StoreFuture<'a, ()> {
                 Box::pin(async move {
-                    $crate::idempotency::sql::save_subscription_query!($clock, s)
+                    $crate::store::sql::save_subscription_query!($clock, s)
                         .execute(&self.pool)
                         .await?;
                     Ok(())
@@ -978,18 +943,15 @@ macro_rules! impl_store {
                 account: &'a str,
                 subscription_id: &'a str,
                 subscription_request_id: &'a str,
-            ) -> $crate::idempotency::store::StoreFuture<'a, Option<(String, i64)>> {
+            ) -> $crate::store::traits::StoreFuture<'a, Option<(String, i64)>> {
                 Box::pin(async move {
                     use sqlx::Row as _;
-                    let row = $crate::idempotency::sql::q!(
-                        $clock,
-                        $crate::idempotency::sql::LOAD_SUBSCRIPTION
-                    )
-                    .bind(account)
-                    .bind(subscription_id)
-                    .bind(subscription_request_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
+                    let row = $crate::store::sql::q!($clock, $crate::store::sql::LOAD_SUBSCRIPTION)
+                        .bind(account)
+                        .bind(subscription_id)
+                        .bind(subscription_request_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
                     row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
                 })
             }
@@ -1009,7 +971,7 @@ pub trait HasDb {
 mod tests {
     #[test]
     fn the_stale_literal_is_the_documented_constant() {
-        assert_eq!(super::super::INSTANCE_STALE.as_millis(), 1500);
+        assert_eq!(super::INSTANCE_STALE.as_millis(), 1500);
         assert!(super::LOAD.contains("NOW_MS - 1500"));
         assert!(super::TAKE_OVER.contains("NOW_MS - 1500"));
     }

@@ -1,9 +1,9 @@
-//! What the idempotency layer asks of a store: the [`Store`] trait and the rows it reads and
-//! writes. `sql.rs` implements it once for both backends; `sqlite.rs` and `postgres.rs`
-//! open them.
+//! The store traits, one per kind of state, and their one error.
 
 use std::future::Future;
 use std::pin::Pin;
+
+use super::rows::*;
 
 /// A boxed store future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -32,102 +32,10 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// The scope of an idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
-    /// The authenticated caller, or empty when authentication is off.
-    pub caller: String,
-    /// The RPC, e.g. `RefundService.Create`.
-    pub method: &'static str,
-    /// The caller's request id.
-    pub request_id: String,
-}
-
-/// A stored key as read back, judged by the store's clock.
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// Fingerprint of the first request.
-    pub fingerprint: String,
-    /// `in_flight`, `unknown`, `unresolved` or `done`.
-    pub state: String,
-    /// Milliseconds an `in_flight` lease has left (negative once expired).
-    pub lease_left_ms: i64,
-    /// The final outcome (JSON of [`Outcome`](super::Outcome)) when `done`.
-    pub outcome: Option<String>,
-    /// True while an `in_flight` lease is live: not expired, and its instance heartbeating.
-    pub live: bool,
-}
-
-/// A key to create.
-#[derive(Debug, Clone, Copy)]
-pub struct NewKey<'a> {
-    /// The key.
-    pub key: &'a Key,
-    /// The provider account; the key's caller claims its request id there.
-    pub account: &'a str,
-    /// How long the claim of the request id is kept.
-    pub claim_keep_ms: i64,
-    /// The payment a refund key is about, recorded with the claim.
-    pub payment_id: Option<&'a str>,
-    /// Fingerprint of the request.
-    pub fingerprint: &'a str,
-    /// The lease token of this attempt.
-    pub token: &'a str,
-    /// How long the lease lives, from the store's now.
-    pub lease_ms: i64,
-    /// The process instance holding the lease.
-    pub instance: &'a str,
-    /// The payment this key claims, on providers without an idempotency key.
-    pub payment: Option<PaymentClaim<'a>>,
-}
-
-/// A payment a refund key holds while its attempt is in flight or unsettled.
-#[derive(Debug, Clone, Copy)]
-pub struct PaymentClaim<'a> {
-    /// Provider account.
-    pub account: &'a str,
-    /// The payment.
-    pub payment_id: &'a str,
-}
-
-/// What inserting a key did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
-    /// Created, with its lease (and its payment).
-    Created,
-    /// The key exists already; nothing changed.
-    Exists,
-    /// Another caller claimed this request id on the account; nothing changed.
-    Claimed,
-    /// Another key's refund of the same payment is unsettled; nothing changed.
-    PaymentBusy,
-}
-
-/// A key's unsettled attempt on a payment, by the store's clock.
-#[derive(Debug, Clone, Copy)]
-pub struct PaymentAttempt {
-    /// When the key's first attempt started.
-    pub started_at: i64,
-    /// When a request last may have left (`None`: none ever did).
-    pub last_sent_at: Option<i64>,
-    /// The store's now.
-    pub now: i64,
-}
-
-/// What storing a final outcome did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Completion {
-    /// Stored, with the attribution and the refund's state.
-    Done,
-    /// The lease (or, for `settle`, the unresolved state) was gone: nothing was written.
-    LeaseLost,
-    /// The refund is attributed to another key: nothing was written.
-    AttributedElsewhere,
-}
-
-/// Durable key storage. Each method is one atomic statement or transaction. Every time is the
-/// store's own clock.
-pub trait Store: Send + Sync + 'static {
+/// Idempotency keys: their leases, outcomes and settling, the request-id claims, the payments
+/// a key holds, and which refund belongs to which key (written only by that key's completion).
+/// Each method is one atomic statement or transaction. Every time is the store's own clock.
+pub trait KeyStore: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn name(&self) -> &'static str;
     /// The store's clock, Unix ms.
@@ -212,6 +120,11 @@ pub trait Store: Send + Sync + 'static {
     fn purge(&self, retention_ms: i64) -> StoreFuture<'_, u64>;
     /// Records that `instance` is alive.
     fn heartbeat<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()>;
+}
+
+/// The refund-state cache: what a provider last said of a refund. Kept apart from the keys:
+/// nothing here decides whether money moves.
+pub trait RefundStore: Send + Sync + 'static {
     /// Records the latest state of a refund.
     fn save_refund<'a>(&'a self, refund: RefundRow<'a>) -> StoreFuture<'a, ()>;
     /// Refreshes the recorded state of a refund already recorded under its request id with
@@ -223,6 +136,10 @@ pub trait Store: Send + Sync + 'static {
         account: &'a str,
         request_id: &'a str,
     ) -> StoreFuture<'a, Option<String>>;
+}
+
+/// The event log: verified provider notifications, each stored once, numbered in order.
+pub trait EventStore: Send + Sync + 'static {
     /// Stores a provider notification as the next event, unless one with its `event_id` is
     /// stored already, and applies its effect in the same transaction. Returns the event's
     /// sequence number, or `None` for a duplicate (nothing changed).
@@ -236,6 +153,10 @@ pub trait Store: Send + Sync + 'static {
     /// The highest sequence number given out (every smaller one is committed or was rolled
     /// back), and the highest purged so far (0 = none).
     fn event_counter(&self) -> StoreFuture<'_, (i64, i64)>;
+}
+
+/// Subscription states as the gateway learned them.
+pub trait SubscriptionStore: Send + Sync + 'static {
     /// Records the latest state of a subscription.
     fn save_subscription<'a>(&'a self, s: SubscriptionRow<'a>) -> StoreFuture<'a, ()>;
     /// The latest recorded state of a subscription (JSON of `SubscriptionRecord`, and when it
@@ -248,83 +169,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Option<(String, i64)>>;
 }
 
-/// A provider notification to store as an event.
-#[derive(Debug, Clone, Copy)]
-pub struct EventRow<'a> {
-    /// Identifies what it reports; unique.
-    pub event_id: &'a str,
-    /// Provider account.
-    pub account: &'a str,
-    /// Provider name.
-    pub provider: &'a str,
-    /// The provider's notification type.
-    pub kind: &'a str,
-    /// JSON of the `Notice`.
-    pub payload: &'a str,
-    /// The caller it concerns, when known.
-    pub caller: Option<&'a str>,
-}
+/// Every kind of state in one store, as one backend holds them.
+pub trait Store: KeyStore + RefundStore + EventStore + SubscriptionStore {}
 
-/// What storing an event changes besides the event itself.
-#[derive(Debug, Clone, Copy)]
-pub enum EventEffect<'a> {
-    /// Nothing.
-    None,
-    /// A refund's recorded state.
-    Refund(RefundRow<'a>),
-    /// A subscription's recorded state.
-    Subscription(SubscriptionRow<'a>),
-}
-
-/// A subscription's state as recorded.
-#[derive(Debug, Clone, Copy)]
-pub struct SubscriptionRow<'a> {
-    /// Provider account.
-    pub account: &'a str,
-    /// The provider's subscription id.
-    pub subscription_id: &'a str,
-    /// The merchant's subscription id.
-    pub subscription_request_id: Option<&'a str>,
-    /// `None`, `Accepted` or `Confirmed`.
-    pub cancellation: &'a str,
-    /// JSON of the `SubscriptionRecord`.
-    pub record: &'a str,
-}
-
-/// An event as read back.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// Its position; later events have greater numbers.
-    pub seq: i64,
-    /// Identifies what it reports.
-    pub event_id: String,
-    /// Provider account.
-    pub account: String,
-    /// Provider name.
-    pub provider: String,
-    /// The provider's notification type.
-    pub kind: String,
-    /// JSON of the `Notice`.
-    pub payload: String,
-    /// When it was stored (Unix ms).
-    pub received_at: i64,
-    /// The caller it concerns, when known.
-    pub caller: Option<String>,
-}
-
-/// A refund's state as recorded next to a completed key.
-#[derive(Debug, Clone, Copy)]
-pub struct RefundRow<'a> {
-    /// Provider account.
-    pub account: &'a str,
-    /// The refund's request id.
-    pub request_id: &'a str,
-    /// The refunded payment.
-    pub payment_id: Option<&'a str>,
-    /// The provider's refund id.
-    pub refund_id: Option<&'a str>,
-    /// `Succeeded`, `Processing` or `Failed`.
-    pub state: &'a str,
-    /// JSON of the `RefundRecord`.
-    pub record: &'a str,
-}
+impl<T: KeyStore + RefundStore + EventStore + SubscriptionStore> Store for T {}

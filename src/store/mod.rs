@@ -1,0 +1,30 @@
+//! Persistence: four store traits, one per kind of state ([`KeyStore`], [`RefundStore`],
+//! [`EventStore`], [`SubscriptionStore`], in `traits.rs`), their rows (`rows.rs`), and one
+//! [`StoreError`].
+//! `sql.rs` holds the SQL both backends run; `sqlite.rs` and `postgres.rs` open them.
+//! A [`Store`] is all four, as [`open`] returns it; each consumer keeps the trait it needs.
+
+pub mod postgres;
+mod rows;
+pub mod sql;
+pub mod sqlite;
+mod traits;
+
+use std::sync::Arc;
+
+pub use self::rows::*;
+pub use self::sql::INSTANCE_STALE;
+pub use self::traits::*;
+
+/// Opens the store at `url` (`sqlite://PATH` or `postgres://...`), migrated.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::from(sqlx::Error::Configuration(
+            "the store URL must start with sqlite:// or postgres://".into(),
+        )))
+    }
+}
