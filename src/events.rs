@@ -47,7 +47,7 @@ pub struct Event {
 
 /// How often a process with watchers reads the store's event counter, to learn of events
 /// stored by other replicas. Events stored by this process are known at once.
-pub const POLL_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(250);
 
 /// A read of the event log.
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
 //! The `paygate` binary: the commands are in `cli/`, one file each.
 
+#![warn(unreachable_pub)]
+
 use std::process::ExitCode;
 
 mod cli;

@@ -14,30 +14,30 @@ use crate::providers::{Attempt, CallContext, Disposition, NotExecuted, ProviderE
 use crate::reason;
 
 /// RetryInfo when an outcome is unknown and the same request may be repeated.
-pub const UNKNOWN_OUTCOME: Duration = Duration::from_secs(1);
+pub(crate) const UNKNOWN_OUTCOME: Duration = Duration::from_secs(1);
 /// RetryInfo when the idempotency store cannot be reached.
-pub const STORE_UNAVAILABLE: Duration = Duration::from_secs(1);
+pub(crate) const STORE_UNAVAILABLE: Duration = Duration::from_secs(1);
 /// RetryInfo when the gateway shuts down under a call or a stream.
-pub const SHUTTING_DOWN: Duration = Duration::from_secs(1);
+pub(crate) const SHUTTING_DOWN: Duration = Duration::from_secs(1);
 /// RetryInfo when another call holds the same request_id.
-pub const IN_FLIGHT: Duration = Duration::from_secs(1);
+pub(crate) const IN_FLIGHT: Duration = Duration::from_secs(1);
 /// The shortest RetryInfo the gateway gives for a wait it computes.
-pub const MIN_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const MIN_DELAY: Duration = Duration::from_millis(100);
 /// RetryInfo when another call completed the same request_id a moment ago and its outcome
 /// is being stored.
-pub const IN_FLIGHT_COMPLETING: Duration = Duration::from_millis(100);
+pub(crate) const IN_FLIGHT_COMPLETING: Duration = Duration::from_millis(100);
 /// RetryInfo when another request's refund of the same payment is unsettled.
-pub const PAYMENT_PENDING: Duration = Duration::from_secs(1);
+pub(crate) const PAYMENT_PENDING: Duration = Duration::from_secs(1);
 /// RetryInfo when the gateway has too many calls in flight.
-pub const GATEWAY_OVERLOADED: Duration = Duration::from_millis(200);
+pub(crate) const GATEWAY_OVERLOADED: Duration = Duration::from_millis(200);
 /// RetryInfo when a stream is refused because a stream cap is full.
-pub const STREAMS_FULL: Duration = Duration::from_secs(1);
+pub(crate) const STREAMS_FULL: Duration = Duration::from_secs(1);
 /// RetryInfo when an account has too many calls in flight.
-pub const ACCOUNT_OVERLOADED: Duration = Duration::from_millis(200);
+pub(crate) const ACCOUNT_OVERLOADED: Duration = Duration::from_millis(200);
 /// RetryInfo when the provider could not be reached (nothing executed).
-pub const PROVIDER_UNREACHABLE: Duration = Duration::from_secs(1);
+pub(crate) const PROVIDER_UNREACHABLE: Duration = Duration::from_secs(1);
 /// RetryInfo after HTTP 429 without a usable Retry-After.
-pub const PROVIDER_THROTTLED: Duration = Duration::from_secs(1);
+pub(crate) const PROVIDER_THROTTLED: Duration = Duration::from_secs(1);
 
 /// How many times an unknown outcome is settled by repeating the call within one RPC.
 const MAX_RESOLUTION_ATTEMPTS: u32 = 3;
@@ -47,13 +47,13 @@ const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
 const RESEND_BACKOFF_START: Duration = Duration::from_millis(50);
 
 /// First back-off period after the provider throttled an account.
-pub const BACKOFF_START: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest back-off period.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// A failed read (nothing executed at the provider) that did not get through: retryable,
 /// and the breaker counts it like a refused connection. Other failures pass unchanged.
-pub fn read_failed(e: ProviderError) -> ProviderError {
+pub(crate) fn read_failed(e: ProviderError) -> ProviderError {
     match e.disposition {
         Disposition::Unknown {
             deadline_cut: false,
@@ -69,7 +69,7 @@ pub fn read_failed(e: ProviderError) -> ProviderError {
 
 /// Settling an earlier attempt failed without sending anything new: the key stays unknown,
 /// and the caller may retry the same request. Retryable and misconfigured failures pass.
-pub fn settling_failed(e: ProviderError) -> ProviderError {
+pub(crate) fn settling_failed(e: ProviderError) -> ProviderError {
     match e.disposition {
         Disposition::Unknown { .. } | Disposition::Definitive(_) => ProviderError {
             disposition: Disposition::Retryable {
@@ -86,7 +86,7 @@ pub fn settling_failed(e: ProviderError) -> ProviderError {
 
 /// What an account's guard learns from a provider call's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     /// The call succeeded: the breaker closes and the back-off resets.
     Succeeded,
     /// The provider answered (a refusal, or the gateway shed the call before sending): the
@@ -101,7 +101,7 @@ pub enum Signal {
 }
 
 /// The breaker's and the back-off's view of a result.
-pub fn signal<T>(result: &Result<T, ProviderError>) -> Signal {
+pub(crate) fn signal<T>(result: &Result<T, ProviderError>) -> Signal {
     let Err(e) = result else {
         return Signal::Succeeded;
     };
@@ -126,13 +126,13 @@ pub fn signal<T>(result: &Result<T, ProviderError>) -> Signal {
 /// a period that doubles on each further throttle ([`BACKOFF_START`] up to [`BACKOFF_MAX`])
 /// and resets on success.
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     state: Mutex<(Option<Instant>, Duration)>,
 }
 
 impl Backoff {
     /// The provider throttled us; `hint` is its own delay, if it gave one.
-    pub fn throttled(&self, hint: Option<Duration>) {
+    pub(crate) fn throttled(&self, hint: Option<Duration>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let period = if s.1.is_zero() {
             BACKOFF_START
@@ -144,7 +144,7 @@ impl Backoff {
     }
 
     /// A call went through; the back-off resets.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.0.is_some() || !s.1.is_zero() {
             *s = (None, Duration::ZERO);
@@ -152,7 +152,7 @@ impl Backoff {
     }
 
     /// How long the account still pauses.
-    pub fn remaining(&self) -> Option<Duration> {
+    pub(crate) fn remaining(&self) -> Option<Duration> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let until = s.0?;
         let left = until.saturating_duration_since(Instant::now());
@@ -163,7 +163,7 @@ impl Backoff {
 /// Runs `call`; when its outcome is unknown and repeating it is safe (`repeat_safe`: a read,
 /// or a provider that deduplicates), repeats it with backoff while the deadline allows. The
 /// repeat *is* the resolution: the provider answers the first execution's result.
-pub async fn call_resolving<T, F, Fut>(
+pub(crate) async fn call_resolving<T, F, Fut>(
     ctx: &CallContext,
     repeat_safe: bool,
     what: Attempt<'_>,

@@ -15,19 +15,22 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::accounts::{Account, Accounts};
-use crate::admission::AccountGuard;
+use crate::admission::{AccountGuard, GuardSettings};
 use crate::api::event::EventApi;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
 use crate::api::{ApiSettings, Shared};
+use crate::auth::Auth;
 use crate::config::{Config, ConfigError};
 use crate::idempotency::Idempotency;
 use crate::pb;
 use crate::pb::event_service_server::EventServiceServer;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
-use crate::ratelimit::CallerLimits;
-use crate::store;
+use crate::providers::Provider;
+use crate::ratelimit::{CallerLimits, Rate};
+use crate::store::{self, Store};
+use std::collections::HashMap;
 
 /// Any error from serving.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,6 +56,28 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A gateway over `store`, with no account yet and every setting at its default: the
+    /// way tests, benches and [`Gateway::from_config`] build one.
+    pub fn builder(store: Arc<dyn Store>) -> GatewayBuilder {
+        GatewayBuilder {
+            store,
+            accounts: Vec::new(),
+            default_account: None,
+            retention: crate::idempotency::DEFAULT_RETENTION,
+            unkeyed_retention: crate::idempotency::DEFAULT_UNKEYED_RETENTION,
+            auth: Auth::default(),
+            caller_rate: None,
+            caller_rates: HashMap::new(),
+            api: ApiSettings::default(),
+            tls: None,
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            notify_addr: None,
+            shutdown_grace: Duration::from_secs(25),
+            drain_delay: Duration::ZERO,
+            notify_limits: crate::notify::Limits::default(),
+        }
+    }
+
     /// Builds the provider clients of every account and opens (and migrates) the store.
     pub async fn from_config(config: Config) -> Result<Self, ConfigError> {
         let store = store::open(&config.store_url)
@@ -61,19 +86,6 @@ impl Gateway {
                 setting: "PAYGATE_STORE_URL".into(),
                 problem: format!("cannot open the idempotency store: {e}"),
             })?;
-        let mut accounts = Vec::new();
-        for a in config.accounts {
-            let client_error = |e: reqwest::Error| ConfigError {
-                setting: format!("accounts.{}", a.name),
-                problem: format!("cannot build the HTTP client: {e}"),
-            };
-            let provider = a.provider.build().map_err(client_error)?;
-            accounts.push(Account {
-                guard: AccountGuard::new(&a.name, &a.guard),
-                name: a.name,
-                provider,
-            });
-        }
         let tls = config.tls.map(|t| {
             let mut c =
                 ServerTlsConfig::new().identity(Identity::from_pem(&t.cert, t.key.expose()));
@@ -84,29 +96,31 @@ impl Gateway {
             }
             c
         });
-        let shared = Shared::new(
-            Arc::new(Accounts::new(accounts, config.default_account)),
-            Idempotency::new(store, config.idempotency_retention)
-                .with_unkeyed_retention(config.unkeyed_retention),
-            config.auth,
-            CallerLimits::new(config.caller_rate, config.caller_rates),
-            ApiSettings {
+        let mut gateway = Gateway::builder(store)
+            .default_account(config.default_account)
+            .retention(config.idempotency_retention, config.unkeyed_retention)
+            .auth(config.auth)
+            .caller_rates(config.caller_rate, config.caller_rates)
+            .api(ApiSettings {
                 max_request_time: config.max_request_time,
                 max_in_flight: config.max_in_flight_requests,
                 max_queue: config.max_queue,
                 max_streams: config.max_event_streams.0,
                 max_streams_per_caller: config.max_event_streams.1,
-            },
-        );
-        Ok(Self {
-            shared: Arc::new(shared),
-            shutdown_grace: config.shutdown_grace,
-            drain_delay: config.shutdown_drain_delay,
-            tls,
-            listen_addr: config.listen_addr,
-            notify_addr: config.notify_addr,
-            notify_limits: config.notify_limits,
-        })
+            })
+            .tls(tls)
+            .listen(config.listen_addr, config.notify_addr)
+            .notify_limits(config.notify_limits)
+            .shutdown(config.shutdown_grace, config.shutdown_drain_delay);
+        for a in config.accounts {
+            let client_error = |e: reqwest::Error| ConfigError {
+                setting: format!("accounts.{}", a.name),
+                problem: format!("cannot build the HTTP client: {e}"),
+            };
+            let provider = a.provider.build().map_err(client_error)?;
+            gateway = gateway.account(a.name, provider, &a.guard);
+        }
+        Ok(gateway.build())
     }
 
     /// Binds the notification port, then the gRPC port: the last step before serving. An
@@ -129,6 +143,140 @@ impl Gateway {
             grpc,
             notify,
         })
+    }
+}
+
+/// Builds a [`Gateway`]: accounts, store, limits, ports and shutdown timing. Every setting
+/// not given keeps its default; the gRPC port defaults to any free port on 127.0.0.1, with no
+/// notification listener.
+pub struct GatewayBuilder {
+    store: Arc<dyn Store>,
+    accounts: Vec<Account>,
+    default_account: Option<Option<String>>,
+    retention: Duration,
+    unkeyed_retention: Duration,
+    auth: Auth,
+    caller_rate: Option<Rate>,
+    caller_rates: HashMap<String, Rate>,
+    api: ApiSettings,
+    tls: Option<ServerTlsConfig>,
+    listen_addr: SocketAddr,
+    notify_addr: Option<SocketAddr>,
+    shutdown_grace: Duration,
+    drain_delay: Duration,
+    notify_limits: crate::notify::Limits,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("accounts", &self.accounts)
+            .field("listen_addr", &self.listen_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayBuilder {
+    /// Adds an account served by `provider`, guarded by `guard`.
+    pub fn account(
+        mut self,
+        name: impl Into<String>,
+        provider: Arc<dyn Provider>,
+        guard: &GuardSettings,
+    ) -> Self {
+        let name = name.into();
+        self.accounts.push(Account {
+            guard: AccountGuard::new(&name, guard),
+            name,
+            provider,
+        });
+        self
+    }
+
+    /// The account of requests that name none (`None`: there is none). Unless set, it is the
+    /// first account added.
+    pub fn default_account(mut self, name: Option<String>) -> Self {
+        self.default_account = Some(name);
+        self
+    }
+
+    /// How long completed keys are kept, and those of providers without an idempotency key.
+    pub fn retention(mut self, keys: Duration, unkeyed: Duration) -> Self {
+        self.retention = keys;
+        self.unkeyed_retention = unkeyed;
+        self
+    }
+
+    /// Caller authentication and policies.
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Caller rate limits: the default one and overrides by caller.
+    pub fn caller_rates(mut self, default: Option<Rate>, by_caller: HashMap<String, Rate>) -> Self {
+        self.caller_rate = default;
+        self.caller_rates = by_caller;
+        self
+    }
+
+    /// Request time, in-flight, queue and stream limits.
+    pub fn api(mut self, api: ApiSettings) -> Self {
+        self.api = api;
+        self
+    }
+
+    /// TLS (and mutual TLS) on the gRPC port.
+    pub fn tls(mut self, tls: Option<ServerTlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Where gRPC calls and (if anywhere) provider notifications are taken.
+    pub fn listen(mut self, grpc: SocketAddr, notify: Option<SocketAddr>) -> Self {
+        self.listen_addr = grpc;
+        self.notify_addr = notify;
+        self
+    }
+
+    /// Bounds on the notification listener.
+    pub fn notify_limits(mut self, limits: crate::notify::Limits) -> Self {
+        self.notify_limits = limits;
+        self
+    }
+
+    /// How long in-flight calls may finish once shutdown begins, and how long before that
+    /// the gateway reports NOT_SERVING while still taking calls.
+    pub fn shutdown(mut self, grace: Duration, drain_delay: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self.drain_delay = drain_delay;
+        self
+    }
+
+    /// The gateway, ready to [`Gateway::bind`].
+    pub fn build(self) -> Gateway {
+        let default = match self.default_account {
+            Some(chosen) => chosen,
+            None => self.accounts.first().map(|a| a.name.clone()),
+        };
+        let idempotency = Idempotency::new(self.store, self.retention)
+            .with_unkeyed_retention(self.unkeyed_retention);
+        let shared = Shared::new(
+            Arc::new(Accounts::new(self.accounts, default)),
+            idempotency,
+            self.auth,
+            CallerLimits::new(self.caller_rate, self.caller_rates),
+            self.api,
+        );
+        Gateway {
+            shared: Arc::new(shared),
+            shutdown_grace: self.shutdown_grace,
+            drain_delay: self.drain_delay,
+            tls: self.tls,
+            listen_addr: self.listen_addr,
+            notify_addr: self.notify_addr,
+            notify_limits: self.notify_limits,
+        }
     }
 }
 

@@ -8,18 +8,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Resolves when the task is asked to stop.
-pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A spawned task and the means to stop it.
 #[derive(Debug)]
-pub struct Background<T> {
+pub(crate) struct Background<T> {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<T>>,
 }
 
 impl<T: Send + 'static> Background<T> {
     /// Spawns `run`, handing it the signal that resolves when [`Background::stop`] is called.
-    pub fn spawn<F, Fut>(run: F) -> Self
+    pub(crate) fn spawn<F, Fut>(run: F) -> Self
     where
         F: FnOnce(StopSignal) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
@@ -35,7 +35,7 @@ impl<T: Send + 'static> Background<T> {
     }
 
     /// Asks the task to stop and waits for it to end.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use paygate::accounts::Account;
-use paygate::admission::{AccountGuard, GuardSettings};
+use paygate::admission::GuardSettings;
 use paygate::error::{provider_code, refusal_code};
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
@@ -63,12 +62,7 @@ async fn gateway_for(sim: &SimServer<PayXpertSim>, password: &str, o: Options) -
         quiet_period: QUIET,
     })
     .unwrap();
-    let account = Account {
-        name: "px".into(),
-        provider: Arc::new(provider),
-        guard: AccountGuard::new("px", &o.guard),
-    };
-    serve_accounts(vec![account], o).await
+    serve_account("px", Arc::new(provider), o).await
 }
 
 async fn start_px(password: &str, o: Options) -> Px {

@@ -14,8 +14,8 @@
 //!
 //! Mapping the outcome to protobuf, and any error to a `Status`, is the edge's job.
 
-pub mod refund;
-pub mod subscription;
+pub(crate) mod refund;
+pub(crate) mod subscription;
 
 use std::future::Future;
 
@@ -29,14 +29,14 @@ use crate::idempotency::{self, Idempotency, RefundScope, Reply, Storable};
 use crate::providers::{Attempt, CallContext, ProviderError, Resolution};
 use crate::retry::call_resolving;
 
-pub use crate::idempotency::{CANCEL_SUBSCRIPTION, CREATE_REFUND};
+pub(crate) use crate::idempotency::{CANCEL_SUBSCRIPTION, CREATE_REFUND};
 
 /// `RefundService.Inquire`.
-pub const INQUIRE_REFUND: &str = "RefundService.Inquire";
+pub(crate) const INQUIRE_REFUND: &str = "RefundService.Inquire";
 /// `SubscriptionService.Get`.
-pub const GET_SUBSCRIPTION: &str = "SubscriptionService.Get";
+pub(crate) const GET_SUBSCRIPTION: &str = "SubscriptionService.Get";
 /// `EventService.Watch`.
-pub const WATCH_EVENTS: &str = "EventService.Watch";
+pub(crate) const WATCH_EVENTS: &str = "EventService.Watch";
 
 /// Who calls, on which account, by when: what every use case needs besides its request.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl<'a> Call<'a> {
 /// attempt whose outcome is unknown is first settled with `settle`. `scope` holds the
 /// payment of a refund on a provider without an idempotency key of its own.
 #[allow(clippy::too_many_arguments)]
-pub async fn once<T, B, R, RFut, F, Fut>(
+pub(crate) async fn once<T, B, R, RFut, F, Fut>(
     idem: &Idempotency,
     call: &Call<'_>,
     method: &'static str,
@@ -115,7 +115,7 @@ where
 }
 
 /// Steps 4–5 once: the account's guard, then the provider call `f` at `endpoint`.
-pub async fn guarded<T, F, Fut>(
+pub(crate) async fn guarded<T, F, Fut>(
     call: &Call<'_>,
     endpoint: &'static str,
     f: F,
@@ -134,7 +134,7 @@ where
 /// Steps 3–5: the provider call `f` at `endpoint` through the account's guard, resent while
 /// its outcome is unknown if repeating it is safe (`repeat_safe`: a read, or a provider that
 /// deduplicates the request).
-pub async fn attempt<T, F, Fut>(
+pub(crate) async fn attempt<T, F, Fut>(
     call: &Call<'_>,
     endpoint: &'static str,
     repeat_safe: bool,

@@ -10,7 +10,7 @@ use super::{CREATE_REFUND, Call, attempt, guarded, once};
 
 /// Creates the refund `cmd` once per request_id: a repeat replays the first outcome, and an
 /// earlier attempt whose outcome is unknown is settled before anything is sent again.
-pub async fn create(
+pub(crate) async fn create(
     idem: &Idempotency,
     call: &Call<'_>,
     cmd: &CreateRefund,
@@ -64,7 +64,7 @@ pub async fn create(
 /// Reads a refund at the provider. A request id names a refund of the caller that created
 /// it (another caller's needs its policy's `read_others`); on a provider that knows refunds
 /// only by its own id, the id attributed to the request id by its own Create is used.
-pub async fn inquire(
+pub(crate) async fn inquire(
     idem: &Idempotency,
     auth: &Auth,
     call: &Call<'_>,

@@ -10,7 +10,7 @@ use super::{CANCEL_SUBSCRIPTION, Call, attempt, once};
 
 /// Cancels the subscription `cmd` once per request_id; a repeat replays the first outcome.
 /// A fresh outcome is recorded as the subscription's known state.
-pub async fn cancel(
+pub(crate) async fn cancel(
     idem: &Idempotency,
     events: &Events,
     call: &Call<'_>,
@@ -61,7 +61,7 @@ pub async fn cancel(
 
 /// What the gateway has recorded about a subscription (by its id or its request id), and
 /// when it last changed (Unix milliseconds).
-pub async fn get(
+pub(crate) async fn get(
     events: &Events,
     call: &Call<'_>,
     subscription_id: &str,

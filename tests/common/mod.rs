@@ -7,20 +7,20 @@ pub mod process;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use paygate::accounts::{Account, Accounts};
 use std::collections::HashMap;
 
-use paygate::admission::{AccountGuard, GuardSettings};
+use paygate::admission::GuardSettings;
 use paygate::api::{ApiSettings, Shared};
 use paygate::auth::Auth;
-use paygate::idempotency::Idempotency;
+use paygate::idempotency::{self, Idempotency};
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
 use paygate::pb::subscription_service_client::SubscriptionServiceClient;
+use paygate::providers::Provider;
 use paygate::providers::antom::Antom;
 use paygate::providers::antom::client::Settings;
 use paygate::providers::antom::signing::{Signer, Verifier};
-use paygate::ratelimit::{CallerLimits, Rate};
+use paygate::ratelimit::Rate;
 use paygate::server::{self, Gateway, Running};
 use paygate::sim::antom::{AntomSim, Payment, PaymentStatus, SimServer, Subscription};
 use tonic::transport::Channel;
@@ -157,12 +157,7 @@ pub async fn start_with(o: Options) -> Env {
         verifier: public_of(o.trusted_antom_key),
         notify_url: o.antom_notify_url.clone(),
     };
-    let account = Account {
-        name: "main".into(),
-        provider: Arc::new(Antom::new(settings).unwrap()),
-        guard: AccountGuard::new("main", &o.guard),
-    };
-    let g = serve_accounts(vec![account], o).await;
+    let g = serve_account("main", Arc::new(Antom::new(settings).unwrap()), o).await;
     Env {
         sim,
         dir: g.dir,
@@ -176,7 +171,8 @@ pub async fn start_with(o: Options) -> Env {
     }
 }
 
-/// A gateway serving `accounts` (the first is the default), in this process.
+/// A gateway serving one account (the default), in this process, built as the library's
+/// users build one.
 pub struct Served {
     pub dir: tempfile::TempDir,
     pub idempotency: Idempotency,
@@ -186,36 +182,29 @@ pub struct Served {
     pub shared: Arc<Shared>,
 }
 
-pub async fn serve_accounts(accounts: Vec<Account>, o: Options) -> Served {
-    let default = accounts.first().map(|a| a.name.clone());
-    let accounts = Accounts::new(accounts, default);
+pub async fn serve_account(name: &str, provider: Arc<dyn Provider>, o: Options) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let url = o
         .store_url
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("paygate.db").display()));
-    let idempotency = Idempotency::new(paygate::store::open(&url).await.unwrap(), o.retention);
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let gateway = Gateway {
-        listen_addr: loopback,
-        notify_addr: o.notify.then_some(loopback),
-        shared: Arc::new(Shared::new(
-            Arc::new(accounts),
-            idempotency.clone(),
-            o.auth,
-            CallerLimits::new(o.caller_rate, o.caller_rates),
-            ApiSettings {
-                max_request_time: o.max_request_time,
-                max_in_flight: o.max_in_flight,
-                max_queue: o.max_queue,
-                max_streams: o.max_streams,
-                max_streams_per_caller: o.max_streams_per_caller,
-            },
-        )),
-        shutdown_grace: o.shutdown_grace,
-        drain_delay: Duration::ZERO,
-        tls: o.tls.clone(),
-        notify_limits: paygate::notify::Limits::default(),
-    };
+    let gateway = Gateway::builder(paygate::store::open(&url).await.unwrap())
+        .account(name, provider, &o.guard)
+        .retention(o.retention, idempotency::DEFAULT_UNKEYED_RETENTION)
+        .auth(o.auth)
+        .caller_rates(o.caller_rate, o.caller_rates)
+        .api(ApiSettings {
+            max_request_time: o.max_request_time,
+            max_in_flight: o.max_in_flight,
+            max_queue: o.max_queue,
+            max_streams: o.max_streams,
+            max_streams_per_caller: o.max_streams_per_caller,
+        })
+        .tls(o.tls.clone())
+        .listen(loopback, o.notify.then_some(loopback))
+        .shutdown(o.shutdown_grace, Duration::ZERO)
+        .build();
+    let idempotency = gateway.shared.idempotency.clone();
     let shared = gateway.shared.clone();
     let bound = gateway.bind().await.unwrap();
     let notify_addr = bound.notify_addr();
