@@ -1,13 +1,16 @@
 //! Persistence: four store traits, one per kind of state ([`KeyStore`], [`RefundStore`],
 //! [`EventStore`], [`SubscriptionStore`], in `traits.rs`), their rows (`rows.rs`), and one
 //! [`StoreError`].
-//! `sql.rs` holds the SQL both backends run; `sqlite.rs` and `postgres.rs` open them.
+//! `sql.rs` holds the SQL both backends run, `sql_store.rs` implements the traits once with it
+//! over `backend.rs`, and `sqlite.rs` and `postgres.rs` open a store.
 //! A [`Store`] is all four, as [`open`] returns it; each consumer keeps the trait it needs.
 
-pub mod postgres;
+mod backend;
+mod postgres;
 mod rows;
-pub mod sql;
-pub mod sqlite;
+mod sql;
+mod sql_store;
+mod sqlite;
 mod traits;
 
 use std::sync::Arc;

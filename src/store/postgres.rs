@@ -7,29 +7,27 @@ use std::time::Duration;
 
 /// The longest wait for a connection: with PostgreSQL down, a call answers
 /// `STORE_UNAVAILABLE` after this, well within a second.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
+pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 /// The longest one statement may run (lock waits included).
-pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait for the first connection at start: an unreachable or silent server is a
 /// start-up error naming it within this time.
-pub const START_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const START_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection};
 
-use super::sql::{Clock, HasDb, impl_store, migrator};
+use super::sql::migrator;
+use super::sql_store::SqlStore;
 
 /// Idempotency keys in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub(super) type PostgresStore = SqlStore<sqlx::Postgres>;
 
-impl PostgresStore {
+impl SqlStore<sqlx::Postgres> {
     /// Connects to `url` (`postgres://...`) and migrates the schema. Store operations fail
     /// fast when PostgreSQL is down or stuck: a connection is waited for at most
     /// [`ACQUIRE_TIMEOUT`], a statement runs at most [`STATEMENT_TIMEOUT`].
-    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+    pub(super) async fn open(url: &str) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(url)?.options([(
             "statement_timeout",
             STATEMENT_TIMEOUT.as_millis().to_string(),
@@ -69,9 +67,3 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 }
-
-impl HasDb for PostgresStore {
-    type Db = sqlx::Postgres;
-}
-
-impl_store!(PostgresStore, "postgres", Clock::Postgres);

@@ -5,22 +5,19 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::{Clock, HasDb, impl_store, migrator};
+use super::sql::migrator;
+use super::sql_store::SqlStore;
 
 /// Idempotency keys in a SQLite file.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub(super) type SqliteStore = SqlStore<sqlx::Sqlite>;
 
-impl SqliteStore {
+impl SqlStore<sqlx::Sqlite> {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH`) and migrates it.
     /// `?synchronous=normal` trades durability across a machine crash or power loss (a
     /// process crash stays safe) for far fewer disk flushes; the default is `full`.
-    pub async fn open(url: &str) -> Result<Self, sqlx::Error> {
+    pub(super) async fn open(url: &str) -> Result<Self, sqlx::Error> {
         let (url, synchronous) = match url.split_once("?synchronous=") {
             Some((u, "normal")) => (u, SqliteSynchronous::Normal),
             Some((u, "full")) => (u, SqliteSynchronous::Full),
@@ -49,9 +46,3 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 }
-
-impl HasDb for SqliteStore {
-    type Db = sqlx::Sqlite;
-}
-
-impl_store!(SqliteStore, "sqlite", Clock::Sqlite);

@@ -1,0 +1,153 @@
+//! What the store's code asks of a sqlx database: run one statement with its arguments, read
+//! rows, read a column as text or an integer. [`Backend`] is implemented once, for every sqlx
+//! database with the types the store uses, so `sql_store.rs` holds the store's logic once for
+//! SQLite and PostgreSQL, as plain generic code. The only per-database facts are in
+//! [`Dialect`]: its clock expression, its name and how it counts affected rows.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Row as _, Type};
+
+use super::sql::{Clock, render};
+
+/// A value bound to a statement's next `$n`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    /// Text.
+    Text(&'a str),
+    /// Text or NULL.
+    OptText(Option<&'a str>),
+    /// A 64-bit integer (times are Unix ms).
+    Int(i64),
+}
+
+/// A boxed, sendable future of a statement's result.
+pub(crate) type Run<'e, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'e>>;
+
+/// The facts that differ between the databases the store runs on.
+pub(crate) trait Dialect: Database {
+    /// Its clock, for `NOW_MS`.
+    const CLOCK: Clock;
+    /// The store's name in logs (`sqlite`, `postgres`).
+    const STORE: &'static str;
+    /// How many rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl Dialect for sqlx::Sqlite {
+    const CLOCK: Clock = Clock::Sqlite;
+    const STORE: &'static str = "sqlite";
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl Dialect for sqlx::Postgres {
+    const CLOCK: Clock = Clock::Postgres;
+    const STORE: &'static str = "postgres";
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+/// One statement at a time on a connection (a pooled one, or a transaction's), and columns
+/// read back by type. Statements are rendered for the database's clock.
+pub(crate) trait Backend: Dialect {
+    /// Runs `sql` with `args`; how many rows it changed.
+    fn execute<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, u64>;
+    /// Runs `sql` with `args`; its rows.
+    fn fetch_all<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Vec<Self::Row>>;
+    /// Runs `sql` with `args`; its first row, if any.
+    fn fetch_optional<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Option<Self::Row>>;
+    /// Column `i` as text.
+    fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error>;
+    /// Column `i` as text or NULL.
+    fn opt_text(row: &Self::Row, i: usize) -> Result<Option<String>, sqlx::Error>;
+    /// Column `i` as an integer.
+    fn int(row: &Self::Row, i: usize) -> Result<i64, sqlx::Error>;
+    /// Column `i` as an integer or NULL.
+    fn opt_int(row: &Self::Row, i: usize) -> Result<Option<i64>, sqlx::Error>;
+}
+
+fn query<DB>(sql: &'static str, args: &[Arg<'_>]) -> sqlx::query::Query<'static, DB, DB::Arguments>
+where
+    DB: Dialect,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    args.iter()
+        .fold(sqlx::query(render(DB::CLOCK, sql)), |q, arg| match *arg {
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+            Arg::Int(v) => q.bind(v),
+        })
+}
+
+impl<DB> Backend for DB
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Decode<'t, DB> + Type<DB>,
+    for<'t> String: Decode<'t, DB> + Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    fn execute<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, u64> {
+        let q = query::<DB>(sql, args);
+        Box::pin(async move { Ok(DB::rows_affected(&q.execute(conn).await?)) })
+    }
+
+    fn fetch_all<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Vec<Self::Row>> {
+        let q = query::<DB>(sql, args);
+        Box::pin(q.fetch_all(conn))
+    }
+
+    fn fetch_optional<'e>(
+        conn: &'e mut Self::Connection,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Option<Self::Row>> {
+        let q = query::<DB>(sql, args);
+        Box::pin(q.fetch_optional(conn))
+    }
+
+    fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error> {
+        row.try_get(i)
+    }
+
+    fn opt_text(row: &Self::Row, i: usize) -> Result<Option<String>, sqlx::Error> {
+        row.try_get(i)
+    }
+
+    fn int(row: &Self::Row, i: usize) -> Result<i64, sqlx::Error> {
+        row.try_get(i)
+    }
+
+    fn opt_int(row: &Self::Row, i: usize) -> Result<Option<i64>, sqlx::Error> {
+        row.try_get(i)
+    }
+}
