@@ -133,6 +133,20 @@ fn account(v: &mut Violations, accounts: &Accounts, name: &str) -> Option<Arc<Ac
     found
 }
 
+/// Every violation found, as the caller's error.
+fn invalid(v: Violations) -> GatewayError {
+    GatewayError::InvalidArgument(v.into_vec())
+}
+
+/// `value` when nothing was violated, else every violation.
+fn checked<T>(v: Violations, value: T) -> Result<T, GatewayError> {
+    if v.is_empty() {
+        Ok(value)
+    } else {
+        Err(invalid(v))
+    }
+}
+
 /// Validates a refund creation.
 pub fn create_refund(
     req: &pb::CreateRefundRequest,
@@ -151,7 +165,7 @@ pub fn create_refund(
         false,
     );
     let (Some(acct), Some(amount)) = (acct, amount) else {
-        return Err(GatewayError::InvalidArgument(v.into_vec()));
+        return Err(invalid(v));
     };
     let cmd = CreateRefund {
         request_id: req.request_id.clone(),
@@ -162,11 +176,7 @@ pub fn create_refund(
         cancel_subscription: req.cancel_subscription,
     };
     acct.provider.check_refund(&cmd, &mut v);
-    if v.is_empty() {
-        Ok((acct, cmd))
-    } else {
-        Err(GatewayError::InvalidArgument(v.into_vec()))
-    }
+    checked(v, (acct, cmd))
 }
 
 /// Validates a refund inquiry.
@@ -189,7 +199,7 @@ pub fn inquire_refund(
                 request_id: some(&req.request_id),
             },
         )),
-        _ => Err(GatewayError::InvalidArgument(v.into_vec())),
+        _ => Err(invalid(v)),
     }
 }
 
@@ -232,7 +242,7 @@ pub fn cancel_subscription(
         }
     };
     let (Some(acct), Some(cancellation_type)) = (acct, kind) else {
-        return Err(GatewayError::InvalidArgument(v.into_vec()));
+        return Err(invalid(v));
     };
     let cmd = CancelSubscription {
         request_id: req.request_id.clone(),
@@ -242,11 +252,7 @@ pub fn cancel_subscription(
         cancel_reason,
     };
     acct.provider.check_cancel(&cmd, &mut v);
-    if v.is_empty() {
-        Ok((acct, cmd))
-    } else {
-        Err(GatewayError::InvalidArgument(v.into_vec()))
-    }
+    checked(v, (acct, cmd))
 }
 
 /// Validates a subscription read: the account and one of the two ids.
@@ -259,7 +265,7 @@ pub fn get_subscription(
     subscription_ids(&mut v, &req.subscription_id, &req.subscription_request_id);
     match acct {
         Some(acct) if v.is_empty() => Ok(acct),
-        _ => Err(GatewayError::InvalidArgument(v.into_vec())),
+        _ => Err(invalid(v)),
     }
 }
 
@@ -291,7 +297,7 @@ pub fn watch_events(
             "accounts",
             format!("at most {MAX_WATCHED_ACCOUNTS} accounts"),
         );
-        return Err(GatewayError::InvalidArgument(v.into_vec()));
+        return Err(invalid(v));
     }
     for (i, name) in req.accounts.iter().enumerate() {
         if name.len() > MAX_ACCOUNT_LEN {
@@ -306,9 +312,5 @@ pub fn watch_events(
             );
         }
     }
-    if v.is_empty() {
-        Ok((cursor, req.accounts.clone()))
-    } else {
-        Err(GatewayError::InvalidArgument(v.into_vec()))
-    }
+    checked(v, (cursor, req.accounts.clone()))
 }

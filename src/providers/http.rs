@@ -10,13 +10,35 @@ use crate::retry;
 /// Answers larger than this are not read (and the outcome is unknown).
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
-/// The pooled HTTP client each provider account uses.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .user_agent(concat!("paygate/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// One provider account's HTTP side: a pooled client, shared by every call of the account,
+/// and the account's settings. Each provider adds its calls (`impl AccountClient<Settings>`
+/// in its `client.rs`).
+#[derive(Debug)]
+pub struct AccountClient<S> {
+    http: reqwest::Client,
+    settings: S,
+}
+
+impl<S> AccountClient<S> {
+    /// Builds the client.
+    pub fn new(settings: S) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("paygate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, settings })
+    }
+
+    /// The account's settings.
+    pub fn settings(&self) -> &S {
+        &self.settings
+    }
+
+    /// The pooled client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
 }
 
 /// Reads the whole answer, refusing more than `cap` bytes ([`MAX_ANSWER_BYTES`] for every

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use super::codes::{self, Meaning, TRAFFIC_RETRY};
 use super::signing::{self, Signer, Verifier};
 use super::wire::ResultOnly;
-use crate::providers::http::{read_capped, retry_after, transport_error};
+use crate::providers::http::{AccountClient, read_capped, retry_after, transport_error};
 use crate::providers::{CallContext, NotExecuted, ProviderError};
 
 /// An Antom API endpoint.
@@ -68,27 +68,12 @@ pub struct Settings {
 }
 
 /// A signed-HTTP client for one Antom account.
-#[derive(Debug)]
-pub struct Client {
-    http: reqwest::Client,
-    settings: Settings,
-}
+pub type Client = AccountClient<Settings>;
 
-impl Client {
-    /// Builds the client; the connection pool is shared by every call of the account.
-    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
-        let http = crate::providers::http::client()?;
-        Ok(Self { http, settings })
-    }
-
-    /// The account's settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
+impl AccountClient<Settings> {
     /// The request URI that is both requested and signed.
     pub fn uri(&self, endpoint: Endpoint) -> String {
-        let prefix = if self.settings.sandbox {
+        let prefix = if self.settings().sandbox {
             "/ams/sandbox/api"
         } else {
             "/ams/api"
@@ -104,7 +89,7 @@ impl Client {
         body: Vec<u8>,
         ctx: &CallContext,
     ) -> Result<Vec<u8>, ProviderError> {
-        let s = &self.settings;
+        let s = self.settings();
         let Some(timeout) = ctx.attempt_timeout(s.timeout) else {
             return Err(ProviderError::deadline_cut(
                 "no time left for the provider call",
@@ -118,7 +103,7 @@ impl Client {
             .signer
             .sign(&signing::content(&uri, &s.client_id, &request_time, &body));
         let url = format!("{}{}", s.base_url.trim_end_matches('/'), uri);
-        let mut request = self.http.post(&url);
+        let mut request = self.http().post(&url);
         for (k, v) in crate::telemetry::trace_headers() {
             request = request.header(k, v);
         }
@@ -179,7 +164,7 @@ impl Client {
         signature: Option<String>,
         answer: Vec<u8>,
     ) -> Result<Vec<u8>, ProviderError> {
-        let s = &self.settings;
+        let s = self.settings();
         let (Some(time), Some(sig_header)) = (response_time, signature) else {
             // Antom may leave its refusal of our own signature unsigned. Such an answer is
             // never trusted as a success; a gateway-level refusal is reported as our

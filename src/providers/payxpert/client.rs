@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use super::wire::Answer;
-use crate::providers::http::{read_capped, retry_after, transport_error};
+use crate::providers::http::{AccountClient, read_capped, retry_after, transport_error};
 use crate::providers::{CallContext, NotExecuted, ProviderError};
 use crate::retry;
 use crate::secret::Secret;
@@ -37,24 +37,9 @@ pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(120);
 pub const MAX_EXPORT_BYTES: usize = 64 << 20;
 
 /// An authenticated client for one PayXpert account.
-#[derive(Debug)]
-pub struct Client {
-    http: reqwest::Client,
-    settings: Settings,
-}
+pub type Client = AccountClient<Settings>;
 
-impl Client {
-    /// Builds the client.
-    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
-        let http = crate::providers::http::client()?;
-        Ok(Self { http, settings })
-    }
-
-    /// The account's settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
+impl AccountClient<Settings> {
     /// Calls `path` (GET without a body, POST with one) and parses the answer, reading at most
     /// `cap` bytes of it.
     pub async fn call(
@@ -66,7 +51,7 @@ impl Client {
         ctx: &CallContext,
         cap: usize,
     ) -> Result<Answer, ProviderError> {
-        let s = &self.settings;
+        let s = self.settings();
         let Some(timeout) = ctx.attempt_timeout(s.timeout) else {
             return Err(ProviderError::deadline_cut(
                 "no time left for the provider call",
@@ -76,8 +61,8 @@ impl Client {
         let url = format!("{}/{}", s.base_url.trim_end_matches('/'), path);
         let what = format!("payxpert {what}");
         let request = match &body {
-            Some(_) => self.http.post(&url),
-            None => self.http.get(&url),
+            Some(_) => self.http().post(&url),
+            None => self.http().get(&url),
         }
         .basic_auth(&s.originator_id, Some(s.password.expose()))
         .query(query)

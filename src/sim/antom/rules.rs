@@ -132,17 +132,17 @@ impl AntomSim {
                 ))
             }
         };
+        // What a refundRequestId did, so its repeats answer the same.
+        let key = |refund_id, failure| RefundKey {
+            payment_id: payment_id.clone(),
+            currency: currency.clone(),
+            value,
+            refund_id,
+            failure,
+        };
         if let Some((code, message)) = refusal {
-            st.by_request_id.insert(
-                rrid,
-                RefundKey {
-                    payment_id,
-                    currency,
-                    value,
-                    refund_id: None,
-                    failure: Some((code.into(), message.into())),
-                },
-            );
+            let failure = Some((code.into(), message.into()));
+            st.by_request_id.insert(rrid, key(None, failure));
             return json!({"result": result(code, "F", message)});
         }
         let is_async = st
@@ -172,17 +172,9 @@ impl AntomSim {
                 me.settle_refund(&id, true);
             });
         }
-        st.refunds.insert(refund_id.clone(), r);
-        st.by_request_id.insert(
-            rrid,
-            RefundKey {
-                payment_id,
-                currency,
-                value,
-                refund_id: Some(refund_id),
-                failure: None,
-            },
-        );
+        st.by_request_id
+            .insert(rrid, key(Some(refund_id.clone()), None));
+        st.refunds.insert(refund_id, r);
         st.stats.refunds_executed += 1;
         answer
     }
