@@ -17,25 +17,39 @@ pub const MAX_REASON_LEN: usize = 256;
 
 /// Checks an idempotency key: required, 1-64 characters of `[A-Za-z0-9._:-]` (AIP-155).
 fn request_id(v: &mut Violations, field: &str, value: &str, required: bool) {
-    if value.is_empty() {
-        if required {
-            v.add(field, "required");
-        }
-        return;
-    }
-    if value.len() > MAX_ID_LEN {
-        v.add(field, format!("at most {MAX_ID_LEN} characters"));
-    }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-    {
-        v.add(field, "only the characters A-Z a-z 0-9 . _ : - are allowed");
-    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
+    id_field(
+        v,
+        field,
+        value,
+        required,
+        allowed,
+        "only the characters A-Z a-z 0-9 . _ : - are allowed",
+    );
 }
 
 /// Checks a provider identifier: at most 64 printable ASCII characters, no spaces.
 fn identifier(v: &mut Violations, field: &str, value: &str, required: bool) {
+    let allowed = |b: u8| b.is_ascii_graphic();
+    id_field(
+        v,
+        field,
+        value,
+        required,
+        allowed,
+        "only printable ASCII characters without spaces are allowed",
+    );
+}
+
+/// An id: empty (refused if `required`), or at most [`MAX_ID_LEN`] bytes each `allowed`.
+fn id_field(
+    v: &mut Violations,
+    field: &str,
+    value: &str,
+    required: bool,
+    allowed: impl Fn(u8) -> bool,
+    not_allowed: &str,
+) {
     if value.is_empty() {
         if required {
             v.add(field, "required");
@@ -45,11 +59,8 @@ fn identifier(v: &mut Violations, field: &str, value: &str, required: bool) {
     if value.len() > MAX_ID_LEN {
         v.add(field, format!("at most {MAX_ID_LEN} characters"));
     }
-    if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        v.add(
-            field,
-            "only printable ASCII characters without spaces are allowed",
-        );
+    if !value.bytes().all(allowed) {
+        v.add(field, not_allowed);
     }
 }
 
