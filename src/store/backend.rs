@@ -60,9 +60,21 @@ pub(crate) trait Backend: Dialect {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Run<'e, u64>;
-    /// Runs `sql` with `args`; its rows.
-    fn fetch_all<'e>(
-        conn: &'e mut Self::Connection,
+    /// The same as [`Backend::execute`] on a pooled connection.
+    fn execute_pooled<'e>(
+        pool: &'e sqlx::Pool<Self>,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, u64>;
+    /// The same as [`Backend::fetch_optional`] on a pooled connection.
+    fn fetch_optional_pooled<'e>(
+        pool: &'e sqlx::Pool<Self>,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Option<Self::Row>>;
+    /// Runs `sql` with `args` on a pooled connection; its rows.
+    fn fetch_all_pooled<'e>(
+        pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Run<'e, Vec<Self::Row>>;
@@ -117,13 +129,31 @@ where
         Box::pin(async move { Ok(DB::rows_affected(&q.execute(conn).await?)) })
     }
 
-    fn fetch_all<'e>(
-        conn: &'e mut Self::Connection,
+    fn execute_pooled<'e>(
+        pool: &'e sqlx::Pool<Self>,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, u64> {
+        let q = query::<DB>(sql, args);
+        Box::pin(async move { Ok(DB::rows_affected(&q.execute(pool).await?)) })
+    }
+
+    fn fetch_optional_pooled<'e>(
+        pool: &'e sqlx::Pool<Self>,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Option<Self::Row>> {
+        let q = query::<DB>(sql, args);
+        Box::pin(q.fetch_optional(pool))
+    }
+
+    fn fetch_all_pooled<'e>(
+        pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Run<'e, Vec<Self::Row>> {
         let q = query::<DB>(sql, args);
-        Box::pin(q.fetch_all(conn))
+        Box::pin(q.fetch_all(pool))
     }
 
     fn fetch_optional<'e>(

@@ -55,8 +55,7 @@ fn one<R>(row: Option<R>) -> Result<R, sqlx::Error> {
 impl<DB: Backend> SqlStore<DB> {
     /// One statement on a pooled connection; how many rows it changed.
     async fn execute(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        DB::execute(&mut conn, sql, args).await
+        DB::execute_pooled(&self.pool, sql, args).await
     }
 
     /// One query on a pooled connection; its first row, if any.
@@ -65,8 +64,7 @@ impl<DB: Backend> SqlStore<DB> {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Result<Option<DB::Row>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        DB::fetch_optional(&mut conn, sql, args).await
+        DB::fetch_optional_pooled(&self.pool, sql, args).await
     }
 
     /// One query on a pooled connection; its rows.
@@ -75,8 +73,7 @@ impl<DB: Backend> SqlStore<DB> {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Result<Vec<DB::Row>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        DB::fetch_all(&mut conn, sql, args).await
+        DB::fetch_all_pooled(&self.pool, sql, args).await
     }
 
     /// A conditional update of one key by its lease token; whether it applied.
