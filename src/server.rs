@@ -72,7 +72,7 @@ impl Gateway {
             tls: None,
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             notify_addr: None,
-            shutdown_grace: Duration::from_secs(25),
+            shutdown_grace: crate::config::DEFAULT_SHUTDOWN_GRACE,
             drain_delay: Duration::ZERO,
             notify_limits: crate::notify::Limits::default(),
         }

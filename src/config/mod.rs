@@ -31,6 +31,10 @@ use crate::telemetry::LogFormat;
 /// unless `shutdown_drain_delay_ms` / `PAYGATE_SHUTDOWN_DRAIN_DELAY_MS` says otherwise.
 pub const DEFAULT_SHUTDOWN_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
+/// How long in-flight calls may finish after the drain, unless `shutdown_grace_ms` /
+/// `PAYGATE_SHUTDOWN_GRACE_MS` says otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
 /// The environment variables `serve` and `check-config` read, for `--help`.
 pub fn environment_help() -> String {
     let mut help = String::from(ENVIRONMENT_HELP_HEAD);
@@ -372,13 +376,14 @@ impl Config {
         }
 
         let millis = |var: &str, file_value: Option<u64>, default: u64| match env(var) {
-            Some(v) => v
-                .parse::<u64>()
-                .map_err(|_| err(var, "must be a number of milliseconds")),
+            Some(v) => source::millis(var, &v),
             None => Ok(file_value.unwrap_or(default)),
         };
-        let shutdown_grace_ms =
-            millis("PAYGATE_SHUTDOWN_GRACE_MS", file.shutdown_grace_ms, 25_000)?;
+        let shutdown_grace_ms = millis(
+            "PAYGATE_SHUTDOWN_GRACE_MS",
+            file.shutdown_grace_ms,
+            DEFAULT_SHUTDOWN_GRACE.as_millis() as u64,
+        )?;
         let drain_delay_ms = millis(
             "PAYGATE_SHUTDOWN_DRAIN_DELAY_MS",
             file.shutdown_drain_delay_ms,

@@ -171,10 +171,7 @@ impl<'a> AccountKeys<'a> {
     /// A number of milliseconds: the environment's when a shortcut sets it, else the file's.
     pub fn millis(&self, key: &str, file: Option<u64>) -> Result<Option<u64>, ConfigError> {
         match self.shortcut(key) {
-            Some((_, v)) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| err(self.setting(key), "must be a number of milliseconds")),
+            Some((var, v)) => millis(var, &v).map(Some),
             None => Ok(file),
         }
     }
@@ -212,6 +209,13 @@ impl<'a> AccountKeys<'a> {
             None => Ok(file),
         }
     }
+}
+
+/// A number of milliseconds that `setting` gives.
+pub fn millis(setting: &str, value: &str) -> Result<u64, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| err(setting, "must be a number of milliseconds"))
 }
 
 /// Reads a file a setting names.
