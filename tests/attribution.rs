@@ -22,6 +22,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use common::process::{PX_ORIGINATOR as ORIGINATOR, PX_PASSWORD as PASSWORD};
+use paygate::sim::Simulator as _;
 /// The account's attempt timeout and quiet period in these tests (the binary insists that the
 /// quiet period is longer than the attempt timeout).
 const TIMEOUT_MS: u64 = 1_000;

@@ -9,6 +9,7 @@ use common::*;
 use paygate::auth::Policy;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::sim::Simulator as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTlsConfig};

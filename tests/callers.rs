@@ -14,6 +14,7 @@ use paygate::pb;
 use paygate::pb::event_service_client::EventServiceClient;
 use paygate::pb::refund_service_client::RefundServiceClient;
 use paygate::pb::subscription_service_client::SubscriptionServiceClient;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::NotifyTarget;
 use paygate::sim::{Fault, FaultKind};
 use tonic::Code;

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use paygate::pb;
+use paygate::sim::Simulator as _;
 use tonic::Code;
 
 fn cancel(

@@ -17,6 +17,7 @@ use common::process::{
 };
 use common::*;
 use paygate::pb;
+use paygate::sim::Simulator as _;
 use paygate::sim::payxpert::PayXpertSim;
 use paygate::sim::{Fault, FaultKind, SimServer};
 use tonic::Code;

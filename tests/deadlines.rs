@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use paygate::pb;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;
 

@@ -11,6 +11,7 @@ use common::process::{antom_env, spawn_configured, spawn_payxpert_gateway};
 use common::*;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::sim::Simulator as _;
 use paygate::sim::payxpert::PayXpertSim;
 use paygate::sim::{Fault, FaultKind};
 use tonic::Code;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use paygate::admission::GuardSettings;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;
 

@@ -15,6 +15,7 @@ use paygate::pb;
 use paygate::providers::antom::Antom;
 use paygate::providers::antom::client::Settings;
 use paygate::providers::antom::signing::{Signer, parse_signature_header};
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use paygate::validate;
 use proptest::prelude::*;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::process::{TestDatabase, spawn_gateway};
 use common::*;
 use paygate::pb;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;
 

@@ -13,6 +13,7 @@ use common::process::{
 use common::*;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::sim::Simulator as _;
 use paygate::sim::payxpert::PayXpertSim;
 use paygate::sim::{Fault, FaultKind, SimServer};
 use tonic::Code;

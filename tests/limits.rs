@@ -15,6 +15,7 @@ use paygate::admission::GuardSettings;
 use paygate::auth::Policy;
 use paygate::pb;
 use paygate::ratelimit::Rate;
+use paygate::sim::Simulator as _;
 use tonic::Code;
 use tonic_types::StatusExt;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::process::spawn_gateway_with;
 use common::*;
 use paygate::pb;
+use paygate::sim::Simulator as _;
 use paygate::sim::{Fault, FaultKind};
 
 /// Python's json module, told to refuse duplicate keys, reads every line of `path`; returns

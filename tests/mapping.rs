@@ -10,6 +10,7 @@ use paygate::error::{provider_code, refusal_code};
 use paygate::pb;
 use paygate::providers::antom::codes::{self, Meaning};
 use paygate::providers::{Disposition, NotExecuted};
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;
 use tonic_types::StatusExt;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::process::{free_port, spawn_gateway_with};
 use common::*;
 use paygate::providers::antom::signing::{self, Signer};
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::AntomSim;
 use tonic::Code;
 

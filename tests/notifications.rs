@@ -12,6 +12,7 @@ use common::*;
 use paygate::pb;
 use paygate::pb::event_service_client::EventServiceClient;
 use paygate::providers::antom::signing::{self, Signer};
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::NotifyTarget;
 use tonic::Code;
 use tonic::transport::Channel;

@@ -11,6 +11,7 @@ use common::*;
 use paygate::pb;
 use paygate::pb::event_service_client::EventServiceClient;
 use paygate::pb::subscription_service_client::SubscriptionServiceClient;
+use paygate::sim::Simulator as _;
 use tonic::Code;
 
 fn with_deadline<T>(msg: T, d: Duration) -> tonic::Request<T> {

@@ -17,6 +17,7 @@ use paygate::providers::payxpert::client::Settings;
 use paygate::providers::payxpert::{PayXpert, codes};
 use paygate::providers::{Disposition, Meaning};
 use paygate::secret::Secret;
+use paygate::sim::Simulator as _;
 use paygate::sim::payxpert::{PayXpertSim, Tx};
 use paygate::sim::{Fault, FaultKind, SimServer};
 use tonic::Code;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::process::spawn_gateway_with;
 use common::*;
 use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Payment, PaymentStatus};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;

@@ -12,6 +12,7 @@ use common::process::{spawn_gateway_with, write_keys};
 use common::*;
 use paygate::config::Config;
 use paygate::providers::antom::signing::Signer;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{AntomSim, Fault, FaultKind};
 
 const TOKEN: &str = "tok-Very-Secret-9f8e7d6c5b4a";

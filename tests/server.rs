@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use tokio_stream::StreamExt;
 use tonic_health::pb::HealthCheckRequest;

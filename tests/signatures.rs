@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use paygate::pb;
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;
 

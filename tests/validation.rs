@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use paygate::pb;
+use paygate::sim::Simulator as _;
 use tonic::Code;
 use tonic_types::StatusExt;
 

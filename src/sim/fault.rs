@@ -104,17 +104,3 @@ impl Fault {
         self
     }
 }
-
-/// Takes the first queued fault for `endpoint`, counting down its uses.
-pub(super) fn take_fault(faults: &mut Vec<Fault>, endpoint: &str) -> Option<FaultKind> {
-    let i = faults
-        .iter()
-        .position(|f| f.times > 0 && f.endpoint.as_deref().is_none_or(|e| e == endpoint))?;
-    let f = &mut faults[i];
-    f.times -= 1;
-    let kind = f.kind.clone();
-    if f.times == 0 {
-        faults.remove(i);
-    }
-    Some(kind)
-}

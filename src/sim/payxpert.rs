@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::fault::{Fault, FaultKind};
+use super::control::common_control;
 use super::server::SimServer;
+use super::{Controls, Counters, FaultKind, Simulator};
 
 /// A transaction (sale or refund).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -106,12 +107,17 @@ pub struct Stats {
     pub cancels_executed: u64,
 }
 
+impl Counters for Stats {
+    fn calls_mut(&mut self) -> &mut HashMap<String, u64> {
+        &mut self.calls
+    }
+}
+
 #[derive(Debug, Default)]
 struct PxState {
     txs: BTreeMap<String, Tx>,
     subs: HashMap<String, Sub>,
-    faults: Vec<Fault>,
-    stats: Stats,
+    controls: Controls<Stats>,
     next_id: u64,
 }
 
@@ -120,6 +126,14 @@ pub struct PayXpertSim {
     originator: String,
     password: String,
     state: Mutex<PxState>,
+}
+
+impl Simulator for PayXpertSim {
+    type Stats = Stats;
+
+    fn with_controls<R>(&self, f: impl FnOnce(&mut Controls<Stats>) -> R) -> R {
+        f(&mut self.state().controls)
+    }
 }
 
 impl std::fmt::Debug for PayXpertSim {
@@ -224,26 +238,6 @@ impl PayXpertSim {
         });
     }
 
-    /// Queues a fault.
-    pub fn inject(&self, f: Fault) {
-        self.state().faults.push(f);
-    }
-
-    /// Drops queued faults.
-    pub fn clear_faults(&self) {
-        self.state().faults.clear();
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> Stats {
-        self.state().stats.clone()
-    }
-
-    /// Authenticated calls to `endpoint`.
-    pub fn calls(&self, endpoint: &str) -> u64 {
-        self.state().stats.calls.get(endpoint).copied().unwrap_or(0)
-    }
-
     /// Refund transactions of `payment`.
     pub fn refunds_of(&self, payment: &str) -> Vec<Tx> {
         self.state()
@@ -285,10 +279,6 @@ impl PayXpertSim {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Basic "))
             == Some(expected.as_str())
-    }
-
-    fn take_fault(&self, endpoint: &str) -> Option<FaultKind> {
-        super::fault::take_fault(&mut self.state().faults, endpoint)
     }
 
     fn refund(&self, id: &str, body: &[u8]) -> Value {
@@ -348,7 +338,7 @@ impl PayXpertSim {
                 subscription_id: original.subscription_id.clone(),
             },
         );
-        st.stats.refunds_executed += 1;
+        st.controls.stats.refunds_executed += 1;
         if cancel_sub
             && let Some(sid) = &original.subscription_id
             && let Some(sub) = st.subs.get_mut(sid)
@@ -383,7 +373,7 @@ impl PayXpertSim {
             sub.cancel_reason = Some(reason.to_string());
         }
         let v = json!({"errorCode": "000", "errorMessage": "Subscription canceled", "subscription": sub_json(sub)});
-        st.stats.cancels_executed += 1;
+        st.controls.stats.cancels_executed += 1;
         v
     }
 
@@ -447,14 +437,13 @@ async fn handle(
         return answer(StatusCode::NOT_FOUND, code("404", "no such call"));
     };
     if !sim.authorized(&headers) {
-        sim.state().stats.auth_failures += 1;
+        sim.state().controls.stats.auth_failures += 1;
         return answer(
             StatusCode::UNAUTHORIZED,
             code("401", "authentication failed"),
         );
     }
-    *sim.state().stats.calls.entry(endpoint.into()).or_default() += 1;
-    let fault = sim.take_fault(endpoint);
+    let fault = sim.state().controls.call(endpoint);
     match &fault {
         Some(FaultKind::Latency { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
         Some(FaultKind::HttpStatus { status }) => {
@@ -523,11 +512,10 @@ async fn handle(
 fn control(sim: &PayXpertSim, method: &Method, path: &str, body: &[u8]) -> Response {
     let bad =
         |e: serde_json::Error| answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+    if let Some(done) = common_control(sim, method, path, body) {
+        return done.map_or_else(bad, |v| answer(StatusCode::OK, v));
+    }
     match (method.as_str(), path) {
-        ("GET", "/sim/stats") => answer(
-            StatusCode::OK,
-            serde_json::to_value(sim.stats()).unwrap_or_default(),
-        ),
         ("POST", "/sim/transactions") => match serde_json::from_slice::<Tx>(body) {
             Ok(t) => {
                 sim.add_transaction(t);
@@ -542,17 +530,6 @@ fn control(sim: &PayXpertSim, method: &Method, path: &str, body: &[u8]) -> Respo
             }
             Err(e) => bad(e),
         },
-        ("POST", "/sim/faults") => match serde_json::from_slice::<Fault>(body) {
-            Ok(f) => {
-                sim.inject(f);
-                answer(StatusCode::OK, json!({}))
-            }
-            Err(e) => bad(e),
-        },
-        ("DELETE", "/sim/faults") => {
-            sim.clear_faults();
-            answer(StatusCode::OK, json!({}))
-        }
         _ => answer(StatusCode::NOT_FOUND, json!({})),
     }
 }

@@ -22,6 +22,7 @@ use paygate::providers::antom::client::Settings;
 use paygate::providers::antom::signing::{Signer, Verifier};
 use paygate::ratelimit::Rate;
 use paygate::server::{self, Gateway, Running};
+use paygate::sim::Simulator as _;
 use paygate::sim::antom::{AntomSim, Payment, PaymentStatus, SimServer, Subscription};
 use tonic::transport::Channel;
 use tonic::transport::ServerTlsConfig;

@@ -2,6 +2,7 @@
 //! the control endpoints of `paygate sim`.
 
 use super::*;
+use crate::sim::control::common_control;
 
 pub(super) fn endpoint_of(path: &str) -> Option<&'static str> {
     let rest = path
@@ -44,7 +45,7 @@ pub(super) async fn handle(
         .unwrap_or_else(|| path.to_owned());
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if h("client-id") != Some(sim.client_id.as_str()) {
-        sim.state().stats.rejected_signatures += 1;
+        sim.state().controls.stats.rejected_signatures += 1;
         return sim.unsigned(json!({"result": result("INVALID_CLIENT", "F", "unknown client id")}));
     }
     let verified = match (h("request-time"), h("signature")) {
@@ -57,14 +58,13 @@ pub(super) async fn handle(
         _ => false,
     };
     if !verified {
-        sim.state().stats.rejected_signatures += 1;
+        sim.state().controls.stats.rejected_signatures += 1;
         return sim.unsigned(
             json!({"result": result("INVALID_SIGNATURE", "F", "signature does not verify")}),
         );
     }
     {
         let mut st = sim.state();
-        *st.stats.calls.entry(endpoint.into()).or_default() += 1;
         st.call_times
             .push((endpoint.into(), std::time::Instant::now()));
         if let Some(tp) = h("traceparent") {
@@ -72,7 +72,7 @@ pub(super) async fn handle(
         }
     }
 
-    let fault = sim.take_fault(endpoint);
+    let fault = sim.state().controls.call(endpoint);
     match &fault {
         Some(FaultKind::Latency { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
         Some(FaultKind::HttpStatus { status }) => {
@@ -193,8 +193,10 @@ pub(super) fn control(sim: &AntomSim, method: &Method, path: &str, body: &[u8]) 
         *r.status_mut() = StatusCode::BAD_REQUEST;
         r
     };
+    if let Some(done) = common_control(sim, method, path, body) {
+        return done.map_or_else(|e| bad(e.to_string()), ok);
+    }
     match (method.as_str(), path) {
-        ("GET", "/sim/stats") => ok(serde_json::to_value(sim.stats()).unwrap_or_default()),
         ("POST", "/sim/payments") => match serde_json::from_slice::<Payment>(body) {
             Ok(p) => {
                 sim.add_payment(p);
@@ -205,13 +207,6 @@ pub(super) fn control(sim: &AntomSim, method: &Method, path: &str, body: &[u8]) 
         ("POST", "/sim/subscriptions") => match serde_json::from_slice::<Subscription>(body) {
             Ok(s) => {
                 sim.add_subscription(s);
-                ok(json!({}))
-            }
-            Err(e) => bad(e.to_string()),
-        },
-        ("POST", "/sim/faults") => match serde_json::from_slice::<Fault>(body) {
-            Ok(f) => {
-                sim.inject(f);
                 ok(json!({}))
             }
             Err(e) => bad(e.to_string()),
@@ -236,10 +231,6 @@ pub(super) fn control(sim: &AntomSim, method: &Method, path: &str, body: &[u8]) 
                 Ok(_) => bad("no such PROCESSING refund".into()),
                 Err(e) => bad(e.to_string()),
             }
-        }
-        ("DELETE", "/sim/faults") => {
-            sim.clear_faults();
-            ok(json!({}))
         }
         _ => empty(StatusCode::NOT_FOUND),
     }

@@ -33,6 +33,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
 
+use super::{Controls, Counters, Simulator};
 use crate::providers::antom::signing::{self, Signer, Verifier};
 
 /// How long after payment a refund is still allowed.
@@ -137,6 +138,12 @@ pub struct Stats {
     pub cancels_executed: u64,
 }
 
+impl Counters for Stats {
+    fn calls_mut(&mut self) -> &mut HashMap<String, u64> {
+        &mut self.calls
+    }
+}
+
 /// A stored refund answer for a refundRequestId: the request's key fields and the outcome.
 #[derive(Debug, Clone)]
 struct RefundKey {
@@ -155,8 +162,7 @@ struct SimState {
     refunds: HashMap<String, SimRefund>,
     by_request_id: HashMap<String, RefundKey>,
     subscriptions: Vec<Subscription>,
-    faults: Vec<Fault>,
-    stats: Stats,
+    controls: Controls<Stats>,
     call_times: Vec<(String, std::time::Instant)>,
     traceparents: Vec<String>,
     next_id: u64,
@@ -188,6 +194,14 @@ impl std::fmt::Debug for AntomSim {
         f.debug_struct("AntomSim")
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
+    }
+}
+
+impl Simulator for AntomSim {
+    type Stats = Stats;
+
+    fn with_controls<R>(&self, f: impl FnOnce(&mut Controls<Stats>) -> R) -> R {
+        f(&mut self.state().controls)
     }
 }
 
@@ -294,26 +308,6 @@ impl AntomSim {
     /// Adds a subscription.
     pub fn add_subscription(&self, s: Subscription) {
         self.state().subscriptions.push(s);
-    }
-
-    /// Queues a fault.
-    pub fn inject(&self, f: Fault) {
-        self.state().faults.push(f);
-    }
-
-    /// Drops queued faults.
-    pub fn clear_faults(&self) {
-        self.state().faults.clear();
-    }
-
-    /// A snapshot of the counters.
-    pub fn stats(&self) -> Stats {
-        self.state().stats.clone()
-    }
-
-    /// Verified calls to `endpoint` so far.
-    pub fn calls(&self, endpoint: &str) -> u64 {
-        self.state().stats.calls.get(endpoint).copied().unwrap_or(0)
     }
 
     /// The W3C `traceparent` headers of the verified calls, in arrival order.
@@ -428,10 +422,6 @@ impl AntomSim {
     /// Binds `addr` and serves.
     pub async fn bind(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<SimServer> {
         self.serve(TcpListener::bind(addr).await?)
-    }
-
-    fn take_fault(&self, endpoint: &str) -> Option<FaultKind> {
-        super::fault::take_fault(&mut self.state().faults, endpoint)
     }
 
     fn sign_answer(&self, uri: &str, body: &[u8]) -> (String, String) {

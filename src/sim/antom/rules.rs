@@ -175,7 +175,7 @@ impl AntomSim {
         st.by_request_id
             .insert(rrid, key(Some(refund_id.clone()), None));
         st.refunds.insert(refund_id, r);
-        st.stats.refunds_executed += 1;
+        st.controls.stats.refunds_executed += 1;
         answer
     }
 
@@ -262,7 +262,7 @@ impl AntomSim {
             "subscriptionStartTime": (t - time::Duration::days(60)).format(&Rfc3339).unwrap_or_default(),
             "subscriptionEndTime": end.format(&Rfc3339).unwrap_or_default(),
         });
-        st.stats.cancels_executed += 1;
+        st.controls.stats.cancels_executed += 1;
         drop(st);
         if changed {
             self.notify("subscription", notice);
