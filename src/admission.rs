@@ -43,7 +43,7 @@ impl Default for GuardSettings {
 
 /// Consecutive-failure circuit breaker.
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     state: Mutex<(u32, Option<Instant>)>,
     threshold: u32,
     cool_down: Duration,
@@ -51,7 +51,7 @@ pub struct Breaker {
 
 impl Breaker {
     /// Opens after `threshold` consecutive failures, for `cool_down`.
-    pub fn new(threshold: u32, cool_down: Duration) -> Self {
+    pub(crate) fn new(threshold: u32, cool_down: Duration) -> Self {
         Self {
             state: Mutex::new((0, None)),
             threshold: threshold.max(1),
@@ -60,14 +60,14 @@ impl Breaker {
     }
 
     /// How long the circuit stays open, if it is.
-    pub fn open_for(&self) -> Option<Duration> {
+    pub(crate) fn open_for(&self) -> Option<Duration> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let left = s.1?.saturating_duration_since(Instant::now());
         (!left.is_zero()).then_some(left)
     }
 
     /// A call failed in a way that says the provider is unwell.
-    pub fn failure(&self) {
+    pub(crate) fn failure(&self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.0 += 1;
         if s.0 >= self.threshold {
@@ -81,7 +81,7 @@ impl Breaker {
     }
 
     /// A call got an answer.
-    pub fn success(&self) {
+    pub(crate) fn success(&self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *s = (0, None);
     }
@@ -102,7 +102,7 @@ pub struct AccountGuard {
 const WAIT_MARGIN: Duration = Duration::from_millis(50);
 
 /// A rate-limit rejection as a provider-call error (nothing was sent).
-pub fn rate_limited(l: Limited) -> ProviderError {
+pub(crate) fn rate_limited(l: Limited) -> ProviderError {
     ProviderError {
         quota: Some(Box::new(l.clone())),
         ..ProviderError::retryable(

@@ -59,7 +59,7 @@ pub fn hash_token(token: &str) -> String {
 }
 
 /// The identity in a DER client certificate: first URI SAN, else first DNS SAN, else CN.
-pub fn certificate_identity(der: &[u8]) -> Option<String> {
+pub(crate) fn certificate_identity(der: &[u8]) -> Option<String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     if let Ok(Some(san)) = cert.subject_alternative_name() {

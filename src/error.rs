@@ -15,7 +15,11 @@ use crate::retry;
 /// ErrorInfo domain of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "paygate";
 
-pub use crate::reason;
+/// The `ErrorInfo` reasons callers match on (owned by the crate-private `reason` module, which
+/// the layers below this one use without depending on `error`).
+pub mod reason {
+    pub use crate::reason::*;
+}
 
 /// Response metadata that marks an answer replayed from the idempotency store.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";

@@ -1,31 +1,41 @@
 //! paygate: a gRPC gateway that cancels subscriptions and creates and inquires refunds at
 //! payment providers, safely.
 //!
-//! The library serves the `paygate` binary (`src/cli/`), the tests and the benches. A gateway
-//! is built with [`server::Gateway::builder`] (accounts, store, limits, ports) or from the
-//! configuration with [`server::Gateway::from_config`], then bound and served. The public
-//! modules are what those users need: the generated API ([`pb`]), the simulators ([`sim`]),
-//! configuration, providers and their parts, the store and the idempotency layer (tested
-//! directly). The request pipeline's inside (`ops`, `retry`, `events`, `task`) is
-//! crate-private, and `unreachable_pub` keeps every item in a private module crate-private.
+//! The library serves the `paygate` binary (`src/cli/`), the tests and the benches. Its API:
+//! - [`server`]: build a gateway with [`server::Gateway::builder`] (accounts, store, limits,
+//!   ports; the settings it takes are re-exported there) or from the configuration with
+//!   [`server::Gateway::from_config`], then bind and serve it;
+//! - [`config`], [`telemetry`], [`dev`]: what the binary's commands start from;
+//! - [`pb`]: the generated API, for clients;
+//! - [`providers`] and [`domain`]: the providers behind their trait and the typed requests and
+//!   results they take (the benches call a provider directly), with each provider's signing
+//!   and code table (tested directly);
+//! - [`store`] and [`idempotency`]: persistence and the idempotency layer (tested directly,
+//!   and used by `paygate settle`); [`error`]: the one mapping to gRPC statuses and the error
+//!   reasons callers match on; [`secret`]: values that never reach logs;
+//! - [`sim`]: the provider simulators.
+//!
+//! Everything else (the request pipeline, validation, admission, caller authentication and
+//! rate limits, the notification listener) is crate-private, and `unreachable_pub` keeps every
+//! item in a private module crate-private.
 
 #![warn(unreachable_pub)]
 
-pub mod accounts;
-pub mod admission;
-pub mod api;
-pub mod auth;
+pub(crate) mod accounts;
+pub(crate) mod admission;
+pub(crate) mod api;
+pub(crate) mod auth;
 pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod error;
 pub(crate) mod events;
 pub mod idempotency;
-pub mod notify;
+pub(crate) mod notify;
 pub(crate) mod ops;
 pub mod providers;
-pub mod ratelimit;
-pub mod reason;
+pub(crate) mod ratelimit;
+pub(crate) mod reason;
 pub(crate) mod retry;
 pub mod secret;
 pub mod server;
@@ -33,7 +43,7 @@ pub mod sim;
 pub mod store;
 pub(crate) mod task;
 pub mod telemetry;
-pub mod validate;
+pub(crate) mod validate;
 
 /// Generated protobuf and gRPC code for `paygate.v1`.
 pub mod pb {

@@ -27,7 +27,7 @@ use crate::providers::{
 use crate::telemetry;
 
 /// Largest notification body accepted.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// What a stranger can hold of the listener, which faces the internet by design.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +57,11 @@ impl Default for Limits {
 
 /// File descriptors kept back from the notification listener for the gRPC port, the store
 /// and the provider clients.
-pub const FD_RESERVE: u64 = 512;
+pub(crate) const FD_RESERVE: u64 = 512;
 
 /// Raises the soft open-files limit to the hard one (the server does this when it starts), so
 /// that strangers' connections, capped below it, leave a reserve.
-pub fn raise_open_files_limit() {
+pub(crate) fn raise_open_files_limit() {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-files limit");
     }
@@ -73,7 +73,7 @@ fn open_files_limit() -> u64 {
 }
 
 /// The listener's routes.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/notify/{account}/{kind}", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -88,7 +88,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Resul
 /// Serves notifications on `listener` until shutdown starts (`Shared::stopping`): at most
 /// `limits.max_connections` connections (and never more than the open-files limit minus
 /// [`FD_RESERVE`]), each bounded in time.
-pub async fn serve_with(
+pub(crate) async fn serve_with(
     shared: Arc<Shared>,
     listener: TcpListener,
     limits: Limits,

@@ -92,7 +92,7 @@ pub struct Limited {
 
 /// Waits for a slot of `limiter` if the wait ends before `until`; otherwise says how long the
 /// caller would have had to wait.
-pub async fn acquire(limiter: &Limiter, until: Instant) -> Result<(), Limited> {
+pub(crate) async fn acquire(limiter: &Limiter, until: Instant) -> Result<(), Limited> {
     let mut waited = false;
     loop {
         match limiter.try_acquire() {

@@ -15,12 +15,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::accounts::{Account, Accounts};
-use crate::admission::{AccountGuard, GuardSettings};
+use crate::admission::AccountGuard;
 use crate::api::event::EventApi;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
-use crate::api::{ApiSettings, Shared};
-use crate::auth::Auth;
 use crate::config::{Config, ConfigError};
 use crate::idempotency::Idempotency;
 use crate::pb;
@@ -28,9 +26,16 @@ use crate::pb::event_service_server::EventServiceServer;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
 use crate::providers::Provider;
-use crate::ratelimit::{CallerLimits, Rate};
+use crate::ratelimit::CallerLimits;
 use crate::store::{self, Store};
 use std::collections::HashMap;
+
+// What the builder takes, re-exported from the crate-private modules that own it.
+pub use crate::admission::GuardSettings;
+pub use crate::api::{ApiSettings, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CALLER, Shared};
+pub use crate::auth::{Auth, Policy, hash_token};
+pub use crate::notify::{Limits as NotifyLimits, serve as serve_notifications};
+pub use crate::ratelimit::Rate;
 
 /// Any error from serving.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,7 +44,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct Gateway {
     /// What the services share.
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// How long shutdown waits for in-flight calls.
     pub shutdown_grace: Duration,
     /// How long, after the shutdown signal, the gateway reports NOT_SERVING but keeps taking
@@ -52,7 +57,7 @@ pub struct Gateway {
     /// Where provider notifications are received, if anywhere (bound by [`Gateway::bind`]).
     pub notify_addr: Option<SocketAddr>,
     /// Bounds on the notification listener.
-    pub notify_limits: crate::notify::Limits,
+    pub notify_limits: NotifyLimits,
 }
 
 impl Gateway {
@@ -74,8 +79,24 @@ impl Gateway {
             notify_addr: None,
             shutdown_grace: crate::config::DEFAULT_SHUTDOWN_GRACE,
             drain_delay: Duration::ZERO,
-            notify_limits: crate::notify::Limits::default(),
+            notify_limits: NotifyLimits::default(),
         }
+    }
+
+    /// What the services share: for serving notifications on a listener of one's own
+    /// ([`serve_notifications`]).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// The idempotency layer over the gateway's store.
+    pub fn idempotency(&self) -> &Idempotency {
+        &self.shared.idempotency
+    }
+
+    /// The accounts' names.
+    pub fn account_names(&self) -> Vec<String> {
+        self.shared.accounts.names()
     }
 
     /// Builds the provider clients of every account and opens (and migrates) the store.
@@ -240,7 +261,7 @@ impl GatewayBuilder {
     }
 
     /// Bounds on the notification listener.
-    pub fn notify_limits(mut self, limits: crate::notify::Limits) -> Self {
+    pub fn notify_limits(mut self, limits: NotifyLimits) -> Self {
         self.notify_limits = limits;
         self
     }

@@ -11,9 +11,9 @@ use crate::error::GatewayError;
 use crate::pb;
 
 /// Longest provider identifier accepted (Antom's String(64)).
-pub const MAX_ID_LEN: usize = 64;
+pub(crate) const MAX_ID_LEN: usize = 64;
 /// Longest refund reason accepted (Antom's refundReason String(256)).
-pub const MAX_REASON_LEN: usize = 256;
+pub(crate) const MAX_REASON_LEN: usize = 256;
 
 /// Checks an idempotency key: required, 1-64 characters of `[A-Za-z0-9._:-]` (AIP-155).
 fn request_id(v: &mut Violations, field: &str, value: &str, required: bool) {
@@ -125,7 +125,7 @@ fn subscription_ids(v: &mut Violations, id: &str, request_id: &str) {
 }
 
 /// The longest account name (the configuration allows no longer one).
-pub const MAX_ACCOUNT_LEN: usize = 64;
+pub(crate) const MAX_ACCOUNT_LEN: usize = 64;
 
 /// Resolves the account name; an unknown name is a violation of `account`.
 fn account(v: &mut Violations, accounts: &Accounts, name: &str) -> Option<Arc<Account>> {
@@ -159,7 +159,7 @@ fn checked<T>(v: Violations, value: T) -> Result<T, GatewayError> {
 }
 
 /// Validates a refund creation.
-pub fn create_refund(
+pub(crate) fn create_refund(
     req: &pb::CreateRefundRequest,
     accounts: &Accounts,
 ) -> Result<(Arc<Account>, CreateRefund), GatewayError> {
@@ -191,7 +191,7 @@ pub fn create_refund(
 }
 
 /// Validates a refund inquiry.
-pub fn inquire_refund(
+pub(crate) fn inquire_refund(
     req: &pb::InquireRefundRequest,
     accounts: &Accounts,
 ) -> Result<(Arc<Account>, InquireRefund), GatewayError> {
@@ -215,7 +215,7 @@ pub fn inquire_refund(
 }
 
 /// Validates a subscription cancellation.
-pub fn cancel_subscription(
+pub(crate) fn cancel_subscription(
     req: &pb::CancelSubscriptionRequest,
     accounts: &Accounts,
 ) -> Result<(Arc<Account>, CancelSubscription), GatewayError> {
@@ -267,7 +267,7 @@ pub fn cancel_subscription(
 }
 
 /// Validates a subscription read: the account and one of the two ids.
-pub fn get_subscription(
+pub(crate) fn get_subscription(
     req: &pb::GetSubscriptionRequest,
     accounts: &Accounts,
 ) -> Result<Arc<Account>, GatewayError> {
@@ -281,10 +281,10 @@ pub fn get_subscription(
 }
 
 /// The most accounts one Watch may name.
-pub const MAX_WATCHED_ACCOUNTS: usize = 100;
+pub(crate) const MAX_WATCHED_ACCOUNTS: usize = 100;
 
 /// Validates a Watch: the cursor (empty = 0, from the start) and the named accounts.
-pub fn watch_events(
+pub(crate) fn watch_events(
     req: &pb::WatchEventsRequest,
     accounts: &Accounts,
 ) -> Result<(i64, Vec<String>), GatewayError> {
@@ -324,4 +324,132 @@ pub fn watch_events(
         }
     }
     checked(v, (cursor, req.accounts.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Random requests through validation: no panic, INVALID_ARGUMENT with reason
+    //! `INVALID_REQUEST` or a command that holds only valid fields.
+
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
+    use super::*;
+    use crate::admission::{AccountGuard, GuardSettings};
+    use crate::providers::antom::Antom;
+    use crate::providers::antom::client::Settings;
+    use crate::providers::antom::signing::{Signer, Verifier};
+
+    const MERCHANT_PEM: &str = include_str!("../tests/fixtures/test_merchant_key.pem");
+
+    fn public_of(private_pem: &str) -> Verifier {
+        let der = Signer::from_bytes(private_pem.as_bytes())
+            .unwrap()
+            .public_key_der();
+        Verifier::from_der(&der).unwrap()
+    }
+
+    fn reason(s: &tonic::Status) -> String {
+        s.get_error_details()
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default()
+    }
+
+    fn accounts() -> &'static Accounts {
+        static A: std::sync::OnceLock<Accounts> = std::sync::OnceLock::new();
+        A.get_or_init(build_accounts)
+    }
+
+    fn build_accounts() -> Accounts {
+        let settings = Settings {
+            base_url: "http://127.0.0.1:9".into(),
+            client_id: "C".into(),
+            sandbox: false,
+            key_version: 1,
+            timeout: Duration::from_secs(1),
+            signer: Signer::from_bytes(MERCHANT_PEM.as_bytes()).unwrap(),
+            verifier: public_of(MERCHANT_PEM),
+            notify_url: None,
+        };
+        Accounts::new(
+            vec![Account {
+                name: "main".into(),
+                provider: Arc::new(Antom::new(settings).unwrap()),
+                guard: AccountGuard::new("main", &GuardSettings::default()),
+            }],
+            Some("main".into()),
+        )
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,80}",
+            "[A-Za-z0-9._:-]{0,70}",
+            "[\\x00-\\x1f\\x7f]{0,5}",
+            "\\PC{0,300}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn validation_never_panics_and_accepts_only_valid_refunds(
+            account in prop_oneof![Just(String::new()), Just("main".to_string()), any_text()],
+            request_id in any_text(),
+            payment_id in any_text(),
+            currency in prop_oneof![Just("USD".to_string()), Just("IDR".to_string()), "[A-Za-z]{0,4}", any_text()],
+            value in any::<i64>(),
+            has_amount in any::<bool>(),
+            why in any_text(),
+            reference in any_text(),
+        ) {
+            let accounts = accounts();
+            let req = pb::CreateRefundRequest {
+                account,
+                request_id: request_id.clone(),
+                payment_id,
+                amount: has_amount.then(|| pb::Money { currency: currency.clone(), value }),
+                reason: why,
+                reference_refund_id: reference,
+                cancel_subscription: false,
+            };
+            match create_refund(&req, accounts) {
+                Ok((_, cmd)) => {
+                    prop_assert!(!cmd.request_id.is_empty() && cmd.request_id.len() <= 64);
+                    prop_assert!(cmd.request_id.bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b)));
+                    prop_assert!(cmd.amount.value > 0);
+                    prop_assert!(cmd.amount.currency.len() == 3);
+                    prop_assert!(cmd.payment_id.len() <= 64 && !cmd.payment_id.is_empty());
+                }
+                Err(e) => {
+                    let status = tonic::Status::from(e);
+                    prop_assert_eq!(status.code(), Code::InvalidArgument);
+                    prop_assert_eq!(reason(&status), "INVALID_REQUEST");
+                }
+            }
+        }
+
+        #[test]
+        fn cancel_validation_never_panics(
+            request_id in any_text(),
+            sid in any_text(),
+            srid in any_text(),
+            kind in any::<i32>(),
+        ) {
+            let accounts = accounts();
+            let req = pb::CancelSubscriptionRequest {
+                request_id, subscription_id: sid, subscription_request_id: srid,
+                cancellation_type: kind, ..Default::default()
+            };
+            if let Ok((_, c)) = cancel_subscription(&req, accounts) {
+                prop_assert!(kind == 1 || kind == 2);
+                prop_assert!(c.subscription_id.is_some() || c.subscription_request_id.is_some());
+            }
+        }
+    }
 }

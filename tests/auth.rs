@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use paygate::auth::Policy;
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
+use paygate::server::Policy;
 use paygate::sim::Simulator as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tonic::Code;
@@ -16,7 +16,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity, ServerTl
 
 const T: Duration = Duration::from_secs(5);
 
-fn policies() -> paygate::auth::Auth {
+fn policies() -> paygate::server::Auth {
     token_auth(&[
         ("billing", Policy::default()),
         (
@@ -361,7 +361,7 @@ async fn the_binary_serves_tls_from_its_environment() {
     let ca = write("ca.pem", &pki.ca_pem);
     let tokens = write(
         "tokens",
-        &format!("billing {}\n", paygate::auth::hash_token("billing-token")),
+        &format!("billing {}\n", paygate::server::hash_token("billing-token")),
     );
     let store = format!("sqlite://{}", dir.path().join("p.db").display());
     let gw = spawn_gateway_with(

@@ -29,7 +29,12 @@ fn spawn_with_callers(
 ) -> GatewayProcess {
     let tokens: String = ["alpha", "beta", "support"]
         .iter()
-        .map(|c| format!("{c} {}\n", paygate::auth::hash_token(&format!("{c}-token"))))
+        .map(|c| {
+            format!(
+                "{c} {}\n",
+                paygate::server::hash_token(&format!("{c}-token"))
+            )
+        })
         .collect();
     std::fs::write(dir.join("tokens"), tokens).unwrap();
     let config = dir.join("paygate.toml");

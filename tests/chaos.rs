@@ -71,7 +71,12 @@ fn start(
     let tokens: String = CALLERS
         .iter()
         .chain(["reader"].iter())
-        .map(|c| format!("{c} {}\n", paygate::auth::hash_token(&format!("{c}-token"))))
+        .map(|c| {
+            format!(
+                "{c} {}\n",
+                paygate::server::hash_token(&format!("{c}-token"))
+            )
+        })
         .collect();
     std::fs::write(dir.join("tokens"), tokens).unwrap();
     let mut env = antom_env(dir, &antom.base_url());

@@ -423,9 +423,9 @@ fn hash_token_prints_the_sha256_the_tokens_file_wants() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        paygate::auth::hash_token("my-token")
+        paygate::server::hash_token("my-token")
     );
-    assert_eq!(paygate::auth::hash_token("my-token").len(), 64);
+    assert_eq!(paygate::server::hash_token("my-token").len(), 64);
 }
 
 fn antom_env() -> Vec<(&'static str, String)> {

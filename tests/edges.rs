@@ -22,7 +22,7 @@ async fn oversized_accounts_and_authorization_headers() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tokens"),
-        format!("alpha {}\n", paygate::auth::hash_token("alpha-token")),
+        format!("alpha {}\n", paygate::server::hash_token("alpha-token")),
     )
     .unwrap();
     let config = dir.path().join("paygate.toml");

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use paygate::admission::GuardSettings;
+use paygate::server::GuardSettings;
 use paygate::sim::Simulator as _;
 use paygate::sim::antom::{Fault, FaultKind};
 use tonic::Code;

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use paygate::admission::GuardSettings;
-use paygate::auth::Policy;
 use paygate::pb;
-use paygate::ratelimit::Rate;
+use paygate::server::GuardSettings;
+use paygate::server::Policy;
+use paygate::server::Rate;
 use paygate::sim::Simulator as _;
 use tonic::Code;
 use tonic_types::StatusExt;

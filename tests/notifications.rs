@@ -444,7 +444,10 @@ async fn antom_resends_until_the_gateway_acknowledges() {
         .settle_refund(&sim_refund_id(&env, &created.request_id), true);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(paygate::notify::serve(env.shared.clone(), listener));
+    tokio::spawn(paygate::server::serve_notifications(
+        env.shared.clone(),
+        listener,
+    ));
     let d = delivered(&env, 0, 9).await;
     assert!(d.acked, "{d:?}");
     assert!(d.attempts >= 2, "{d:?}");
@@ -794,7 +797,10 @@ async fn refunds_carry_the_accounts_notify_url_and_antom_uses_it() {
     })
     .await;
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(paygate::notify::serve(env.shared.clone(), listener));
+    tokio::spawn(paygate::server::serve_notifications(
+        env.shared.clone(),
+        listener,
+    ));
     create_async(&env.refunds, "own-url", 250).await;
     let sim_refund = env
         .sim()
@@ -815,7 +821,7 @@ async fn refunds_carry_the_accounts_notify_url_and_antom_uses_it() {
 
 #[tokio::test]
 async fn watch_follows_caller_policies() {
-    use paygate::auth::Policy;
+    use paygate::server::Policy;
     let env = start_with(Options {
         notify: true,
         auth: token_auth(&[

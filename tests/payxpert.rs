@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use paygate::admission::GuardSettings;
 use paygate::error::{provider_code, refusal_code};
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
@@ -17,6 +16,7 @@ use paygate::providers::payxpert::client::Settings;
 use paygate::providers::payxpert::{PayXpert, codes};
 use paygate::providers::{Disposition, Meaning};
 use paygate::secret::Secret;
+use paygate::server::GuardSettings;
 use paygate::sim::Simulator as _;
 use paygate::sim::payxpert::{PayXpertSim, Tx};
 use paygate::sim::{Fault, FaultKind, SimServer};

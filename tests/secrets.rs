@@ -39,7 +39,7 @@ async fn logs_and_errors_never_show_keys_or_tokens() {
     let tokens = dir.path().join("tokens");
     std::fs::write(
         &tokens,
-        format!("billing {}\n", paygate::auth::hash_token(TOKEN)),
+        format!("billing {}\n", paygate::server::hash_token(TOKEN)),
     )
     .unwrap();
     let store = format!("sqlite://{}", dir.path().join("p.db").display());

@@ -21,7 +21,12 @@ fn spawn(dir: &std::path::Path, antom_url: &str, toml: &str, auth: bool) -> Gate
     if auth {
         let tokens: String = ["alpha", "beta"]
             .iter()
-            .map(|c| format!("{c} {}\n", paygate::auth::hash_token(&format!("{c}-token"))))
+            .map(|c| {
+                format!(
+                    "{c} {}\n",
+                    paygate::server::hash_token(&format!("{c}-token"))
+                )
+            })
             .collect();
         std::fs::write(dir.join("tokens"), tokens).unwrap();
         env.push(("PAYGATE_AUTH_TOKENS_FILE", d("tokens")));

@@ -22,13 +22,13 @@ const BATCH: i64 = 256;
 
 /// The event service.
 #[derive(Debug, Clone)]
-pub struct EventApi {
+pub(crate) struct EventApi {
     shared: Arc<Shared>,
 }
 
 impl EventApi {
     /// Serves events.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 }

@@ -2,9 +2,9 @@
 //! request, hands the domain work to `ops`, and converts the outcome. Shared here: the
 //! per-RPC prelude, deadlines, and domain -> protobuf conversion.
 
-pub mod event;
-pub mod refund;
-pub mod subscription;
+pub(crate) mod event;
+pub(crate) mod refund;
+pub(crate) mod subscription;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,7 +32,7 @@ use crate::ratelimit::{self, CallerLimits};
 use crate::telemetry::{self, GaugeGuard};
 
 /// Time kept back from the caller's deadline so the answer reaches it in time.
-pub const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
 /// Settings shared by the services.
 #[derive(Debug, Clone)]
@@ -213,7 +213,7 @@ impl Shared {
 }
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
@@ -232,7 +232,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 /// The instant by which this RPC must answer: the caller's deadline (minus a margin) or the
 /// configured maximum, whichever comes first.
-pub fn deadline_of<T>(req: &Request<T>, settings: &ApiSettings) -> Instant {
+pub(crate) fn deadline_of<T>(req: &Request<T>, settings: &ApiSettings) -> Instant {
     let now = Instant::now();
     let asked = req
         .metadata()
@@ -246,7 +246,7 @@ pub fn deadline_of<T>(req: &Request<T>, settings: &ApiSettings) -> Instant {
 }
 
 /// Adds the resolved account, the caller and the request id to the RPC's span.
-pub fn record_call(account: &str, caller: &str, request_id: &str) {
+pub(crate) fn record_call(account: &str, caller: &str, request_id: &str) {
     let span = tracing::Span::current();
     span.record("account", account);
     span.record("caller", caller);
@@ -255,7 +255,7 @@ pub fn record_call(account: &str, caller: &str, request_id: &str) {
 
 /// Runs an RPC body under its deadline and maps its error to a `Status`, in one place.
 /// `mutating` says whether a provider call cut short could have executed.
-pub async fn run<T>(
+pub(crate) async fn run<T>(
     shared: &Shared,
     method: &'static str,
     deadline: Instant,
@@ -326,7 +326,7 @@ pub async fn run<T>(
 /// (deadline, caller identity, span), admits the call with [`Rpc::admit`], enters the
 /// account with [`Rpc::enter`], hands the domain work to `ops`, and answers through
 /// [`Rpc::respond`] (deadline, shutdown, metrics, logs, and the error mapping).
-pub struct Rpc<'a> {
+pub(crate) struct Rpc<'a> {
     /// What every service shares.
     pub shared: &'a Shared,
     method: &'static str,
@@ -338,7 +338,11 @@ pub struct Rpc<'a> {
 impl<'a> Rpc<'a> {
     /// Starts `method` on `request`: its deadline, who calls (checked by [`Rpc::admit`]),
     /// and its span; returns the request's message.
-    pub fn begin<T>(shared: &'a Shared, method: &'static str, request: Request<T>) -> (Self, T) {
+    pub(crate) fn begin<T>(
+        shared: &'a Shared,
+        method: &'static str,
+        request: Request<T>,
+    ) -> (Self, T) {
         let deadline = deadline_of(&request, &shared.settings);
         let caller = shared.auth.authenticate(&request);
         let span = telemetry::rpc_span(method, request.metadata());
@@ -352,14 +356,9 @@ impl<'a> Rpc<'a> {
         (rpc, request.into_inner())
     }
 
-    /// When the RPC must answer.
-    pub fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
     /// The authenticated caller, authorized for the method and admitted (see
     /// [`Shared::admit`]); hold the permit for the call.
-    pub async fn admit(
+    pub(crate) async fn admit(
         &self,
         ctx: &ErrorContext,
     ) -> Result<(String, OwnedSemaphorePermit), GatewayError> {
@@ -378,7 +377,7 @@ impl<'a> Rpc<'a> {
 
     /// The call of `caller` on `account`: its error context, the span's fields (with the
     /// request id, if the request has one), and the caller's authorization for the account.
-    pub fn enter<'c>(
+    pub(crate) fn enter<'c>(
         &self,
         caller: &'c str,
         account: &'c Account,
@@ -396,7 +395,7 @@ impl<'a> Rpc<'a> {
     }
 
     /// Runs `body` under the RPC's deadline and span, and answers (see [`run`]).
-    pub async fn respond<T>(
+    pub(crate) async fn respond<T>(
         &self,
         ctx: ErrorContext,
         mutating: bool,
@@ -425,7 +424,7 @@ fn provider_result(r: &ProviderResult) -> pb::ProviderResult {
 }
 
 /// Domain refund -> `Refund` message.
-pub fn refund_to_pb(r: &RefundRecord) -> pb::Refund {
+pub(crate) fn refund_to_pb(r: &RefundRecord) -> pb::Refund {
     pb::Refund {
         refund_id: r.refund_id.clone().unwrap_or_default(),
         request_id: r.request_id.clone().unwrap_or_default(),
@@ -443,7 +442,7 @@ pub fn refund_to_pb(r: &RefundRecord) -> pb::Refund {
 }
 
 /// Domain cancellation -> `CancelSubscriptionResponse`.
-pub fn cancel_to_pb(
+pub(crate) fn cancel_to_pb(
     req: &CancelSubscription,
     out: &CancelOutcome,
 ) -> pb::CancelSubscriptionResponse {
@@ -471,7 +470,7 @@ pub fn cancel_to_pb(
 }
 
 /// Domain subscription state -> `Subscription`.
-pub fn subscription_to_pb(
+pub(crate) fn subscription_to_pb(
     account: &str,
     r: &crate::domain::SubscriptionRecord,
     updated_ms: i64,
@@ -498,7 +497,7 @@ pub fn subscription_to_pb(
 }
 
 /// A stored event -> `Event`.
-pub fn event_to_pb(e: &crate::events::Event) -> pb::Event {
+pub(crate) fn event_to_pb(e: &crate::events::Event) -> pb::Event {
     use crate::domain::Notice;
     use pb::event::Payload;
     let payload = match &e.notice {

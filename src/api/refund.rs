@@ -14,13 +14,13 @@ use crate::validate;
 
 /// The refund service.
 #[derive(Debug, Clone)]
-pub struct RefundApi {
+pub(crate) struct RefundApi {
     shared: Arc<Shared>,
 }
 
 impl RefundApi {
     /// Serves refunds.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 }

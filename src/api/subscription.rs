@@ -14,13 +14,13 @@ use crate::validate;
 
 /// The subscription service.
 #[derive(Debug, Clone)]
-pub struct SubscriptionApi {
+pub(crate) struct SubscriptionApi {
     shared: Arc<Shared>,
 }
 
 impl SubscriptionApi {
     /// Serves cancellations.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 }

@@ -14,6 +14,6 @@ pub(super) fn run() -> Result<(), Failure> {
             "hash-token: no token on standard input".into(),
         ));
     }
-    println!("{}", paygate::auth::hash_token(token));
+    println!("{}", paygate::server::hash_token(token));
     Ok(())
 }

@@ -41,8 +41,8 @@ async fn run_gateway(config: Config) -> Result<(), Failure> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         addr = %listen,
-        store = gateway.shared.idempotency.store().name(),
-        accounts = ?gateway.shared.accounts.names(),
+        store = gateway.idempotency().store().name(),
+        accounts = ?gateway.account_names(),
         tls = gateway.tls.is_some(),
         "paygate listening"
     );

@@ -40,7 +40,7 @@ pub(crate) const WATCH_EVENTS: &str = "EventService.Watch";
 
 /// Who calls, on which account, by when: what every use case needs besides its request.
 #[derive(Debug)]
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     /// The authenticated caller (empty without authentication).
     pub caller: &'a str,
     /// The account the request resolved to.
@@ -53,7 +53,7 @@ pub struct Call<'a> {
 
 impl<'a> Call<'a> {
     /// A call of `caller` on `account` that must answer by `deadline`.
-    pub fn new(
+    pub(crate) fn new(
         caller: &'a str,
         account: &'a Account,
         ctx: ErrorContext,
@@ -68,7 +68,7 @@ impl<'a> Call<'a> {
     }
 
     /// When the caller stops waiting.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         self.provider.deadline
     }
 }

@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use paygate::admission::GuardSettings;
-use paygate::api::{ApiSettings, Shared};
-use paygate::auth::Auth;
 use paygate::idempotency::{self, Idempotency};
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
@@ -20,8 +17,11 @@ use paygate::providers::Provider;
 use paygate::providers::antom::Antom;
 use paygate::providers::antom::client::Settings;
 use paygate::providers::antom::signing::{Signer, Verifier};
-use paygate::ratelimit::Rate;
+use paygate::server::Auth;
+use paygate::server::GuardSettings;
+use paygate::server::Rate;
 use paygate::server::{self, Gateway, Running};
+use paygate::server::{ApiSettings, Shared};
 use paygate::sim::Simulator as _;
 use paygate::sim::antom::{AntomSim, Payment, PaymentStatus, SimServer, Subscription};
 use tonic::transport::Channel;
@@ -103,8 +103,8 @@ impl Default for Options {
             caller_rates: HashMap::new(),
             max_in_flight: 1024,
             max_queue: Duration::from_millis(250),
-            max_streams: paygate::api::DEFAULT_MAX_STREAMS,
-            max_streams_per_caller: paygate::api::DEFAULT_MAX_STREAMS_PER_CALLER,
+            max_streams: paygate::server::DEFAULT_MAX_STREAMS,
+            max_streams_per_caller: paygate::server::DEFAULT_MAX_STREAMS_PER_CALLER,
             tls: None,
             retention: paygate::idempotency::DEFAULT_RETENTION,
             notify: false,
@@ -205,8 +205,8 @@ pub async fn serve_account(name: &str, provider: Arc<dyn Provider>, o: Options) 
         .listen(loopback, o.notify.then_some(loopback))
         .shutdown(o.shutdown_grace, Duration::ZERO)
         .build();
-    let idempotency = gateway.shared.idempotency.clone();
-    let shared = gateway.shared.clone();
+    let idempotency = gateway.idempotency().clone();
+    let shared = gateway.shared();
     let bound = gateway.bind().await.unwrap();
     let notify_addr = bound.notify_addr();
     let running = server::spawn(bound).unwrap();
@@ -317,11 +317,11 @@ pub fn authed<T>(msg: T, token: &str, timeout: Duration) -> tonic::Request<T> {
 }
 
 /// Auth settings with one token per caller (the token is the caller's name + "-token").
-pub fn token_auth(callers: &[(&str, paygate::auth::Policy)]) -> Auth {
+pub fn token_auth(callers: &[(&str, paygate::server::Policy)]) -> Auth {
     let mut a = Auth::default();
     for (name, policy) in callers {
         a.token_hashes.insert(
-            paygate::auth::hash_token(&format!("{name}-token")),
+            paygate::server::hash_token(&format!("{name}-token")),
             name.to_string(),
         );
         a.policies.insert(name.to_string(), policy.clone());
