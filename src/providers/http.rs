@@ -8,7 +8,7 @@ use super::{NotExecuted, ProviderError};
 use crate::retry;
 
 /// Answers larger than this are not read (and the outcome is unknown).
-pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
 
 /// One provider account's HTTP side: a pooled client, shared by every call of the account,
 /// and the account's settings. Each provider adds its calls (`impl AccountClient<Settings>`
@@ -43,7 +43,7 @@ impl<S> AccountClient<S> {
 
 /// Reads the whole answer, refusing more than `cap` bytes ([`MAX_ANSWER_BYTES`] for every
 /// answer but a provider's export).
-pub async fn read_capped(
+pub(crate) async fn read_capped(
     mut resp: reqwest::Response,
     what: &str,
     cut_by_deadline: bool,
@@ -68,7 +68,7 @@ pub async fn read_capped(
 }
 
 /// The `Retry-After` header in seconds, capped at 5 minutes.
-pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+pub(crate) fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
     let secs: u64 = resp
         .headers()
         .get("retry-after")?
@@ -81,7 +81,11 @@ pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
 }
 
 /// What a failed send means: a refused connection executed nothing; anything later may have.
-pub fn transport_error(what: &str, e: &reqwest::Error, cut_by_deadline: bool) -> ProviderError {
+pub(crate) fn transport_error(
+    what: &str,
+    e: &reqwest::Error,
+    cut_by_deadline: bool,
+) -> ProviderError {
     if e.is_connect() {
         return ProviderError::retryable(
             NotExecuted::Unreachable,

@@ -24,8 +24,8 @@
 //! particular ones.
 
 pub mod antom;
-pub mod failure;
-pub mod http;
+mod failure;
+pub(crate) mod http;
 pub mod payxpert;
 pub mod registry;
 

@@ -16,7 +16,7 @@ use crate::providers::{ProviderConfig, ProviderSettings, Registration};
 use crate::telemetry::ProviderSeries;
 
 /// Antom in the registry.
-pub const REGISTRATION: Registration = Registration {
+pub(crate) const REGISTRATION: Registration = Registration {
     name: NAME,
     env_account: "antom",
     shortcuts: &[

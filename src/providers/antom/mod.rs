@@ -2,10 +2,10 @@
 
 pub mod client;
 pub mod codes;
-pub mod config;
-pub mod notify;
+pub(crate) mod config;
+pub(crate) mod notify;
 pub mod signing;
-pub mod wire;
+pub(crate) mod wire;
 
 use crate::reason;
 use serde::de::DeserializeOwned;

@@ -15,7 +15,7 @@ use crate::domain::{
 use crate::providers::{NotificationError, NotificationReply, neutral_reply};
 
 /// Checks the client id and the signature of a notification on its raw bytes.
-pub fn verify(
+pub(crate) fn verify(
     settings: &Settings,
     uri: &str,
     header: &dyn Fn(&str) -> Option<String>,
@@ -49,7 +49,7 @@ fn result(r: &ResultObject) -> ProviderResult {
 
 /// Antom's answer to its notification: the documented acknowledgement byte for byte, or a
 /// refusal in the shape of Antom's answers (which the gateway's neutral answer has).
-pub fn reply(reply: NotificationReply<'_>) -> String {
+pub(crate) fn reply(reply: NotificationReply<'_>) -> String {
     match reply {
         NotificationReply::Accepted => super::wire::NOTIFY_ACK.into(),
         refused @ NotificationReply::Refused(..) => neutral_reply(refused),
@@ -68,7 +68,7 @@ fn required(kind: &str, field: &str, v: &str) -> Result<(), NotificationError> {
 }
 
 /// Reads a verified body of `kind`.
-pub fn read(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> {
+pub(crate) fn read(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> {
     match kind {
         "refund" => {
             let n: RefundNotify = super::wire::from_json(body).map_err(|e| malformed(kind, e))?;

@@ -17,7 +17,7 @@ use crate::domain::{
 /// nested `result` and amounts. serde's derive also reads a struct from a JSON array, field by
 /// field, which would take `{"result":["X","S"]}` for a success: nothing here reads an array
 /// as a struct.
-pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
+pub(crate) fn from_json<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
     T::deserialize(serde_json::Value::Object(serde_json::from_slice(body)?))
 }
 
@@ -35,7 +35,7 @@ where
 
 /// Antom's Amount: ISO currency and the value in minor units as a string.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Amount {
+pub(crate) struct Amount {
     /// ISO 4217 code.
     pub currency: String,
     /// Minor units, as a decimal string.
@@ -74,7 +74,7 @@ impl From<&Money> for Amount {
 
 impl Amount {
     /// The domain amount, if the value is a non-negative integer.
-    pub fn to_money(&self) -> Option<Money> {
+    pub(crate) fn to_money(&self) -> Option<Money> {
         let value = self.value.parse::<i64>().ok().filter(|v| *v >= 0)?;
         Some(Money {
             currency: self.currency.clone(),
@@ -86,7 +86,7 @@ impl Amount {
 /// `POST /v1/payments/refund` body.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RefundRequest {
+pub(crate) struct RefundRequest {
     /// Idempotency key.
     pub refund_request_id: String,
     /// Payment to refund.
@@ -120,7 +120,7 @@ impl From<&CreateRefund> for RefundRequest {
 /// `POST /v1/payments/inquiryRefund` body.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct InquiryRefundRequest {
+pub(crate) struct InquiryRefundRequest {
     /// Antom's refund id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub refund_id: Option<String>,
@@ -141,7 +141,7 @@ impl From<&InquireRefund> for InquiryRefundRequest {
 /// `POST /v1/subscriptions/cancel` body.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CancelRequest {
+pub(crate) struct CancelRequest {
     /// Antom's subscription id.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub subscription_id: Option<String>,
@@ -169,7 +169,7 @@ impl From<&CancelSubscription> for CancelRequest {
 /// The `result` object of every answer.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct ResultObject {
+pub(crate) struct ResultObject {
     /// Result code, e.g. `SUCCESS`.
     pub result_code: String,
     /// `S`, `F` or `U`.
@@ -206,7 +206,7 @@ impl<'de> Deserialize<'de> for ResultObject {
 
 /// An answer that carries only `result` (cancel).
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct ResultOnly {
+pub(crate) struct ResultOnly {
     /// The result.
     pub result: ResultObject,
 }
@@ -214,7 +214,7 @@ pub struct ResultOnly {
 /// The refund answer.
 #[derive(Debug, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct RefundResponse {
+pub(crate) struct RefundResponse {
     /// The result.
     pub result: ResultObject,
     /// Antom's refund id (when `S`).
@@ -237,7 +237,7 @@ pub struct RefundResponse {
 /// The inquiryRefund answer.
 #[derive(Debug, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct InquiryRefundResponse {
+pub(crate) struct InquiryRefundResponse {
     /// The result of the inquiry itself (not of the refund).
     pub result: ResultObject,
     /// Antom's refund id.
@@ -259,7 +259,7 @@ pub struct InquiryRefundResponse {
 
 /// Antom's refundStatus -> domain state. Anything unrecognised is still pending: never a
 /// success and never a failure.
-pub fn refund_state(status: Option<&str>) -> RefundState {
+pub(crate) fn refund_state(status: Option<&str>) -> RefundState {
     match status {
         Some("SUCCESS") => RefundState::Succeeded,
         Some("FAIL") | Some("FAILED") => RefundState::Failed,
@@ -268,7 +268,7 @@ pub fn refund_state(status: Option<&str>) -> RefundState {
 }
 
 /// Parses an ISO 8601 timestamp with offset; `None` if absent or unparseable.
-pub fn parse_time(t: Option<&str>) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(t: Option<&str>) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(t?, &Rfc3339).ok()
 }
 
@@ -337,7 +337,7 @@ mod tests {
 /// The notifyRefund body: a refund reached a final state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct RefundNotify {
+pub(crate) struct RefundNotify {
     /// `REFUND_RESULT`.
     pub notify_type: String,
     /// The refund's result.
@@ -358,7 +358,7 @@ pub struct RefundNotify {
 /// The notifySubscription body: a subscription's lifecycle changed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct SubscriptionNotify {
+pub(crate) struct SubscriptionNotify {
     /// The merchant's subscription id.
     pub subscription_request_id: String,
     /// Antom's subscription id.
@@ -378,7 +378,7 @@ pub struct SubscriptionNotify {
 /// The notifyPayment body of a subscription period's charge.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct SubscriptionPaymentNotify {
+pub(crate) struct SubscriptionPaymentNotify {
     /// `PAYMENT_RESULT`.
     #[serde(default)]
     pub notify_type: Option<String>,
@@ -407,5 +407,5 @@ pub struct SubscriptionPaymentNotify {
 }
 
 /// The acknowledgement Antom expects, byte for byte the documented fixed `result`.
-pub const NOTIFY_ACK: &str =
+pub(crate) const NOTIFY_ACK: &str =
     r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#;

@@ -16,7 +16,7 @@ use crate::secret::Secret;
 use crate::telemetry::ProviderSeries;
 
 /// PayXpert in the registry.
-pub const REGISTRATION: Registration = Registration {
+pub(crate) const REGISTRATION: Registration = Registration {
     name: NAME,
     env_account: "payxpert",
     shortcuts: &[

@@ -4,8 +4,8 @@
 
 pub mod client;
 pub mod codes;
-pub mod config;
-pub mod wire;
+pub(crate) mod config;
+pub(crate) mod wire;
 
 use crate::reason;
 use std::time::Duration;

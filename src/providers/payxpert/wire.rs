@@ -18,7 +18,7 @@ fn flexible<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 /// `POST transaction/{id}/refund` body.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RefundRequest {
+pub(crate) struct RefundRequest {
     /// The refunded transaction (repeated from the path, as the SDKs do).
     #[serde(rename = "transactionID")]
     pub transaction_id: String,
@@ -31,7 +31,7 @@ pub struct RefundRequest {
 /// `POST subscription/{id}/cancel` body.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CancelRequest {
+pub(crate) struct CancelRequest {
     /// 1000-1099.
     pub cancel_reason: u16,
 }
@@ -103,7 +103,7 @@ pub struct Subscription {
 }
 
 /// Unix seconds (string or number) -> time.
-pub fn unix_time(s: Option<&str>) -> Option<time::OffsetDateTime> {
+pub(crate) fn unix_time(s: Option<&str>) -> Option<time::OffsetDateTime> {
     let secs: i64 = s?.trim().parse().ok()?;
     time::OffsetDateTime::from_unix_timestamp(secs).ok()
 }
