@@ -29,8 +29,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::control::common_control;
+use super::control::{Controls, Counters, Simulator};
+use super::fault::FaultKind;
 use super::server::SimServer;
-use super::{Controls, Counters, FaultKind, Simulator};
 
 /// A transaction (sale or refund).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

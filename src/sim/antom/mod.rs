@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::net::TcpListener;
 
-use super::{Controls, Counters, Simulator};
+use super::control::{Controls, Counters, Simulator};
 use crate::providers::antom::signing::{self, Signer, Verifier};
 
 /// How long after payment a refund is still allowed.
