@@ -502,13 +502,18 @@ async fn main() {
         .unwrap(),
     );
 
-    // Profiling aid: PAYGATE_BENCH_PROFILE=first|replay|inquire runs one operation against a
-    // SQLite gateway at 1000 req/s for 20 s and prints the gateway's pid, for `perf record -p`.
+    // Profiling aid: PAYGATE_BENCH_PROFILE=first|replay|inquire|cancel runs one operation against
+    // a SQLite gateway at 1000 req/s for 20 s and prints the gateway's pid, for `perf record -p`;
+    // PAYGATE_BENCH_PROFILE=rss runs only the peak-RSS measurement with 1,000 calls in flight.
     if let Ok(which) = std::env::var("PAYGATE_BENCH_PROFILE") {
         let op = match which.as_str() {
             "replay" => Op::CreateReplay,
             "inquire" => Op::Inquire,
             "cancel" => Op::Cancel,
+            "rss" => {
+                peak_rss_in_flight(&keys).await;
+                return;
+            }
             _ => Op::CreateFirst,
         };
         let gw = gateway(&keys, &fast_sim.base_url(), "sqlite://{dir}/paygate.db").await;
@@ -671,8 +676,17 @@ async fn main() {
     println!(
         "\n## Peak RSS with 1,000 requests in flight (SQLite store, simulator answers after 2 s)\n"
     );
-    let slow_sim = sim(&keys, Duration::from_secs(2)).await;
-    let gw = gateway(&keys, &slow_sim.base_url(), "sqlite://{dir}/paygate.db").await;
+    peak_rss_in_flight(&keys).await;
+    if let Some((p, _)) = pg {
+        p.drop_db().await;
+    }
+}
+
+/// Peak RSS of a SQLite gateway with 1,000 Create calls in flight (the simulator answers each
+/// after 2 s).
+async fn peak_rss_in_flight(keys: &Keys) {
+    let slow_sim = sim(keys, Duration::from_secs(2)).await;
+    let gw = gateway(keys, &slow_sim.base_url(), "sqlite://{dir}/paygate.db").await;
     let chans = gw.channels(8).await;
     let before = gw.peak_rss_mib();
     let mut tasks = Vec::new();
@@ -702,8 +716,4 @@ async fn main() {
         "peak RSS {:.1} MiB (idle {before:.1} MiB), {ok}/1000 succeeded",
         gw.peak_rss_mib()
     );
-    drop(gw);
-    if let Some((p, _)) = pg {
-        p.drop_db().await;
-    }
 }
