@@ -8,6 +8,7 @@ pub(crate) mod subscription;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -261,7 +262,7 @@ pub(crate) async fn run<T>(
     deadline: Instant,
     ctx: ErrorContext,
     mutating: bool,
-    body: impl Future<Output = Result<Reply<T>, GatewayError>>,
+    body: Pin<Box<impl Future<Output = Result<Reply<T>, GatewayError>>>>,
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
     let _in_flight = GaugeGuard::hold(metrics::gauge!("paygate_in_flight_requests"));
@@ -395,15 +396,29 @@ impl<'a> Rpc<'a> {
     }
 
     /// Runs `body` under the RPC's deadline and span, and answers (see [`run`]).
-    pub(crate) async fn respond<T>(
+    ///
+    /// `body` goes to the heap once, here: a future passed by value down through `async fn`s
+    /// is kept in each one's state (the compiler does not overlap an `async fn`'s arguments
+    /// with what it awaits), so an unboxed body would be held twice per call in flight, and
+    /// once more for each further layer.
+    pub(crate) fn respond<T, B>(
         &self,
         ctx: ErrorContext,
         mutating: bool,
-        body: impl Future<Output = Result<Reply<T>, GatewayError>>,
-    ) -> Result<Response<T>, Status> {
-        run(self.shared, self.method, self.deadline, ctx, mutating, body)
-            .instrument(self.span.clone())
-            .await
+        body: B,
+    ) -> impl Future<Output = Result<Response<T>, Status>> + use<'a, T, B>
+    where
+        B: Future<Output = Result<Reply<T>, GatewayError>>,
+    {
+        run(
+            self.shared,
+            self.method,
+            self.deadline,
+            ctx,
+            mutating,
+            Box::pin(body),
+        )
+        .instrument(self.span.clone())
     }
 }
 
