@@ -365,6 +365,15 @@ async fn via_gateway(channels: &[Channel], op: Op, rate: f64, dur: Duration, tag
     .await
 }
 
+/// Has the simulator sign ahead the refund answers that `calls` first calls at `rate` for
+/// `dur` will take, so that it does not sign while it is timed.
+fn sign_ahead(sim: &SimServer, op: Op, rate: f64, dur: Duration, calls: usize) {
+    if op == Op::CreateFirst {
+        sim.sim
+            .presign_refunds(calls * ((rate * dur.as_secs_f64()) as usize + 1));
+    }
+}
+
 /// Mean cost of one RSA-2048 signature plus one verification, in ms.
 fn floor_ms() -> f64 {
     let s = Signer::generate().unwrap();
@@ -518,7 +527,9 @@ async fn main() {
         };
         let gw = gateway(&keys, &fast_sim.base_url(), "sqlite://{dir}/paygate.db").await;
         let chans = gw.channels(4).await;
+        sign_ahead(&fast_sim, op, 200.0, Duration::from_millis(500), 1);
         let _ = via_gateway(&chans, op, 200.0, Duration::from_millis(500), "warm").await;
+        sign_ahead(&fast_sim, op, 1000.0, Duration::from_secs(20), 1);
         eprintln!("gateway pid {}", gw.child.id());
         let cpu0 = gw.cpu();
         let g = via_gateway(&chans, op, 1000.0, Duration::from_secs(20), "profile").await;
@@ -571,6 +582,13 @@ async fn main() {
             store_name,
         )
         .await;
+        sign_ahead(
+            &fast_sim,
+            Op::CreateFirst,
+            200.0,
+            Duration::from_millis(300),
+            2,
+        );
         let _ = via_gateway(
             &chans,
             Op::CreateFirst,
@@ -593,6 +611,7 @@ async fn main() {
         for op in [Op::CreateFirst, Op::CreateReplay, Op::Cancel, Op::Inquire] {
             for rate in [200.0, 1000.0] {
                 let tag = format!("{}-{rate}", store_name.replace([' ', '='], "-"));
+                sign_ahead(&fast_sim, op, rate, dur(rate), 2);
                 let d = direct(antom.clone(), op, rate, dur(rate), &tag).await;
                 let cpu0 = gw.cpu();
                 let g = via_gateway(&chans, op, rate, dur(rate), &tag).await;
@@ -655,6 +674,7 @@ async fn main() {
             )
             .await;
             for op in [Op::CreateFirst, Op::CreateReplay] {
+                sign_ahead(&fast_sim, op, 200.0, dur(200.0), 1);
                 let cpu0 = gw.cpu();
                 let g = via_gateway(&chans, op, 200.0, dur(200.0), &format!("h{n}")).await;
                 let cpu = (gw.cpu() - cpu0) * 1e3 / g.n as f64;
@@ -686,6 +706,7 @@ async fn main() {
 /// after 2 s).
 async fn peak_rss_in_flight(keys: &Keys) {
     let slow_sim = sim(keys, Duration::from_secs(2)).await;
+    slow_sim.sim.presign_refunds(1000);
     let gw = gateway(keys, &slow_sim.base_url(), "sqlite://{dir}/paygate.db").await;
     let chans = gw.channels(8).await;
     let before = gw.peak_rss_mib();

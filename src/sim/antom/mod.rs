@@ -181,13 +181,23 @@ pub struct AntomSim {
     http: reqwest::Client,
 }
 
-/// Benchmark mode: canned answers signed once per endpoint, no verification, no state, an
-/// optional fixed delay. Its answers cost the simulator almost nothing.
+/// Benchmark mode: no verification, no state, an optional fixed delay. Inquiries and
+/// cancellations get a canned answer signed once per endpoint; each refund gets its own refund
+/// id (`2026BENCH` and a counter), signed ahead by [`AntomSim::presign_refunds`] so that its
+/// answers cost the simulator almost nothing (or signed on the spot once those run out).
 #[derive(Debug, Default)]
 struct FastMode {
     delay: Duration,
-    canned: Mutex<HashMap<String, (Bytes, String, String)>>,
+    canned: Mutex<HashMap<String, SignedAnswer>>,
+    refunds: Mutex<std::collections::VecDeque<SignedAnswer>>,
+    next_refund: std::sync::atomic::AtomicU64,
 }
+
+/// An answer's body, `response-time` and `signature`.
+type SignedAnswer = (Bytes, String, String);
+
+/// The production refund path, which the benchmarks call.
+const REFUND_PATH: &str = "/ams/api/v1/payments/refund";
 
 impl std::fmt::Debug for AntomSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,7 +252,7 @@ impl AntomSim {
             state: Mutex::new(SimState::default()),
             fast: Some(FastMode {
                 delay,
-                canned: Mutex::new(HashMap::new()),
+                ..FastMode::default()
             }),
             me: me.clone(),
             notify: Mutex::new(None),
@@ -250,20 +260,69 @@ impl AntomSim {
         })
     }
 
+    /// Signs `n` refund answers ahead (fast mode only), on every core, so that a benchmark's
+    /// refunds each get their own refund id without the simulator signing while it is timed.
+    pub fn presign_refunds(&self, n: usize) {
+        let Some(fast) = &self.fast else {
+            return;
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let signed: Vec<SignedAnswer> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let share = n / threads + usize::from(t < n % threads);
+                    s.spawn(move || {
+                        (0..share)
+                            .map(|_| self.fast_refund(fast, REFUND_PATH))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        fast.refunds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(signed);
+    }
+
+    /// A refund answer with the next refund id, signed for `uri`.
+    fn fast_refund(&self, fast: &FastMode, uri: &str) -> SignedAnswer {
+        let n = fast
+            .next_refund
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let answer = json!({
+            "result": result("SUCCESS", "S", "success"),
+            "refundId": format!("2026BENCH{n:010}"),
+            "refundRequestId": "bench",
+            "paymentId": "PAY_BENCH",
+            "refundAmount": {"currency": "USD", "value": "100"},
+            "refundTime": "2026-11-23T00:00:00Z",
+        });
+        let bytes = Bytes::from(answer.to_string());
+        let (t, s) = self.sign_answer(uri, &bytes);
+        (bytes, t, s)
+    }
+
     fn canned(&self, fast: &FastMode, endpoint: &str, uri: &str) -> Answer {
-        let (body, time, sig) = {
+        let (body, time, sig) = if endpoint == "refund" {
+            let ahead = (uri == REFUND_PATH)
+                .then(|| {
+                    fast.refunds
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front()
+                })
+                .flatten();
+            ahead.unwrap_or_else(|| self.fast_refund(fast, uri))
+        } else {
             let mut c = fast.canned.lock().unwrap_or_else(|e| e.into_inner());
             c.entry(uri.to_owned())
                 .or_insert_with(|| {
                     let answer = match endpoint {
-                        "refund" => json!({
-                            "result": result("SUCCESS", "S", "success"),
-                            "refundId": "2026BENCH0000000001",
-                            "refundRequestId": "bench",
-                            "paymentId": "PAY_BENCH",
-                            "refundAmount": {"currency": "USD", "value": "100"},
-                            "refundTime": "2026-11-23T00:00:00Z",
-                        }),
                         "inquiryRefund" => json!({
                             "result": result("SUCCESS", "S", "success"),
                             "refundId": "2026BENCH0000000001",
