@@ -534,9 +534,10 @@ async fn main() {
         let cpu0 = gw.cpu();
         let g = via_gateway(&chans, op, 1000.0, Duration::from_secs(20), "profile").await;
         println!(
-            "{}: p50 {:.3} ms, CPU {:.3} ms/req",
+            "{}: p50 {:.3} ms, p99 {:.3} ms, CPU {:.3} ms/req",
             op.name(),
             g.p50,
+            g.p99,
             (gw.cpu() - cpu0) * 1e3 / g.n as f64
         );
         return;
@@ -609,7 +610,12 @@ async fn main() {
             warm = false;
         }
         for op in [Op::CreateFirst, Op::CreateReplay, Op::Cancel, Op::Inquire] {
-            for rate in [200.0, 1000.0] {
+            // First calls also at 2,000 req/s, to show where the knee is.
+            let rates: &[f64] = match op {
+                Op::CreateFirst => &[200.0, 1000.0, 2000.0],
+                _ => &[200.0, 1000.0],
+            };
+            for &rate in rates {
                 let tag = format!("{}-{rate}", store_name.replace([' ', '='], "-"));
                 sign_ahead(&fast_sim, op, rate, dur(rate), 2);
                 let d = direct(antom.clone(), op, rate, dur(rate), &tag).await;

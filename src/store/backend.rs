@@ -22,6 +22,37 @@ pub(crate) enum Arg<'a> {
     Int(i64),
 }
 
+/// An [`Arg`] that owns its text, for a write that runs after its caller handed it over.
+#[derive(Debug, Clone)]
+pub(crate) enum ArgBuf {
+    /// Text.
+    Text(String),
+    /// Text or NULL.
+    OptText(Option<String>),
+    /// A 64-bit integer.
+    Int(i64),
+}
+
+impl ArgBuf {
+    /// `arg`, owned.
+    pub(crate) fn of(arg: &Arg<'_>) -> Self {
+        match *arg {
+            Arg::Text(v) => ArgBuf::Text(v.to_owned()),
+            Arg::OptText(v) => ArgBuf::OptText(v.map(str::to_owned)),
+            Arg::Int(v) => ArgBuf::Int(v),
+        }
+    }
+
+    /// The [`Arg`] it holds.
+    pub(crate) fn view(&self) -> Arg<'_> {
+        match self {
+            ArgBuf::Text(v) => Arg::Text(v),
+            ArgBuf::OptText(v) => Arg::OptText(v.as_deref()),
+            ArgBuf::Int(v) => Arg::Int(*v),
+        }
+    }
+}
+
 /// A boxed, sendable future of a statement's result.
 pub(crate) type Run<'e, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'e>>;
 

@@ -6,12 +6,14 @@
 //! A [`Store`] is all four, as [`open`] returns it; each consumer keeps the trait it needs.
 
 mod backend;
+mod owned;
 mod postgres;
 mod rows;
 mod sql;
 mod sql_store;
 mod sqlite;
 mod traits;
+mod writer;
 
 use std::sync::Arc;
 

@@ -19,6 +19,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::sql::migrator;
 use super::sql_store::SqlStore;
+use super::writer::Writes;
 
 /// Idempotency keys in PostgreSQL.
 pub(super) type PostgresStore = SqlStore<sqlx::Postgres>;
@@ -64,6 +65,9 @@ impl SqlStore<sqlx::Postgres> {
             .max_connections(16)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            writes: Writes::Pool(pool.clone()),
+            pool,
+        })
     }
 }

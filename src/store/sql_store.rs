@@ -1,20 +1,33 @@
 //! The four store traits, implemented once for SQLite and PostgreSQL over a [`Backend`]. Every
 //! state change is one conditional statement (`sql.rs`) or one transaction of them, so
 //! concurrent gateways never check-then-act; every time two processes compare is the
-//! database's clock.
+//! database's clock. Reads run on the pool; writes go where [`Writes`] sends them (on SQLite,
+//! to the group commit), as closures over owned rows (`owned.rs`).
 
-use sqlx::{Database, Pool, Transaction};
+use sqlx::{Connection as _, Database, Pool, Transaction};
 
 use super::backend::Arg::{self, Int, OptText, Text};
-use super::backend::Backend;
+use super::backend::{ArgBuf, Backend, Run};
+use super::owned::*;
 use super::rows::*;
 use super::sql as s;
 use super::traits::*;
+use super::writer::{Op, Writes};
 
-/// A store over a pool of connections to one database.
+/// A store over one database: a pool for reads, and where its writes go.
 #[derive(Debug)]
 pub(super) struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+    pub(super) writes: Writes<DB>,
+}
+
+/// A write of statements that hold together (see [`Writes::op`]).
+fn op<DB, R, F>(f: F) -> Op<DB, R>
+where
+    DB: Database,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> Run<'c, R> + Send + 'static,
+{
+    Box::new(f)
 }
 
 /// A key's three columns (`$1`-`$3`), then `rest`.
@@ -53,9 +66,9 @@ fn one<R>(row: Option<R>) -> Result<R, sqlx::Error> {
 }
 
 impl<DB: Backend> SqlStore<DB> {
-    /// One statement on a pooled connection; how many rows it changed.
+    /// One write statement; how many rows it changed.
     async fn execute(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
-        DB::execute_pooled(&self.pool, sql, args).await
+        self.writes.one(sql, args).await
     }
 
     /// One query on a pooled connection; its first row, if any.
@@ -86,76 +99,134 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(self.execute(sql, &key_args(key, &[Text(token)])).await? == 1)
     }
 
-    /// Writes the attribution of a completed refund key in `tx`; false if the refund is
-    /// already attributed to another key.
-    async fn attribute(
-        tx: &mut Transaction<'static, DB>,
-        key: &Key,
-        f: &RefundRow<'_>,
-        keep_ms: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let Some(refund_id) = f.refund_id else {
-            return Ok(true);
-        };
-        let args = [
-            Text(f.account),
-            Text(refund_id),
-            Text(&key.caller),
-            Text(&key.request_id),
-            OptText(f.payment_id),
-            Int(keep_ms),
-        ];
-        if DB::execute(tx, s::ATTRIBUTE, &args).await? == 1 {
-            return Ok(true);
-        }
-        let owner =
-            one(
-                DB::fetch_optional(tx, s::ATTRIBUTED_TO, &[Text(f.account), Text(refund_id)])
-                    .await?,
-            )?;
-        Ok(DB::text(&owner, 0)? == key.caller && DB::text(&owner, 1)? == key.request_id)
-    }
-
-    /// The rest of a key's completion, after its row became `done` in `tx`: the refund's
-    /// attribution (refused if another key owns it) and state, and the payment's release;
-    /// commits, or rolls back everything.
-    async fn settled(
-        mut tx: Transaction<'static, DB>,
-        key: &Key,
-        refund: Option<RefundRow<'_>>,
-        keep_ms: i64,
-    ) -> Result<Completion, sqlx::Error> {
-        if let Some(f) = &refund {
-            if !Self::attribute(&mut tx, key, f, keep_ms).await? {
-                tx.rollback().await?;
-                return Ok(Completion::AttributedElsewhere);
-            }
-            DB::execute(&mut tx, s::SAVE_REFUND, &refund_args(f)).await?;
-        }
-        DB::execute(&mut tx, s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
-        tx.commit().await?;
-        Ok(Completion::Done)
-    }
-
-    /// A key's final state in `tx` by `sql` (its row changed, or the lease was gone), then
-    /// [`Self::settled`].
+    /// A key's final state by `sql` (its row changed, or the lease was gone), then
+    /// [`settled`]: one write.
     async fn finish(
         &self,
         sql: &'static str,
-        args: Vec<Arg<'_>>,
+        args: &[Arg<'_>],
         key: &Key,
         refund: Option<RefundRow<'_>>,
         keep_ms: i64,
     ) -> Result<Completion, sqlx::Error> {
-        // The outcome, the attribution, the payment's release and the refund's state commit
-        // together, or not at all.
-        let mut tx = self.pool.begin().await?;
-        if DB::execute(&mut tx, sql, &args).await? == 0 {
-            tx.rollback().await?;
-            return Ok(Completion::LeaseLost);
-        }
-        Self::settled(tx, key, refund, keep_ms).await
+        let args: Vec<ArgBuf> = args.iter().map(ArgBuf::of).collect();
+        let key = key.clone();
+        let refund = refund.as_ref().map(RefundRowBuf::of);
+        let write = op::<DB, _, _>(move |conn| {
+            Box::pin(async move {
+                // The outcome, the attribution, the payment's release and the refund's state
+                // commit together, or not at all.
+                let mut tx = conn.begin().await?;
+                let args: Vec<Arg<'_>> = args.iter().map(ArgBuf::view).collect();
+                if DB::execute(&mut tx, sql, &args).await? == 0 {
+                    tx.rollback().await?;
+                    return Ok(Completion::LeaseLost);
+                }
+                let refund = refund.as_ref().map(RefundRowBuf::view);
+                settled(tx, &key, refund, keep_ms).await
+            })
+        });
+        self.writes.op(write).await
     }
+}
+
+/// Writes the attribution of a completed refund key; false if the refund is already
+/// attributed to another key.
+async fn attribute<DB: Backend>(
+    conn: &mut DB::Connection,
+    key: &Key,
+    f: &RefundRow<'_>,
+    keep_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let Some(refund_id) = f.refund_id else {
+        return Ok(true);
+    };
+    let args = [
+        Text(f.account),
+        Text(refund_id),
+        Text(&key.caller),
+        Text(&key.request_id),
+        OptText(f.payment_id),
+        Int(keep_ms),
+    ];
+    if DB::execute(conn, s::ATTRIBUTE, &args).await? == 1 {
+        return Ok(true);
+    }
+    let owner =
+        one(
+            DB::fetch_optional(conn, s::ATTRIBUTED_TO, &[Text(f.account), Text(refund_id)]).await?,
+        )?;
+    Ok(DB::text(&owner, 0)? == key.caller && DB::text(&owner, 1)? == key.request_id)
+}
+
+/// The rest of a key's completion, after its row became `done` in `tx`: the refund's
+/// attribution (refused if another key owns it) and state, and the payment's release;
+/// commits, or rolls back everything.
+async fn settled<DB: Backend>(
+    mut tx: Transaction<'_, DB>,
+    key: &Key,
+    refund: Option<RefundRow<'_>>,
+    keep_ms: i64,
+) -> Result<Completion, sqlx::Error> {
+    if let Some(f) = &refund {
+        if !attribute::<DB>(&mut tx, key, f, keep_ms).await? {
+            tx.rollback().await?;
+            return Ok(Completion::AttributedElsewhere);
+        }
+        DB::execute(&mut tx, s::SAVE_REFUND, &refund_args(f)).await?;
+    }
+    DB::execute(&mut tx, s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
+    tx.commit().await?;
+    Ok(Completion::Done)
+}
+
+/// A new key with its request-id claim and, for a refund without a provider key, its payment;
+/// or, rolled back, why not.
+async fn insert<DB: Backend>(
+    conn: &mut DB::Connection,
+    new: NewKey<'_>,
+) -> Result<Inserted, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let key = new.key;
+    let args = key_args(
+        key,
+        &[
+            Text(new.fingerprint),
+            Text(new.token),
+            Int(new.lease_ms),
+            Text(new.instance),
+        ],
+    );
+    if DB::execute(&mut tx, s::INSERT, &args).await? == 0 {
+        tx.rollback().await?;
+        return Ok(Inserted::Exists);
+    }
+    let claim = [Text(new.account), Text(key.method), Text(&key.request_id)];
+    let mut args = claim.to_vec();
+    args.extend([
+        Text(&key.caller),
+        Int(new.claim_keep_ms),
+        OptText(new.payment_id),
+    ]);
+    let claimed = DB::execute(&mut tx, s::CLAIM_REQUEST, &args).await? == 1;
+    // Claimed before: by this caller (its key purged since), or by another.
+    let ours = claimed || {
+        let row = one(DB::fetch_optional(&mut tx, s::CLAIMANT, &claim).await?)?;
+        DB::text(&row, 0)? == key.caller
+    };
+    if !ours {
+        tx.rollback().await?;
+        return Ok(Inserted::Claimed);
+    }
+    if let Some(p) = new.payment {
+        let args = key_args(key, &[Text(p.account), Text(p.payment_id)]);
+        if DB::execute(&mut tx, s::CLAIM_PAYMENT, &args).await? == 0 {
+            tx.rollback().await?;
+            return Ok(Inserted::PaymentBusy);
+        }
+    }
+    tx.commit().await?;
+    Ok(Inserted::Created)
 }
 
 impl<DB: Backend> KeyStore for SqlStore<DB> {
@@ -168,48 +239,12 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     }
 
     fn insert<'a>(&'a self, new: NewKey<'a>) -> StoreFuture<'a, Inserted> {
+        let new = NewKeyBuf::of(&new);
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            let key = new.key;
-            let args = key_args(
-                key,
-                &[
-                    Text(new.fingerprint),
-                    Text(new.token),
-                    Int(new.lease_ms),
-                    Text(new.instance),
-                ],
-            );
-            if DB::execute(&mut tx, s::INSERT, &args).await? == 0 {
-                tx.rollback().await?;
-                return Ok(Inserted::Exists);
-            }
-            let claim = [Text(new.account), Text(key.method), Text(&key.request_id)];
-            let mut args = claim.to_vec();
-            args.extend([
-                Text(&key.caller),
-                Int(new.claim_keep_ms),
-                OptText(new.payment_id),
-            ]);
-            let claimed = DB::execute(&mut tx, s::CLAIM_REQUEST, &args).await? == 1;
-            // Claimed before: by this caller (its key purged since), or by another.
-            let ours = claimed || {
-                let row = one(DB::fetch_optional(&mut tx, s::CLAIMANT, &claim).await?)?;
-                DB::text(&row, 0)? == key.caller
-            };
-            if !ours {
-                tx.rollback().await?;
-                return Ok(Inserted::Claimed);
-            }
-            if let Some(p) = new.payment {
-                let args = key_args(key, &[Text(p.account), Text(p.payment_id)]);
-                if DB::execute(&mut tx, s::CLAIM_PAYMENT, &args).await? == 0 {
-                    tx.rollback().await?;
-                    return Ok(Inserted::PaymentBusy);
-                }
-            }
-            tx.commit().await?;
-            Ok(Inserted::Created)
+            let write = op::<DB, _, _>(move |conn| {
+                Box::pin(async move { insert::<DB>(conn, new.view()).await })
+            });
+            Ok(self.writes.op(write).await?)
         })
     }
 
@@ -278,7 +313,9 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     ) -> StoreFuture<'a, Completion> {
         Box::pin(async move {
             let args = key_args(key, &[Text(token), Text(outcome), Int(keep_ms)]);
-            Ok(self.finish(s::COMPLETE, args, key, refund, keep_ms).await?)
+            Ok(self
+                .finish(s::COMPLETE, &args, key, refund, keep_ms)
+                .await?)
         })
     }
 
@@ -299,7 +336,7 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     ) -> StoreFuture<'a, Completion> {
         Box::pin(async move {
             let args = key_args(key, &[Text(outcome), Int(keep_ms)]);
-            Ok(self.finish(s::SETTLE, args, key, refund, keep_ms).await?)
+            Ok(self.finish(s::SETTLE, &args, key, refund, keep_ms).await?)
         })
     }
 
@@ -369,15 +406,22 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     }
 
     fn delete<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
+        let (key, token) = (key.clone(), token.to_owned());
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            let deleted =
-                DB::execute(&mut tx, s::DELETE, &key_args(key, &[Text(token)])).await? == 1;
-            if deleted {
-                DB::execute(&mut tx, s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
-            }
-            tx.commit().await?;
-            Ok(deleted)
+            let write = op::<DB, _, _>(move |conn| {
+                Box::pin(async move {
+                    let mut tx = conn.begin().await?;
+                    let deleted = DB::execute(&mut tx, s::DELETE, &key_args(&key, &[Text(&token)]))
+                        .await?
+                        == 1;
+                    if deleted {
+                        DB::execute(&mut tx, s::RELEASE_PAYMENT, &key_args(&key, &[])).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(deleted)
+                })
+            });
+            Ok(self.writes.op(write).await?)
         })
     }
 
@@ -449,36 +493,12 @@ impl<DB: Backend> EventStore for SqlStore<DB> {
         e: EventRow<'a>,
         effect: EventEffect<'a>,
     ) -> StoreFuture<'a, Option<i64>> {
+        let (e, effect) = (EventRowBuf::of(&e), EventEffectBuf::of(&effect));
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            let seq = DB::int(
-                &one(DB::fetch_optional(&mut tx, s::NEXT_EVENT_SEQ, &[]).await?)?,
-                0,
-            )?;
-            let args = [
-                Int(seq),
-                Text(e.event_id),
-                Text(e.account),
-                Text(e.provider),
-                Text(e.kind),
-                Text(e.payload),
-                OptText(e.caller),
-            ];
-            if DB::execute(&mut tx, s::INSERT_EVENT, &args).await? == 0 {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-            match effect {
-                EventEffect::Refund(f) => {
-                    DB::execute(&mut tx, s::SAVE_REFUND, &refund_args(&f)).await?;
-                }
-                EventEffect::Subscription(sub) => {
-                    DB::execute(&mut tx, s::SAVE_SUBSCRIPTION, &subscription_args(&sub)).await?;
-                }
-                EventEffect::None => {}
-            }
-            tx.commit().await?;
-            Ok(Some(seq))
+            let write = op::<DB, _, _>(move |conn| {
+                Box::pin(async move { record_event::<DB>(conn, e.view(), effect.view()).await })
+            });
+            Ok(self.writes.op(write).await?)
         })
     }
 
@@ -537,4 +557,42 @@ impl<DB: Backend> SubscriptionStore for SqlStore<DB> {
             Ok(row.as_ref().map(read).transpose()?)
         })
     }
+}
+
+/// Stores an event under the next sequence number and applies its effect, unless an event
+/// with its id is stored already (then nothing changes).
+async fn record_event<DB: Backend>(
+    conn: &mut DB::Connection,
+    e: EventRow<'_>,
+    effect: EventEffect<'_>,
+) -> Result<Option<i64>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let seq = DB::int(
+        &one(DB::fetch_optional(&mut tx, s::NEXT_EVENT_SEQ, &[]).await?)?,
+        0,
+    )?;
+    let args = [
+        Int(seq),
+        Text(e.event_id),
+        Text(e.account),
+        Text(e.provider),
+        Text(e.kind),
+        Text(e.payload),
+        OptText(e.caller),
+    ];
+    if DB::execute(&mut tx, s::INSERT_EVENT, &args).await? == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    match effect {
+        EventEffect::Refund(f) => {
+            DB::execute(&mut tx, s::SAVE_REFUND, &refund_args(&f)).await?;
+        }
+        EventEffect::Subscription(sub) => {
+            DB::execute(&mut tx, s::SAVE_SUBSCRIPTION, &subscription_args(&sub)).await?;
+        }
+        EventEffect::None => {}
+    }
+    tx.commit().await?;
+    Ok(Some(seq))
 }

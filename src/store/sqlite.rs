@@ -1,5 +1,6 @@
 //! The embedded SQLite store: one file, WAL journal, `synchronous=FULL` so a key written
-//! before a provider call survives a crash of the process or the machine.
+//! before a provider call survives a crash of the process or the machine. One connection
+//! writes, committing queued writes in groups (`writer.rs`); a small pool reads.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -9,6 +10,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::sql::migrator;
 use super::sql_store::SqlStore;
+use super::writer::{GroupCommit, Writes};
+
+/// Connections that read (WAL: readers never wait for the writer).
+const READERS: u32 = 4;
 
 /// Idempotency keys in a SQLite file.
 pub(super) type SqliteStore = SqlStore<sqlx::Sqlite>;
@@ -38,11 +43,23 @@ impl SqlStore<sqlx::Sqlite> {
         {
             std::fs::create_dir_all(dir)?;
         }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrator().run(&writer).await?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(READERS)
             .connect_with(options)
             .await?;
-        migrator().run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            // IMMEDIATE: the batch takes the write lock at once, waiting (busy_timeout) for
+            // another process's writer rather than failing when it upgrades later.
+            writes: Writes::Group(GroupCommit::start(
+                writer.acquire().await?,
+                "BEGIN IMMEDIATE",
+            )),
+            pool,
+        })
     }
 }
