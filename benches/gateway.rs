@@ -512,7 +512,8 @@ async fn main() {
     );
 
     // Profiling aid: PAYGATE_BENCH_PROFILE=first|replay|inquire|cancel runs one operation against
-    // a SQLite gateway at 1000 req/s for 20 s and prints the gateway's pid, for `perf record -p`;
+    // a SQLite gateway (PostgreSQL with PAYGATE_BENCH_PROFILE_STORE=postgres) at 1000 req/s for
+    // 20 s and prints the gateway's pid, for `perf record -p`;
     // PAYGATE_BENCH_PROFILE=rss runs only the peak-RSS measurement with 1,000 calls in flight.
     if let Ok(which) = std::env::var("PAYGATE_BENCH_PROFILE") {
         let op = match which.as_str() {
@@ -525,7 +526,15 @@ async fn main() {
             }
             _ => Op::CreateFirst,
         };
-        let gw = gateway(&keys, &fast_sim.base_url(), "sqlite://{dir}/paygate.db").await;
+        // PAYGATE_BENCH_PROFILE_STORE=postgres profiles on PostgreSQL instead.
+        let pg = match std::env::var("PAYGATE_BENCH_PROFILE_STORE").as_deref() {
+            Ok("postgres") => Some(Pg::create("profile").await.expect("PostgreSQL")),
+            _ => None,
+        };
+        let store = pg
+            .as_ref()
+            .map_or("sqlite://{dir}/paygate.db", |(_, url)| url.as_str());
+        let gw = gateway(&keys, &fast_sim.base_url(), store).await;
         let chans = gw.channels(4).await;
         sign_ahead(&fast_sim, op, 200.0, Duration::from_millis(500), 1);
         let _ = via_gateway(&chans, op, 200.0, Duration::from_millis(500), "warm").await;
@@ -540,6 +549,10 @@ async fn main() {
             g.p99,
             (gw.cpu() - cpu0) * 1e3 / g.n as f64
         );
+        drop(gw);
+        if let Some((p, _)) = pg {
+            p.drop_db().await;
+        }
         return;
     }
 
