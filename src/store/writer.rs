@@ -170,7 +170,104 @@ fn batch_failed(e: &sqlx::Error) -> sqlx::Error {
     )))
 }
 
-/// The error a write gets when the writer is gone.
+/// The error a write gets when the writer dropped it unrun (an earlier write of its group
+/// failed) or is gone.
 fn stopped() -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::other("the store's writer has stopped"))
+    sqlx::Error::Io(std::io::Error::other(
+        "the store's writer did not run this write (its group failed, or the writer stopped)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The group's rules, on a real SQLite file: a write that errs fails its whole group,
+    //! nothing of that group is committed, and the writer goes on with the next group.
+
+    use sqlx::Row as _;
+
+    use super::*;
+    use crate::store::backend::Arg::Text;
+    use crate::store::sql_store::SqlStore;
+
+    type Sqlite = sqlx::Sqlite;
+
+    const INSERT: &str = "INSERT INTO instances (instance_id, started_at, heartbeat_at) \
+         VALUES ($1, 0, 0)";
+
+    async fn stored(store: &SqlStore<Sqlite>, id: &str) -> bool {
+        sqlx::query("SELECT count(*) FROM instances WHERE instance_id = $1")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+            == 1
+    }
+
+    fn insert(id: &'static str) -> Op<Sqlite, u64> {
+        Box::new(move |conn| Sqlite::execute(conn, INSERT, &[Text(id)]))
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_fails_its_group_and_nothing_of_it_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = SqlStore::<Sqlite>::open(&url).await.unwrap();
+        // Hold the writer on a first write, so that the next three queue as one group.
+        let (release, held) = oneshot::channel::<()>();
+        let (running, started) = oneshot::channel::<()>();
+        let first = store.writes.op(Box::new(move |conn| {
+            Box::pin(async move {
+                let _ = running.send(());
+                let _ = held.await;
+                Sqlite::execute(conn, INSERT, &[Text("first")]).await
+            })
+        }));
+        let fails: Op<Sqlite, u64> = Box::new(|conn| {
+            Box::pin(async move {
+                Sqlite::execute(conn, INSERT, &[Text("failing")]).await?;
+                Err(sqlx::Error::Protocol("this write fails".into()))
+            })
+        });
+        let (first, (before, failing, after)) = tokio::join!(first, async {
+            started.await.unwrap();
+            let queued = async {
+                tokio::join!(
+                    store.writes.op(insert("before")),
+                    store.writes.op(fails),
+                    store.writes.op(insert("after")),
+                )
+            };
+            let release = async {
+                // Let the three queue (in this order), then let the writer go on.
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                let _ = release.send(());
+            };
+            tokio::join!(queued, release).0
+        });
+        assert_eq!(first.unwrap(), 1);
+        assert!(
+            before.is_err(),
+            "a write grouped with a failing one is not answered OK"
+        );
+        assert!(
+            failing
+                .unwrap_err()
+                .to_string()
+                .contains("this write fails")
+        );
+        assert!(
+            after.is_err(),
+            "a write queued behind the failing one is not run"
+        );
+        assert!(stored(&store, "first").await);
+        for id in ["before", "failing", "after"] {
+            assert!(!stored(&store, id).await, "{id} was committed");
+        }
+        // The writer goes on.
+        assert_eq!(store.writes.op(insert("later")).await.unwrap(), 1);
+        assert!(stored(&store, "later").await);
+    }
 }
