@@ -3,6 +3,10 @@
 //! database with the types the store uses, so `sql_store.rs` holds the store's logic once for
 //! SQLite and PostgreSQL, as plain generic code. The only per-database facts are in
 //! [`Dialect`]: its clock expression, its name and how it counts affected rows.
+//!
+//! A [`Write`] is statements that hold together, written once over [`Tx`] (statements inside
+//! one transaction): a sqlx transaction runs it on PostgreSQL, SQLite's group-commit writer
+//! (`group.rs`) runs it on its own connection.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +55,71 @@ impl ArgBuf {
             ArgBuf::Int(v) => Arg::Int(*v),
         }
     }
+}
+
+/// Statements inside one write's transaction, and its rows' columns read back by type: what
+/// a write (`writer.rs`) runs on. Implemented by a sqlx transaction on any [`Backend`], and
+/// by SQLite's group-commit writer (`group.rs`), where each statement runs at once on the
+/// writer's own thread and its future is ready when returned.
+pub(crate) trait Tx: Send {
+    /// A row a query returned.
+    type Row: Send;
+    /// Runs `sql` with `args`; how many rows it changed.
+    fn execute<'e>(&'e mut self, sql: &'static str, args: &[Arg<'_>]) -> Run<'e, u64>;
+    /// Runs `sql` with `args`; its first row, if any.
+    fn fetch_optional<'e>(
+        &'e mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Option<Self::Row>>;
+    /// Column `i` as text.
+    fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error>;
+    /// Column `i` as an integer.
+    fn int(row: &Self::Row, i: usize) -> Result<i64, sqlx::Error>;
+}
+
+impl<DB: Backend> Tx for sqlx::Transaction<'_, DB> {
+    type Row = DB::Row;
+
+    fn execute<'e>(&'e mut self, sql: &'static str, args: &[Arg<'_>]) -> Run<'e, u64> {
+        DB::execute(self, sql, args)
+    }
+
+    fn fetch_optional<'e>(
+        &'e mut self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> Run<'e, Option<Self::Row>> {
+        DB::fetch_optional(self, sql, args)
+    }
+
+    fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error> {
+        DB::text(row, i)
+    }
+
+    fn int(row: &Self::Row, i: usize) -> Result<i64, sqlx::Error> {
+        DB::int(row, i)
+    }
+}
+
+/// How a write ends: its transaction kept or undone, and its answer either way.
+#[derive(Debug)]
+pub(crate) enum End<R> {
+    /// Keep what the write did.
+    Commit(R),
+    /// Undo what the write did; its answer stands.
+    Rollback(R),
+}
+
+/// Statements that hold together, run inside one transaction (see `writer.rs`).
+pub(crate) trait Write: Send + 'static {
+    /// The write's answer.
+    type Out: Send + 'static;
+    /// Runs the statements on `tx`.
+    fn run<T: Tx>(
+        self,
+        tx: &mut T,
+    ) -> impl Future<Output = Result<End<Self::Out>, sqlx::Error>> + Send;
 }
 
 /// A boxed, sendable future of a statement's result.

@@ -6,6 +6,7 @@
 //! A [`Store`] is all four, as [`open`] returns it; each consumer keeps the trait it needs.
 
 mod backend;
+mod group;
 mod owned;
 mod postgres;
 mod rows;

@@ -4,30 +4,21 @@
 //! database's clock. Reads run on the pool; writes go where [`Writes`] sends them (on SQLite,
 //! to the group commit), as closures over owned rows (`owned.rs`).
 
-use sqlx::{Connection as _, Database, Pool, Transaction};
+use sqlx::{Database, Pool};
 
 use super::backend::Arg::{self, Int, OptText, Text};
-use super::backend::{ArgBuf, Backend, Run};
+use super::backend::{ArgBuf, Backend, End, Tx, Write};
 use super::owned::*;
 use super::rows::*;
 use super::sql as s;
 use super::traits::*;
-use super::writer::{Op, Writes};
+use super::writer::Writes;
 
 /// A store over one database: a pool for reads, and where its writes go.
 #[derive(Debug)]
 pub(super) struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
     pub(super) writes: Writes<DB>,
-}
-
-/// A write of statements that hold together (see [`Writes::op`]).
-fn op<DB, R, F>(f: F) -> Op<DB, R>
-where
-    DB: Database,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> Run<'c, R> + Send + 'static,
-{
-    Box::new(f)
 }
 
 /// A key's three columns (`$1`-`$3`), then `rest`.
@@ -109,31 +100,45 @@ impl<DB: Backend> SqlStore<DB> {
         refund: Option<RefundRow<'_>>,
         keep_ms: i64,
     ) -> Result<Completion, sqlx::Error> {
-        let args: Vec<ArgBuf> = args.iter().map(ArgBuf::of).collect();
-        let key = key.clone();
-        let refund = refund.as_ref().map(RefundRowBuf::of);
-        let write = op::<DB, _, _>(move |conn| {
-            Box::pin(async move {
-                // The outcome, the attribution, the payment's release and the refund's state
-                // commit together, or not at all.
-                let mut tx = conn.begin().await?;
-                let args: Vec<Arg<'_>> = args.iter().map(ArgBuf::view).collect();
-                if DB::execute(&mut tx, sql, &args).await? == 0 {
-                    tx.rollback().await?;
-                    return Ok(Completion::LeaseLost);
-                }
-                let refund = refund.as_ref().map(RefundRowBuf::view);
-                settled(tx, &key, refund, keep_ms).await
-            })
-        });
-        self.writes.op(write).await
+        let finish = Finish {
+            sql,
+            args: args.iter().map(ArgBuf::of).collect(),
+            key: key.clone(),
+            refund: refund.as_ref().map(RefundRowBuf::of),
+            keep_ms,
+        };
+        self.writes.write(finish).await
+    }
+}
+
+/// A key's final state and what goes with it (see [`SqlStore::finish`]).
+struct Finish {
+    sql: &'static str,
+    args: Vec<ArgBuf>,
+    key: Key,
+    refund: Option<RefundRowBuf>,
+    keep_ms: i64,
+}
+
+impl Write for Finish {
+    type Out = Completion;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Completion>, sqlx::Error> {
+        // The outcome, the attribution, the payment's release and the refund's state commit
+        // together, or not at all.
+        let args: Vec<Arg<'_>> = self.args.iter().map(ArgBuf::view).collect();
+        if tx.execute(self.sql, &args).await? == 0 {
+            return Ok(End::Rollback(Completion::LeaseLost));
+        }
+        let refund = self.refund.as_ref().map(RefundRowBuf::view);
+        settled(tx, &self.key, refund, self.keep_ms).await
     }
 }
 
 /// Writes the attribution of a completed refund key; false if the refund is already
 /// attributed to another key.
-async fn attribute<DB: Backend>(
-    conn: &mut DB::Connection,
+async fn attribute<T: Tx>(
+    tx: &mut T,
     key: &Key,
     f: &RefundRow<'_>,
     keep_ms: i64,
@@ -149,84 +154,138 @@ async fn attribute<DB: Backend>(
         OptText(f.payment_id),
         Int(keep_ms),
     ];
-    if DB::execute(conn, s::ATTRIBUTE, &args).await? == 1 {
+    if tx.execute(s::ATTRIBUTE, &args).await? == 1 {
         return Ok(true);
     }
-    let owner =
-        one(
-            DB::fetch_optional(conn, s::ATTRIBUTED_TO, &[Text(f.account), Text(refund_id)]).await?,
-        )?;
-    Ok(DB::text(&owner, 0)? == key.caller && DB::text(&owner, 1)? == key.request_id)
+    let owner = one(tx
+        .fetch_optional(s::ATTRIBUTED_TO, &[Text(f.account), Text(refund_id)])
+        .await?)?;
+    Ok(T::text(&owner, 0)? == key.caller && T::text(&owner, 1)? == key.request_id)
 }
 
 /// The rest of a key's completion, after its row became `done` in `tx`: the refund's
-/// attribution (refused if another key owns it) and state, and the payment's release;
-/// commits, or rolls back everything.
-async fn settled<DB: Backend>(
-    mut tx: Transaction<'_, DB>,
+/// attribution (refused if another key owns it) and state, and the payment's release; kept,
+/// or everything undone.
+async fn settled<T: Tx>(
+    tx: &mut T,
     key: &Key,
     refund: Option<RefundRow<'_>>,
     keep_ms: i64,
-) -> Result<Completion, sqlx::Error> {
+) -> Result<End<Completion>, sqlx::Error> {
     if let Some(f) = &refund {
-        if !attribute::<DB>(&mut tx, key, f, keep_ms).await? {
-            tx.rollback().await?;
-            return Ok(Completion::AttributedElsewhere);
+        if !attribute(tx, key, f, keep_ms).await? {
+            return Ok(End::Rollback(Completion::AttributedElsewhere));
         }
-        DB::execute(&mut tx, s::SAVE_REFUND, &refund_args(f)).await?;
+        tx.execute(s::SAVE_REFUND, &refund_args(f)).await?;
     }
-    DB::execute(&mut tx, s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
-    tx.commit().await?;
-    Ok(Completion::Done)
+    tx.execute(s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
+    Ok(End::Commit(Completion::Done))
 }
 
 /// A new key with its request-id claim and, for a refund without a provider key, its payment;
-/// or, rolled back, why not.
-async fn insert<DB: Backend>(
-    conn: &mut DB::Connection,
-    new: NewKey<'_>,
-) -> Result<Inserted, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let key = new.key;
-    let args = key_args(
-        key,
-        &[
-            Text(new.fingerprint),
-            Text(new.token),
-            Int(new.lease_ms),
-            Text(new.instance),
-        ],
-    );
-    if DB::execute(&mut tx, s::INSERT, &args).await? == 0 {
-        tx.rollback().await?;
-        return Ok(Inserted::Exists);
-    }
-    let claim = [Text(new.account), Text(key.method), Text(&key.request_id)];
-    let mut args = claim.to_vec();
-    args.extend([
-        Text(&key.caller),
-        Int(new.claim_keep_ms),
-        OptText(new.payment_id),
-    ]);
-    let claimed = DB::execute(&mut tx, s::CLAIM_REQUEST, &args).await? == 1;
-    // Claimed before: by this caller (its key purged since), or by another.
-    let ours = claimed || {
-        let row = one(DB::fetch_optional(&mut tx, s::CLAIMANT, &claim).await?)?;
-        DB::text(&row, 0)? == key.caller
-    };
-    if !ours {
-        tx.rollback().await?;
-        return Ok(Inserted::Claimed);
-    }
-    if let Some(p) = new.payment {
-        let args = key_args(key, &[Text(p.account), Text(p.payment_id)]);
-        if DB::execute(&mut tx, s::CLAIM_PAYMENT, &args).await? == 0 {
-            tx.rollback().await?;
-            return Ok(Inserted::PaymentBusy);
+/// or, undone, why not.
+struct InsertKey(NewKeyBuf);
+
+impl Write for InsertKey {
+    type Out = Inserted;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Inserted>, sqlx::Error> {
+        let new = self.0.view();
+        let key = new.key;
+        let args = key_args(
+            key,
+            &[
+                Text(new.fingerprint),
+                Text(new.token),
+                Int(new.lease_ms),
+                Text(new.instance),
+            ],
+        );
+        if tx.execute(s::INSERT, &args).await? == 0 {
+            return Ok(End::Rollback(Inserted::Exists));
         }
+        let claim = [Text(new.account), Text(key.method), Text(&key.request_id)];
+        let mut args = claim.to_vec();
+        args.extend([
+            Text(&key.caller),
+            Int(new.claim_keep_ms),
+            OptText(new.payment_id),
+        ]);
+        let claimed = tx.execute(s::CLAIM_REQUEST, &args).await? == 1;
+        // Claimed before: by this caller (its key purged since), or by another.
+        let ours = claimed || {
+            let row = one(tx.fetch_optional(s::CLAIMANT, &claim).await?)?;
+            T::text(&row, 0)? == key.caller
+        };
+        if !ours {
+            return Ok(End::Rollback(Inserted::Claimed));
+        }
+        if let Some(p) = new.payment {
+            let args = key_args(key, &[Text(p.account), Text(p.payment_id)]);
+            if tx.execute(s::CLAIM_PAYMENT, &args).await? == 0 {
+                return Ok(End::Rollback(Inserted::PaymentBusy));
+            }
+        }
+        Ok(End::Commit(Inserted::Created))
     }
-    tx.commit().await?;
-    Ok(Inserted::Created)
+}
+
+/// Deletes a key by its lease token and releases its payment.
+struct DeleteKey {
+    key: Key,
+    token: String,
+}
+
+impl Write for DeleteKey {
+    type Out = bool;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, sqlx::Error> {
+        let key = &self.key;
+        let deleted = tx
+            .execute(s::DELETE, &key_args(key, &[Text(&self.token)]))
+            .await?
+            == 1;
+        if deleted {
+            tx.execute(s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
+        }
+        Ok(End::Commit(deleted))
+    }
+}
+
+/// Stores an event under the next sequence number and applies its effect, unless an event
+/// with its id is stored already (then nothing changes).
+struct RecordEvent(EventRowBuf, EventEffectBuf);
+
+impl Write for RecordEvent {
+    type Out = Option<i64>;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Option<i64>>, sqlx::Error> {
+        let (e, effect) = (self.0.view(), self.1.view());
+        let seq = T::int(&one(tx.fetch_optional(s::NEXT_EVENT_SEQ, &[]).await?)?, 0)?;
+        let args = [
+            Int(seq),
+            Text(e.event_id),
+            Text(e.account),
+            Text(e.provider),
+            Text(e.kind),
+            Text(e.payload),
+            OptText(e.caller),
+        ];
+        if tx.execute(s::INSERT_EVENT, &args).await? == 0 {
+            return Ok(End::Rollback(None));
+        }
+        match effect {
+            EventEffect::Refund(f) => {
+                tx.execute(s::SAVE_REFUND, &refund_args(&f)).await?;
+            }
+            EventEffect::Subscription(sub) => {
+                tx.execute(s::SAVE_SUBSCRIPTION, &subscription_args(&sub))
+                    .await?;
+            }
+            EventEffect::None => {}
+        }
+        Ok(End::Commit(Some(seq)))
+    }
 }
 
 impl<DB: Backend> KeyStore for SqlStore<DB> {
@@ -239,13 +298,8 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     }
 
     fn insert<'a>(&'a self, new: NewKey<'a>) -> StoreFuture<'a, Inserted> {
-        let new = NewKeyBuf::of(&new);
-        Box::pin(async move {
-            let write = op::<DB, _, _>(move |conn| {
-                Box::pin(async move { insert::<DB>(conn, new.view()).await })
-            });
-            Ok(self.writes.op(write).await?)
-        })
+        let insert = InsertKey(NewKeyBuf::of(&new));
+        Box::pin(async move { Ok(self.writes.write(insert).await?) })
     }
 
     fn load<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Row>> {
@@ -406,23 +460,11 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     }
 
     fn delete<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
-        let (key, token) = (key.clone(), token.to_owned());
-        Box::pin(async move {
-            let write = op::<DB, _, _>(move |conn| {
-                Box::pin(async move {
-                    let mut tx = conn.begin().await?;
-                    let deleted = DB::execute(&mut tx, s::DELETE, &key_args(&key, &[Text(&token)]))
-                        .await?
-                        == 1;
-                    if deleted {
-                        DB::execute(&mut tx, s::RELEASE_PAYMENT, &key_args(&key, &[])).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(deleted)
-                })
-            });
-            Ok(self.writes.op(write).await?)
-        })
+        let delete = DeleteKey {
+            key: key.clone(),
+            token: token.to_owned(),
+        };
+        Box::pin(async move { Ok(self.writes.write(delete).await?) })
     }
 
     fn purge(&self, retention_ms: i64) -> StoreFuture<'_, u64> {
@@ -493,13 +535,8 @@ impl<DB: Backend> EventStore for SqlStore<DB> {
         e: EventRow<'a>,
         effect: EventEffect<'a>,
     ) -> StoreFuture<'a, Option<i64>> {
-        let (e, effect) = (EventRowBuf::of(&e), EventEffectBuf::of(&effect));
-        Box::pin(async move {
-            let write = op::<DB, _, _>(move |conn| {
-                Box::pin(async move { record_event::<DB>(conn, e.view(), effect.view()).await })
-            });
-            Ok(self.writes.op(write).await?)
-        })
+        let record = RecordEvent(EventRowBuf::of(&e), EventEffectBuf::of(&effect));
+        Box::pin(async move { Ok(self.writes.write(record).await?) })
     }
 
     fn events_after(&self, after: i64, limit: i64) -> StoreFuture<'_, Vec<StoredEvent>> {
@@ -557,42 +594,4 @@ impl<DB: Backend> SubscriptionStore for SqlStore<DB> {
             Ok(row.as_ref().map(read).transpose()?)
         })
     }
-}
-
-/// Stores an event under the next sequence number and applies its effect, unless an event
-/// with its id is stored already (then nothing changes).
-async fn record_event<DB: Backend>(
-    conn: &mut DB::Connection,
-    e: EventRow<'_>,
-    effect: EventEffect<'_>,
-) -> Result<Option<i64>, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let seq = DB::int(
-        &one(DB::fetch_optional(&mut tx, s::NEXT_EVENT_SEQ, &[]).await?)?,
-        0,
-    )?;
-    let args = [
-        Int(seq),
-        Text(e.event_id),
-        Text(e.account),
-        Text(e.provider),
-        Text(e.kind),
-        Text(e.payload),
-        OptText(e.caller),
-    ];
-    if DB::execute(&mut tx, s::INSERT_EVENT, &args).await? == 0 {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    match effect {
-        EventEffect::Refund(f) => {
-            DB::execute(&mut tx, s::SAVE_REFUND, &refund_args(&f)).await?;
-        }
-        EventEffect::Subscription(sub) => {
-            DB::execute(&mut tx, s::SAVE_SUBSCRIPTION, &subscription_args(&sub)).await?;
-        }
-        EventEffect::None => {}
-    }
-    tx.commit().await?;
-    Ok(Some(seq))
 }
