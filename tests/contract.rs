@@ -147,10 +147,18 @@ fn readme_block(marker: &str, lang: &str) -> String {
 
 #[test]
 fn the_readme_examples_are_the_example_files() {
-    let python = readme_block("## Calling it from Python and Node.js", "python");
+    let heading = "## Calling it from Python, Node.js, Go and Java";
+    let python = readme_block(heading, "python");
     assert_eq!(python, include_str!("../examples/python/quickstart.py"));
     assert!(python.lines().count() <= 10, "{python}");
-    let node = readme_block("## Calling it from Python and Node.js", "js");
+    let node = readme_block(heading, "js");
     assert_eq!(node, include_str!("../examples/node/quickstart.js"));
     assert!(node.lines().count() <= 10, "{node}");
+    // The same one call; Go's and Java's imports and braces take their own lines.
+    let go = readme_block(heading, "go");
+    assert_eq!(go, include_str!("../examples/go/quickstart/main.go"));
+    assert!(go.lines().count() <= 35, "{go}");
+    let java = readme_block(heading, "java");
+    assert_eq!(java, include_str!("../examples/java/Quickstart.java"));
+    assert!(java.lines().count() <= 20, "{java}");
 }

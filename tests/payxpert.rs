@@ -114,6 +114,7 @@ async fn cancel_immediately_or_at_the_end_of_the_paid_period() {
     assert_eq!(r.effect(), pb::CancellationEffect::Immediate);
     assert_eq!(r.status(), pb::CancellationStatus::Confirmed);
     assert_eq!(r.cancel_reason, 1000);
+    assert_eq!(r.account, "px");
     assert_eq!(r.subscription_state, "canceled");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert!((r.cancel_time.unwrap().seconds - now).abs() < 60);
@@ -137,6 +138,8 @@ async fn cancel_immediately_or_at_the_end_of_the_paid_period() {
     assert_eq!(r.subscription_state, "active");
     let end = px.sim().subscription("3003").unwrap().period_end;
     assert_eq!(r.cancel_time.unwrap().seconds, end);
+    // Named as Subscription names it, too.
+    assert_eq!(r.end_time, r.cancel_time);
     assert!(end > now + 4 * 86_400);
 
     // CANCEL without a reason sends 1099.

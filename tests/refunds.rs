@@ -160,6 +160,7 @@ async fn processing_refunds_are_inquired_until_settled() {
         "REFUND_IN_PROCESS"
     );
     assert_eq!(r.reference_refund_id, "my-ref-1");
+    assert_eq!(r.account, "main");
 
     let q = env
         .refunds
@@ -173,6 +174,19 @@ async fn processing_refunds_are_inquired_until_settled() {
     assert_eq!(q.status(), pb::RefundStatus::Processing);
     assert!(!q.refund_id.is_empty());
     assert!(q.refund_time.is_none());
+    // The payment the Create named, which Antom's inquiry does not echo.
+    assert_eq!(q.payment_id, "PAY_ASYNC");
+    // Antom's PROCESSING answer gives no refund id; once the gateway learned it, a replay of
+    // the Create carries it.
+    assert!(r.refund_id.is_empty());
+    let mut again = refund_req("r-async", "PAY_ASYNC", 1_000);
+    again.amount = money("EUR", 1_000);
+    again.reason = "damaged item".into();
+    again.reference_refund_id = "my-ref-1".into();
+    let replay = env.refunds.create(again).await.unwrap().into_inner();
+    assert_eq!(replay.status(), pb::RefundStatus::Processing);
+    assert_eq!(replay.refund_id, q.refund_id);
+    assert_eq!(replay.payment_id, "PAY_ASYNC");
 
     assert!(env.sim().settle_refund(&q.refund_id, true));
     let done = env
@@ -186,6 +200,8 @@ async fn processing_refunds_are_inquired_until_settled() {
         .into_inner();
     assert_eq!(done.status(), pb::RefundStatus::Succeeded);
     assert_eq!(done.request_id, "r-async");
+    assert_eq!(done.payment_id, "PAY_ASYNC");
+    assert_eq!(done.account, "main");
     assert_eq!(done.amount, money("EUR", 1_000));
     assert!(done.refund_time.is_some());
 

@@ -438,9 +438,10 @@ fn provider_result(r: &ProviderResult) -> pb::ProviderResult {
     }
 }
 
-/// Domain refund -> `Refund` message.
-pub(crate) fn refund_to_pb(r: &RefundRecord) -> pb::Refund {
+/// Domain refund at `account` -> `Refund` message.
+pub(crate) fn refund_to_pb(account: &str, r: &RefundRecord) -> pb::Refund {
     pb::Refund {
+        account: account.to_owned(),
         refund_id: r.refund_id.clone().unwrap_or_default(),
         request_id: r.request_id.clone().unwrap_or_default(),
         payment_id: r.payment_id.clone().unwrap_or_default(),
@@ -456,12 +457,14 @@ pub(crate) fn refund_to_pb(r: &RefundRecord) -> pb::Refund {
     }
 }
 
-/// Domain cancellation -> `CancelSubscriptionResponse`.
+/// Domain cancellation at `account` -> `CancelSubscriptionResponse`.
 pub(crate) fn cancel_to_pb(
+    account: &str,
     req: &CancelSubscription,
     out: &CancelOutcome,
 ) -> pb::CancelSubscriptionResponse {
     pb::CancelSubscriptionResponse {
+        account: account.to_owned(),
         subscription_id: req.subscription_id.clone().unwrap_or_default(),
         subscription_request_id: req.subscription_request_id.clone().unwrap_or_default(),
         cancellation_type: match req.cancellation_type {
@@ -480,6 +483,7 @@ pub(crate) fn cancel_to_pb(
         } as i32,
         subscription_state: out.subscription_state.clone().unwrap_or_default(),
         cancel_time: out.cancel_time.map(timestamp),
+        end_time: out.cancel_time.map(timestamp),
         cancel_reason: out.cancel_reason.map_or(0, i32::from),
     }
 }
@@ -516,7 +520,7 @@ pub(crate) fn event_to_pb(e: &crate::events::Event) -> pb::Event {
     use crate::domain::Notice;
     use pb::event::Payload;
     let payload = match &e.notice {
-        Notice::Refund(r) => Payload::Refund(refund_to_pb(r)),
+        Notice::Refund(r) => Payload::Refund(refund_to_pb(&e.account, r)),
         Notice::Subscription(s) => {
             Payload::Subscription(subscription_to_pb(&e.account, s, e.received_at))
         }

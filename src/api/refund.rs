@@ -39,7 +39,7 @@ impl RefundService for RefundApi {
             let call = rpc.enter(&caller, &account, Some(&req.request_id), &ctx)?;
             let reply = ops::refund::create(&rpc.shared.idempotency, &call, &cmd).await?;
             Ok(Reply {
-                value: refund_to_pb(&reply.value),
+                value: refund_to_pb(&account.name, &reply.value),
                 replayed: reply.replayed,
             })
         })
@@ -58,7 +58,7 @@ impl RefundService for RefundApi {
             let call = rpc.enter(&caller, &account, Some(&req.request_id), &ctx)?;
             let s = rpc.shared;
             let record = ops::refund::inquire(&s.idempotency, &s.auth, &call, query).await?;
-            Ok(Reply::fresh(refund_to_pb(&record)))
+            Ok(Reply::fresh(refund_to_pb(&account.name, &record)))
         })
         .await
     }

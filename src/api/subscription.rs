@@ -40,7 +40,7 @@ impl SubscriptionService for SubscriptionApi {
             let s = rpc.shared;
             let reply = ops::subscription::cancel(&s.idempotency, &s.events, &call, &cmd).await?;
             Ok(Reply {
-                value: cancel_to_pb(&cmd, &reply.value),
+                value: cancel_to_pb(&account.name, &cmd, &reply.value),
                 replayed: reply.replayed,
             })
         })

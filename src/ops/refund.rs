@@ -132,11 +132,22 @@ pub(crate) async fn inquire(
         }
         (Some(_), _) => {}
     }
-    let record = attempt(call, "inquire", true, || {
+    let mut record = attempt(call, "inquire", true, || {
         provider.inquire_refund(&query, &call.provider)
     })
     .await
     .map_err(|e| GatewayError::provider(e, ctx.clone()))?;
+    // A provider's inquiry need not name the payment (Antom's does not): the payment is the one
+    // the Create of this request id named, as it answered it.
+    if record.payment_id.is_none()
+        && let Some(request_id) = record.request_id.as_deref()
+    {
+        record.payment_id = idem
+            .claimant(&account.name, CREATE_REFUND, request_id)
+            .await
+            .map_err(store_failed)?
+            .and_then(|(_, payment_id)| payment_id);
+    }
     idem.refresh_refund(&account.name, &record).await;
     Ok(record)
 }

@@ -233,10 +233,13 @@ pub(super) const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, 
        AND (refunds.state <> excluded.state OR refunds.refund_id IS NULL)";
 
 /// What a read (Inquire) learned of a refund: it refreshes the recorded state of the request
-/// the refund is recorded under, and never records a refund under a request id.
+/// the refund is recorded under, and never records a refund under a request id (the
+/// `refund_id` column). A refund still processing takes what the read learned of it (its
+/// provider id, say) into its record, which replays answer; a final state never changes.
 pub(super) const REFRESH_REFUND: &str = "UPDATE refunds SET state = $4, record = $5, updated_at = NOW_MS \
      WHERE account = $1 AND request_id = $2 AND (refund_id = $3 OR refund_id IS NULL) \
-       AND (state = 'Processing' OR $4 <> 'Processing') AND state <> $4";
+       AND (state = 'Processing' OR $4 <> 'Processing') \
+       AND (state <> $4 OR (state = 'Processing' AND record <> $5))";
 
 pub(super) const LOAD_REFUND: &str =
     "SELECT record FROM refunds WHERE account = $1 AND request_id = $2";
