@@ -1,13 +1,16 @@
 // Calling paygate from Java with grpc-java, and a JUnit 4 suite at the same time.
 //
-// Stubs are generated from ../../proto by examples/java/build.sh (protoc with grpc-java's
-// plugin) and compiled with javac against Debian's jars, as is this file. Error details are
-// decoded with StatusProto.fromThrowable. The service config next to the proto makes grpc-java
-// itself retry UNAVAILABLE, honouring the gateway's grpc-retry-pushback-ms.
+// Stubs are generated from ../../proto by buf with proto/buf.gen.java.yaml and compiled with
+// javac against Debian's jars, as is this file. Error details are decoded with
+// StatusProto.fromThrowable. The service config next to the proto makes grpc-java itself
+// retry UNAVAILABLE, honouring the gateway's grpc-retry-pushback-ms. From the repository root:
 //
-//   eval "$(examples/java/build.sh)"   # CLASSPATH: the jars, the stubs and this suite
+//   bash examples/setup.sh java
+//   npx --yes @bufbuild/buf generate --template proto/buf.gen.java.yaml
+//   javac -d gen/java/classes -cp "$(bash examples/java/classpath.sh)" \
+//     $(find gen/java -name '*.java') examples/java/ClientTest.java
 //   PAYGATE_ADDR=127.0.0.1:50051 PAYGATE_SIM_URL=http://127.0.0.1:PORT \
-//     java org.junit.runner.JUnitCore ClientTest
+//     java -cp "$(bash examples/java/classpath.sh gen/java/classes)" org.junit.runner.JUnitCore ClientTest
 //
 // PAYGATE_SIM_URL is the Antom simulator behind the gateway: the tests read its counters and ask
 // it for faults. PAYGATE_PAYMENT_ID (USD, at least 20.00 left to refund) and

@@ -1,14 +1,15 @@
 // Package client calls paygate from Go with grpc-go, and is a test suite at the same time.
 //
-// Stubs are generated from ../../../proto by examples/go/gen.sh (protoc with protoc-gen-go's
-// gRPC plugin) into a GOPATH tree; the package imports them by their go_package path. Error
-// details are decoded with status.FromError and errdetails. The service config next to the
-// proto makes grpc-go itself retry UNAVAILABLE, honouring the gateway's
-// grpc-retry-pushback-ms (grpc-go 1.33 retries only with GRPC_GO_RETRY=on).
+// Stubs are generated from ../../../proto by buf with proto/buf.gen.go.yaml into a GOPATH
+// tree; the package imports them by their go_package path. Error details are decoded with
+// status.FromError and errdetails. The service config next to the proto makes grpc-go itself
+// retry UNAVAILABLE, honouring the gateway's grpc-retry-pushback-ms (grpc-go 1.33 retries
+// only with GRPC_GO_RETRY=on). From the repository root:
 //
-//	eval "$(examples/go/gen.sh)"   # GOPATH and GO111MODULE for the generated stubs
-//	PAYGATE_ADDR=127.0.0.1:50051 PAYGATE_SIM_URL=http://127.0.0.1:PORT GRPC_GO_RETRY=on \
-//	  go test -v ./examples/go/client
+//	bash examples/setup.sh go
+//	npx --yes @bufbuild/buf generate --template proto/buf.gen.go.yaml
+//	GO111MODULE=off GOPATH=$PWD/gen/go:/usr/share/gocode GRPC_GO_RETRY=on \
+//	  PAYGATE_ADDR=127.0.0.1:50051 PAYGATE_SIM_URL=http://127.0.0.1:PORT go test -v ./examples/go/client
 //
 // PAYGATE_SIM_URL is the Antom simulator behind the gateway: the tests read its counters and
 // ask it for faults. PAYGATE_PAYMENT_ID (USD, at least 20.00 left to refund) and
