@@ -58,7 +58,7 @@ async fn strangers_on_the_notification_port_cannot_starve_the_gateway() {
     let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let (notify, metrics) = (free_port(), free_port());
-    let gw = spawn(dir.path(), &sim.base_url(), notify, metrics);
+    let mut gw = spawn(dir.path(), &sim.base_url(), notify, metrics);
     let pid = gw.child.id();
     gw.client().await;
     let fds_before = open_fds(pid);
@@ -66,8 +66,17 @@ async fn strangers_on_the_notification_port_cannot_starve_the_gateway() {
 
     // Thousands of connections that send half a header and stall.
     let mut slow = Vec::new();
-    for _ in 0..SLOW {
-        let mut s = TcpStream::connect(&addr).await.unwrap();
+    for i in 0..SLOW {
+        let mut s = match TcpStream::connect(&addr).await {
+            Ok(s) => s,
+            // Say whether the gateway was still running, and on which ports.
+            Err(e) => panic!(
+                "connection {i} to the notification port {addr} failed: {e}; gateway on gRPC \
+                 port {}, exit status {:?}",
+                gw.port,
+                gw.child.try_wait()
+            ),
+        };
         let _ = s
             .write_all(b"POST /notify/antom/refund HTTP/1.1\r\nHost: x\r\n")
             .await;
