@@ -365,12 +365,15 @@ async fn via_gateway(channels: &[Channel], op: Op, rate: f64, dur: Duration, tag
     .await
 }
 
-/// Has the simulator sign ahead the refund answers that `calls` first calls at `rate` for
-/// `dur` will take, so that it does not sign while it is timed.
-fn sign_ahead(sim: &SimServer, op: Op, rate: f64, dur: Duration, calls: usize) {
+/// Has the simulator sign ahead the refund answers that first calls at `rate` for `dur` will
+/// take, for each request-id prefix (`gw-<tag>` through the gateway, `direct-<tag>` to the
+/// provider), so that it does not sign while it is timed.
+fn sign_ahead(sim: &SimServer, op: Op, rate: f64, dur: Duration, prefixes: &[String]) {
     if op == Op::CreateFirst {
-        sim.sim
-            .presign_refunds(calls * ((rate * dur.as_secs_f64()) as usize + 1));
+        for p in prefixes {
+            sim.sim
+                .presign_refunds(p, (rate * dur.as_secs_f64()) as usize + 1);
+        }
     }
 }
 
@@ -536,9 +539,21 @@ async fn main() {
             .map_or("sqlite://{dir}/paygate.db", |(_, url)| url.as_str());
         let gw = gateway(&keys, &fast_sim.base_url(), store).await;
         let chans = gw.channels(4).await;
-        sign_ahead(&fast_sim, op, 200.0, Duration::from_millis(500), 1);
+        sign_ahead(
+            &fast_sim,
+            op,
+            200.0,
+            Duration::from_millis(500),
+            &["gw-warm".into()],
+        );
         let _ = via_gateway(&chans, op, 200.0, Duration::from_millis(500), "warm").await;
-        sign_ahead(&fast_sim, op, 1000.0, Duration::from_secs(20), 1);
+        sign_ahead(
+            &fast_sim,
+            op,
+            1000.0,
+            Duration::from_secs(20),
+            &["gw-profile".into()],
+        );
         eprintln!("gateway pid {}", gw.child.id());
         let cpu0 = gw.cpu();
         let g = via_gateway(&chans, op, 1000.0, Duration::from_secs(20), "profile").await;
@@ -601,7 +616,7 @@ async fn main() {
             Op::CreateFirst,
             200.0,
             Duration::from_millis(300),
-            2,
+            &[format!("gw-warm-{store_name}"), "direct-warm".into()],
         );
         let _ = via_gateway(
             &chans,
@@ -630,7 +645,13 @@ async fn main() {
             };
             for &rate in rates {
                 let tag = format!("{}-{rate}", store_name.replace([' ', '='], "-"));
-                sign_ahead(&fast_sim, op, rate, dur(rate), 2);
+                sign_ahead(
+                    &fast_sim,
+                    op,
+                    rate,
+                    dur(rate),
+                    &[format!("direct-{tag}"), format!("gw-{tag}")],
+                );
                 let d = direct(antom.clone(), op, rate, dur(rate), &tag).await;
                 let cpu0 = gw.cpu();
                 let g = via_gateway(&chans, op, rate, dur(rate), &tag).await;
@@ -693,7 +714,7 @@ async fn main() {
             )
             .await;
             for op in [Op::CreateFirst, Op::CreateReplay] {
-                sign_ahead(&fast_sim, op, 200.0, dur(200.0), 1);
+                sign_ahead(&fast_sim, op, 200.0, dur(200.0), &[format!("gw-h{n}")]);
                 let cpu0 = gw.cpu();
                 let g = via_gateway(&chans, op, 200.0, dur(200.0), &format!("h{n}")).await;
                 let cpu = (gw.cpu() - cpu0) * 1e3 / g.n as f64;
@@ -725,7 +746,7 @@ async fn main() {
 /// after 2 s).
 async fn peak_rss_in_flight(keys: &Keys) {
     let slow_sim = sim(keys, Duration::from_secs(2)).await;
-    slow_sim.sim.presign_refunds(1000);
+    slow_sim.sim.presign_refunds("rss", 1000);
     let gw = gateway(keys, &slow_sim.base_url(), "sqlite://{dir}/paygate.db").await;
     let chans = gw.channels(8).await;
     let before = gw.peak_rss_mib();

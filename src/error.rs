@@ -132,6 +132,15 @@ pub enum GatewayError {
         /// What the call was about.
         ctx: ErrorContext,
     },
+    /// The provider answered, but the store could not hold the outcome: it is not answered,
+    /// since an answer the store does not hold could be contradicted later. The outcome is
+    /// unknown to the caller until a retry settles it.
+    NotStored {
+        /// When a retry may settle it.
+        retry_after: Duration,
+        /// What the call was about.
+        ctx: ErrorContext,
+    },
     /// The idempotency store cannot be reached; nothing was sent to the provider.
     StoreUnavailable(ErrorContext),
     /// The caller did not prove who it is.
@@ -373,6 +382,20 @@ impl From<GatewayError> for Status {
                         "an earlier attempt is not in the provider's records yet, which means it did not execute only after the quiet period; retry in {} ms with the same request_id",
                         retry_after.as_millis()
                     ),
+                    d,
+                    Some(retry_after),
+                )
+            }
+            GatewayError::NotStored { retry_after, ctx } => {
+                let mut d = ErrorDetails::with_error_info(
+                    reason::OUTCOME_UNKNOWN,
+                    ERROR_DOMAIN,
+                    metadata(&ctx),
+                );
+                d.set_retry_info(Some(retry_after));
+                status(
+                    Code::Unavailable,
+                    "the provider answered, but the gateway could not store the outcome, so the outcome is unknown: retry with the same request_id, which settles it and never executes twice".into(),
                     d,
                     Some(retry_after),
                 )

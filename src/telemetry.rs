@@ -296,6 +296,7 @@ pub fn trace_headers() -> Vec<(String, String)> {
 /// - `paygate_idempotency_events_total{event}`;
 /// - `paygate_rate_limit_total{limit,outcome}` (waited, rejected), `paygate_shed_total{reason}`;
 /// - `paygate_store_duration_seconds{op}`, `paygate_signature_failures_total{provider,kind}`,
+///   `paygate_answer_mismatches_total{provider}`,
 ///   `paygate_notifications_total{provider,kind,outcome}`, `paygate_event_watchers`,
 ///   `paygate_notify_connections`, `paygate_notify_connections_refused_total`.
 ///
@@ -368,6 +369,7 @@ pub const IDEMPOTENCY_EVENTS: &[&str] = &[
     "payment_busy",
     "payment_wait",
     "quiet_period",
+    "not_stored",
 ];
 
 /// Notification outcomes (`paygate_notifications_total{outcome}`).
@@ -443,6 +445,10 @@ fn describe_metrics(providers: &[ProviderSeries]) {
         "Provider answers whose signature is missing or does not verify"
     );
     describe_counter!(
+        "paygate_answer_mismatches_total",
+        "Provider answers that are not about the request they answer (another refund's ids, payment or amount), by provider: never a success, an anomaly for a person"
+    );
+    describe_counter!(
         "paygate_notifications_total",
         "Provider notifications received, by provider, kind and outcome"
     );
@@ -472,6 +478,9 @@ fn describe_metrics(providers: &[ProviderSeries]) {
             metrics::counter!("paygate_signature_failures_total", "provider" => p.provider, "kind" => kind)
                 .absolute(0);
         }
+    }
+    for p in providers {
+        metrics::counter!("paygate_answer_mismatches_total", "provider" => p.provider).absolute(0);
     }
     for reason in ["circuit_open", "account_in_flight"] {
         metrics::counter!("paygate_shed_total", "reason" => reason).absolute(0);

@@ -12,23 +12,6 @@ use paygate::sim::Simulator as _;
 use paygate::sim::antom::AntomSim;
 use tonic::Code;
 
-/// The value of the series whose line starts with `prefix` (name and labels, in the
-/// exporter's label order), if present.
-fn value(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.starts_with(name)
-                && l[name.len()..].starts_with(['{', ' '])
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_rpcs_provider_calls_and_replays() {
     let sim = AntomSim::new(
@@ -136,7 +119,8 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
         String::from_utf8_lossy(&checked.stderr)
     );
     let get = |name: &str, labels: &[(&str, &str)]| {
-        value(&scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{scrape}"))
+        metric_value(&scrape, name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{scrape}"))
     };
     // Every series has HELP and TYPE.
     let series: std::collections::BTreeSet<&str> = scrape
@@ -179,6 +163,10 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
             "paygate_signature_failures_total",
             &[("provider", "antom"), ("kind", "invalid")]
         ),
+        0.0
+    );
+    assert_eq!(
+        get("paygate_answer_mismatches_total", &[("provider", "antom")]),
         0.0
     );
     let create = ("method", "RefundService.Create");

@@ -630,7 +630,7 @@ impl Idempotency {
                 idempotency_event("adopted");
                 tracing::warn!(method = key.method, request_id = %key.request_id,
                     "an earlier attempt with an unknown outcome had executed; adopting its result");
-                self.conclude(&run, value, false).await
+                self.conclude(&run, value).await
             }
             Ok(Resolution::Undecidable(why)) => {
                 idempotency_event("unresolved");
@@ -685,7 +685,7 @@ impl Idempotency {
             }
         }
         match attempt().await {
-            Ok(value) => self.conclude(&run, value, true).await,
+            Ok(value) => self.conclude(&run, value).await,
             Err(e) => {
                 match e.disposition {
                     Disposition::Definitive(refusal) => {
@@ -725,16 +725,15 @@ impl Idempotency {
         d.as_millis() as i64
     }
 
-    /// Stores `value` as the outcome and answers it. When the lease was lost meanwhile,
-    /// nothing was written, and the answer is what the store says if the key is done, else
-    /// this attempt's own execution (`own`), but never an adopted refund: the export a stale
-    /// holder read may hold a refund that belongs to the key that held the payment after it.
-    /// (The protocol model in `model/` found that case.)
+    /// Stores `value` as the outcome and answers it: a success is answered only once the
+    /// store holds it. When the lease was lost meanwhile, nothing was written, and the answer
+    /// is what the store says if the key is done, else that another attempt is settling the
+    /// key; never this attempt's value, which may be an adopted refund that belongs to the
+    /// key that held the payment after it (the protocol model in `model/` found that case).
     async fn conclude<T: Storable>(
         &self,
         run: &Run<'_>,
         value: T,
-        own: bool,
     ) -> Result<Reply<T>, GatewayError> {
         if self.finish(run, value.to_outcome()).await? == Completion::Done {
             return Ok(Reply::fresh(value));
@@ -747,7 +746,6 @@ impl Idempotency {
                     .and_then(|o| serde_json::from_str(o).ok());
                 self.replay(stored, run.ctx)
             }
-            _ if own => Ok(Reply::fresh(value)),
             Ok(_) => Err(GatewayError::InFlight {
                 retry_after: retry::IN_FLIGHT_COMPLETING,
                 ctx: run.ctx.clone(),
@@ -756,9 +754,10 @@ impl Idempotency {
         }
     }
 
-    /// Stores the final outcome. A completion that lost its lease (or could not reach the
-    /// store) writes nothing and says `LeaseLost`: the next holder settles the key. A refund
-    /// already attributed to another key is never answered to this one.
+    /// Stores the final outcome. A completion that lost its lease writes nothing and says
+    /// `LeaseLost`: the next holder settles the key. One that could not reach the store is
+    /// answered as unknown ([`GatewayError::NotStored`]). A refund already attributed to
+    /// another key is never answered to this one.
     async fn finish(&self, run: &Run<'_>, outcome: Outcome) -> Result<Completion, GatewayError> {
         let key = run.key;
         let json = match serde_json::to_string(&outcome) {
@@ -793,9 +792,20 @@ impl Idempotency {
                 Err(GatewayError::OutcomeUnresolved(run.ctx.clone()))
             }
             Err(e) => {
+                // An answer the store does not hold could be contradicted by whoever settles
+                // the key later: the caller hears the truth, that the outcome is unknown, and
+                // its retry settles it.
                 tracing::error!(error = %e, method = key.method, request_id = %key.request_id,
-                "cannot store an outcome; the key's lease will expire and a later attempt settles it");
-                Ok(Completion::LeaseLost)
+                "cannot store an outcome; answering it as unknown, a retry settles it");
+                idempotency_event("not_stored");
+                // Marked unknown when the store takes writes again, so that the retry need
+                // not wait for the lease to expire; the caller is not kept waiting for it.
+                let (this, key, tok) = (self.clone(), key.clone(), run.tok.to_owned());
+                tokio::spawn(async move { this.log(this.store.mark_unknown(&key, &tok).await) });
+                Err(GatewayError::NotStored {
+                    retry_after: retry::UNKNOWN_OUTCOME,
+                    ctx: run.ctx.clone(),
+                })
             }
         }
     }

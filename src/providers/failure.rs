@@ -119,6 +119,21 @@ impl ProviderError {
         }
     }
 
+    /// A provider answer that does not match the request it answers (another refund's ids,
+    /// payment or amount): never a success. It is an anomaly for a person (logged, counted in
+    /// `paygate_answer_mismatches_total{provider}`), and the outcome is unknown, so the
+    /// provider's own rule settles it.
+    pub fn answer_mismatch(provider: &'static str, what: &str, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        metrics::counter!("paygate_answer_mismatches_total", "provider" => provider).increment(1);
+        tracing::error!(provider, what, detail = %detail,
+            "anomaly: the provider's answer is not about the request it answers; the outcome is unknown");
+        Self::unknown(
+            format!("{provider} {what} answer does not match the request: {detail}"),
+            None,
+        )
+    }
+
     /// An attempt that the caller's deadline ended while it may have been executing.
     pub fn deadline_cut(message: impl Into<String>) -> Self {
         Self::new(

@@ -192,6 +192,10 @@ impl Provider for Antom {
                 Meaning::Processing => RefundState::Processing,
                 m => return Err(refusal(m, r)),
             };
+            let success = state == RefundState::Succeeded;
+            if let Some(why) = wire::refund_answer_mismatch(&ans, req, success) {
+                return Err(ProviderError::answer_mismatch(NAME, "refund", why));
+            }
             Ok(RefundRecord {
                 refund_id: ans.refund_id.clone(),
                 request_id: Some(req.request_id.clone()),
@@ -229,6 +233,9 @@ impl Provider for Antom {
                 Meaning::Processing => RefundState::Processing,
                 m => return Err(refusal(m, r)),
             };
+            if let Some(why) = wire::inquiry_answer_mismatch(&ans, req) {
+                return Err(ProviderError::answer_mismatch(NAME, "inquiryRefund", why));
+            }
             Ok(RefundRecord {
                 refund_id: ans.refund_id.clone().or_else(|| req.refund_id.clone()),
                 request_id: ans

@@ -257,6 +257,68 @@ pub(crate) struct InquiryRefundResponse {
     pub refund_time: Option<String>,
 }
 
+/// What of `answered` contradicts `asked` for field `name`: a different value, or none where
+/// the answer must name it.
+fn differs(name: &str, asked: &str, answered: Option<&str>, required: bool) -> Option<String> {
+    match answered {
+        Some(a) if a != asked => Some(format!("{name} is {a:?}, the request's is {asked:?}")),
+        None if required => Some(format!("{name} is missing")),
+        _ => None,
+    }
+}
+
+/// Why a refund answer is not the answer to `req`, if it is not: Antom's signature binds an
+/// answer to the path and the time, not to the request, so the body must name this request's
+/// `refundRequestId` and payment (always, on a success) and its amount.
+pub(crate) fn refund_answer_mismatch(
+    ans: &RefundResponse,
+    req: &CreateRefund,
+    success: bool,
+) -> Option<String> {
+    differs(
+        "refundRequestId",
+        &req.request_id,
+        ans.refund_request_id.as_deref(),
+        success,
+    )
+    .or_else(|| {
+        differs(
+            "paymentId",
+            &req.payment_id,
+            ans.payment_id.as_deref(),
+            success,
+        )
+    })
+    .or_else(|| {
+        let a = ans.refund_amount.as_ref()?;
+        (a.to_money().as_ref() != Some(&req.amount)).then(|| {
+            format!(
+                "refundAmount is {} {}, the request's is {} {}",
+                a.currency, a.value, req.amount.currency, req.amount.value
+            )
+        })
+    })
+}
+
+/// Why an inquiryRefund answer is not about the refund `req` asked for, if it is not. An
+/// answer that reports a refund (`refundStatus`) must name the id it was asked by.
+pub(crate) fn inquiry_answer_mismatch(
+    ans: &InquiryRefundResponse,
+    req: &InquireRefund,
+) -> Option<String> {
+    let record = ans.refund_status.is_some();
+    if let Some(id) = &req.refund_id {
+        return differs("refundId", id, ans.refund_id.as_deref(), record);
+    }
+    let asked = req.request_id.as_deref()?;
+    differs(
+        "refundRequestId",
+        asked,
+        ans.refund_request_id.as_deref(),
+        record,
+    )
+}
+
 /// Antom's refundStatus -> domain state. Anything unrecognised is still pending: never a
 /// success and never a failure.
 pub(crate) fn refund_state(status: Option<&str>) -> RefundState {

@@ -63,6 +63,95 @@ impl PayXpert {
     }
 }
 
+impl PayXpert {
+    /// Reads the transaction a refund answer named and checks that it is a successful refund
+    /// of `req`'s payment, amount and currency. The refund may have executed whatever this
+    /// read says, so a read that fails, or a transaction that is not this refund, leaves the
+    /// outcome unknown (settled later against the refund export), never a success.
+    async fn confirm_refund(
+        &self,
+        req: &CreateRefund,
+        refund_id: &str,
+        ctx: &CallContext,
+    ) -> Result<Transaction, ProviderError> {
+        let read = self
+            .client
+            .call(
+                "status",
+                &format!("transaction/{refund_id}"),
+                &[],
+                None,
+                ctx,
+                MAX_ANSWER_BYTES,
+            )
+            .await;
+        let a = match read {
+            Ok(a) if a.error_code.as_deref() == Some("000") => a,
+            Ok(a) => {
+                return Err(ProviderError::answer_mismatch(
+                    NAME,
+                    "refund",
+                    format!(
+                        "the status of transaction {refund_id} answered {}",
+                        a.error_code.as_deref().unwrap_or("no errorCode")
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(ProviderError::unknown(
+                    format!(
+                        "payxpert refund {refund_id} could not be confirmed by its status: {}",
+                        e.message
+                    ),
+                    None,
+                ));
+            }
+        };
+        let t = a.transaction.unwrap_or_default();
+        let amount = req.amount.value.to_string();
+        let why = if t
+            .transaction_id
+            .as_deref()
+            .is_some_and(|id| id != refund_id)
+        {
+            Some(format!(
+                "the status asked for {refund_id} names transaction {:?}",
+                t.transaction_id
+            ))
+        } else if t.operation.as_deref() != Some("refund") {
+            Some(format!(
+                "transaction {refund_id} is a {:?}, not a refund",
+                t.operation
+            ))
+        } else if t.referral_id.as_deref() != Some(req.payment_id.as_str()) {
+            Some(format!(
+                "transaction {refund_id} refunds {:?}, not payment {:?}",
+                t.referral_id, req.payment_id
+            ))
+        } else if t.amount.as_deref() != Some(amount.as_str())
+            || t.currency
+                .as_deref()
+                .is_some_and(|c| c != req.amount.currency)
+        {
+            Some(format!(
+                "transaction {refund_id} refunds {:?} {:?}, not {} {}",
+                t.amount, t.currency, amount, req.amount.currency
+            ))
+        } else if t.error_code.as_deref().is_some_and(|c| c != "000") {
+            Some(format!(
+                "transaction {refund_id} did not succeed ({:?})",
+                t.error_code
+            ))
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(ProviderError::answer_mismatch(NAME, "refund", why)),
+            None => Ok(t),
+        }
+    }
+}
+
 fn result_of(a: &Answer) -> ProviderResult {
     let code = a.error_code.clone().unwrap_or_default();
     ProviderResult {
@@ -294,13 +383,18 @@ impl Provider for PayXpert {
                     Some(result_of(&a)),
                 ));
             };
+            // The answer names only a transaction id: it is this request's refund only once
+            // PayXpert's status of that transaction says it refunds this payment by this
+            // amount.
+            let confirmed = self.confirm_refund(req, &refund_id, ctx).await?;
             Ok(RefundRecord {
                 refund_id: Some(refund_id),
                 request_id: Some(req.request_id.clone()),
                 payment_id: Some(req.payment_id.clone()),
                 amount: Some(req.amount.clone()),
                 state: RefundState::Succeeded,
-                refund_time: Some(time::OffsetDateTime::now_utc()),
+                refund_time: wire::unix_time(confirmed.date.as_deref())
+                    .or_else(|| Some(time::OffsetDateTime::now_utc())),
                 reference_refund_id: req.reference_refund_id.clone(),
                 result: result_of(&a),
             })

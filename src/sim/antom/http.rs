@@ -34,7 +34,7 @@ pub(super) async fn handle(
         if !fast.delay.is_zero() {
             tokio::time::sleep(fast.delay).await;
         }
-        return sim.canned(fast, endpoint, path);
+        return sim.canned(fast, endpoint, path, &body);
     }
     if method != Method::POST {
         return sim.unsigned(json!({"result": result("METHOD_NOT_SUPPORTED", "F", "POST only")}));
@@ -107,7 +107,16 @@ pub(super) async fn handle(
     }
     let answer = match &fault {
         Some(FaultKind::Result { code, status }) => {
-            json!({"result": result(code, status, "injected")})
+            // Antom's refund answers echo the request's ids and amount.
+            let mut a = json!({"result": result(code, status, "injected")});
+            if let (Ok(req), "refund") = (serde_json::from_slice::<Value>(&body), endpoint) {
+                for field in ["refundRequestId", "paymentId", "refundAmount"] {
+                    if let Some(v) = req.get(field) {
+                        a[field] = v.clone();
+                    }
+                }
+            }
+            a
         }
         _ => match serde_json::from_slice::<Value>(&body) {
             Ok(v) if v.is_object() => sim.execute(endpoint, &v),

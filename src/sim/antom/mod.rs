@@ -183,13 +183,14 @@ pub struct AntomSim {
 
 /// Benchmark mode: no verification, no state, an optional fixed delay. Inquiries and
 /// cancellations get a canned answer signed once per endpoint; each refund gets its own refund
-/// id (`2026BENCH` and a counter), signed ahead by [`AntomSim::presign_refunds`] so that its
+/// id (`2026BENCH` and a counter) and names its own request, signed ahead by
+/// [`AntomSim::presign_refunds`] so that its
 /// answers cost the simulator almost nothing (or signed on the spot once those run out).
 #[derive(Debug, Default)]
 struct FastMode {
     delay: Duration,
     canned: Mutex<HashMap<String, SignedAnswer>>,
-    refunds: Mutex<std::collections::VecDeque<SignedAnswer>>,
+    refunds: Mutex<HashMap<String, SignedAnswer>>,
     next_refund: std::sync::atomic::AtomicU64,
 }
 
@@ -260,20 +261,26 @@ impl AntomSim {
         })
     }
 
-    /// Signs `n` refund answers ahead (fast mode only), on every core, so that a benchmark's
-    /// refunds each get their own refund id without the simulator signing while it is timed.
-    pub fn presign_refunds(&self, n: usize) {
+    /// Signs ahead (fast mode only), on every core, the answers to the refunds
+    /// `<prefix>-0` .. `<prefix>-<n-1>` of USD 1.00 on `PAY_BENCH`, so that a benchmark's
+    /// refunds each get their own refund id, and an answer about their own request, without
+    /// the simulator signing while it is timed.
+    pub fn presign_refunds(&self, prefix: &str, n: usize) {
         let Some(fast) = &self.fast else {
             return;
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let signed: Vec<SignedAnswer> = std::thread::scope(|s| {
+        let signed: Vec<(String, SignedAnswer)> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
-                    let share = n / threads + usize::from(t < n % threads);
                     s.spawn(move || {
-                        (0..share)
-                            .map(|_| self.fast_refund(fast, REFUND_PATH))
+                        (t..n)
+                            .step_by(threads)
+                            .map(|i| {
+                                let id = format!("{prefix}-{i}");
+                                let a = self.fast_refund(fast, REFUND_PATH, &id);
+                                (id, a)
+                            })
                             .collect::<Vec<_>>()
                     })
                 })
@@ -289,15 +296,16 @@ impl AntomSim {
             .extend(signed);
     }
 
-    /// A refund answer with the next refund id, signed for `uri`.
-    fn fast_refund(&self, fast: &FastMode, uri: &str) -> SignedAnswer {
+    /// An answer to the refund `request_id` (USD 1.00 on `PAY_BENCH`) with the next refund
+    /// id, signed for `uri`.
+    fn fast_refund(&self, fast: &FastMode, uri: &str, request_id: &str) -> SignedAnswer {
         let n = fast
             .next_refund
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let answer = json!({
             "result": result("SUCCESS", "S", "success"),
             "refundId": format!("2026BENCH{n:010}"),
-            "refundRequestId": "bench",
+            "refundRequestId": request_id,
             "paymentId": "PAY_BENCH",
             "refundAmount": {"currency": "USD", "value": "100"},
             "refundTime": "2026-11-23T00:00:00Z",
@@ -307,17 +315,21 @@ impl AntomSim {
         (bytes, t, s)
     }
 
-    fn canned(&self, fast: &FastMode, endpoint: &str, uri: &str) -> Answer {
+    fn canned(&self, fast: &FastMode, endpoint: &str, uri: &str, request: &[u8]) -> Answer {
         let (body, time, sig) = if endpoint == "refund" {
+            let request_id = serde_json::from_slice::<Value>(request)
+                .ok()
+                .and_then(|v| v.get("refundRequestId")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
             let ahead = (uri == REFUND_PATH)
                 .then(|| {
                     fast.refunds
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .pop_front()
+                        .remove(&request_id)
                 })
                 .flatten();
-            ahead.unwrap_or_else(|| self.fast_refund(fast, uri))
+            ahead.unwrap_or_else(|| self.fast_refund(fast, uri, &request_id))
         } else {
             let mut c = fast.canned.lock().unwrap_or_else(|e| e.into_inner());
             c.entry(uri.to_owned())
