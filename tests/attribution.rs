@@ -272,6 +272,39 @@ async fn not_yet_in_the_export_is_not_taken_for_not_executed() {
 }
 
 #[tokio::test]
+async fn the_quiet_period_counts_from_when_the_refund_can_still_leave() {
+    let px = Px::new().await;
+    let gw = px.spawn(&[]);
+    let c = gw.client().await;
+    // The send is recorded, then the status read takes 0.9 s, so the refund leaves 0.9 s
+    // after that record; PayXpert keeps processing after the gateway hung up (at the
+    // caller's 2 s deadline) and decides 2.4 s after the request left, within the documented
+    // quiet period, but 3.3 s after the send was recorded.
+    px.sim()
+        .inject(Fault::on("status", FaultKind::Latency { ms: 900 }));
+    px.sim()
+        .inject(Fault::on("refund", FaultKind::ExecuteLate { ms: 2_400 }));
+    let started = Instant::now();
+    let e = create(&c, refund("leave-1", "1003", 400), Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "OUTCOME_UNKNOWN", "{e:?}");
+    // Retries as a well-behaved client does: none may send again before PayXpert decided.
+    let r = settle(&c, refund("leave-1", "1003", 400), Duration::from_secs(15))
+        .await
+        .unwrap();
+    // Whatever was sent late has been decided by now.
+    let decided = started + Duration::from_millis(4_500);
+    tokio::time::sleep(decided.saturating_duration_since(Instant::now())).await;
+    assert_eq!(
+        px.sim().calls("refund"),
+        1,
+        "sent again before PayXpert decided"
+    );
+    assert_one_refund_per_key(&px, "1003", &[("leave-1", &r)]);
+}
+
+#[tokio::test]
 async fn the_export_is_searched_from_the_first_attempt() {
     let px = Px::new().await;
     let mut gw = px.spawn(&[]);

@@ -200,13 +200,30 @@ async fn exercise(store: Arc<dyn Store>) {
     assert!(held.now >= held.started_at);
     assert!(store.hold_payment(&p2, PAY).await.unwrap().is_none());
     // A send is recorded only under the live lease.
-    assert!(!store.begin_send(&p1, "not-the-holder").await.unwrap());
-    assert!(store.begin_send(&p1, "x1").await.unwrap());
-    let sent = store.hold_payment(&p1, PAY).await.unwrap().unwrap();
-    assert!(sent.last_sent_at.is_some_and(|t| t >= held.started_at));
-    assert!(store.mark_unknown(&p1, "x1").await.unwrap());
     assert!(
-        !store.begin_send(&p1, "x1").await.unwrap(),
+        !store
+            .begin_send(&p1, "not-the-holder", 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(store.begin_send(&p1, "x1", 60_000).await.unwrap());
+    // The request may leave until the window's end: the quiet period counts from there.
+    let sent = store.hold_payment(&p1, PAY).await.unwrap().unwrap();
+    assert!(
+        sent.last_sent_at.is_some_and(|t| t >= sent.now + 59_000),
+        "{sent:?}"
+    );
+    // Once the attempt's request ended, nothing of it leaves later than then.
+    assert!(store.mark_unknown_after_send(&p1, "x1").await.unwrap());
+    let ended = store.hold_payment(&p1, PAY).await.unwrap().unwrap();
+    assert!(
+        ended
+            .last_sent_at
+            .is_some_and(|t| t <= ended.now && t >= held.started_at),
+        "{ended:?}"
+    );
+    assert!(
+        !store.begin_send(&p1, "x1", 60_000).await.unwrap(),
         "not while unknown"
     );
     assert_eq!(

@@ -334,6 +334,8 @@ struct Unkeyed<'a> {
 #[derive(Clone, Copy)]
 struct Run<'a> {
     key: &'a Key,
+    /// When the caller stops waiting: nothing of this run is sent after it.
+    deadline: Instant,
     fingerprint: &'a str,
     account: &'a str,
     tok: &'a str,
@@ -451,6 +453,7 @@ impl Idempotency {
             let tok = token();
             let run = Run {
                 key,
+                deadline,
                 fingerprint,
                 account,
                 tok: &tok,
@@ -610,14 +613,16 @@ impl Idempotency {
             Ok(Resolution::Resend) => {
                 // Not found at the provider means not executed only once the provider has had
                 // the quiet period to show what the last request did.
+                // `last_sent_at` is the last moment the earlier request could leave, which may
+                // still be ahead.
                 if let Some((a, quiet)) = held
                     && let Some(sent) = a.last_sent_at
                 {
-                    let since = Duration::from_millis((a.now - sent).max(0) as u64);
-                    if since < quiet {
+                    let decidable_at = sent.saturating_add(quiet.as_millis() as i64);
+                    if a.now < decidable_at {
                         idempotency_event("quiet_period");
                         self.log(self.store.mark_unknown(key, tok).await);
-                        let left = quiet - since;
+                        let left = Duration::from_millis((decidable_at - a.now) as u64);
                         return Err(GatewayError::NotYetDecidable {
                             retry_after: left.max(retry::MIN_DELAY),
                             ctx: ctx.clone(),
@@ -665,7 +670,14 @@ impl Idempotency {
         if run.unkeyed.is_some() {
             // Fenced: the send is recorded only while this attempt holds the live lease, and a
             // takeover waits the quiet period after it.
-            match self.store.begin_send(key, tok).await {
+            // The request may leave until the call's deadline, after which nothing of this
+            // attempt is sent; the quiet period counts from then, or from when the attempt's
+            // request ended, whichever is first.
+            let window_ms = run
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i64;
+            match self.store.begin_send(key, tok, window_ms).await {
                 Ok(true) => {}
                 Ok(false) => {
                     idempotency_event("lease_lost");
@@ -695,16 +707,22 @@ impl Idempotency {
                             message: e.message.clone(),
                             result: e.result.as_deref().cloned(),
                         });
-                        self.finish(&run, refusal).await?;
+                        if self.finish(&run, refusal).await? != Completion::Done {
+                            // Not stored: the attempt that took the key over answers it.
+                            return Err(GatewayError::InFlight {
+                                retry_after: retry::IN_FLIGHT_COMPLETING,
+                                ctx: ctx.clone(),
+                            });
+                        }
                     }
                     Disposition::Unknown { .. } => {
                         idempotency_event("unknown");
-                        self.log(self.store.mark_unknown(key, tok).await);
+                        self.log(self.store.mark_unknown_after_send(key, tok).await);
                     }
                     Disposition::Retryable { .. } | Disposition::Misconfigured => {
                         // Nothing executed this time; an earlier unknown attempt stays unknown.
                         let r = if start == Start::Resume {
-                            self.store.mark_unknown(key, tok).await
+                            self.store.mark_unknown_after_send(key, tok).await
                         } else {
                             self.store.delete(key, tok).await
                         };
@@ -801,7 +819,9 @@ impl Idempotency {
                 // Marked unknown when the store takes writes again, so that the retry need
                 // not wait for the lease to expire; the caller is not kept waiting for it.
                 let (this, key, tok) = (self.clone(), key.clone(), run.tok.to_owned());
-                tokio::spawn(async move { this.log(this.store.mark_unknown(&key, &tok).await) });
+                tokio::spawn(async move {
+                    this.log(this.store.mark_unknown_after_send(&key, &tok).await)
+                });
                 Err(GatewayError::NotStored {
                     retry_after: retry::UNKNOWN_OUTCOME,
                     ctx: run.ctx.clone(),

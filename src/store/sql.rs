@@ -133,11 +133,16 @@ pub(super) const CLAIM_PAYMENT_FOR_OLD_KEY: &str = "INSERT INTO payment_attempts
 pub(super) const LOAD_ATTEMPT: &str = "SELECT started_at, last_sent_at, NOW_MS FROM payment_attempts \
      WHERE caller = $1 AND method = $2 AND request_id = $3";
 
-/// Marks that a request is about to leave, only while `$4` holds the key's live lease.
-pub(super) const BEGIN_SEND: &str = "UPDATE payment_attempts SET last_sent_at = NOW_MS \
+/// Marks that a request is about to leave and may leave until `$5` ms from now (the quiet
+/// period counts from then), only while `$4` holds the key's live lease.
+pub(super) const BEGIN_SEND: &str = "UPDATE payment_attempts SET last_sent_at = NOW_MS + $5 \
      WHERE caller = $1 AND method = $2 AND request_id = $3 AND EXISTS (SELECT 1 FROM idempotency_keys k \
        WHERE k.caller = $1 AND k.method = $2 AND k.request_id = $3 AND k.state = 'in_flight' \
          AND k.lease_token = $4 AND k.lease_until > NOW_MS)";
+
+/// The attempt's request has ended: nothing of it leaves after now.
+pub(super) const END_SEND: &str = "UPDATE payment_attempts SET last_sent_at = NOW_MS \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND last_sent_at > NOW_MS";
 
 pub(super) const RELEASE_PAYMENT: &str =
     "DELETE FROM payment_attempts WHERE caller = $1 AND method = $2 AND request_id = $3";

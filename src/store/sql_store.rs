@@ -252,6 +252,29 @@ impl Write for DeleteKey {
     }
 }
 
+/// Marks a key unknown by its lease token after its attempt's request ended, and brings the
+/// payment's last send time to now (nothing of that request leaves later).
+struct MarkUnknownAfterSend {
+    key: Key,
+    token: String,
+}
+
+impl Write for MarkUnknownAfterSend {
+    type Out = bool;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, sqlx::Error> {
+        let key = &self.key;
+        let marked = tx
+            .execute(s::MARK_UNKNOWN, &key_args(key, &[Text(&self.token)]))
+            .await?
+            == 1;
+        if marked {
+            tx.execute(s::END_SEND, &key_args(key, &[])).await?;
+        }
+        Ok(End::Commit(marked))
+    }
+}
+
 /// Stores an event under the next sequence number and applies its effect, unless an event
 /// with its id is stored already (then nothing changes).
 struct RecordEvent(EventRowBuf, EventEffectBuf);
@@ -353,8 +376,16 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         })
     }
 
-    fn begin_send<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move { Ok(self.by_token(s::BEGIN_SEND, key, token).await?) })
+    fn begin_send<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        window_ms: i64,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let args = key_args(key, &[Text(token), Int(window_ms)]);
+            Ok(self.execute(s::BEGIN_SEND, &args).await? == 1)
+        })
     }
 
     fn complete<'a>(
@@ -375,6 +406,18 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
 
     fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move { Ok(self.by_token(s::MARK_UNKNOWN, key, token).await?) })
+    }
+
+    fn mark_unknown_after_send<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        let mark = MarkUnknownAfterSend {
+            key: key.clone(),
+            token: token.to_owned(),
+        };
+        Box::pin(async move { Ok(self.writes.write(mark).await?) })
     }
 
     fn mark_unresolved<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {

@@ -60,9 +60,15 @@ pub trait KeyStore: Send + Sync + 'static {
         key: &'a Key,
         payment: PaymentClaim<'a>,
     ) -> StoreFuture<'a, Option<PaymentAttempt>>;
-    /// Records that a request is about to leave for the key's payment; false (and nothing
-    /// recorded) unless `token` holds the key's live lease.
-    fn begin_send<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
+    /// Records that a request is about to leave for the key's payment, and that it may leave
+    /// until `window_ms` from the store's now (the quiet period counts from then); false (and
+    /// nothing recorded) unless `token` holds the key's live lease.
+    fn begin_send<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        window_ms: i64,
+    ) -> StoreFuture<'a, bool>;
     /// Stores the final outcome if `token` still holds the lease, kept `keep_ms`, together with
     /// the refund's attribution and state, and releases the payment.
     fn complete<'a>(
@@ -75,6 +81,11 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, Completion>;
     /// Marks the key `unknown` and frees the lease (the payment stays held).
     fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
+    /// The same, for an attempt whose request has ended (answered, failed or timed out), so
+    /// nothing of it can leave any more: the payment's last send time becomes the store's now
+    /// if it was later.
+    fn mark_unknown_after_send<'a>(&'a self, key: &'a Key, token: &'a str)
+    -> StoreFuture<'a, bool>;
     /// Marks the key `unresolved`: an operator must settle it (the payment stays held).
     fn mark_unresolved<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
     /// An operator's decision on an `unresolved` key (never a live or unknown one), with the

@@ -15,9 +15,13 @@
  * Rules (define NO_<RULE> to remove one):
  *   SERIAL  one unsettled refund attempt per payment (payment_attempts)
  *   QUIET   "not in the export" means "not executed" only after the quiet period
+ *   LEAVE   ... counted from the last moment the request can leave, not from the record of
+ *           the send (BEGIN_SEND records now + the call's time left; END_SEND lowers it to
+ *           when the attempt's request ended)
  *   FENCE   a request leaves only while its worker holds the live lease (BEGIN_SEND)
  *   LEASE   a completion whose lease was taken over writes nothing (COMPLETE by token)
- *   LEASE_ANSWER  ... and answers the stored outcome or its own execution, never an adoption
+ *   LEASE_ANSWER  ... and answers only the stored outcome: never its own value, which may be
+ *           an adoption (OK only when the store holds it)
  *   READ    reads never attribute (Inquire refreshes a cache, never `attributions`)
  *   SETTLE  an operator settles only unresolved keys
  *   WINDOW  the export is searched from the key's first attempt
@@ -38,6 +42,7 @@ bool  live[NKEYS + 1];         /* the lease is live, by the store */
 byte  outcome[NKEYS + 1];      /* a done key's refund; 0 = settled as not executed */
 byte  slot;                    /* the key holding the payment; 0 = free */
 bool  sent[NKEYS + 1];         /* last_sent_at is set: a request may have left */
+byte  leaving[NKEYS + 1];      /* sends recorded whose request has not left yet */
 byte  attributed[MAXR];        /* refund -> key */
 
 /* The provider. */
@@ -77,7 +82,7 @@ inline give_up(k, tok) {
 
 proctype Worker(byte w; byte k) {
     byte calls = 0, tok, seq = 0, r, n, i, cand, known;
-    bool fresh, quiet, own;
+    bool fresh, quiet;
 call:
     if
     :: calls == CALLS -> goto stop
@@ -118,7 +123,11 @@ call:
         quiet = 1;
 #else
         if
-        :: !sent[k] || pending[k] == 0 -> quiet = 1               /* the quiet period passed */
+#ifdef NO_LEAVE
+        :: !sent[k] || pending[k] == 0 -> quiet = 1               /* counted from the record */
+#else
+        :: !sent[k] || (pending[k] == 0 && leaving[k] == 0) -> quiet = 1  /* the quiet period passed */
+#endif
         :: true -> quiet = 0                                      /* or not yet */
         fi;
 #endif
@@ -149,7 +158,7 @@ call:
         od
     }
     if
-    :: n == 1 -> r = cand; own = 0; goto complete                 /* adopt */
+    :: n == 1 -> r = cand; goto complete                          /* adopt */
     :: n > 1 ->
         atomic {
             if
@@ -162,6 +171,9 @@ call:
     :: n == 0 && !quiet -> give_up(k, tok); goto call             /* not yet decidable */
     fi;
 send:
+    /* The send is recorded under the live lease (BEGIN_SEND); the request leaves later (after
+     * the status read, the rate limit), with no second check. A worker that dies in between
+     * never sends; one that hangs (a stopped process) may still: its record stays. */
     atomic {
         if
 #ifdef NO_FENCE
@@ -169,15 +181,20 @@ send:
 #else
         :: token[k] == tok && live[k] && kstate[k] == INFLIGHT ->
 #endif
-            sent[k] = 1; pending[k]++; seq++; req!k, w, seq
+            sent[k] = 1; leaving[k]++
         :: else -> goto call                                      /* lease lost: nothing sent */
         fi
     }
     if
+    :: goto stop                                                  /* crash or hang */
+    :: true -> skip
+    fi;
+    atomic { leaving[k]--; pending[k]++; seq++; req!k, w, seq }
+    if
     :: goto stop                                                  /* crash */
     :: rep[w]??eval(seq), r ->
         if
-        :: r > 0 -> own = 1; goto complete
+        :: r > 0 -> goto complete
         :: else ->
             /* Refused before executing: a fresh key is deleted, a resumed one stays unknown. */
             atomic {
@@ -210,16 +227,15 @@ complete:
             fi
         :: else ->
             /* The lease was taken over: nothing is written. The caller is told the stored
-             * outcome if the key is done, else what its own attempt did; never an adoption,
-             * which a stale export may have offered. */
+             * outcome if the key is done, else that the key is being settled; never this
+             * worker's value, which may be an adoption a stale export offered. */
 #ifdef NO_LEASE_ANSWER
             answer(k, r)
 #else
             if
             :: kstate[k] == DONE && outcome[k] != 0 -> answer(k, outcome[k])
             :: kstate[k] == DONE && outcome[k] == 0 -> skip
-            :: kstate[k] != DONE && own -> answer(k, r)
-            :: kstate[k] != DONE && !own -> skip                  /* REQUEST_IN_FLIGHT */
+            :: kstate[k] != DONE -> skip                          /* REQUEST_IN_FLIGHT */
             fi
 #endif
         fi
