@@ -429,7 +429,7 @@ impl Pg {
 }
 
 /// The key columns `prefill` writes (later migrations add columns that may stay NULL).
-const KEY_COLUMNS: &str = "caller, method, request_id, fingerprint, state, lease_token, \
+const KEY_COLUMNS: &str = "caller, method, request_id, fingerprint, state, lease, \
      lease_until, attempts, outcome, created_at, updated_at";
 
 /// Fills the store with `n` completed keys (done directly in SQL).

@@ -178,28 +178,33 @@ pub struct SubscriptionRecord {
 }
 
 impl SubscriptionRecord {
-    /// This record with what `newer` adds; a confirmed cancellation is never downgraded,
-    /// neither its status nor what it was (a later request that the provider has not
-    /// confirmed does not replace a confirmed TERMINATE's type and end).
+    /// How far its cancellation has gone: 0 none, 1 cancel accepted, 2 cancel confirmed,
+    /// 3 terminate accepted, 4 terminated. It only ever goes up: TERMINATE dominates CANCEL,
+    /// and a confirmation dominates an acceptance.
+    pub fn stage(&self) -> i64 {
+        let terminate = self.cancellation_type == Some(CancellationType::Terminate)
+            || self
+                .state
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("TERMINATED"));
+        match (self.cancellation, terminate) {
+            (None, false) => 0,
+            (Some(CancellationStatus::Accepted), false) => 1,
+            (Some(CancellationStatus::Confirmed), false) => 2,
+            (Some(CancellationStatus::Accepted), true) => 3,
+            (Some(CancellationStatus::Confirmed), true) | (None, true) => 4,
+        }
+    }
+
+    /// This record with what `newer` adds. The one whose cancellation went further (its
+    /// [`stage`](Self::stage)) decides the cancellation, its type, state and end; the other
+    /// only fills what it lacks. So a late CANCEL never replaces a TERMINATE, and an
+    /// acceptance never downgrades a confirmation, in whatever order they arrive.
     pub fn merged(&self, newer: &SubscriptionRecord) -> SubscriptionRecord {
-        let confirmed =
-            |r: &SubscriptionRecord| r.cancellation == Some(CancellationStatus::Confirmed);
-        let keep_ours = confirmed(self) && !confirmed(newer);
-        let cancellation = match (self.cancellation, newer.cancellation) {
-            (Some(CancellationStatus::Confirmed), _) => Some(CancellationStatus::Confirmed),
-            (old, None) => old,
-            (_, new) => new,
-        };
-        let (cancellation_type, end_time) = if keep_ours {
-            (
-                self.cancellation_type.or(newer.cancellation_type),
-                self.end_time.or(newer.end_time),
-            )
+        let (wins, fills) = if newer.stage() < self.stage() {
+            (self, newer)
         } else {
-            (
-                newer.cancellation_type.or(self.cancellation_type),
-                newer.end_time.or(self.end_time),
-            )
+            (newer, self)
         };
         SubscriptionRecord {
             subscription_id: newer.subscription_id.clone(),
@@ -207,18 +212,14 @@ impl SubscriptionRecord {
                 .subscription_request_id
                 .clone()
                 .or_else(|| self.subscription_request_id.clone()),
-            cancellation,
-            cancellation_type,
-            state: if keep_ours {
-                self.state.clone().or_else(|| newer.state.clone())
-            } else {
-                newer.state.clone().or_else(|| self.state.clone())
-            },
+            cancellation: wins.cancellation.or(fills.cancellation),
+            cancellation_type: wins.cancellation_type.or(fills.cancellation_type),
+            state: wins.state.clone().or_else(|| fills.state.clone()),
             last_notification_type: newer
                 .last_notification_type
                 .clone()
                 .or_else(|| self.last_notification_type.clone()),
-            end_time,
+            end_time: wins.end_time.or(fills.end_time),
         }
     }
 }
@@ -272,6 +273,9 @@ pub struct Notification {
     pub provider_event_type: String,
     /// What it reports.
     pub notice: Notice,
+    /// When the provider signed it (Unix ms), when its signature covers a time.
+    #[serde(default)]
+    pub signed_at: Option<i64>,
 }
 
 /// What settling an earlier attempt may use: on providers without a key, when the key's
@@ -379,12 +383,21 @@ mod tests {
         assert_eq!(m.cancellation_type, Some(CancellationType::Terminate));
         assert_eq!(m.end_time, Some(end));
         assert_eq!(m.state.as_deref(), Some("TERMINATED"));
-        // A confirmation of what came later does replace it.
+        // Nor does a late confirmation of a CANCEL: TERMINATE dominates CANCEL.
         let confirmed_cancel = SubscriptionRecord {
             cancellation: Some(CancellationStatus::Confirmed),
             ..later_cancel
         };
         let m = terminated.merged(&confirmed_cancel);
-        assert_eq!(m.cancellation_type, Some(CancellationType::Cancel));
+        assert_eq!(m.cancellation_type, Some(CancellationType::Terminate));
+        assert_eq!(m.state.as_deref(), Some("TERMINATED"));
+        assert_eq!(m.stage(), 4);
+        // Whatever the order, the merge ends at the furthest stage.
+        for (a, b) in [
+            (&terminated, &confirmed_cancel),
+            (&confirmed_cancel, &terminated),
+        ] {
+            assert_eq!(a.merged(b).stage(), 4);
+        }
     }
 }

@@ -11,17 +11,12 @@ use tokio::sync::watch;
 use crate::domain::{CancellationStatus, Notice, Notification, RefundRecord, SubscriptionRecord};
 use crate::idempotency::{Idempotency, state_name};
 use crate::store::{
-    EventEffect, EventRow, EventStore, RefundRow, StoreError, SubscriptionRow, SubscriptionStore,
+    EventEffect, EventRecorded, EventRow, EventStore, RefundRow, StoreError, SubscriptionRow,
+    SubscriptionStore,
 };
 
 /// What storing a notification did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    /// Stored as the event with this sequence number; its effect applied.
-    New(i64),
-    /// Stored before; nothing changed.
-    Duplicate,
-}
+pub(crate) use crate::store::EventRecorded as Recorded;
 
 /// A stored event, read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,12 +139,14 @@ impl Events {
         });
     }
 
-    /// Stores a verified notification of `provider` for `account` once, with its effect.
+    /// Stores a verified notification of `provider` for `account` once, with its effect,
+    /// unless it was signed longer than `max_age` ago (by the store's clock).
     pub async fn record(
         &self,
         account: &str,
         provider: &str,
         n: &Notification,
+        max_age: Duration,
     ) -> Result<Recorded, StoreError> {
         let event_id = format!("{provider}/{account}/{}", n.event_id);
         // The event carries the merged state, so a watcher sees the refund or subscription as
@@ -172,7 +169,18 @@ impl Events {
                 }
                 Notice::Refund(merged)
             }
-            Notice::Subscription(s) => Notice::Subscription(self.merged(account, s).await?),
+            Notice::Subscription(s) => {
+                let known = self.known(account, s).await?;
+                // A cancellation it reports went less far than the one recorded (a late
+                // CANCEL after TERMINATE, Antom resending): nothing to change.
+                if let Some(k) = &known
+                    && s.cancellation.is_some()
+                    && s.stage() < k.stage()
+                {
+                    return Ok(Recorded::Superseded);
+                }
+                Notice::Subscription(known.map_or_else(|| s.clone(), |k| k.merged(s)))
+            }
             payment @ Notice::SubscriptionPayment(_) => payment.clone(),
         };
         let payload = serde_json::to_string(&stored).unwrap_or_default();
@@ -197,6 +205,7 @@ impl Events {
                 subscription_request_id: s.subscription_request_id.as_deref(),
                 cancellation: cancellation_name(s.cancellation),
                 record: &record,
+                stage: s.stage(),
             }),
             Notice::SubscriptionPayment(_) => EventEffect::None,
         };
@@ -207,14 +216,14 @@ impl Events {
             kind: &n.provider_event_type,
             payload: &payload,
             caller: caller.as_deref(),
+            signed_at: n.signed_at,
+            max_age_ms: max_age.as_millis() as i64,
         };
-        match self.log.record_event(row, effect).await? {
-            Some(seq) => {
-                self.advance(seq);
-                Ok(Recorded::New(seq))
-            }
-            None => Ok(Recorded::Duplicate),
+        let recorded = self.log.record_event(row, effect).await?;
+        if let EventRecorded::New(seq) = recorded {
+            self.advance(seq);
         }
+        Ok(recorded)
     }
 
     /// Up to `limit` stored events after `seq`, oldest first. Events whose payload cannot be
@@ -255,10 +264,14 @@ impl Events {
         self.log.event_counter().await
     }
 
-    /// Records what a Cancel answer says about a subscription.
+    /// Records what a Cancel answer says about a subscription. The write is conditional on the
+    /// stage, so an answer that raced a further-gone notification (TERMINATE) changes nothing.
     pub async fn record_cancel(&self, account: &str, s: &SubscriptionRecord) {
         let result = async {
-            let merged = self.merged(account, s).await?;
+            let merged = match self.known(account, s).await? {
+                Some(known) => known.merged(s),
+                None => s.clone(),
+            };
             let json = serde_json::to_string(&merged).unwrap_or_default();
             self.subscriptions
                 .save_subscription(SubscriptionRow {
@@ -267,6 +280,7 @@ impl Events {
                     subscription_request_id: s.subscription_request_id.as_deref(),
                     cancellation: cancellation_name(merged.cancellation),
                     record: &json,
+                    stage: merged.stage(),
                 })
                 .await
         }
@@ -276,18 +290,16 @@ impl Events {
         }
     }
 
-    /// What is known of `s`'s subscription, with `s` added.
-    async fn merged(
+    /// What is known of `s`'s subscription.
+    async fn known(
         &self,
         account: &str,
         s: &SubscriptionRecord,
-    ) -> Result<SubscriptionRecord, StoreError> {
-        Ok(
-            match self.subscription(account, &s.subscription_id, "").await? {
-                Some((known, _)) => known.merged(s),
-                None => s.clone(),
-            },
-        )
+    ) -> Result<Option<SubscriptionRecord>, StoreError> {
+        Ok(self
+            .subscription(account, &s.subscription_id, "")
+            .await?
+            .map(|(known, _)| known))
     }
 
     /// The latest known state of a subscription and when it was learned (Unix ms), by

@@ -42,7 +42,16 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long one connection may stay open at all.
     pub max_connection_time: Duration,
+    /// The freshness window: a notification signed longer ago than this (by the store's
+    /// clock) is refused as stale, and what proves a notification was seen (its event) is
+    /// kept at least this long. The default covers Antom's resend schedule (8 resends within
+    /// 24 h 22 min of the first notice, each possibly carrying the first one's time) and clock
+    /// skew.
+    pub max_age: Duration,
 }
+
+/// The default freshness window: 26 hours.
+pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -51,6 +60,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
             max_connection_time: Duration::from_secs(60),
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }
@@ -72,12 +82,19 @@ fn open_files_limit() -> u64 {
     rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
+/// What the listener's handler needs.
+#[derive(Clone)]
+struct Listener {
+    shared: Arc<Shared>,
+    max_age: Duration,
+}
+
 /// The listener's routes.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>, max_age: Duration) -> Router {
     Router::new()
         .route("/notify/{account}/{kind}", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(shared)
+        .with_state(Listener { shared, max_age })
 }
 
 /// Serves notifications on `listener` with the default [`Limits`] until shutdown starts.
@@ -106,7 +123,7 @@ pub(crate) async fn serve_with(
         );
     }
     let slots = Arc::new(Semaphore::new(cap));
-    let app = router(shared.clone()).layer(axum::middleware::from_fn(
+    let app = router(shared.clone(), limits.max_age).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             body_within(limits.body_timeout, req, next)
         },
@@ -249,7 +266,7 @@ fn count(provider: &str, kind: &str, outcome: &'static str) {
 }
 
 async fn receive(
-    State(s): State<Arc<Shared>>,
+    State(Listener { shared: s, max_age }): State<Listener>,
     Path((account_name, kind)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
@@ -316,7 +333,7 @@ async fn receive(
     };
     match s
         .events
-        .record(&account.name, provider, &notification)
+        .record(&account.name, provider, &notification, max_age)
         .await
     {
         Ok(Recorded::New(seq)) => {
@@ -333,6 +350,40 @@ async fn receive(
             answer(
                 StatusCode::OK,
                 p.notification_reply(NotificationReply::Accepted),
+            )
+        }
+        Ok(Recorded::Superseded) => {
+            // An earlier state than the one recorded (Antom resends what was not acknowledged
+            // minutes later): acknowledged, nothing changes.
+            count(provider, &kind, "superseded");
+            tracing::info!(account = %account.name, kind = %kind, event_id = %notification.event_id, "notification of an earlier state acknowledged; nothing changed");
+            answer(
+                StatusCode::OK,
+                p.notification_reply(NotificationReply::Accepted),
+            )
+        }
+        Ok(Recorded::Contradicts { recorded }) => {
+            // A final state never changes: the report is recorded for a person, and
+            // acknowledged so that it is not resent for a day.
+            count(provider, &kind, "contradicts");
+            metrics::counter!("paygate_state_anomalies_total", "kind" => "refund_notification")
+                .increment(1);
+            tracing::error!(account = %account.name, kind = %kind, event_id = %notification.event_id,
+                recorded = %recorded, "anomaly: a notification contradicts a final state; nothing changed, recorded for an operator");
+            answer(
+                StatusCode::OK,
+                p.notification_reply(NotificationReply::Accepted),
+            )
+        }
+        Ok(Recorded::Stale) => {
+            count(provider, &kind, "stale");
+            tracing::warn!(account = %account.name, kind = %kind, event_id = %notification.event_id,
+                max_age_ms = max_age.as_millis() as u64, "refused a notification signed outside the freshness window");
+            refusal(
+                Some(p),
+                StatusCode::BAD_REQUEST,
+                NotificationRefusal::Stale,
+                "the notification's request-time is outside the freshness window",
             )
         }
         Err(e) => {

@@ -281,7 +281,8 @@ impl GatewayBuilder {
             None => self.accounts.first().map(|a| a.name.clone()),
         };
         let idempotency = Idempotency::new(self.store, self.retention)
-            .with_unkeyed_retention(self.unkeyed_retention);
+            .with_unkeyed_retention(self.unkeyed_retention)
+            .with_event_window(self.notify_limits.max_age);
         let shared = Shared::new(
             Arc::new(Accounts::new(self.accounts, default)),
             idempotency,

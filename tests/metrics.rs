@@ -63,7 +63,7 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
     // One forged notification (unsigned) and one genuine, signed with Antom's key.
     let path = "/notify/antom/payment";
     let body = r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S"},"paymentId":"P1","paymentAmount":{"currency":"USD","value":"100"},"subscriptionRequestId":"SUBREQ_1","subscriptionId":"SUB_1"}"#;
-    let t = "2026-11-23T10:00:00Z";
+    let t = &request_time_now();
     let signer = Signer::from_bytes(antom_pem().as_bytes()).unwrap();
     let sig = signer.sign(&signing::content(path, CLIENT_ID, t, body.as_bytes()));
     let http = reqwest::Client::new();

@@ -95,7 +95,7 @@ async fn post_signed_for(
     key: Option<&str>,
     client_id: &str,
 ) -> (u16, String) {
-    let t = "2026-11-23T10:00:00Z";
+    let t = &request_time_now();
     let mut req = reqwest::Client::new()
         .post(format!("http://{addr}{path}"))
         .header("content-type", "application/json")
@@ -640,6 +640,8 @@ async fn watch_refuses_bad_cursors_and_accounts_and_expired_cursors() {
     let env = start_with(Options {
         notify: true,
         retention: Duration::from_millis(1),
+        // Events are kept at least the freshness window.
+        notify_max_age: Duration::from_millis(800),
         ..Options::default()
     })
     .await;
@@ -663,7 +665,7 @@ async fn watch_refuses_bad_cursors_and_accounts_and_expired_cursors() {
             .charge_period("SUB_1", &format!("P{n}"), ("USD", 100), true);
         assert!(delivered(&env, n, 9).await.acked);
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
     env.idempotency.purge_expired().await.unwrap();
     let err = client.watch(watch_req("1")).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);

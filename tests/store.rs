@@ -305,13 +305,14 @@ async fn exercise(store: Arc<dyn Store>) {
         store.complete(&k4, "d", "{}", 100, None).await.unwrap(),
         Completion::Done
     );
-    assert_eq!(store.purge(3_600_000).await.unwrap(), 0, "nothing is due");
+    let keep = paygate::store::Retention {
+        keys_ms: 3_600_000,
+        events_ms: 3_600_000,
+        anomalies_ms: 3_600_000,
+    };
+    assert_eq!(store.purge(keep).await.unwrap(), 0, "nothing is due");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        store.purge(3_600_000).await.unwrap(),
-        1,
-        "k4's keep time passed"
-    );
+    assert_eq!(store.purge(keep).await.unwrap(), 1, "k4's keep time passed");
     assert!(store.load(&k4).await.unwrap().is_none());
     assert!(
         store.load(&k).await.unwrap().is_some(),

@@ -52,6 +52,7 @@ Environment (each overrides the file's key of the same meaning):
   PAYGATE_STORE_URL                    sqlite://PATH or postgres://... (store_url; default sqlite://./data/paygate.db)
   PAYGATE_METRICS_ADDR                 Prometheus /metrics address (metrics_addr; default: none)
   PAYGATE_NOTIFY_ADDR                  provider notification address, or off (notify_addr; default 0.0.0.0:8081)
+  PAYGATE_NOTIFY_MAX_AGE_MS            notifications signed longer ago are refused (notify_max_age_ms; default 93600000, 26 h)
   PAYGATE_LOG_FORMAT                   text or json (log_format)
   PAYGATE_SHUTDOWN_DRAIN_DELAY_MS      NOT_SERVING but still taking calls after SIGTERM (shutdown_drain_delay_ms; default 5000)
   PAYGATE_SHUTDOWN_GRACE_MS            then in-flight calls may finish for this long (shutdown_grace_ms; default 25000)
@@ -83,6 +84,7 @@ struct FileConfig {
     notify_header_timeout_ms: Option<u64>,
     notify_body_timeout_ms: Option<u64>,
     notify_max_connection_ms: Option<u64>,
+    notify_max_age_ms: Option<u64>,
     idempotency_retention_hours: Option<u64>,
     unkeyed_retention_days: Option<u64>,
     max_in_flight_requests: Option<usize>,
@@ -429,6 +431,22 @@ impl Config {
                 "must not be shorter than the idempotency retention",
             ));
         }
+        // A window shorter than a minute refuses notifications that clock skew alone delays.
+        let notify_max_age = match env("PAYGATE_NOTIFY_MAX_AGE_MS")
+            .map(|v| ("PAYGATE_NOTIFY_MAX_AGE_MS", v.parse::<u64>().ok()))
+            .or_else(|| {
+                file.notify_max_age_ms
+                    .map(|v| ("notify_max_age_ms", Some(v)))
+            }) {
+            Some((_, Some(ms))) if ms >= 60_000 => Duration::from_millis(ms),
+            Some((setting, _)) => {
+                return Err(err(
+                    setting,
+                    "must be a number of milliseconds, at least 60000",
+                ));
+            }
+            None => crate::notify::DEFAULT_MAX_AGE,
+        };
         let tls = tls_files(file.tls.unwrap_or_default(), env)?;
         let mut auth = Auth {
             mtls: tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
@@ -492,6 +510,7 @@ impl Config {
                     header_timeout: ms(file.notify_header_timeout_ms, d.header_timeout),
                     body_timeout: ms(file.notify_body_timeout_ms, d.body_timeout),
                     max_connection_time: ms(file.notify_max_connection_ms, d.max_connection_time),
+                    max_age: notify_max_age,
                 }
             },
             tls,

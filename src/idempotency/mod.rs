@@ -29,7 +29,7 @@ use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
 use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
 
-use crate::store::{Completion, Inserted, NewKey, PaymentClaim, RefundRow};
+use crate::store::{Completion, Inserted, NewKey, PaymentClaim, RefundRow, Retention};
 pub use crate::store::{INSTANCE_STALE, Key, Store, StoreError};
 
 /// The method whose keys name refunds: the scope of refund keys.
@@ -290,6 +290,8 @@ pub struct Idempotency {
     done: Arc<DoneCache>,
     /// This process's instance id, named by every lease it takes.
     instance: Arc<str>,
+    /// Events are kept at least this long: the notification freshness window.
+    event_window: Duration,
 }
 
 /// How many completed outcomes are kept in memory.
@@ -377,7 +379,15 @@ impl Idempotency {
             unkeyed_retention: DEFAULT_UNKEYED_RETENTION.max(retention),
             done: Arc::new(DoneCache::new(DONE_CACHE_CAPACITY)),
             instance: token().into(),
+            event_window: crate::notify::DEFAULT_MAX_AGE,
         }
+    }
+
+    /// Keeps events at least `window` (the notification freshness window), so that a
+    /// notification replayed within it is recognised.
+    pub fn with_event_window(mut self, window: Duration) -> Self {
+        self.event_window = window;
+        self
     }
 
     /// Keeps completed keys of providers without their own idempotency key for `d` (never
@@ -958,7 +968,14 @@ impl Idempotency {
 
     /// Deletes completed keys past their keep time; returns how many rows went.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        self.store.purge(self.retention.as_millis() as i64).await
+        let ms = |d: Duration| d.as_millis() as i64;
+        self.store
+            .purge(Retention {
+                keys_ms: ms(self.retention),
+                events_ms: ms(self.retention.max(self.event_window)),
+                anomalies_ms: ms(self.unkeyed_retention),
+            })
+            .await
     }
 
     /// Purges expired keys now and then every `every`, forever.

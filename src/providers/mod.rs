@@ -193,6 +193,8 @@ pub enum NotificationRefusal {
     Malformed,
     /// It could not be stored now; the provider should send it again.
     Unavailable,
+    /// Signed outside the freshness window: a replay, or too late to be told from one.
+    Stale,
 }
 
 /// The answer when no provider is known (an unknown account, a body over the limits): a JSON
@@ -206,6 +208,7 @@ pub fn neutral_reply(reply: NotificationReply<'_>) -> String {
                 NotificationRefusal::Unverified => "INVALID_SIGNATURE",
                 NotificationRefusal::Malformed => "PARAM_ILLEGAL",
                 NotificationRefusal::Unavailable => "UNKNOWN_EXCEPTION",
+                NotificationRefusal::Stale => "REQUEST_TIME_EXPIRED",
             };
             (code, "F", message)
         }

@@ -117,6 +117,7 @@ pub(super) struct SubscriptionRowBuf {
     subscription_request_id: Option<String>,
     cancellation: String,
     record: String,
+    stage: i64,
 }
 
 impl SubscriptionRowBuf {
@@ -127,6 +128,7 @@ impl SubscriptionRowBuf {
             subscription_request_id: own(s.subscription_request_id),
             cancellation: s.cancellation.to_owned(),
             record: s.record.to_owned(),
+            stage: s.stage,
         }
     }
 
@@ -137,6 +139,7 @@ impl SubscriptionRowBuf {
             subscription_request_id: self.subscription_request_id.as_deref(),
             cancellation: &self.cancellation,
             record: &self.record,
+            stage: self.stage,
         }
     }
 }
@@ -150,6 +153,8 @@ pub(super) struct EventRowBuf {
     kind: String,
     payload: String,
     caller: Option<String>,
+    signed_at: Option<i64>,
+    max_age_ms: i64,
 }
 
 impl EventRowBuf {
@@ -161,6 +166,8 @@ impl EventRowBuf {
             kind: e.kind.to_owned(),
             payload: e.payload.to_owned(),
             caller: own(e.caller),
+            signed_at: e.signed_at,
+            max_age_ms: e.max_age_ms,
         }
     }
 
@@ -172,6 +179,8 @@ impl EventRowBuf {
             kind: &self.kind,
             payload: &self.payload,
             caller: self.caller.as_deref(),
+            signed_at: self.signed_at,
+            max_age_ms: self.max_age_ms,
         }
     }
 }

@@ -108,6 +108,12 @@ pub struct EventRow<'a> {
     pub payload: &'a str,
     /// The caller it concerns, when known.
     pub caller: Option<&'a str>,
+    /// When the provider signed it (Unix ms), if it says, and how much older than the store's
+    /// now that may be (ms): older, or more than [`NOTIFICATION_MAX_AHEAD_MS`] ahead, it is
+    /// refused as stale.
+    pub signed_at: Option<i64>,
+    /// See `signed_at`.
+    pub max_age_ms: i64,
 }
 
 /// What storing an event changes besides the event itself.
@@ -134,6 +140,46 @@ pub struct SubscriptionRow<'a> {
     pub cancellation: &'a str,
     /// JSON of the `SubscriptionRecord`.
     pub record: &'a str,
+    /// How far its cancellation has gone (`SubscriptionRecord::stage`); a write never
+    /// lowers it.
+    pub stage: i64,
+}
+
+/// How long the purge keeps what has no keep time of its own (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Completed keys without a keep time, and refund states.
+    pub keys_ms: i64,
+    /// Events: never shorter than the notification freshness window, so that a replay within
+    /// the window is a duplicate.
+    pub events_ms: i64,
+    /// Anomalies, which wait for a person.
+    pub anomalies_ms: i64,
+}
+
+/// How far ahead of the store's clock a notification's signed time may be (clock skew).
+pub const NOTIFICATION_MAX_AHEAD_MS: i64 = 5 * 60 * 1000;
+
+/// What storing a notification as an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventRecorded {
+    /// Stored as the event with this sequence number, its effect applied.
+    New(i64),
+    /// An event with its id was stored before: nothing changed.
+    Duplicate,
+    /// Signed longer ago than the freshness window (or as far in the future) by the store's
+    /// clock: nothing changed. A replay of a captured notification, or one so late that
+    /// what proves it was seen may be gone.
+    Stale,
+    /// It reports an earlier state than the one recorded (a late CANCEL after TERMINATE):
+    /// nothing changed, no event.
+    Superseded,
+    /// It contradicts a final state (a refund recorded `recorded` reported otherwise): no
+    /// event, no change; the report is recorded as an anomaly for a person.
+    Contradicts {
+        /// The recorded state.
+        recorded: String,
+    },
 }
 
 /// An event as read back.

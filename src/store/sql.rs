@@ -46,8 +46,36 @@ pub(super) fn migrator() -> Migrator {
             "attribution, payment attempts, instances",
             include_str!("migrations/0004_attribution.sql"),
         ),
+        m(
+            SCHEMA_GENERATION,
+            "schema fence, forward-only states, anomalies",
+            include_str!("migrations/0005_fence.sql"),
+        ),
     ])
 }
+
+/// The schema generation this release's statements are built for: the version of its last
+/// migration, which creates [`FENCE_TABLE`].
+pub(crate) const SCHEMA_GENERATION: i64 = 5;
+
+/// The fence of [`SCHEMA_GENERATION`]: every statement below that changes what decides money
+/// names this table, so it fails (and nothing changes) once a newer release's migration has
+/// dropped it. See `migrations/0005_fence.sql`.
+macro_rules! fence {
+    () => {
+        "schema_fence_5"
+    };
+}
+
+/// `AND` the fence stands.
+macro_rules! fenced {
+    () => {
+        concat!(" AND EXISTS (SELECT 1 FROM ", fence!(), ")")
+    };
+}
+
+/// The fence table's name.
+pub(crate) const FENCE_TABLE: &str = fence!();
 
 /// The database's clock in Unix milliseconds, per backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,15 +130,22 @@ macro_rules! lease_dead {
 
 pub(super) const NOW: &str = "SELECT NOW_MS";
 
-pub(super) const INSERT: &str = "INSERT INTO idempotency_keys \
-     (caller, method, request_id, fingerprint, state, lease_token, lease_until, attempts, created_at, updated_at, lease_instance) \
-     VALUES ($1, $2, $3, $4, 'in_flight', $5, NOW_MS + $6, 1, NOW_MS, NOW_MS, $7) \
-     ON CONFLICT (caller, method, request_id) DO NOTHING";
+pub(super) const INSERT: &str = concat!(
+    "INSERT INTO idempotency_keys \
+     (caller, method, request_id, fingerprint, state, lease, lease_until, attempts, created_at, updated_at, lease_instance) \
+     SELECT $1, $2, $3, $4, 'in_flight', $5, NOW_MS + $6, 1, NOW_MS, NOW_MS, $7 FROM ",
+    fence!(),
+    " WHERE true ON CONFLICT (caller, method, request_id) DO NOTHING"
+);
 
 /// Claims the request id on the account for the key's caller (same transaction as the key).
-pub(super) const CLAIM_REQUEST: &str = "INSERT INTO request_claims \
+pub(super) const CLAIM_REQUEST: &str = concat!(
+    "INSERT INTO request_claims \
      (account, method, request_id, caller, keep_until, payment_id) \
-     VALUES ($1, $2, $3, $4, NOW_MS + $5, $6) ON CONFLICT DO NOTHING";
+     SELECT $1, $2, $3, $4, NOW_MS + $5, $6 FROM ",
+    fence!(),
+    " WHERE true ON CONFLICT DO NOTHING"
+);
 
 /// Who claimed a request id on an account for a method, and the payment of a refund key.
 pub(super) const CLAIMANT: &str = "SELECT caller, payment_id FROM request_claims \
@@ -119,15 +154,23 @@ pub(super) const CLAIMANT: &str = "SELECT caller, payment_id FROM request_claims
 pub(super) const PURGE_CLAIMS: &str = "DELETE FROM request_claims WHERE keep_until < NOW_MS";
 
 /// Claims the payment for the key just inserted (same transaction).
-pub(super) const CLAIM_PAYMENT: &str = "INSERT INTO payment_attempts \
+pub(super) const CLAIM_PAYMENT: &str = concat!(
+    "INSERT INTO payment_attempts \
      (account, payment_id, caller, method, request_id, started_at, last_sent_at) \
-     VALUES ($4, $5, $1, $2, $3, NOW_MS, NULL) ON CONFLICT DO NOTHING";
+     SELECT $4, $5, $1, $2, $3, NOW_MS, NULL FROM ",
+    fence!(),
+    " WHERE true ON CONFLICT DO NOTHING"
+);
 
 /// Claims the payment for a key that predates payment attempts, from its own row.
-pub(super) const CLAIM_PAYMENT_FOR_OLD_KEY: &str = "INSERT INTO payment_attempts \
+pub(super) const CLAIM_PAYMENT_FOR_OLD_KEY: &str = concat!(
+    "INSERT INTO payment_attempts \
      (account, payment_id, caller, method, request_id, started_at, last_sent_at) \
      SELECT $4, $5, caller, method, request_id, created_at, updated_at FROM idempotency_keys \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 ON CONFLICT DO NOTHING";
+     WHERE caller = $1 AND method = $2 AND request_id = $3",
+    fenced!(),
+    " ON CONFLICT DO NOTHING"
+);
 
 /// The key's payment attempt: when it started, when a request last may have left, and now.
 pub(super) const LOAD_ATTEMPT: &str = "SELECT started_at, last_sent_at, NOW_MS FROM payment_attempts \
@@ -135,17 +178,25 @@ pub(super) const LOAD_ATTEMPT: &str = "SELECT started_at, last_sent_at, NOW_MS F
 
 /// Marks that a request is about to leave and may leave until `$5` ms from now (the quiet
 /// period counts from then), only while `$4` holds the key's live lease.
-pub(super) const BEGIN_SEND: &str = "UPDATE payment_attempts SET last_sent_at = NOW_MS + $5 \
+pub(super) const BEGIN_SEND: &str = concat!(
+    "UPDATE payment_attempts SET last_sent_at = NOW_MS + $5 \
      WHERE caller = $1 AND method = $2 AND request_id = $3 AND EXISTS (SELECT 1 FROM idempotency_keys k \
        WHERE k.caller = $1 AND k.method = $2 AND k.request_id = $3 AND k.state = 'in_flight' \
-         AND k.lease_token = $4 AND k.lease_until > NOW_MS)";
+         AND k.lease = $4 AND k.lease_until > NOW_MS)",
+    fenced!()
+);
 
 /// The attempt's request has ended: nothing of it leaves after now.
-pub(super) const END_SEND: &str = "UPDATE payment_attempts SET last_sent_at = NOW_MS \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 AND last_sent_at > NOW_MS";
+pub(super) const END_SEND: &str = concat!(
+    "UPDATE payment_attempts SET last_sent_at = NOW_MS \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND last_sent_at > NOW_MS",
+    fenced!()
+);
 
-pub(super) const RELEASE_PAYMENT: &str =
-    "DELETE FROM payment_attempts WHERE caller = $1 AND method = $2 AND request_id = $3";
+pub(super) const RELEASE_PAYMENT: &str = concat!(
+    "DELETE FROM payment_attempts WHERE caller = $1 AND method = $2 AND request_id = $3",
+    fenced!()
+);
 
 /// The key, whether its lease is live, how long it has left, all by the store's clock.
 pub(super) const LOAD: &str = concat!(
@@ -159,37 +210,54 @@ pub(super) const LOAD: &str = concat!(
 /// Takes over a key whose earlier attempt ended unknown or whose lease is dead.
 pub(super) const TAKE_OVER: &str = concat!(
     "UPDATE idempotency_keys \
-     SET state = 'in_flight', lease_token = $4, lease_until = NOW_MS + $5, lease_instance = $6, \
+     SET state = 'in_flight', lease = $4, lease_until = NOW_MS + $5, lease_instance = $6, \
        attempts = attempts + 1, updated_at = NOW_MS \
      WHERE caller = $1 AND method = $2 AND request_id = $3 \
        AND (state = 'unknown' OR (state = 'in_flight' AND ",
     lease_dead!(),
-    "))"
+    "))",
+    fenced!()
 );
 
-pub(super) const COMPLETE: &str = "UPDATE idempotency_keys \
-     SET state = 'done', outcome = $5, lease_token = NULL, lease_until = 0, updated_at = NOW_MS, \
+pub(super) const COMPLETE: &str = concat!(
+    "UPDATE idempotency_keys \
+     SET state = 'done', outcome = $5, lease = NULL, lease_until = 0, updated_at = NOW_MS, \
        keep_until = NOW_MS + $6 \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4 AND state = 'in_flight'";
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease = $4 AND state = 'in_flight'",
+    fenced!()
+);
 
-pub(super) const MARK_UNKNOWN: &str = "UPDATE idempotency_keys \
-     SET state = 'unknown', lease_token = NULL, lease_until = 0, updated_at = NOW_MS \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
+pub(super) const MARK_UNKNOWN: &str = concat!(
+    "UPDATE idempotency_keys \
+     SET state = 'unknown', lease = NULL, lease_until = 0, updated_at = NOW_MS \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease = $4",
+    fenced!()
+);
 
-pub(super) const MARK_UNRESOLVED: &str = "UPDATE idempotency_keys \
-     SET state = 'unresolved', lease_token = NULL, lease_until = 0, updated_at = NOW_MS \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
+pub(super) const MARK_UNRESOLVED: &str = concat!(
+    "UPDATE idempotency_keys \
+     SET state = 'unresolved', lease = NULL, lease_until = 0, updated_at = NOW_MS \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease = $4",
+    fenced!()
+);
 
 /// An operator settles a key that could not be settled automatically; never a live one.
-pub(super) const SETTLE: &str = "UPDATE idempotency_keys \
-     SET state = 'done', outcome = $4, lease_token = NULL, lease_until = 0, updated_at = NOW_MS, \
+pub(super) const SETTLE: &str = concat!(
+    "UPDATE idempotency_keys \
+     SET state = 'done', outcome = $4, lease = NULL, lease_until = 0, updated_at = NOW_MS, \
        keep_until = NOW_MS + $5 \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 AND state = 'unresolved'";
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND state = 'unresolved'",
+    fenced!()
+);
 
 /// Which refund belongs to the key (written with its completion).
-pub(super) const ATTRIBUTE: &str = "INSERT INTO attributions \
+pub(super) const ATTRIBUTE: &str = concat!(
+    "INSERT INTO attributions \
      (account, refund_id, caller, request_id, payment_id, created_at, keep_until) \
-     VALUES ($1, $2, $3, $4, $5, NOW_MS, NOW_MS + $6) ON CONFLICT DO NOTHING";
+     SELECT $1, $2, $3, $4, $5, NOW_MS, NOW_MS + $6 FROM ",
+    fence!(),
+    " WHERE true ON CONFLICT DO NOTHING"
+);
 
 /// Who a refund is attributed to.
 pub(super) const ATTRIBUTED_TO: &str =
@@ -207,8 +275,11 @@ pub(super) const ATTRIBUTED_REFUND_ANY_CALLER: &str = "SELECT refund_id FROM att
      WHERE account = $1 AND request_id = $2 ORDER BY created_at LIMIT 1";
 
 /// Deletes a key whose attempt executed nothing.
-pub(super) const DELETE: &str = "DELETE FROM idempotency_keys \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease_token = $4";
+pub(super) const DELETE: &str = concat!(
+    "DELETE FROM idempotency_keys \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease = $4",
+    fenced!()
+);
 
 /// Completed keys past their keep time (`$1` = the default retention, for older keys).
 pub(super) const PURGE: &str = "DELETE FROM idempotency_keys WHERE state = 'done' \
@@ -217,7 +288,7 @@ pub(super) const PURGE: &str = "DELETE FROM idempotency_keys WHERE state = 'done
 pub(super) const PURGE_ATTRIBUTIONS: &str = "DELETE FROM attributions WHERE keep_until < NOW_MS";
 
 pub(super) const PURGE_REFUNDS: &str =
-    "DELETE FROM refunds WHERE updated_at < NOW_MS - $1 AND state <> 'Processing'";
+    "DELETE FROM refunds WHERE updated_at < NOW_MS - $1 AND refund_state <> 'Processing'";
 
 /// Instances silent for a day.
 pub(super) const PURGE_INSTANCES: &str =
@@ -227,58 +298,98 @@ pub(super) const HEARTBEAT: &str = "INSERT INTO instances (instance_id, started_
      VALUES ($1, NOW_MS, NOW_MS) \
      ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at";
 
-/// Records a refund's state; a final state is never overwritten by PROCESSING.
-pub(super) const SAVE_REFUND: &str = "INSERT INTO refunds (account, request_id, refund_id, state, record, updated_at, payment_id) \
-     VALUES ($1, $2, $3, $4, $5, NOW_MS, $6) \
+/// Records a refund's state. States only move forward: PROCESSING to a final state, and a
+/// final state never changes (a record of the same state may gain the refund id). Whether a
+/// write that changed nothing contradicts the recorded state is read with
+/// [`REFUND_STATE`] in the same transaction.
+pub(super) const SAVE_REFUND: &str = concat!(
+    "INSERT INTO refunds (account, request_id, refund_id, refund_state, record, updated_at, payment_id) \
+     SELECT $1, $2, $3, $4, $5, NOW_MS, $6 FROM ",
+    fence!(),
+    " WHERE true \
      ON CONFLICT (account, request_id) DO UPDATE SET \
        refund_id = COALESCE(excluded.refund_id, refunds.refund_id), \
        payment_id = COALESCE(excluded.payment_id, refunds.payment_id), \
-       state = excluded.state, record = excluded.record, updated_at = excluded.updated_at \
-     WHERE (refunds.state = 'Processing' OR excluded.state <> 'Processing') \
-       AND (refunds.state <> excluded.state OR refunds.refund_id IS NULL)";
+       refund_state = excluded.refund_state, record = excluded.record, updated_at = excluded.updated_at \
+     WHERE (refunds.refund_state = 'Processing' OR refunds.refund_state = excluded.refund_state) \
+       AND (refunds.refund_state <> excluded.refund_state OR refunds.refund_id IS NULL)"
+);
+
+/// A refund's recorded state.
+pub(super) const REFUND_STATE: &str =
+    "SELECT refund_state FROM refunds WHERE account = $1 AND request_id = $2";
+
+/// A report the gateway did not act on, for a person (one row per report).
+pub(super) const INSERT_ANOMALY: &str = concat!(
+    "INSERT INTO anomalies \
+     (anomaly_id, account, provider, kind, subject, recorded, reported, detail, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, NOW_MS FROM ",
+    fence!(),
+    " WHERE true ON CONFLICT (anomaly_id) DO NOTHING"
+);
 
 /// What a read (Inquire) learned of a refund: it refreshes the recorded state of the request
 /// the refund is recorded under, and never records a refund under a request id (the
 /// `refund_id` column). A refund still processing takes what the read learned of it (its
 /// provider id, say) into its record, which replays answer; a final state never changes.
-pub(super) const REFRESH_REFUND: &str = "UPDATE refunds SET state = $4, record = $5, updated_at = NOW_MS \
+pub(super) const REFRESH_REFUND: &str = concat!(
+    "UPDATE refunds SET refund_state = $4, record = $5, updated_at = NOW_MS \
      WHERE account = $1 AND request_id = $2 AND (refund_id = $3 OR refund_id IS NULL) \
-       AND (state = 'Processing' OR $4 <> 'Processing') \
-       AND (state <> $4 OR (state = 'Processing' AND record <> $5))";
+       AND refund_state = 'Processing' AND ($4 <> 'Processing' OR record <> $5)",
+    fenced!()
+);
 
 pub(super) const LOAD_REFUND: &str =
     "SELECT record FROM refunds WHERE account = $1 AND request_id = $2";
 
 /// Takes the next event number; the row lock it holds until commit orders the writers.
-pub(super) const NEXT_EVENT_SEQ: &str =
-    "UPDATE event_counter SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq";
+pub(super) const NEXT_EVENT_SEQ: &str = concat!(
+    "UPDATE event_sequence SET last_seq = last_seq + 1 WHERE id = 1",
+    fenced!(),
+    " RETURNING last_seq"
+);
 
-pub(super) const INSERT_EVENT: &str = "INSERT INTO events \
+/// Whether an event with this id is stored.
+pub(super) const EVENT_SEEN: &str = "SELECT seq FROM events WHERE event_id = $1";
+
+pub(super) const INSERT_EVENT: &str = concat!(
+    "INSERT INTO events \
      (seq, event_id, account, provider, kind, payload, received_at, caller) \
-     VALUES ($1, $2, $3, $4, $5, $6, NOW_MS, $7) ON CONFLICT (event_id) DO NOTHING";
+     SELECT $1, $2, $3, $4, $5, $6, NOW_MS, $7 FROM ",
+    fence!(),
+    " WHERE true ON CONFLICT (event_id) DO NOTHING"
+);
 
 pub(super) const EVENTS_AFTER: &str = "SELECT seq, event_id, account, provider, kind, payload, received_at, caller \
      FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
 
 pub(super) const EVENT_COUNTER: &str =
-    "SELECT last_seq, purged_through FROM event_counter WHERE id = 1";
+    "SELECT last_seq, purged_through FROM event_sequence WHERE id = 1";
 
 /// Moves the purge mark to the newest event received before the retention.
-pub(super) const MARK_EVENTS_PURGED: &str = "UPDATE event_counter SET purged_through = \
+pub(super) const MARK_EVENTS_PURGED: &str = "UPDATE event_sequence SET purged_through = \
      COALESCE((SELECT MAX(seq) FROM events WHERE received_at < NOW_MS - $1), purged_through) WHERE id = 1";
 
 pub(super) const PURGE_EVENTS: &str =
-    "DELETE FROM events WHERE seq <= (SELECT purged_through FROM event_counter WHERE id = 1)";
+    "DELETE FROM events WHERE seq <= (SELECT purged_through FROM event_sequence WHERE id = 1)";
 
-/// Records a subscription's state; a confirmed cancellation is never replaced by one that is
-/// not.
-pub(super) const SAVE_SUBSCRIPTION: &str = "INSERT INTO subscriptions \
-     (account, subscription_id, subscription_request_id, cancellation, record, updated_at) \
-     VALUES ($1, $2, $3, $4, $5, NOW_MS) \
+pub(super) const PURGE_ANOMALIES: &str = "DELETE FROM anomalies WHERE created_at < NOW_MS - $1";
+
+/// Records a subscription's state in one conditional write: its cancellation stage never goes
+/// down (a confirmed cancellation stays confirmed, TERMINATE dominates CANCEL), whatever
+/// order the Cancel answer and the provider's notifications arrive in.
+pub(super) const SAVE_SUBSCRIPTION: &str = concat!(
+    "INSERT INTO subscriptions \
+     (account, subscription_id, subscription_request_id, cancellation, record, updated_at, stage) \
+     SELECT $1, $2, $3, $4, $5, NOW_MS, $6 FROM ",
+    fence!(),
+    " WHERE true \
      ON CONFLICT (account, subscription_id) DO UPDATE SET \
        subscription_request_id = COALESCE(excluded.subscription_request_id, subscriptions.subscription_request_id), \
-       cancellation = excluded.cancellation, record = excluded.record, updated_at = excluded.updated_at \
-     WHERE subscriptions.cancellation <> 'Confirmed' OR excluded.cancellation = 'Confirmed'";
+       cancellation = excluded.cancellation, record = excluded.record, updated_at = excluded.updated_at, \
+       stage = excluded.stage \
+     WHERE excluded.stage >= subscriptions.stage"
+);
 
 /// By subscription id, or, when that is empty, by the merchant's subscription id.
 pub(super) const LOAD_SUBSCRIPTION: &str = "SELECT record, updated_at FROM subscriptions \

@@ -41,14 +41,68 @@ fn refund_args<'a>(f: &RefundRow<'a>) -> [Arg<'a>; 6] {
 }
 
 /// The subscription-state upsert's arguments.
-fn subscription_args<'a>(s: &SubscriptionRow<'a>) -> [Arg<'a>; 5] {
+fn subscription_args<'a>(s: &SubscriptionRow<'a>) -> [Arg<'a>; 6] {
     [
         Text(s.account),
         Text(s.subscription_id),
         OptText(s.subscription_request_id),
         Text(s.cancellation),
         Text(s.record),
+        Int(s.stage),
     ]
+}
+
+/// What recording a refund's state did.
+enum Saved {
+    /// The state moved forward (or the record gained what it lacked).
+    Applied,
+    /// Nothing to change: the same state, or an earlier one.
+    Unchanged,
+    /// A final state was recorded and this one contradicts it; nothing changed.
+    Contradicts(String),
+}
+
+/// Records a refund's state, forward only (one conditional write), and tells whether a write
+/// that changed nothing contradicts what is recorded; read in the same transaction.
+async fn save_refund<T: Tx>(tx: &mut T, f: &RefundRow<'_>) -> Result<Saved, sqlx::Error> {
+    if tx.execute(s::SAVE_REFUND, &refund_args(f)).await? == 1 {
+        return Ok(Saved::Applied);
+    }
+    let recorded = tx
+        .fetch_optional(s::REFUND_STATE, &[Text(f.account), Text(f.request_id)])
+        .await?
+        .map(|r| T::text(&r, 0))
+        .transpose()?;
+    Ok(match recorded {
+        Some(r) if r != f.state && r != "Processing" && f.state != "Processing" => {
+            Saved::Contradicts(r)
+        }
+        _ => Saved::Unchanged,
+    })
+}
+
+/// Records a report that contradicts a final state, for a person.
+async fn anomaly<T: Tx>(
+    tx: &mut T,
+    id: &str,
+    provider: &str,
+    kind: &str,
+    f: &RefundRow<'_>,
+    recorded: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    let args = [
+        Text(id),
+        Text(f.account),
+        Text(provider),
+        Text(kind),
+        Text(f.request_id),
+        Text(recorded),
+        Text(f.state),
+        Text(detail),
+    ];
+    tx.execute(s::INSERT_ANOMALY, &args).await?;
+    Ok(())
 }
 
 /// The row a statement must return.
@@ -176,7 +230,17 @@ async fn settled<T: Tx>(
         if !attribute(tx, key, f, keep_ms).await? {
             return Ok(End::Rollback(Completion::AttributedElsewhere));
         }
-        tx.execute(s::SAVE_REFUND, &refund_args(f)).await?;
+        if let Saved::Contradicts(recorded) = save_refund(tx, f).await? {
+            // The provider answered this key's request with a state that a notification
+            // already contradicted: the key keeps its answer, the refund its final state,
+            // and a person is told.
+            let id = format!("answer/{}/{}/{}", f.account, f.request_id, f.state);
+            anomaly(tx, &id, "", "refund_answer", f, &recorded, f.record).await?;
+            tracing::error!(account = f.account, request_id = f.request_id, recorded = %recorded,
+                answered = f.state, "anomaly: a provider answer contradicts the refund's recorded final state");
+            metrics::counter!("paygate_state_anomalies_total", "kind" => "refund_answer")
+                .increment(1);
+        }
     }
     tx.execute(s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
     Ok(End::Commit(Completion::Done))
@@ -275,15 +339,50 @@ impl Write for MarkUnknownAfterSend {
     }
 }
 
-/// Stores an event under the next sequence number and applies its effect, unless an event
-/// with its id is stored already (then nothing changes).
+/// Applies an event's effect, forward only, and stores the event under the next sequence
+/// number; nothing when an event with its id is stored already, when it reports an earlier
+/// state, or when it contradicts a final state (then the report is an anomaly).
 struct RecordEvent(EventRowBuf, EventEffectBuf);
 
 impl Write for RecordEvent {
-    type Out = Option<i64>;
+    type Out = EventRecorded;
 
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Option<i64>>, sqlx::Error> {
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<EventRecorded>, sqlx::Error> {
         let (e, effect) = (self.0.view(), self.1.view());
+        if tx
+            .fetch_optional(s::EVENT_SEEN, &[Text(e.event_id)])
+            .await?
+            .is_some()
+        {
+            return Ok(End::Rollback(EventRecorded::Duplicate));
+        }
+        // Fresh by the store's clock, which every replica shares; events are kept at least
+        // as long as the window, so within it a replay is a duplicate, and past it, stale.
+        if let Some(at) = e.signed_at {
+            let now = T::int(&one(tx.fetch_optional(s::NOW, &[]).await?)?, 0)?;
+            if now - at > e.max_age_ms || at - now > NOTIFICATION_MAX_AHEAD_MS {
+                return Ok(End::Rollback(EventRecorded::Stale));
+            }
+        }
+        match effect {
+            EventEffect::Refund(f) => {
+                if let Saved::Contradicts(recorded) = save_refund(tx, &f).await? {
+                    let kind = "refund_notification";
+                    anomaly(tx, e.event_id, e.provider, kind, &f, &recorded, e.payload).await?;
+                    return Ok(End::Commit(EventRecorded::Contradicts { recorded }));
+                }
+            }
+            EventEffect::Subscription(sub) => {
+                if tx
+                    .execute(s::SAVE_SUBSCRIPTION, &subscription_args(&sub))
+                    .await?
+                    == 0
+                {
+                    return Ok(End::Rollback(EventRecorded::Superseded));
+                }
+            }
+            EventEffect::None => {}
+        }
         let seq = T::int(&one(tx.fetch_optional(s::NEXT_EVENT_SEQ, &[]).await?)?, 0)?;
         let args = [
             Int(seq),
@@ -295,19 +394,9 @@ impl Write for RecordEvent {
             OptText(e.caller),
         ];
         if tx.execute(s::INSERT_EVENT, &args).await? == 0 {
-            return Ok(End::Rollback(None));
+            return Ok(End::Rollback(EventRecorded::Duplicate));
         }
-        match effect {
-            EventEffect::Refund(f) => {
-                tx.execute(s::SAVE_REFUND, &refund_args(&f)).await?;
-            }
-            EventEffect::Subscription(sub) => {
-                tx.execute(s::SAVE_SUBSCRIPTION, &subscription_args(&sub))
-                    .await?;
-            }
-            EventEffect::None => {}
-        }
-        Ok(End::Commit(Some(seq)))
+        Ok(End::Commit(EventRecorded::New(seq)))
     }
 }
 
@@ -510,9 +599,9 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         Box::pin(async move { Ok(self.writes.write(delete).await?) })
     }
 
-    fn purge(&self, retention_ms: i64) -> StoreFuture<'_, u64> {
+    fn purge(&self, keep: Retention) -> StoreFuture<'_, u64> {
         Box::pin(async move {
-            let retention = [Int(retention_ms)];
+            let retention = [Int(keep.keys_ms)];
             let mut n = 0;
             for (sql, args) in [
                 (s::PURGE, &retention[..]),
@@ -523,7 +612,11 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
             ] {
                 n += self.execute(sql, args).await?;
             }
-            self.execute(s::MARK_EVENTS_PURGED, &retention).await?;
+            n += self
+                .execute(s::PURGE_ANOMALIES, &[Int(keep.anomalies_ms)])
+                .await?;
+            self.execute(s::MARK_EVENTS_PURGED, &[Int(keep.events_ms)])
+                .await?;
             n += self.execute(s::PURGE_EVENTS, &[]).await?;
             Ok(n)
         })
@@ -577,7 +670,7 @@ impl<DB: Backend> EventStore for SqlStore<DB> {
         &'a self,
         e: EventRow<'a>,
         effect: EventEffect<'a>,
-    ) -> StoreFuture<'a, Option<i64>> {
+    ) -> StoreFuture<'a, EventRecorded> {
         let record = RecordEvent(EventRowBuf::of(&e), EventEffectBuf::of(&effect));
         Box::pin(async move { Ok(self.writes.write(record).await?) })
     }

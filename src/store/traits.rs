@@ -14,9 +14,26 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 #[derive(Debug)]
 pub struct StoreError(sqlx::Error);
 
+impl StoreError {
+    /// The store was migrated by a newer release: this release's fence is gone, and every
+    /// statement of it that changes what decides money fails (see `migrations/0005_fence.sql`).
+    pub fn is_fenced(&self) -> bool {
+        self.0.to_string().contains(super::sql::FENCE_TABLE)
+    }
+}
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        if self.is_fenced() {
+            write!(
+                f,
+                "a newer paygate release migrated the store past schema generation {}: this replica no longer changes anything that decides money; replace it with the newer release ({})",
+                super::sql::SCHEMA_GENERATION,
+                self.0
+            )
+        } else {
+            self.0.fmt(f)
+        }
     }
 }
 
@@ -126,9 +143,8 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, Option<String>>;
     /// Deletes a key whose attempt executed nothing, and releases its payment.
     fn delete<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
-    /// Deletes what is past its keep time (`retention_ms` for rows without one); returns how
-    /// many rows went.
-    fn purge(&self, retention_ms: i64) -> StoreFuture<'_, u64>;
+    /// Deletes what is past its keep time; returns how many rows went.
+    fn purge(&self, keep: Retention) -> StoreFuture<'_, u64>;
     /// Records that `instance` is alive.
     fn heartbeat<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()>;
 }
@@ -152,13 +168,14 @@ pub trait RefundStore: Send + Sync + 'static {
 /// The event log: verified provider notifications, each stored once, numbered in order.
 pub trait EventStore: Send + Sync + 'static {
     /// Stores a provider notification as the next event, unless one with its `event_id` is
-    /// stored already, and applies its effect in the same transaction. Returns the event's
-    /// sequence number, or `None` for a duplicate (nothing changed).
+    /// stored already, and applies its effect in the same transaction: one conditional write
+    /// that moves states only forward. A notification of an earlier state changes nothing and
+    /// is no event; one that contradicts a final state is recorded as an anomaly instead.
     fn record_event<'a>(
         &'a self,
         event: EventRow<'a>,
         effect: EventEffect<'a>,
-    ) -> StoreFuture<'a, Option<i64>>;
+    ) -> StoreFuture<'a, EventRecorded>;
     /// Up to `limit` events after sequence number `after`, oldest first.
     fn events_after(&self, after: i64, limit: i64) -> StoreFuture<'_, Vec<StoredEvent>>;
     /// The highest sequence number given out (every smaller one is committed or was rolled

@@ -86,6 +86,8 @@ pub struct Options {
     pub notify: bool,
     /// The Antom account's `notify_url`.
     pub antom_notify_url: Option<String>,
+    /// The notification freshness window (also how long events are kept at least).
+    pub notify_max_age: Duration,
 }
 
 impl Default for Options {
@@ -109,6 +111,7 @@ impl Default for Options {
             retention: paygate::idempotency::DEFAULT_RETENTION,
             notify: false,
             antom_notify_url: None,
+            notify_max_age: paygate::server::NotifyLimits::default().max_age,
         }
     }
 }
@@ -203,6 +206,10 @@ pub async fn serve_account(name: &str, provider: Arc<dyn Provider>, o: Options) 
         })
         .tls(o.tls.clone())
         .listen(loopback, o.notify.then_some(loopback))
+        .notify_limits(paygate::server::NotifyLimits {
+            max_age: o.notify_max_age,
+            ..Default::default()
+        })
         .shutdown(o.shutdown_grace, Duration::ZERO)
         .build();
     let idempotency = gateway.idempotency().clone();
@@ -385,4 +392,9 @@ pub async fn scrape(port: u16) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Now as Antom writes `request-time`: Unix milliseconds.
+pub fn request_time_now() -> String {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string()
 }

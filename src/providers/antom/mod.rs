@@ -93,8 +93,8 @@ impl Provider for Antom {
         if !matches!(kind, "refund" | "subscription" | "payment") {
             return Err(super::NotificationError::Unsupported);
         }
-        notify::verify(self.client.settings(), uri, header, body)?;
-        notify::read(kind, body)
+        let signed_at = notify::verify(self.client.settings(), uri, header, body)?;
+        notify::read(kind, body, signed_at)
     }
 
     fn notification_reply(&self, reply: super::NotificationReply<'_>) -> String {

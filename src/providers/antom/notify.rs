@@ -14,13 +14,14 @@ use crate::domain::{
 };
 use crate::providers::{NotificationError, NotificationReply, neutral_reply};
 
-/// Checks the client id and the signature of a notification on its raw bytes.
+/// Checks the client id and the signature of a notification on its raw bytes; returns the
+/// signed `request-time` (Unix ms).
 pub(crate) fn verify(
     settings: &Settings,
     uri: &str,
     header: &dyn Fn(&str) -> Option<String>,
     body: &[u8],
-) -> Result<(), NotificationError> {
+) -> Result<i64, NotificationError> {
     let client_id = header("client-id").ok_or(NotificationError::Unverified("no client-id"))?;
     if client_id != settings.client_id {
         return Err(NotificationError::Unverified("unknown client-id"));
@@ -35,7 +36,20 @@ pub(crate) fn verify(
     {
         return Err(NotificationError::Unverified("signature does not verify"));
     }
-    Ok(())
+    signed_time(&time).ok_or(NotificationError::Unverified(
+        "request-time is neither epoch milliseconds nor an ISO 8601 time",
+    ))
+}
+
+/// A `request-time` as Unix ms: epoch milliseconds (what Antom sends today) or ISO 8601 with
+/// an offset (what older documents show).
+pub(crate) fn signed_time(t: &str) -> Option<i64> {
+    let t = t.trim();
+    if !t.is_empty() && t.len() <= 16 && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().ok();
+    }
+    let at = parse_time(Some(t))?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 fn result(r: &ResultObject) -> ProviderResult {
@@ -67,8 +81,18 @@ fn required(kind: &str, field: &str, v: &str) -> Result<(), NotificationError> {
     Ok(())
 }
 
-/// Reads a verified body of `kind`.
-pub(crate) fn read(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> {
+/// Reads a verified body of `kind`, signed at `signed_at` (Unix ms).
+pub(crate) fn read(
+    kind: &str,
+    body: &[u8],
+    signed_at: i64,
+) -> Result<Notification, NotificationError> {
+    let mut n = read_body(kind, body)?;
+    n.signed_at = Some(signed_at);
+    Ok(n)
+}
+
+fn read_body(kind: &str, body: &[u8]) -> Result<Notification, NotificationError> {
     match kind {
         "refund" => {
             let n: RefundNotify = super::wire::from_json(body).map_err(|e| malformed(kind, e))?;
@@ -91,6 +115,7 @@ pub(crate) fn read(kind: &str, body: &[u8]) -> Result<Notification, Notification
             Ok(Notification {
                 event_id: format!("refund/{}/{}", n.refund_id, n.refund_status),
                 provider_event_type: n.notify_type.clone(),
+                signed_at: None,
                 notice: Notice::Refund(RefundRecord {
                     refund_id: Some(n.refund_id),
                     request_id: Some(n.refund_request_id),
@@ -125,6 +150,7 @@ pub(crate) fn read(kind: &str, body: &[u8]) -> Result<Notification, Notification
                     n.subscription_end_time.as_deref().unwrap_or("")
                 ),
                 provider_event_type: n.subscription_notification_type.clone(),
+                signed_at: None,
                 notice: Notice::Subscription(SubscriptionRecord {
                     subscription_id: n.subscription_id,
                     subscription_request_id: Some(n.subscription_request_id)
@@ -158,6 +184,7 @@ pub(crate) fn read(kind: &str, body: &[u8]) -> Result<Notification, Notification
                     .notify_type
                     .clone()
                     .unwrap_or_else(|| "PAYMENT_RESULT".into()),
+                signed_at: None,
                 notice: Notice::SubscriptionPayment(SubscriptionPayment {
                     subscription_id: n.subscription_id,
                     subscription_request_id: Some(n.subscription_request_id)
