@@ -20,6 +20,31 @@ use crate::api::event::EventApi;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
 use crate::config::{Config, ConfigError};
+use crate::store::StoreError;
+
+/// Why a gateway could not be built from its configuration.
+#[derive(Debug)]
+pub enum StartError {
+    /// A setting is wrong.
+    Config(ConfigError),
+    /// The store was migrated by a newer release, which this one must not run beside.
+    NewerSchema(StoreError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::NewerSchema(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
 use crate::idempotency::Idempotency;
 use crate::pb;
 use crate::pb::event_service_server::EventServiceServer;
@@ -100,13 +125,17 @@ impl Gateway {
     }
 
     /// Builds the provider clients of every account and opens (and migrates) the store.
-    pub async fn from_config(config: Config) -> Result<Self, ConfigError> {
-        let store = store::open(&config.store_url)
-            .await
-            .map_err(|e| ConfigError {
-                setting: "PAYGATE_STORE_URL".into(),
-                problem: format!("cannot open the idempotency store: {e}"),
-            })?;
+    pub async fn from_config(config: Config) -> Result<Self, StartError> {
+        let store = store::open(&config.store_url).await.map_err(|e| {
+            if e.newer_schema().is_some() {
+                StartError::NewerSchema(e)
+            } else {
+                StartError::Config(ConfigError {
+                    setting: "PAYGATE_STORE_URL".into(),
+                    problem: format!("cannot open the idempotency store: {e}"),
+                })
+            }
+        })?;
         let tls = config.tls.map(|t| {
             let mut c =
                 ServerTlsConfig::new().identity(Identity::from_pem(&t.cert, t.key.expose()));

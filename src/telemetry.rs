@@ -296,7 +296,7 @@ pub fn trace_headers() -> Vec<(String, String)> {
 /// - `paygate_idempotency_events_total{event}`;
 /// - `paygate_rate_limit_total{limit,outcome}` (waited, rejected), `paygate_shed_total{reason}`;
 /// - `paygate_store_duration_seconds{op}`, `paygate_signature_failures_total{provider,kind}`,
-///   `paygate_answer_mismatches_total{provider}`,
+///   `paygate_answer_mismatches_total{provider}`, `paygate_state_anomalies_total{kind}`,
 ///   `paygate_notifications_total{provider,kind,outcome}`, `paygate_event_watchers`,
 ///   `paygate_notify_connections`, `paygate_notify_connections_refused_total`.
 ///
@@ -381,7 +381,13 @@ pub const NOTIFICATION_OUTCOMES: &[&str] = &[
     "unsupported",
     "unknown_account",
     "store_error",
+    "stale",
+    "superseded",
+    "contradicts",
 ];
+
+/// Reports that contradict a final state (`paygate_state_anomalies_total{kind}`).
+pub const STATE_ANOMALIES: &[&str] = &["refund_notification", "refund_answer"];
 
 /// A provider's label sets that exist from the start.
 #[derive(Debug, Clone, Copy)]
@@ -449,6 +455,10 @@ fn describe_metrics(providers: &[ProviderSeries]) {
         "Provider answers that are not about the request they answer (another refund's ids, payment or amount), by provider: never a success, an anomaly for a person"
     );
     describe_counter!(
+        "paygate_state_anomalies_total",
+        "Reports that contradict a recorded final state (a FAIL for a refund recorded SUCCEEDED), by kind: nothing changed, each is in the store's anomalies table for a person"
+    );
+    describe_counter!(
         "paygate_notifications_total",
         "Provider notifications received, by provider, kind and outcome"
     );
@@ -481,6 +491,9 @@ fn describe_metrics(providers: &[ProviderSeries]) {
     }
     for p in providers {
         metrics::counter!("paygate_answer_mismatches_total", "provider" => p.provider).absolute(0);
+    }
+    for kind in STATE_ANOMALIES {
+        metrics::counter!("paygate_state_anomalies_total", "kind" => *kind).absolute(0);
     }
     for reason in ["circuit_open", "account_in_flight"] {
         metrics::counter!("paygate_shed_total", "reason" => reason).absolute(0);

@@ -1,9 +1,13 @@
 //! A bounded chaos run through the binary: one gateway process in front of both providers'
 //! simulators, with caller authentication, is SIGKILLed and restarted while several keys per
-//! payment refund the same payments, answers are lost, slow or late, requests time out, and
-//! other callers inquire the keys' refunds. Afterwards every key is retried until it has a
-//! final answer, and each simulator's executed refunds are counted against the answers:
-//! exactly one refund per key answered OK, never two, never one answered to two keys.
+//! payment refund the same payments, answers are lost, slow, late or substituted (a validly
+//! signed answer about another refund, a PayXpert answer naming another transaction),
+//! requests time out, other callers inquire the keys' refunds, and Antom's notifications
+//! arrive late, replayed, stale, contradicting and out of order. Afterwards every key is
+//! retried until it has a final answer, and each simulator's executed refunds are counted
+//! against the answers: exactly one refund per key answered OK, never two, never one answered
+//! to two keys or to the wrong request; and no state regressed (every refund still SUCCEEDED,
+//! every subscription that was terminated still terminated).
 //!
 //! The run is seeded (`PAYGATE_CHAOS_SEED`, printed) and bounded in operations and time.
 
@@ -67,6 +71,7 @@ fn start(
     antom: &paygate::sim::antom::SimServer,
     px: &SimServer<PayXpertSim>,
     store: &str,
+    notify_port: u16,
 ) -> GatewayProcess {
     let tokens: String = CALLERS
         .iter()
@@ -84,6 +89,7 @@ fn start(
         "PAYGATE_AUTH_TOKENS_FILE",
         dir.join("tokens").display().to_string(),
     ));
+    env.push(("PAYGATE_NOTIFY_ADDR", format!("127.0.0.1:{notify_port}")));
     spawn_payxpert_gateway(
         dir,
         &px.base_url(),
@@ -156,15 +162,52 @@ async fn chaos_never_refunds_twice_nor_answers_one_refund_to_two_keys() {
         })
         .collect();
 
-    let mut gw = start(dir.path(), &antom, &px, &store);
+    let notify_port = common::process::free_port();
+    let mut gw = start(dir.path(), &antom, &px, &store, notify_port);
     let mut channel = connect(&gw).await;
     // Every OK answer each key got.
     let mut answers: HashMap<String, Vec<String>> = HashMap::new();
     let (mut kills, mut faults, mut foreign_reads) = (0, 0, 0);
+    let (mut substituted, mut notifications) = (0, 0);
+    // Subscriptions that a fresh TERMINATE was acknowledged for.
+    let mut terminated: Vec<String> = Vec::new();
     let began = Instant::now();
     for round in 0..12 {
         // Faults for this round at both providers.
         for _ in 0..3 {
+            // A validly signed answer about another refund, at either provider.
+            if rng.below(4) == 0 {
+                substituted += 1;
+                faults += 1;
+                if rng.below(2) == 0 {
+                    let body = serde_json::json!({
+                        "result": {"resultCode": "SUCCESS", "resultStatus": "S"},
+                        "refundId": format!("2026SUBSTITUTED{}", rng.below(1_000)),
+                        "refundRequestId": if rng.below(2) == 0 { "chaos-0" } else { "someone-else" },
+                        "paymentId": if rng.below(2) == 0 { "PAY_CHAOS" } else { "PAY_OTHER" },
+                        "refundAmount": {"currency": "USD", "value": if rng.below(2) == 0 { "100" } else { "10000" }},
+                    });
+                    antom.sim.inject(Fault::on(
+                        "refund",
+                        FaultKind::Raw {
+                            body: body.to_string().into_bytes(),
+                            sign: true,
+                            headers: vec![],
+                        },
+                    ));
+                } else {
+                    // The sale itself, or the other sale: never a refund of this one.
+                    let named = if rng.below(2) == 0 { "1001" } else { "1002" };
+                    px.sim.inject(Fault::on(
+                        "refund",
+                        FaultKind::StatusWithBody {
+                            status: 200,
+                            body: format!(r#"{{"transactionID":"{named}","errorCode":"000"}}"#),
+                        },
+                    ));
+                }
+                continue;
+            }
             let kind = match rng.below(5) {
                 0 => FaultKind::LoseAnswer,
                 1 => FaultKind::SlowAnswer {
@@ -232,6 +275,46 @@ async fn chaos_never_refunds_twice_nor_answers_one_refund_to_two_keys() {
             assert!(r.is_err(), "{other} read {}'s refund", k.caller);
             foreign_reads += 1;
         }
+        // Antom's notifications: late, replayed, stale, contradicting, out of order.
+        for _ in 0..3 {
+            notifications += 1;
+            let fresh = rng.below(4) != 0;
+            let time = if fresh {
+                ms_ago(Duration::from_millis(rng.below(60_000)))
+            } else {
+                ms_ago(Duration::from_secs(27 * 3600 + rng.below(86_400 * 10)))
+            };
+            if rng.below(2) == 0 {
+                let k = &keys[(rng.below(6) * 2) as usize % keys.len()];
+                let Some(r) = (k.account == "antom")
+                    .then(|| antom.sim.refunds_of(k.payment))
+                    .and_then(|rs| rs.into_iter().find(|r| r.refund_request_id == k.request_id))
+                else {
+                    continue;
+                };
+                let status = if rng.below(2) == 0 { "SUCCESS" } else { "FAIL" };
+                let body = refund_notice(&k.request_id, &r.refund_id, status, ("USD", k.amount));
+                let got = post_notification(notify_port, "refund", &body, &time).await;
+                if let Some(code) = got {
+                    assert_eq!(code == 400, !fresh, "refund {status}: HTTP {code}");
+                }
+            } else {
+                let i = 1 + rng.below(5);
+                let kind = if rng.below(2) == 0 {
+                    "TERMINATE"
+                } else {
+                    "CANCEL"
+                };
+                let body = subscription_notice(&format!("SUB_{i}"), &format!("SUBREQ_{i}"), kind);
+                let got = post_notification(notify_port, "subscription", &body, &time).await;
+                if let Some(code) = got {
+                    assert_eq!(code == 400, !fresh, "subscription {kind}: HTTP {code}");
+                    if code == 200 && kind == "TERMINATE" {
+                        terminated.push(format!("SUB_{i}"));
+                    }
+                }
+            }
+        }
         // Now and then the gateway dies mid-burst.
         if round % 3 == 1 {
             tokio::time::sleep(Duration::from_millis(rng.below(600))).await;
@@ -260,7 +343,7 @@ async fn chaos_never_refunds_twice_nor_answers_one_refund_to_two_keys() {
             }
         }
         if gw.child.try_wait().unwrap().is_some() {
-            gw = start(dir.path(), &antom, &px, &store);
+            gw = start(dir.path(), &antom, &px, &store, notify_port);
             channel = connect(&gw).await;
         }
     }
@@ -294,10 +377,51 @@ async fn chaos_never_refunds_twice_nor_answers_one_refund_to_two_keys() {
         assert!(last.is_none(), "{} never settled: {last:?}", k.request_id);
     }
     println!(
-        "chaos: {} keys, {kills} SIGKILLs, {faults} faults, {foreign_reads} foreign reads, {} s",
+        "chaos: {} keys, {kills} SIGKILLs, {faults} faults ({substituted} substituted answers), {foreign_reads} foreign reads, {notifications} notifications, {} s",
         keys.len(),
         began.elapsed().as_secs()
     );
+
+    // No state regressed: every refund answered is still SUCCEEDED on replay, whatever FAIL
+    // was reported since; every subscription terminated is still terminated.
+    for k in &keys {
+        let mut client =
+            paygate::pb::refund_service_client::RefundServiceClient::new(channel.clone());
+        let r = client
+            .create(call(k.request(), k.caller, Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status(),
+            pb::RefundStatus::Succeeded,
+            "{} regressed",
+            k.request_id
+        );
+    }
+    let mut subs =
+        paygate::pb::subscription_service_client::SubscriptionServiceClient::new(channel.clone());
+    for id in &terminated {
+        let s = subs
+            .get(call(
+                pb::GetSubscriptionRequest {
+                    account: "antom".into(),
+                    subscription_id: id.clone(),
+                    ..Default::default()
+                },
+                "alpha",
+                Duration::from_secs(5),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            s.cancellation_type(),
+            pb::CancellationType::Terminate,
+            "{id} regressed"
+        );
+        assert_eq!(s.subscription_state, "TERMINATED", "{id} regressed");
+    }
 
     // Every key has one refund, the same in every answer, and no refund serves two keys.
     let mut owner: HashMap<String, String> = HashMap::new();

@@ -17,9 +17,7 @@ use common::*;
 use paygate::pb;
 use paygate::pb::event_service_client::EventServiceClient;
 use paygate::pb::subscription_service_client::SubscriptionServiceClient;
-use paygate::providers::antom::signing::{self, Signer};
 use paygate::sim::antom::{NotifyTarget, Subscription};
-use serde_json::json;
 
 /// A gateway process with its notification and metrics ports.
 struct Gw {
@@ -44,82 +42,19 @@ fn spawn(dir: &std::path::Path, sim_url: &str, extra: &[(&str, String)]) -> Gw {
     }
 }
 
-/// Unix ms, `ago` before now.
-fn ms_ago(ago: Duration) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    (now - ago.as_millis() as i128).to_string()
-}
-
-/// POSTs `body` to the gateway's `/notify/antom/<kind>`, signed by Antom with `request_time`;
-/// the HTTP status.
+/// POSTs a notification to `gw`, signed by Antom with `request_time`; the HTTP status.
 async fn post(gw: &Gw, kind: &str, body: &str, request_time: &str) -> u16 {
-    let path = format!("/notify/antom/{kind}");
-    let signer = Signer::from_bytes(antom_pem().as_bytes()).unwrap();
-    let sig = signer.sign(&signing::content(
-        &path,
-        CLIENT_ID,
-        request_time,
-        body.as_bytes(),
-    ));
-    let mut last = 0;
-    // The listener may still be starting.
     for _ in 0..50 {
-        match reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}{path}", gw.notify))
-            .header("content-type", "application/json")
-            .header("client-id", CLIENT_ID)
-            .header("request-time", request_time)
-            .header("signature", signing::signature_header(1, &sig))
-            .body(body.to_owned())
-            .send()
-            .await
-        {
-            Ok(r) => return r.status().as_u16(),
-            Err(_) => {
-                last += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        if let Some(status) = post_notification(gw.notify, kind, body, request_time).await {
+            return status;
         }
+        // The listener may still be starting.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the notification port never answered ({last} tries)");
+    panic!("the notification port never answered");
 }
 
-fn refund_notice(request_id: &str, refund_id: &str, status: &str) -> String {
-    let (code, result) = if status == "SUCCESS" {
-        ("SUCCESS", "S")
-    } else {
-        ("PROCESS_FAIL", "F")
-    };
-    json!({
-        "notifyType": "REFUND_RESULT",
-        "result": {"resultCode": code, "resultStatus": result, "resultMessage": "x"},
-        "refundStatus": status,
-        "refundRequestId": request_id,
-        "refundId": refund_id,
-        "refundAmount": {"currency": "EUR", "value": "500"},
-        "refundTime": "2026-12-05T10:00:00Z",
-    })
-    .to_string()
-}
-
-fn subscription_notice(id: &str, request_id: &str, kind: &str) -> String {
-    let status = if kind == "TERMINATE" {
-        "TERMINATED"
-    } else {
-        "CANCELLED"
-    };
-    json!({
-        "subscriptionRequestId": request_id,
-        "subscriptionId": id,
-        "subscriptionStatus": status,
-        "subscriptionNotificationType": kind,
-        "subscriptionStartTime": "2026-10-01T00:00:00Z",
-        "subscriptionEndTime": "2026-12-05T00:00:00Z",
-    })
-    .to_string()
-}
-
-/// Every event after `cursor` that arrives within `quiet` of the last one.
+/// Every event after `cursor` that arrives before the stream is quiet for 700 ms.
 async fn events_after(gw: &Gw, cursor: &str) -> Vec<pb::Event> {
     let channel = tonic::transport::Channel::from_shared(gw.process.url())
         .unwrap()
@@ -170,7 +105,7 @@ async fn a_final_refund_state_is_final_and_a_stale_notification_changes_nothing(
     let refund_id = sim.sim.refunds_of("PAY_ASYNC")[0].refund_id.clone();
 
     // Signed nine days ago: refused, nothing changes.
-    let success = refund_notice("order-1", &refund_id, "SUCCESS");
+    let success = refund_notice("order-1", &refund_id, "SUCCESS", ("EUR", 500));
     let old = ms_ago(Duration::from_secs(9 * 86_400));
     assert_eq!(post(&gw, "refund", &success, &old).await, 400);
     let replay = client.create(req.clone()).await.unwrap().into_inner();
@@ -187,7 +122,7 @@ async fn a_final_refund_state_is_final_and_a_stale_notification_changes_nothing(
 
     // A later FAIL contradicts a final state: acknowledged, recorded, counted; no change of
     // answer, no event.
-    let fail = refund_notice("order-1", &refund_id, "FAIL");
+    let fail = refund_notice("order-1", &refund_id, "FAIL", ("EUR", 500));
     assert_eq!(
         post(&gw, "refund", &fail, &ms_ago(Duration::ZERO)).await,
         200

@@ -35,9 +35,7 @@ pub(super) async fn run(args: Args, format: Option<LogFormat>) -> Result<(), Fai
     let (sims, config) = dev::start(&data_dir, listen, format, keep)
         .await
         .map_err(|e| Failure::Failed(format!("dev mode: {e}")))?;
-    let gateway = Gateway::from_config(config)
-        .await
-        .map_err(Failure::config)?;
+    let gateway = Gateway::from_config(config).await.map_err(Failure::start)?;
     let bound = gateway.bind().await.map_err(Failure::config)?;
     let addr = bound.grpc_addr().unwrap_or(listen);
     let notify = bound.notify_addr();

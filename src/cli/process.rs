@@ -19,6 +19,15 @@ impl Failure {
         Self::Usage(format!("configuration error: {e}"))
     }
 
+    /// Why a gateway could not start: a configuration error, or a store this release must
+    /// not run on (said as it is, not as a configuration error).
+    pub(crate) fn start(e: paygate::server::StartError) -> Self {
+        match e {
+            paygate::server::StartError::Config(c) => Self::config(c),
+            paygate::server::StartError::NewerSchema(s) => Self::Failed(s.to_string()),
+        }
+    }
+
     pub(super) fn exit(self) -> ExitCode {
         let (message, code) = match self {
             Self::Usage(m) => (m, 2),

@@ -33,9 +33,7 @@ async fn run_gateway(config: Config) -> Result<(), Failure> {
         })?;
         tracing::info!(%addr, "metrics on /metrics");
     }
-    let gateway = Gateway::from_config(config)
-        .await
-        .map_err(Failure::config)?;
+    let gateway = Gateway::from_config(config).await.map_err(Failure::start)?;
     let bound = gateway.bind().await.map_err(Failure::config)?;
     let gateway = &bound.gateway;
     tracing::info!(

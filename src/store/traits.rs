@@ -15,6 +15,22 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub struct StoreError(sqlx::Error);
 
 impl StoreError {
+    /// The schema generation of the newer release that migrated this store, when opening it
+    /// failed because this release does not know that generation.
+    pub fn newer_schema(&self) -> Option<i64> {
+        match &self.0 {
+            sqlx::Error::Migrate(m) => match **m {
+                sqlx::migrate::MigrateError::VersionMissing(v)
+                    if v > super::sql::SCHEMA_GENERATION =>
+                {
+                    Some(v)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The store was migrated by a newer release: this release's fence is gone, and every
     /// statement of it that changes what decides money fails (see `migrations/0005_fence.sql`).
     pub fn is_fenced(&self) -> bool {
@@ -24,7 +40,13 @@ impl StoreError {
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_fenced() {
+        if let Some(v) = self.newer_schema() {
+            write!(
+                f,
+                "the store was migrated by a newer paygate release (schema generation {v}; this release knows up to {}): this release does not run on it, so that it never decides money by older rules; run that release or a newer one",
+                super::sql::SCHEMA_GENERATION
+            )
+        } else if self.is_fenced() {
             write!(
                 f,
                 "a newer paygate release migrated the store past schema generation {}: this replica no longer changes anything that decides money; replace it with the newer release ({})",

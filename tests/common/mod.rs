@@ -398,3 +398,82 @@ pub async fn scrape(port: u16) -> String {
 pub fn request_time_now() -> String {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string()
 }
+
+/// Unix ms, `ago` before now, as Antom writes `request-time`.
+pub fn ms_ago(ago: Duration) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    (now - ago.as_millis() as i128).to_string()
+}
+
+/// POSTs `body` to a gateway's `/notify/antom/<kind>` on `port`, signed by Antom with
+/// `request_time`; the HTTP status, or `None` when nothing answered.
+pub async fn post_notification(
+    port: u16,
+    kind: &str,
+    body: &str,
+    request_time: &str,
+) -> Option<u16> {
+    use paygate::providers::antom::signing;
+    let path = format!("/notify/antom/{kind}");
+    let signer = Signer::from_bytes(antom_pem().as_bytes()).unwrap();
+    let sig = signer.sign(&signing::content(
+        &path,
+        CLIENT_ID,
+        request_time,
+        body.as_bytes(),
+    ));
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .header("content-type", "application/json")
+        .header("client-id", CLIENT_ID)
+        .header("request-time", request_time)
+        .header("signature", signing::signature_header(1, &sig))
+        .timeout(Duration::from_secs(5))
+        .body(body.to_owned())
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// An Antom notifyRefund body.
+pub fn refund_notice(
+    request_id: &str,
+    refund_id: &str,
+    status: &str,
+    amount: (&str, i64),
+) -> String {
+    let (code, result) = if status == "SUCCESS" {
+        ("SUCCESS", "S")
+    } else {
+        ("PROCESS_FAIL", "F")
+    };
+    serde_json::json!({
+        "notifyType": "REFUND_RESULT",
+        "result": {"resultCode": code, "resultStatus": result, "resultMessage": "x"},
+        "refundStatus": status,
+        "refundRequestId": request_id,
+        "refundId": refund_id,
+        "refundAmount": {"currency": amount.0, "value": amount.1.to_string()},
+        "refundTime": "2026-12-05T10:00:00Z",
+    })
+    .to_string()
+}
+
+/// An Antom notifySubscription body of `kind` (`CANCEL` or `TERMINATE`).
+pub fn subscription_notice(id: &str, request_id: &str, kind: &str) -> String {
+    let status = if kind == "TERMINATE" {
+        "TERMINATED"
+    } else {
+        "CANCELLED"
+    };
+    serde_json::json!({
+        "subscriptionRequestId": request_id,
+        "subscriptionId": id,
+        "subscriptionStatus": status,
+        "subscriptionNotificationType": kind,
+        "subscriptionStartTime": "2026-10-01T00:00:00Z",
+        "subscriptionEndTime": "2026-12-05T00:00:00Z",
+    })
+    .to_string()
+}
