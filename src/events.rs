@@ -171,14 +171,6 @@ impl Events {
             }
             Notice::Subscription(s) => {
                 let known = self.known(account, s).await?;
-                // A cancellation it reports went less far than the one recorded (a late
-                // CANCEL after TERMINATE, Antom resending): nothing to change.
-                if let Some(k) = &known
-                    && s.cancellation.is_some()
-                    && s.stage() < k.stage()
-                {
-                    return Ok(Recorded::Superseded);
-                }
                 Notice::Subscription(known.map_or_else(|| s.clone(), |k| k.merged(s)))
             }
             payment @ Notice::SubscriptionPayment(_) => payment.clone(),
@@ -206,6 +198,12 @@ impl Events {
                 cancellation: cancellation_name(s.cancellation),
                 record: &record,
                 stage: s.stage(),
+                reported_stage: match &n.notice {
+                    Notice::Subscription(reported) if reported.cancellation.is_some() => {
+                        Some(reported.stage())
+                    }
+                    _ => None,
+                },
             }),
             Notice::SubscriptionPayment(_) => EventEffect::None,
         };
@@ -281,6 +279,7 @@ impl Events {
                     cancellation: cancellation_name(merged.cancellation),
                     record: &json,
                     stage: merged.stage(),
+                    reported_stage: None,
                 })
                 .await
         }

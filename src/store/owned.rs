@@ -118,6 +118,7 @@ pub(super) struct SubscriptionRowBuf {
     cancellation: String,
     record: String,
     stage: i64,
+    reported_stage: Option<i64>,
 }
 
 impl SubscriptionRowBuf {
@@ -129,6 +130,7 @@ impl SubscriptionRowBuf {
             cancellation: s.cancellation.to_owned(),
             record: s.record.to_owned(),
             stage: s.stage,
+            reported_stage: s.reported_stage,
         }
     }
 
@@ -140,6 +142,7 @@ impl SubscriptionRowBuf {
             cancellation: &self.cancellation,
             record: &self.record,
             stage: self.stage,
+            reported_stage: self.reported_stage,
         }
     }
 }

@@ -143,6 +143,9 @@ pub struct SubscriptionRow<'a> {
     /// How far its cancellation has gone (`SubscriptionRecord::stage`); a write never
     /// lowers it.
     pub stage: i64,
+    /// For a notification: the stage of the cancellation it reports, or `None` when it
+    /// reports none. Lower than the recorded stage, it is superseded: nothing is written.
+    pub reported_stage: Option<i64>,
 }
 
 /// How long the purge keeps what has no keep time of its own (ms).

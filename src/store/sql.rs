@@ -391,6 +391,10 @@ pub(super) const SAVE_SUBSCRIPTION: &str = concat!(
      WHERE excluded.stage >= subscriptions.stage"
 );
 
+/// A subscription's recorded cancellation stage.
+pub(super) const SUBSCRIPTION_STAGE: &str =
+    "SELECT stage FROM subscriptions WHERE account = $1 AND subscription_id = $2";
+
 /// By subscription id, or, when that is empty, by the merchant's subscription id.
 pub(super) const LOAD_SUBSCRIPTION: &str = "SELECT record, updated_at FROM subscriptions \
      WHERE account = $1 AND ((subscription_id = $2) OR ($2 = '' AND subscription_request_id = $3)) \

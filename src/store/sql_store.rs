@@ -349,13 +349,6 @@ impl Write for RecordEvent {
 
     async fn run<T: Tx>(self, tx: &mut T) -> Result<End<EventRecorded>, sqlx::Error> {
         let (e, effect) = (self.0.view(), self.1.view());
-        if tx
-            .fetch_optional(s::EVENT_SEEN, &[Text(e.event_id)])
-            .await?
-            .is_some()
-        {
-            return Ok(End::Rollback(EventRecorded::Duplicate));
-        }
         // Fresh by the store's clock, which every replica shares; events are kept at least
         // as long as the window, so within it a replay is a duplicate, and past it, stale.
         if let Some(at) = e.signed_at {
@@ -363,6 +356,13 @@ impl Write for RecordEvent {
             if now - at > e.max_age_ms || at - now > NOTIFICATION_MAX_AHEAD_MS {
                 return Ok(End::Rollback(EventRecorded::Stale));
             }
+        }
+        if tx
+            .fetch_optional(s::EVENT_SEEN, &[Text(e.event_id)])
+            .await?
+            .is_some()
+        {
+            return Ok(End::Rollback(EventRecorded::Duplicate));
         }
         match effect {
             EventEffect::Refund(f) => {
@@ -373,6 +373,19 @@ impl Write for RecordEvent {
                 }
             }
             EventEffect::Subscription(sub) => {
+                // A cancellation it reports went less far than the one recorded (a late
+                // CANCEL after TERMINATE, Antom resending): nothing to change, no event.
+                if let Some(reported) = sub.reported_stage {
+                    let args = [Text(sub.account), Text(sub.subscription_id)];
+                    let recorded = tx
+                        .fetch_optional(s::SUBSCRIPTION_STAGE, &args)
+                        .await?
+                        .map(|r| T::int(&r, 0))
+                        .transpose()?;
+                    if recorded.is_some_and(|r| reported < r) {
+                        return Ok(End::Rollback(EventRecorded::Superseded));
+                    }
+                }
                 if tx
                     .execute(s::SAVE_SUBSCRIPTION, &subscription_args(&sub))
                     .await?
