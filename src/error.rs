@@ -600,6 +600,22 @@ mod tests {
     }
 
     #[test]
+    fn an_outcome_not_stored_is_unknown_with_retry_info() {
+        let s: Status = GatewayError::NotStored {
+            retry_after: retry::UNKNOWN_OUTCOME,
+            ctx: ctx(),
+        }
+        .into();
+        assert_eq!(s.code(), Code::Unavailable);
+        let d = s.get_error_details();
+        assert_eq!(d.error_info().unwrap().reason, "OUTCOME_UNKNOWN");
+        assert_eq!(
+            d.retry_info().unwrap().retry_delay,
+            Some(retry::UNKNOWN_OUTCOME)
+        );
+    }
+
+    #[test]
     fn definitive_refusal_has_no_retry_info() {
         let e = ProviderError::definitive(Refusal::Precondition, "X", "y", None);
         let s: Status = GatewayError::provider(e, ctx()).into();

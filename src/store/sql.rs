@@ -402,6 +402,60 @@ pub(super) const LOAD_SUBSCRIPTION: &str = "SELECT record, updated_at FROM subsc
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Every statement that changes what decides money names the fence of this release's
+    /// schema generation, so the next release's migration can revoke it.
+    #[test]
+    fn every_write_that_decides_money_names_the_fence() {
+        for (name, sql) in [
+            ("INSERT", INSERT),
+            ("CLAIM_REQUEST", CLAIM_REQUEST),
+            ("CLAIM_PAYMENT", CLAIM_PAYMENT),
+            ("CLAIM_PAYMENT_FOR_OLD_KEY", CLAIM_PAYMENT_FOR_OLD_KEY),
+            ("BEGIN_SEND", BEGIN_SEND),
+            ("END_SEND", END_SEND),
+            ("RELEASE_PAYMENT", RELEASE_PAYMENT),
+            ("TAKE_OVER", TAKE_OVER),
+            ("COMPLETE", COMPLETE),
+            ("MARK_UNKNOWN", MARK_UNKNOWN),
+            ("MARK_UNRESOLVED", MARK_UNRESOLVED),
+            ("SETTLE", SETTLE),
+            ("ATTRIBUTE", ATTRIBUTE),
+            ("DELETE", DELETE),
+            ("SAVE_REFUND", SAVE_REFUND),
+            ("INSERT_ANOMALY", INSERT_ANOMALY),
+            ("REFRESH_REFUND", REFRESH_REFUND),
+            ("NEXT_EVENT_SEQ", NEXT_EVENT_SEQ),
+            ("INSERT_EVENT", INSERT_EVENT),
+            ("SAVE_SUBSCRIPTION", SAVE_SUBSCRIPTION),
+        ] {
+            assert!(
+                sql.contains(FENCE_TABLE),
+                "{name} does not name {FENCE_TABLE}"
+            );
+        }
+    }
+
+    /// The fence is the table of the last migration's generation, and that migration
+    /// creates it.
+    #[test]
+    fn the_fence_is_the_last_migrations() {
+        let last = migrator().iter().map(|m| m.version).max().unwrap();
+        assert_eq!(last, SCHEMA_GENERATION);
+        assert_eq!(FENCE_TABLE, format!("schema_fence_{SCHEMA_GENERATION}"));
+        let m = migrator()
+            .iter()
+            .find(|m| m.version == last)
+            .unwrap()
+            .clone();
+        assert!(
+            m.sql
+                .as_ref()
+                .contains(&format!("CREATE TABLE IF NOT EXISTS {FENCE_TABLE}"))
+        );
+    }
+
     #[test]
     fn the_stale_literal_is_the_documented_constant() {
         assert_eq!(super::INSTANCE_STALE.as_millis(), 1500);

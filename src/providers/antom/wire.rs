@@ -381,6 +381,83 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_is_bound_to_its_request() {
+        let req = CreateRefund {
+            request_id: "r1".into(),
+            payment_id: "p1".into(),
+            amount: Money {
+                currency: "USD".into(),
+                value: 100,
+            },
+            reason: None,
+            reference_refund_id: None,
+            cancel_subscription: false,
+        };
+        let answer =
+            |rrid: Option<&str>, pid: Option<&str>, amount: Option<(&str, &str)>| RefundResponse {
+                refund_request_id: rrid.map(Into::into),
+                payment_id: pid.map(Into::into),
+                refund_amount: amount.map(|(c, v)| Amount {
+                    currency: c.into(),
+                    value: v.into(),
+                }),
+                ..Default::default()
+            };
+        let ok = answer(Some("r1"), Some("p1"), Some(("USD", "100")));
+        assert_eq!(refund_answer_mismatch(&ok, &req, true), None);
+        // A processing answer need not name them; if it does, they must be this request's.
+        assert_eq!(
+            refund_answer_mismatch(&answer(None, None, None), &req, false),
+            None
+        );
+        for (bad, success) in [
+            (answer(Some("r2"), Some("p1"), None), true),
+            (answer(Some("r1"), Some("p2"), None), false),
+            (answer(None, Some("p1"), None), true),
+            (answer(Some("r1"), None, None), true),
+            (answer(Some("r1"), Some("p1"), Some(("USD", "10000"))), true),
+            (answer(Some("r1"), Some("p1"), Some(("EUR", "100"))), false),
+        ] {
+            assert!(
+                refund_answer_mismatch(&bad, &req, success).is_some(),
+                "{bad:?}"
+            );
+        }
+        let by_id = InquireRefund {
+            refund_id: Some("R1".into()),
+            request_id: None,
+        };
+        let inquiry =
+            |id: Option<&str>, rrid: Option<&str>, status: Option<&str>| InquiryRefundResponse {
+                refund_id: id.map(Into::into),
+                refund_request_id: rrid.map(Into::into),
+                refund_status: status.map(Into::into),
+                ..Default::default()
+            };
+        assert_eq!(
+            inquiry_answer_mismatch(&inquiry(Some("R1"), None, Some("SUCCESS")), &by_id),
+            None
+        );
+        assert!(
+            inquiry_answer_mismatch(&inquiry(Some("R2"), None, Some("SUCCESS")), &by_id).is_some()
+        );
+        assert!(inquiry_answer_mismatch(&inquiry(None, None, Some("SUCCESS")), &by_id).is_some());
+        let by_request = InquireRefund {
+            refund_id: None,
+            request_id: Some("r1".into()),
+        };
+        assert!(
+            inquiry_answer_mismatch(&inquiry(Some("R9"), Some("r2"), Some("FAIL")), &by_request)
+                .is_some()
+        );
+        assert_eq!(
+            inquiry_answer_mismatch(&inquiry(None, None, None), &by_request),
+            None,
+            "no record: nothing to bind"
+        );
+    }
+
+    #[test]
     fn unknown_refund_status_is_processing() {
         assert_eq!(refund_state(Some("SUCCESS")), RefundState::Succeeded);
         assert_eq!(refund_state(Some("FAIL")), RefundState::Failed);
