@@ -290,7 +290,8 @@ pub struct Idempotency {
     done: Arc<DoneCache>,
     /// This process's instance id, named by every lease it takes.
     instance: Arc<str>,
-    /// Events are kept at least this long: the notification freshness window.
+    /// Events are kept at least this long: the notification freshness window (the server
+    /// sets it from the notification listener's limits).
     event_window: Duration,
 }
 
@@ -379,7 +380,7 @@ impl Idempotency {
             unkeyed_retention: DEFAULT_UNKEYED_RETENTION.max(retention),
             done: Arc::new(DoneCache::new(DONE_CACHE_CAPACITY)),
             instance: token().into(),
-            event_window: crate::notify::DEFAULT_MAX_AGE,
+            event_window: Duration::ZERO,
         }
     }
 
