@@ -11,12 +11,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::process::{
-    PX_ORIGINATOR, PX_PASSWORD, free_port, spawn_gateway_with, spawn_payxpert_gateway,
+    GatewayProcess, PX_ORIGINATOR, PX_PASSWORD, free_port, spawn_gateway_with,
+    spawn_payxpert_gateway,
 };
 use common::*;
 use paygate::pb;
 use paygate::sim::Simulator as _;
-use paygate::sim::antom::{Fault, FaultKind, Payment, PaymentStatus};
+use paygate::sim::antom::{Fault, FaultKind, Payment, PaymentStatus, SimServer};
 use paygate::sim::payxpert::PayXpertSim;
 use serde_json::json;
 
@@ -47,6 +48,15 @@ fn substituted(body: Vec<u8>) -> Fault {
     .times(50)
 }
 
+/// A gateway process on `sim`, and its metrics port.
+fn antom_gateway(sim: &SimServer, dir: &std::path::Path) -> (GatewayProcess, u16) {
+    let metrics = free_port();
+    let store = format!("sqlite://{}", dir.join("p.db").display());
+    let env = [("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}"))];
+    let gw = spawn_gateway_with(dir, &sim.base_url(), &store, &env, Stdio::inherit());
+    (gw, metrics)
+}
+
 fn mismatches(scrape: &str, provider: &str) -> f64 {
     metric_value(
         scrape,
@@ -60,15 +70,7 @@ fn mismatches(scrape: &str, provider: &str) -> f64 {
 async fn a_signed_antom_answer_about_another_refund_is_never_ok() {
     let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let metrics = free_port();
-    let store = format!("sqlite://{}", dir.path().join("p.db").display());
-    let gw = spawn_gateway_with(
-        dir.path(),
-        &sim.base_url(),
-        &store,
-        &[("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}"))],
-        Stdio::inherit(),
-    );
+    let (gw, metrics) = antom_gateway(&sim, dir.path());
     let client = gw.client().await;
     assert_eq!(mismatches(&scrape(metrics).await, "antom"), 0.0);
     let cases = [
@@ -136,15 +138,7 @@ async fn a_signed_antom_answer_about_another_refund_is_never_ok() {
 async fn an_antom_inquiry_answered_with_another_refund_is_never_ok() {
     let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
-    let metrics = free_port();
-    let store = format!("sqlite://{}", dir.path().join("p.db").display());
-    let gw = spawn_gateway_with(
-        dir.path(),
-        &sim.base_url(),
-        &store,
-        &[("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}"))],
-        Stdio::inherit(),
-    );
+    let (gw, metrics) = antom_gateway(&sim, dir.path());
     let mut client = gw.client().await;
     let a = client
         .create(refund_req("inq-a", "PAY_USD_100", 100))

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{
     GatewayProcess, PX_ORIGINATOR, PX_PASSWORD, TestDatabase, free_port, gateway_binary,
+    spawn_payxpert_binary,
 };
 use common::{money, reason, retry_delay};
 use paygate::pb;
@@ -78,38 +79,8 @@ fn previous_release() -> PathBuf {
 
 /// `paygate serve` of `binary` with one PayXpert account at `px_url`, on `store`.
 fn serve(binary: &Path, dir: &Path, px_url: &str, store: &str) -> GatewayProcess {
-    std::fs::write(dir.join("px-password"), PX_PASSWORD).unwrap();
-    let config = dir.join("paygate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "default_account = \"payxpert\"\n\
-             [accounts.payxpert]\n\
-             provider = \"payxpert\"\n\
-             base_url = \"{px_url}\"\n\
-             originator_id = \"{PX_ORIGINATOR}\"\n\
-             password_file = \"{}\"\n\
-             timeout_ms = 1000\n",
-            dir.join("px-password").display()
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(binary)
-        .arg("serve")
-        .env("PAYGATE_CONFIG", &config)
-        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("PAYGATE_NOTIFY_ADDR", "off")
-        .env("PAYGATE_STORE_URL", store)
-        .env("PAYGATE_PAYXPERT_RECONCILE_QUIET_PERIOD_MS", "2500")
-        .env("PAYGATE_SHUTDOWN_GRACE_MS", "1000")
-        .env("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    GatewayProcess { child, port }
+    let (timeout, quiet) = (Duration::from_millis(1_000), Duration::from_millis(2_500));
+    spawn_payxpert_binary(binary, dir, px_url, store, timeout, quiet, &[])
 }
 
 fn refund(request_id: &str, payment: &str, value: i64) -> pb::CreateRefundRequest {

@@ -42,6 +42,22 @@ fn spawn(dir: &std::path::Path, sim_url: &str, extra: &[(&str, String)]) -> Gw {
     }
 }
 
+/// A SubscriptionService client of `gw`, once it is up.
+async fn subscriptions(gw: &Gw) -> SubscriptionServiceClient<tonic::transport::Channel> {
+    gw.process.client().await;
+    let channel = tonic::transport::Channel::from_shared(gw.process.url())
+        .unwrap()
+        .connect_lazy();
+    SubscriptionServiceClient::new(channel)
+}
+
+fn get(id: &str) -> pb::GetSubscriptionRequest {
+    pb::GetSubscriptionRequest {
+        subscription_id: id.into(),
+        ..Default::default()
+    }
+}
+
 /// POSTs a notification to `gw`, signed by Antom with `request_time`; the HTTP status.
 async fn post(gw: &Gw, kind: &str, body: &str, request_time: &str) -> u16 {
     for _ in 0..50 {
@@ -224,15 +240,7 @@ async fn terminate_dominates_cancel_in_any_order() {
     let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let gw = spawn(dir.path(), &sim.base_url(), &[]);
-    let channel = tonic::transport::Channel::from_shared(gw.process.url())
-        .unwrap()
-        .connect_lazy();
-    gw.process.client().await;
-    let mut subs = SubscriptionServiceClient::new(channel);
-    let get = |id: &str| pb::GetSubscriptionRequest {
-        subscription_id: id.into(),
-        ..Default::default()
-    };
+    let mut subs = subscriptions(&gw).await;
 
     // TERMINATE, then Antom resends a CANCEL it had not seen acknowledged.
     let now = ms_ago(Duration::ZERO);
@@ -254,15 +262,7 @@ async fn a_terminate_notification_racing_the_cancel_answer_is_never_lost() {
     let sim = shared_antom_sim().await;
     let dir = tempfile::tempdir().unwrap();
     let gw = spawn(dir.path(), &sim.base_url(), &[]);
-    let channel = tonic::transport::Channel::from_shared(gw.process.url())
-        .unwrap()
-        .connect_lazy();
-    gw.process.client().await;
-    let mut subs = SubscriptionServiceClient::new(channel);
-    let get = |id: &str| pb::GetSubscriptionRequest {
-        subscription_id: id.into(),
-        ..Default::default()
-    };
+    let mut subs = subscriptions(&gw).await;
     let n = 48;
     for i in 0..n {
         sim.sim.add_subscription(Subscription {

@@ -146,6 +146,28 @@ pub fn spawn_payxpert_gateway(
     quiet: Duration,
     extra_env: &[(&str, String)],
 ) -> GatewayProcess {
+    let binary = gateway_binary();
+    spawn_payxpert_binary(
+        Path::new(&binary),
+        dir,
+        px_url,
+        store_url,
+        timeout,
+        quiet,
+        extra_env,
+    )
+}
+
+/// The same, with the `paygate` binary at `binary` (another release's).
+pub fn spawn_payxpert_binary(
+    binary: &Path,
+    dir: &Path,
+    px_url: &str,
+    store_url: &str,
+    timeout: Duration,
+    quiet: Duration,
+    extra_env: &[(&str, String)],
+) -> GatewayProcess {
     std::fs::write(dir.join("px-password"), PX_PASSWORD).unwrap();
     let config = dir.join("paygate.toml");
     std::fs::write(
@@ -168,13 +190,23 @@ pub fn spawn_payxpert_gateway(
         quiet.as_millis().to_string(),
     )];
     env.extend(extra_env.iter().cloned());
-    spawn_configured(&config, store_url, &env)
+    spawn_configured_binary(binary, &config, store_url, &env)
 }
 
 /// Starts `paygate serve` on the TOML file `config`, the store at `store_url` and `env`.
 pub fn spawn_configured(config: &Path, store_url: &str, env: &[(&str, String)]) -> GatewayProcess {
+    spawn_configured_binary(Path::new(&gateway_binary()), config, store_url, env)
+}
+
+/// The same, with the `paygate` binary at `binary`.
+pub fn spawn_configured_binary(
+    binary: &Path,
+    config: &Path,
+    store_url: &str,
+    env: &[(&str, String)],
+) -> GatewayProcess {
     let port = free_port();
-    let mut cmd = Command::new(gateway_binary());
+    let mut cmd = Command::new(binary);
     cmd.arg("serve")
         .env("PAYGATE_CONFIG", config)
         .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
