@@ -21,6 +21,10 @@ pub struct GuardSettings {
     pub rate: Option<Rate>,
     /// Most provider calls in flight at once.
     pub max_in_flight: usize,
+    /// Most calls on the account in the gateway at once, whatever they wait for (a provider
+    /// call, a duplicate's lease, a payment held by another key): the account's bulkhead, so
+    /// that one account's outage cannot take the gateway-wide slots from the others.
+    pub max_calls: usize,
     /// Longest a request waits for a rate-limit slot.
     pub max_queue: Duration,
     /// Consecutive failures that open the circuit.
@@ -34,6 +38,7 @@ impl Default for GuardSettings {
         Self {
             rate: None,
             max_in_flight: 64,
+            max_calls: 256,
             max_queue: Duration::from_millis(250),
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(5),
@@ -94,6 +99,7 @@ pub struct AccountGuard {
     limiter: Option<Limiter>,
     backoff: Backoff,
     in_flight: Arc<Semaphore>,
+    calls: Arc<Semaphore>,
     breaker: Breaker,
     max_queue: Duration,
 }
@@ -124,9 +130,21 @@ impl AccountGuard {
                 .and_then(|r| Limiter::new(format!("account:{account}"), r)),
             backoff: Backoff::default(),
             in_flight: Arc::new(Semaphore::new(s.max_in_flight.max(1))),
+            calls: Arc::new(Semaphore::new(s.max_calls.max(1))),
             breaker: Breaker::new(s.breaker_threshold, s.breaker_cool_down),
             max_queue: s.max_queue,
         }
+    }
+
+    /// A slot of the account's bulkhead for one call, held until the call answers; `None`
+    /// when the account has [`GuardSettings::max_calls`] calls in the gateway already (the call
+    /// is shed and counted, `paygate_shed_total{reason="account_calls"}`).
+    pub(crate) fn enter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.calls.clone().try_acquire_owned().ok();
+        if slot.is_none() {
+            metrics::counter!("paygate_shed_total", "reason" => "account_calls").increment(1);
+        }
+        slot
     }
 
     /// Runs one provider call `f` if the account admits it before `deadline`, and learns from

@@ -186,6 +186,7 @@ pub async fn start(
                 .unwrap_or(loopback),
         ),
         notify_limits: crate::notify::Limits::default(),
+        grpc_limits: crate::connections::GrpcLimits::default(),
         auth: crate::auth::Auth::default(),
         max_in_flight_requests: 1024,
         max_event_streams: (

@@ -26,6 +26,7 @@ pub(crate) mod admission;
 pub(crate) mod api;
 pub(crate) mod auth;
 pub mod config;
+pub(crate) mod connections;
 pub mod dev;
 pub mod domain;
 pub mod error;

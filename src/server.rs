@@ -11,7 +11,6 @@ use crate::task::Background;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::accounts::{Account, Accounts};
@@ -59,6 +58,7 @@ use std::collections::HashMap;
 pub use crate::admission::GuardSettings;
 pub use crate::api::{ApiSettings, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CALLER, Shared};
 pub use crate::auth::{Auth, Policy, hash_token};
+pub use crate::connections::GrpcLimits;
 pub use crate::notify::{Limits as NotifyLimits, serve as serve_notifications};
 pub use crate::ratelimit::Rate;
 
@@ -83,6 +83,8 @@ pub struct Gateway {
     pub notify_addr: Option<SocketAddr>,
     /// Bounds on the notification listener.
     pub notify_limits: NotifyLimits,
+    /// Bounds on the gRPC port's connections and streams.
+    pub grpc_limits: GrpcLimits,
 }
 
 impl Gateway {
@@ -105,6 +107,7 @@ impl Gateway {
             shutdown_grace: crate::config::DEFAULT_SHUTDOWN_GRACE,
             drain_delay: Duration::ZERO,
             notify_limits: NotifyLimits::default(),
+            grpc_limits: GrpcLimits::default(),
         }
     }
 
@@ -161,6 +164,7 @@ impl Gateway {
             .tls(tls)
             .listen(config.listen_addr, config.notify_addr)
             .notify_limits(config.notify_limits)
+            .grpc_limits(config.grpc_limits)
             .shutdown(config.shutdown_grace, config.shutdown_drain_delay);
         for a in config.accounts {
             let client_error = |e: reqwest::Error| ConfigError {
@@ -215,6 +219,7 @@ pub struct GatewayBuilder {
     shutdown_grace: Duration,
     drain_delay: Duration,
     notify_limits: crate::notify::Limits,
+    grpc_limits: GrpcLimits,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -295,6 +300,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Bounds on the gRPC port's connections and streams.
+    pub fn grpc_limits(mut self, limits: GrpcLimits) -> Self {
+        self.grpc_limits = limits;
+        self
+    }
+
     /// How long in-flight calls may finish once shutdown begins, and how long before that
     /// the gateway reports NOT_SERVING while still taking calls.
     pub fn shutdown(mut self, grace: Duration, drain_delay: Duration) -> Self {
@@ -327,6 +338,7 @@ impl GatewayBuilder {
             listen_addr: self.listen_addr,
             notify_addr: self.notify_addr,
             notify_limits: self.notify_limits,
+            grpc_limits: self.grpc_limits,
         }
     }
 }
@@ -410,14 +422,48 @@ pub async fn serve(
     // seconds of its death instead of at their expiry.
     let heartbeat = tokio::spawn(gateway.shared.idempotency.clone().heartbeat_loop());
     let trim = tokio::spawn(crate::telemetry::trim_loop(Duration::from_secs(2)));
+    // Readiness says whether this replica can do its job: not while the store takes no writes
+    // (every mutating call would fail). Shutdown's NOT_SERVING is never overridden.
+    let readiness = {
+        let health = health_reporter.clone();
+        let mut writable = gateway.shared.idempotency.writable();
+        let stopping = gateway.shared.stopping.subscribe();
+        tokio::spawn(async move {
+            while writable.changed().await.is_ok() {
+                if *stopping.borrow() {
+                    break;
+                }
+                let up = *writable.borrow_and_update();
+                if up {
+                    health.set_serving::<RefundServiceServer<RefundApi>>().await;
+                    health
+                        .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+                        .await;
+                    health.set_serving::<EventServiceServer<EventApi>>().await;
+                } else {
+                    health
+                        .set_not_serving::<RefundServiceServer<RefundApi>>()
+                        .await;
+                    health
+                        .set_not_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+                        .await;
+                    health
+                        .set_not_serving::<EventServiceServer<EventApi>>()
+                        .await;
+                }
+            }
+        })
+    };
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
     let drain_delay = gateway.drain_delay;
     let signal = {
         let health = health_reporter.clone();
         let stopping = gateway.shared.stopping.clone();
+        let readiness = readiness.abort_handle();
         async move {
             shutdown.await;
+            readiness.abort();
             // Readiness turns NOT_SERVING at once, but calls keep being taken for the drain
             // delay: until the endpoints controller and every client's load balancer have
             // stopped sending here, a closed port would fail their calls. Liveness ("") stays
@@ -445,13 +491,23 @@ pub async fn serve(
             let _ = draining_tx.send(());
         }
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    let limits = gateway.grpc_limits;
+    let incoming = crate::connections::incoming(listener, limits);
+    let mut builder = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_max_pending_accept_reset_streams(Some(limits.max_pending_reset_streams))
+        .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout));
     if let Some(tls) = gateway.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
     // Undecodable or oversized request messages answer like every other bad request.
     let server = builder
+        .layer(crate::connections::OpenRequests::new(
+            limits.max_open_requests,
+        ))
         .layer(tower::util::MapResponseLayer::new(
             crate::error::undecodable_as_invalid::<tonic::body::Body>,
         ))
@@ -467,6 +523,7 @@ pub async fn serve(
     let _stop_purge = AbortOnDrop(purge);
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     let _stop_trim = AbortOnDrop(trim);
+    let _stop_readiness = AbortOnDrop(readiness);
     let _stop_notify = notify.map(AbortOnDrop);
     tokio::select! {
         r = &mut server => return Ok(r?),

@@ -73,22 +73,58 @@ pub fn init(format: LogFormat) -> Telemetry {
         );
         tracing_opentelemetry::layer().with_tracer(p.tracer("paygate"))
     });
+    use tracing_subscriber::Layer as _;
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let colours = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colours);
+    // Judged per event (a plain `filter_fn` is cached per call site).
+    let attacks = || tracing_subscriber::filter::dynamic_filter_fn(|meta, _| attack_log(meta));
     let _ = match format {
-        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Text => registry.with(fmt.with_filter(attacks())).try_init(),
         LogFormat::Json => registry
             .with(
                 fmt.json()
                     .flatten_event(true)
-                    .map_event_format(WithTraceIds),
+                    .map_event_format(WithTraceIds)
+                    .with_filter(attacks()),
             )
             .try_init(),
     };
     Telemetry { traces }
+}
+
+/// How often the HTTP/2 library's warnings about a defence it took are logged at most.
+const ATTACK_LOG_EVERY_SECS: u64 = 10;
+
+/// Whether to log an event: every one, except the HTTP/2 library's warnings that it closed a
+/// connection for too many resets (one per GOAWAY, thousands a second under attack). Those
+/// are counted in `paygate_http2_goaways_total{reason}` and logged once per
+/// [`ATTACK_LOG_EVERY_SECS`].
+fn attack_log(meta: &tracing::Metadata<'_>) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if !meta.is_event()
+        || *meta.level() != tracing::Level::WARN
+        || !meta.target().starts_with("h2::proto::streams")
+    {
+        return true;
+    }
+    let reason = if meta.target().ends_with("::recv") {
+        "remote_resets"
+    } else {
+        "local_error_resets"
+    };
+    metrics::counter!("paygate_http2_goaways_total", "reason" => reason).increment(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + ATTACK_LOG_EVERY_SECS
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// A JSON event format that adds the current span's OpenTelemetry `trace_id` and `span_id`
@@ -386,6 +422,18 @@ pub const NOTIFICATION_OUTCOMES: &[&str] = &[
     "contradicts",
 ];
 
+/// Why calls or connections are shed (`paygate_shed_total{reason}`).
+pub const SHED_REASONS: &[&str] = &[
+    "gateway_in_flight",
+    "account_calls",
+    "account_in_flight",
+    "circuit_open",
+    "connections",
+    "client_connections",
+    "handshake_timeout",
+    "open_requests",
+];
+
 /// Reports that contradict a final state (`paygate_state_anomalies_total{kind}`).
 pub const STATE_ANOMALIES: &[&str] = &["refund_notification", "refund_answer"];
 
@@ -459,6 +507,10 @@ fn describe_metrics(providers: &[ProviderSeries]) {
         "Reports that contradict a recorded final state (a FAIL for a refund recorded SUCCEEDED), by kind: nothing changed, each is in the store's anomalies table for a person"
     );
     describe_counter!(
+        "paygate_http2_goaways_total",
+        "gRPC connections closed for too many stream resets (rapid reset: remote_resets; malformed requests: local_error_resets); counted while logging at WARN"
+    );
+    describe_counter!(
         "paygate_notifications_total",
         "Provider notifications received, by provider, kind and outcome"
     );
@@ -492,11 +544,14 @@ fn describe_metrics(providers: &[ProviderSeries]) {
     for p in providers {
         metrics::counter!("paygate_answer_mismatches_total", "provider" => p.provider).absolute(0);
     }
+    for reason in ["remote_resets", "local_error_resets"] {
+        metrics::counter!("paygate_http2_goaways_total", "reason" => reason).absolute(0);
+    }
     for kind in STATE_ANOMALIES {
         metrics::counter!("paygate_state_anomalies_total", "kind" => *kind).absolute(0);
     }
-    for reason in ["circuit_open", "account_in_flight"] {
-        metrics::counter!("paygate_shed_total", "reason" => reason).absolute(0);
+    for reason in SHED_REASONS {
+        metrics::counter!("paygate_shed_total", "reason" => *reason).absolute(0);
     }
     for p in providers {
         for kind in p.notification_kinds {

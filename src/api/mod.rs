@@ -193,13 +193,12 @@ impl Shared {
         ctx: &ErrorContext,
     ) -> Result<OwnedSemaphorePermit, GatewayError> {
         self.auth.authorize_method(caller, method, ctx)?;
-        let permit =
-            self.in_flight
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| GatewayError::Overloaded {
-                    retry_after: crate::retry::GATEWAY_OVERLOADED,
-                })?;
+        let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("paygate_shed_total", "reason" => "gateway_in_flight").increment(1);
+            GatewayError::Overloaded {
+                retry_after: crate::retry::GATEWAY_OVERLOADED,
+            }
+        })?;
         if let Some(limiter) = self.callers.limiter(caller) {
             let until = deadline
                 .checked_sub(Duration::from_millis(50))
@@ -392,7 +391,10 @@ impl<'a> Rpc<'a> {
         self.shared
             .auth
             .authorize_account(caller, &account.name, &ctx)?;
-        Ok(ops::Call::new(caller, account, ctx, self.deadline))
+        let slot = account.guard.enter().ok_or(GatewayError::Overloaded {
+            retry_after: crate::retry::ACCOUNT_OVERLOADED,
+        })?;
+        Ok(ops::Call::new(caller, account, ctx, self.deadline, slot))
     }
 
     /// Runs `body` under the RPC's deadline and span, and answers (see [`run`]).

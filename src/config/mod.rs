@@ -85,6 +85,14 @@ struct FileConfig {
     notify_body_timeout_ms: Option<u64>,
     notify_max_connection_ms: Option<u64>,
     notify_max_age_ms: Option<u64>,
+    grpc_max_connections: Option<usize>,
+    grpc_max_connections_per_client: Option<usize>,
+    grpc_handshake_timeout_ms: Option<u64>,
+    grpc_max_concurrent_streams: Option<u32>,
+    grpc_max_open_requests: Option<usize>,
+    grpc_max_header_list_bytes: Option<u32>,
+    grpc_max_pending_reset_streams: Option<usize>,
+    grpc_max_local_error_reset_streams: Option<usize>,
     idempotency_retention_hours: Option<u64>,
     unkeyed_retention_days: Option<u64>,
     max_in_flight_requests: Option<usize>,
@@ -131,6 +139,7 @@ struct FileAccount {
     rps: Option<f64>,
     burst: Option<u32>,
     max_in_flight: Option<usize>,
+    max_calls: Option<usize>,
     breaker_threshold: Option<u32>,
     breaker_cool_down_ms: Option<u64>,
 }
@@ -141,6 +150,7 @@ const ACCOUNT_KEYS: &[&str] = &[
     "rps",
     "burst",
     "max_in_flight",
+    "max_calls",
     "breaker_threshold",
     "breaker_cool_down_ms",
 ];
@@ -199,6 +209,8 @@ pub struct Config {
     pub notify_addr: Option<SocketAddr>,
     /// Bounds on what strangers can hold of the notification listener.
     pub notify_limits: crate::notify::Limits,
+    /// Bounds on what one client can hold of the gRPC port.
+    pub grpc_limits: crate::connections::GrpcLimits,
     /// TLS on the gRPC port.
     pub tls: Option<TlsFiles>,
     /// Caller authentication and policies.
@@ -513,6 +525,42 @@ impl Config {
                     max_age: notify_max_age,
                 }
             },
+            grpc_limits: {
+                let d = crate::connections::GrpcLimits::default();
+                crate::connections::GrpcLimits {
+                    max_connections: file
+                        .grpc_max_connections
+                        .unwrap_or(d.max_connections)
+                        .max(1),
+                    max_connections_per_client: file
+                        .grpc_max_connections_per_client
+                        .unwrap_or(d.max_connections_per_client)
+                        .max(1),
+                    handshake_timeout: file
+                        .grpc_handshake_timeout_ms
+                        .filter(|ms| *ms > 0)
+                        .map_or(d.handshake_timeout, Duration::from_millis),
+                    max_concurrent_streams: file
+                        .grpc_max_concurrent_streams
+                        .unwrap_or(d.max_concurrent_streams)
+                        .max(1),
+                    max_open_requests: file
+                        .grpc_max_open_requests
+                        .unwrap_or(d.max_open_requests)
+                        .max(1),
+                    max_header_list_bytes: file
+                        .grpc_max_header_list_bytes
+                        .unwrap_or(d.max_header_list_bytes)
+                        .max(1024),
+                    max_pending_reset_streams: file
+                        .grpc_max_pending_reset_streams
+                        .unwrap_or(d.max_pending_reset_streams),
+                    max_local_error_reset_streams: file
+                        .grpc_max_local_error_reset_streams
+                        .unwrap_or(d.max_local_error_reset_streams),
+                    ..d
+                }
+            },
             tls,
             auth,
             max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),
@@ -563,6 +611,7 @@ fn guard_settings(keys: &AccountKeys<'_>, a: &FileAccount) -> Result<GuardSettin
             keys.positive_integer("burst", a.burst)?,
         )?,
         max_in_flight: a.max_in_flight.unwrap_or(d.max_in_flight).max(1),
+        max_calls: a.max_calls.unwrap_or(d.max_calls).max(1),
         max_queue: d.max_queue,
         breaker_threshold: a.breaker_threshold.unwrap_or(d.breaker_threshold).max(1),
         breaker_cool_down: a

@@ -293,7 +293,15 @@ pub struct Idempotency {
     /// Events are kept at least this long: the notification freshness window (the server
     /// sets it from the notification listener's limits).
     event_window: Duration,
+    /// Whether the store takes writes, as the heartbeat finds it.
+    writable: Arc<tokio::sync::watch::Sender<bool>>,
 }
+
+/// Consecutive heartbeats that must fail (or take longer than [`HEARTBEAT_TIMEOUT`]) before
+/// the store counts as not writable: one slow write does not make a replica unready.
+pub const UNWRITABLE_AFTER: u32 = 3;
+/// Longest a heartbeat write may take before it counts as failed.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How many completed outcomes are kept in memory.
 pub const DONE_CACHE_CAPACITY: usize = 100_000;
@@ -381,7 +389,14 @@ impl Idempotency {
             done: Arc::new(DoneCache::new(DONE_CACHE_CAPACITY)),
             instance: token().into(),
             event_window: Duration::ZERO,
+            writable: Arc::new(tokio::sync::watch::Sender::new(true)),
         }
+    }
+
+    /// Whether the store takes writes: false once [`UNWRITABLE_AFTER`] heartbeats in a row
+    /// failed, true again at the next one that succeeds. Only a serving process heartbeats.
+    pub fn writable(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.writable.subscribe()
     }
 
     /// Keeps events at least `window` (the notification freshness window), so that a
@@ -408,21 +423,36 @@ impl Idempotency {
     pub async fn heartbeat_loop(self) {
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
+        let mut failed = 0u32;
         loop {
             tick.tick().await;
+            let beat =
+                tokio::time::timeout(HEARTBEAT_TIMEOUT, self.store.heartbeat(&self.instance))
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError::from(sqlx::Error::PoolTimedOut)));
             // Logged once when it starts failing and once when it works again.
-            match self.store.heartbeat(&self.instance).await {
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e,
-                        "cannot write this instance's heartbeat; other replicas may take over its leases");
+            match beat {
+                Err(e) => {
+                    if failed == 0 {
+                        tracing::warn!(error = %e,
+                            "cannot write this instance's heartbeat; other replicas may take over its leases");
+                    }
+                    failed = failed.saturating_add(1);
+                    if failed == UNWRITABLE_AFTER {
+                        tracing::error!(
+                            "the store takes no writes: readiness is NOT_SERVING until it does"
+                        );
+                        self.writable.send_replace(false);
+                    }
                 }
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("this instance's heartbeat is written again");
+                Ok(()) => {
+                    if failed > 0 {
+                        tracing::info!("this instance's heartbeat is written again");
+                    }
+                    failed = 0;
+                    self.writable
+                        .send_if_modified(|w| !std::mem::replace(w, true));
                 }
-                _ => {}
             }
         }
     }

@@ -49,6 +49,8 @@ pub(crate) struct Call<'a> {
     pub ctx: ErrorContext,
     /// When the caller stops waiting; every provider timeout is derived from it.
     pub provider: CallContext,
+    /// The call's slot of its account's bulkhead, held until it answers.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl<'a> Call<'a> {
@@ -58,12 +60,14 @@ impl<'a> Call<'a> {
         account: &'a Account,
         ctx: ErrorContext,
         deadline: Instant,
+        slot: tokio::sync::OwnedSemaphorePermit,
     ) -> Self {
         Self {
             caller,
             account,
             ctx,
             provider: CallContext::new(deadline),
+            _slot: slot,
         }
     }
 
