@@ -748,7 +748,8 @@ async fn peak_rss_in_flight(keys: &Keys) {
     let slow_sim = sim(keys, Duration::from_secs(2)).await;
     slow_sim.sim.presign_refunds("rss", 1000);
     let gw = gateway(keys, &slow_sim.base_url(), "sqlite://{dir}/paygate.db").await;
-    let chans = gw.channels(8).await;
+    // 100 streams per connection at most: enough connections for 1,000 calls at once.
+    let chans = gw.channels(12).await;
     let before = gw.peak_rss_mib();
     let mut tasks = Vec::new();
     for i in 0..1000 {
