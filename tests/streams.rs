@@ -131,8 +131,9 @@ async fn memory_of_idle_watchers_returns_when_they_end() {
     gw.client().await;
     let pid = gw.child.id();
     let before = rss_kib(pid);
+    // At most 100 streams per connection and 32 connections per client: 94 on each of 32.
     let mut channels = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..32 {
         channels.push(
             Channel::from_shared(gw.url())
                 .unwrap()
@@ -143,7 +144,7 @@ async fn memory_of_idle_watchers_returns_when_they_end() {
     }
     let mut streams = Vec::new();
     for i in 0..3000 {
-        streams.push(open(&channels[i % 20], None, "").await.unwrap());
+        streams.push(open(&channels[i % 32], None, "").await.unwrap());
     }
     shed_one_more(&channels[0]).await;
     let open_rss = rss_kib(pid);
