@@ -124,6 +124,8 @@ pub struct DevSims {
     pub antom: SimServer,
     /// PayXpert.
     pub payxpert: SimServer<PayXpertSim>,
+    /// The data directory's lock, held for as long as this dev mode runs.
+    _lock: std::fs::File,
 }
 
 impl DevSims {
@@ -141,6 +143,20 @@ pub async fn start(
     log_format: LogFormat,
     keep: bool,
 ) -> std::io::Result<(DevSims, Config)> {
+    // One dev mode per data directory: a second one touches nothing of the first's (its
+    // store is deleted below unless --keep), and says so.
+    std::fs::create_dir_all(data_dir)?;
+    let lock = std::fs::File::create(data_dir.join("dev.lock"))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(std::io::Error::other(format!(
+                "another paygate dev is running on {}; nothing was touched (stop it, or give --data-dir another directory)",
+                data_dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+    }
     let files = load_or_create_keys(&data_dir.join("dev-keys"))?;
     // The simulators start with fresh demo data every time, so the store does too (unless
     // --keep): keys of an earlier run would replay refunds the new simulators never saw.
@@ -213,6 +229,7 @@ pub async fn start(
     };
     Ok((
         DevSims {
+            _lock: lock,
             antom: sim,
             payxpert: px,
         },

@@ -73,6 +73,66 @@ fn s(v: &serde_json::Value, k: &str) -> String {
         .to_owned()
 }
 
+/// The binary under test (another build's with `PAYGATE_TEST_BINARY`).
+fn bin() -> String {
+    std::env::var("PAYGATE_TEST_BINARY").unwrap_or_else(|_| BIN.into())
+}
+
+#[tokio::test]
+async fn a_second_dev_mode_never_touches_the_first_ones_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = Command::new(bin())
+        .args(["dev", "--data-dir"])
+        .arg(dir.path())
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    read_until(&mut first, "Try it:");
+    let _first = Proc(first);
+    let mut refunds = RefundServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    let req = pb::CreateRefundRequest {
+        request_id: "kept-1".into(),
+        payment_id: "PAY_DEMO_0001".into(),
+        amount: Some(pb::Money {
+            currency: "USD".into(),
+            value: 100,
+        }),
+        ..Default::default()
+    };
+    let done = refunds.create(req.clone()).await.unwrap().into_inner();
+    let store = dir.path().join("paygate.db");
+    assert!(store.exists());
+    // A second dev mode on the same data directory (on the same port, or another).
+    for second_port in [port, free_port()] {
+        let out = Command::new(bin())
+            .args(["dev", "--data-dir"])
+            .arg(dir.path())
+            .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{second_port}"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second dev mode started");
+        assert!(
+            store.exists(),
+            "the running dev mode's store was deleted: {stderr}"
+        );
+        assert!(
+            stderr.contains("another paygate dev is running"),
+            "{stderr}"
+        );
+    }
+    // The first one still holds its refund: a replay, not a new refund.
+    let again = refunds.create(req).await.unwrap();
+    assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.into_inner().refund_id, done.refund_id);
+}
+
 #[tokio::test]
 async fn dev_mode_answers_its_own_examples() {
     let dir = tempfile::tempdir().unwrap();
