@@ -133,6 +133,22 @@ async fn a_second_dev_mode_never_touches_the_first_ones_store() {
     assert_eq!(again.into_inner().refund_id, done.refund_id);
 }
 
+#[test]
+fn settle_never_creates_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-the-gateways.db");
+    let out = Command::new(bin())
+        .args(["settle", "--store-url"])
+        .arg(format!("sqlite://{}", missing.display()))
+        .args(["--account", "payxpert", "--request-id", "r-1", "--failed"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!missing.exists(), "settle created a store: {stderr}");
+    assert!(!out.status.success());
+    assert!(stderr.contains("no store at"), "{stderr}");
+}
+
 #[tokio::test]
 async fn dev_mode_answers_its_own_examples() {
     let dir = tempfile::tempdir().unwrap();

@@ -51,9 +51,24 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         failed,
     } = args;
     let _telemetry = telemetry::init(LogFormat::Text);
+    // Settle changes the gateway's store; it never creates one (a wrong path would settle
+    // nothing, in a new empty file).
+    if let Some(path) = store_url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if !std::path::Path::new(path).is_file() {
+            return Err(Failure::Usage(format!(
+                "settle: no store at {path} (--store-url / PAYGATE_STORE_URL): give the gateway's own store; settle never creates one"
+            )));
+        }
+    }
     let store = store::open(&store_url)
         .await
         .map_err(|e| Failure::Usage(format!("settle: PAYGATE_STORE_URL: {e}")))?;
+    // Which store, without its credentials.
+    let shown = store_url
+        .rsplit_once('@')
+        .map_or(store_url.as_str(), |(_, at)| at);
+    eprintln!("settle: store {} ({shown})", store.name());
     let idem = Idempotency::new(store, idempotency::DEFAULT_RETENTION);
     let outcome = idempotency::operator_outcome(
         &request_id,
