@@ -343,6 +343,28 @@ impl GatewayBuilder {
     }
 }
 
+/// Readiness: the health of the three services, SERVING or NOT_SERVING together. Liveness
+/// (the empty service name) is not touched.
+async fn set_ready(health: &tonic_health::server::HealthReporter, up: bool) {
+    if up {
+        health.set_serving::<RefundServiceServer<RefundApi>>().await;
+        health
+            .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+            .await;
+        health.set_serving::<EventServiceServer<EventApi>>().await;
+    } else {
+        health
+            .set_not_serving::<RefundServiceServer<RefundApi>>()
+            .await;
+        health
+            .set_not_serving::<SubscriptionServiceServer<SubscriptionApi>>()
+            .await;
+        health
+            .set_not_serving::<EventServiceServer<EventApi>>()
+            .await;
+    }
+}
+
 /// A gateway with its ports bound, ready to [`serve`].
 #[derive(Debug)]
 pub struct Bound {
@@ -378,15 +400,7 @@ pub async fn serve(
     // Before any port takes connections: the notification listener caps strangers below it.
     crate::notify::raise_open_files_limit();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RefundServiceServer<RefundApi>>()
-        .await;
-    health_reporter
-        .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
-        .await;
-    health_reporter
-        .set_serving::<EventServiceServer<EventApi>>()
-        .await;
+    set_ready(&health_reporter, true).await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -434,23 +448,7 @@ pub async fn serve(
                     break;
                 }
                 let up = *writable.borrow_and_update();
-                if up {
-                    health.set_serving::<RefundServiceServer<RefundApi>>().await;
-                    health
-                        .set_serving::<SubscriptionServiceServer<SubscriptionApi>>()
-                        .await;
-                    health.set_serving::<EventServiceServer<EventApi>>().await;
-                } else {
-                    health
-                        .set_not_serving::<RefundServiceServer<RefundApi>>()
-                        .await;
-                    health
-                        .set_not_serving::<SubscriptionServiceServer<SubscriptionApi>>()
-                        .await;
-                    health
-                        .set_not_serving::<EventServiceServer<EventApi>>()
-                        .await;
-                }
+                set_ready(&health, up).await;
             }
         })
     };
@@ -468,15 +466,7 @@ pub async fn serve(
             // delay: until the endpoints controller and every client's load balancer have
             // stopped sending here, a closed port would fail their calls. Liveness ("") stays
             // SERVING, so the kubelet does not kill the pod meanwhile.
-            health
-                .set_not_serving::<RefundServiceServer<RefundApi>>()
-                .await;
-            health
-                .set_not_serving::<SubscriptionServiceServer<SubscriptionApi>>()
-                .await;
-            health
-                .set_not_serving::<EventServiceServer<EventApi>>()
-                .await;
+            set_ready(&health, false).await;
             if !drain_delay.is_zero() {
                 tracing::info!(
                     drain_delay_ms = drain_delay.as_millis() as u64,
