@@ -73,6 +73,20 @@ fn s(v: &serde_json::Value, k: &str) -> String {
         .to_owned()
 }
 
+/// `paygate dev` on `data_dir`, serving on `port`, once it printed its banner (returned).
+fn spawn_dev(data_dir: &std::path::Path, port: u16) -> (Proc, String) {
+    let mut child = Command::new(bin())
+        .args(["dev", "--data-dir"])
+        .arg(data_dir)
+        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = read_until(&mut child, "Try it:");
+    (Proc(child), banner)
+}
+
 /// The binary under test (another build's with `PAYGATE_TEST_BINARY`).
 fn bin() -> String {
     std::env::var("PAYGATE_TEST_BINARY").unwrap_or_else(|_| BIN.into())
@@ -82,16 +96,7 @@ fn bin() -> String {
 async fn a_second_dev_mode_never_touches_the_first_ones_store() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut first = Command::new(bin())
-        .args(["dev", "--data-dir"])
-        .arg(dir.path())
-        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    read_until(&mut first, "Try it:");
-    let _first = Proc(first);
+    let (_first, _) = spawn_dev(dir.path(), port);
     let mut refunds = RefundServiceClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .unwrap();
@@ -153,16 +158,7 @@ fn settle_never_creates_a_store() {
 async fn dev_mode_answers_its_own_examples() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = Command::new(BIN)
-        .args(["dev", "--data-dir"])
-        .arg(dir.path())
-        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let banner = read_until(&mut child, "Try it:");
-    let _guard = Proc(child);
+    let (_guard, banner) = spawn_dev(dir.path(), port);
     assert!(
         dir.path()
             .join("dev-keys/merchant_private_key.pem")
