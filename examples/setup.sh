@@ -6,21 +6,20 @@
 #   examples/setup.sh java     -> Debian's grpc-java 1.41, protobuf-java 3.21, netty, junit4
 # go and java also install protoc (Debian) and buf (npm, target/examples/buf), which generate
 # their stubs with proto/buf.gen.go.yaml and proto/buf.gen.java.yaml.
-# `cargo test` (tests/polyglot.rs) runs it before each client suite.
+# `cargo test` (tests/polyglot.rs) runs it before each client suite, and the suites run in
+# parallel: one run at a time holds target/examples/setup.lock, and Debian packages go through
+# tests/provision.sh, which holds the suite's provisioning lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 langs=("$@")
 [ ${#langs[@]} -gt 0 ] || langs=(python node go java)
+mkdir -p target/examples
+exec 8>target/examples/setup.lock
+flock 8
 
 # Debian packages, installed when one of them is missing.
 debian() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  bash tests/provision.sh debian "$@"
 }
 
 # buf, from npm, in target/examples/buf.
@@ -35,13 +34,14 @@ for lang in "${langs[@]}"; do
   case "$lang" in
     python)
       venv=target/examples/venv
+      command -v python3 >/dev/null || debian python3
+      # Debian's python3 has no venv (nor ensurepip) without python3-venv.
+      python3 -c 'import ensurepip, venv' 2>/dev/null || debian python3-venv
       [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
       "$venv/bin/pip" install --quiet --disable-pip-version-check -r examples/python/requirements.txt
       ;;
     node)
-      if ! command -v npm >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq npm >/dev/null
-      fi
+      command -v npm >/dev/null || debian npm
       if [ ! -f examples/node/node_modules/.package-lock.json ] ||
          [ examples/node/package-lock.json -nt examples/node/node_modules/.package-lock.json ]; then
         npm ci --prefix examples/node --silent --no-audit --no-fund

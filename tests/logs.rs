@@ -35,7 +35,7 @@ for n, line in enumerate(open(sys.argv[1], encoding="utf-8"), 1):
         print("line %d: %s: %s" % (n, e, line.strip()[:300]))
 print("%d lines" % n, file=sys.stderr)
 "#;
-    let out = Command::new("python3")
+    let out = Command::new(common::provision::command("python3", "python3"))
         .arg("-c")
         .arg(script)
         .arg(path)

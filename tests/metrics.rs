@@ -102,14 +102,14 @@ async fn metrics_count_rpcs_provider_calls_and_replays() {
             .unwrap();
         assert_eq!(r.status(), 404, "{other}");
     }
-    // Prometheus's own checker accepts the scrape (it is on PATH in CI: .ci/run unpacks it).
-    let mut promtool = std::process::Command::new("promtool")
+    // Prometheus's own checker accepts the scrape (tests/provision.sh finds or unpacks it).
+    let mut promtool = std::process::Command::new(common::provision::provisioned(&["promtool"]))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool (Debian package prometheus) must be installed: .ci/run unpacks it");
+        .expect("promtool");
     std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), scrape.as_bytes()).unwrap();
     let checked = promtool.wait_with_output().unwrap();
     assert!(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod provision;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -230,14 +230,7 @@ pub fn spawn_configured_binary(
 /// (libfaketime, Debian package `faketime`; the monotonic clock, which deadlines and timers
 /// use, stays true).
 pub fn faketime(offset: &str) -> Vec<(&'static str, String)> {
-    let lib = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("libfaketime is required (Debian package faketime)");
+    let lib = super::provision::provisioned(&["libfaketime"]);
     vec![
         ("LD_PRELOAD", lib.to_string()),
         ("FAKETIME", offset.to_string()),
@@ -246,11 +239,15 @@ pub fn faketime(offset: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The server the PostgreSQL tests use. Override with PAYGATE_TEST_POSTGRES_URL (a URL of an
-/// existing database on a server where the user may create databases).
+/// The server the PostgreSQL tests use: PAYGATE_TEST_POSTGRES_URL when set (a URL of an
+/// existing database on a server where the user may create databases), else a server of this
+/// test process's own, started on first use and stopped when the process exits.
 pub fn postgres_admin_url() -> String {
-    std::env::var("PAYGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    if let Ok(url) = std::env::var("PAYGATE_TEST_POSTGRES_URL") {
+        return url;
+    }
+    static SHARED: std::sync::OnceLock<(String, Child)> = std::sync::OnceLock::new();
+    SHARED.get_or_init(OwnPostgres::start_for_process).0.clone()
 }
 
 /// A fresh database, dropped when the value is dropped. Fails (never skips) when PostgreSQL
@@ -323,12 +320,7 @@ impl OwnPostgres {
     /// Creates and starts it. PostgreSQL refuses to run as root, so the server runs as the
     /// `postgres` user when the test runs as root.
     pub fn start() -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries are required (/usr/lib/postgresql/*/bin)")
-            .filter_map(|e| e.ok())
-            .map(|e| e.path().join("bin"))
-            .find(|p| p.join("initdb").exists())
-            .expect("initdb not found under /usr/lib/postgresql");
+        let bin = std::path::PathBuf::from(super::provision::provisioned(&["postgres"]));
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let pg = Self {
@@ -356,6 +348,39 @@ impl OwnPostgres {
         pg
     }
 
+    /// Starts one for the rest of this process: a supervisor (`bash`, reading its standard
+    /// input, which only this process holds) stops the server and removes its folder when the
+    /// process exits, however it exits. Returns the server's URL and the supervisor.
+    fn start_for_process() -> (String, Child) {
+        let pg = Self::start();
+        let mut stop = pg.as_postgres(&pg.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(pg.dir.path().join("data"))
+            .args(["stop", "-m", "fast"]);
+        let argv: Vec<String> = std::iter::once(stop.get_program())
+            .chain(stop.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let supervisor = Command::new("bash")
+            .arg("-c")
+            .arg(
+                r#"trap '' INT TERM HUP; read -r _ || true; dir=$1; shift; "$@" >/dev/null 2>&1; rm -rf "$dir""#,
+            )
+            .arg("supervisor")
+            .arg(pg.dir.path())
+            .args(&argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bash");
+        let url = pg.url.clone();
+        // The supervisor owns the server and its folder from here.
+        let pg = std::mem::ManuallyDrop::new(pg);
+        let _ = pg.dir.path();
+        (url, supervisor)
+    }
+
     fn as_postgres(&self, program: &Path) -> Command {
         let root = std::process::Command::new("id")
             .arg("-u")
@@ -373,7 +398,7 @@ impl OwnPostgres {
     fn pg_ctl(&self, args: &[&str]) {
         let data = self.dir.path().join("data");
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
             self.port,
             self.dir.path().display()
         );
