@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{AccountConfig, Config, ProviderConfig};
@@ -11,8 +12,9 @@ use crate::providers::antom::signing::{Signer, Verifier};
 use crate::providers::payxpert::client::Settings as PayXpertSettings;
 use crate::secret::Secret;
 use crate::sim::SimServer;
-use crate::sim::antom::{ANTOM_RESEND_SCHEDULE, AntomSim, NotifyTarget};
-use crate::sim::payxpert::PayXpertSim;
+use crate::sim::antom::{ANTOM_RESEND_SCHEDULE, AntomData, AntomSim, NotifyTarget};
+use crate::sim::payxpert::{PayXpertData, PayXpertSim};
+use crate::task::Background;
 use crate::telemetry::LogFormat;
 
 /// The simulator's merchant client id in dev mode (a sandbox id, so sandbox paths are used).
@@ -124,16 +126,87 @@ pub struct DevSims {
     pub antom: SimServer,
     /// PayXpert.
     pub payxpert: SimServer<PayXpertSim>,
+    /// Writes what the simulators know to [`SIMS_FILE`] as it changes.
+    saver: Background<()>,
     /// The data directory's lock, held for as long as this dev mode runs.
     _lock: std::fs::File,
 }
 
 impl DevSims {
-    /// Stops both.
+    /// Stops both, and writes what they know a last time.
     pub async fn stop(self) {
         self.antom.stop().await;
         self.payxpert.stop().await;
+        self.saver.stop().await;
     }
+}
+
+/// The file, in the data directory, where dev mode keeps what its simulators know (payments,
+/// refunds, subscriptions, id counters), so that `--keep` keeps them with the store.
+pub const SIMS_FILE: &str = "dev-sims.json";
+
+/// What both simulators know, as [`SIMS_FILE`] holds it.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SimsData {
+    antom: AntomData,
+    payxpert: PayXpertData,
+}
+
+impl SimsData {
+    fn of(antom: &AntomSim, payxpert: &PayXpertSim) -> Self {
+        Self {
+            antom: antom.data(),
+            payxpert: payxpert.data(),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` whole or not at all (a temporary file, synced, then renamed).
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes what the simulators know to `path` whenever it changed (checked every 100 ms), and
+/// once more when stopped.
+fn spawn_saver(antom: Arc<AntomSim>, payxpert: Arc<PayXpertSim>, path: PathBuf) -> Background<()> {
+    Background::spawn(move |stop| async move {
+        let mut last = Vec::new();
+        let save = |last: &mut Vec<u8>| {
+            let now = serde_json::to_vec(&SimsData::of(&antom, &payxpert)).unwrap_or_default();
+            if now != *last {
+                match write_atomically(&path, &now) {
+                    Ok(()) => *last = now,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot save the simulators' data")
+                    }
+                }
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            save(&mut last);
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        save(&mut last);
+    })
+}
+
+/// The first id a simulator gives in this run: the clock in units fine enough (`per_ms` ids a
+/// millisecond) that no earlier run on this data directory can have reached it, even one
+/// whose last ids were never saved.
+fn ids_from_clock(per_ms: u64) -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms.saturating_mul(per_ms)
 }
 
 /// Starts the dev simulators and returns them with a gateway configuration for them.
@@ -158,22 +231,54 @@ pub async fn start(
         Err(std::fs::TryLockError::Error(e)) => return Err(e),
     }
     let files = load_or_create_keys(&data_dir.join("dev-keys"))?;
-    // The simulators start with fresh demo data every time, so the store does too (unless
-    // --keep): keys of an earlier run would replay refunds the new simulators never saw.
-    if !keep {
-        for suffix in ["", "-wal", "-shm"] {
-            match std::fs::remove_file(data_dir.join(format!("paygate.db{suffix}"))) {
+    // The store and what the simulators know belong together: both start fresh (demo data
+    // only), or with --keep both are kept. Keys of a store whose simulators forgot their
+    // refunds would name refunds nobody can confirm.
+    let sims_file = data_dir.join(SIMS_FILE);
+    let kept = if keep {
+        match std::fs::read(&sims_file) {
+            Ok(bytes) => Some(serde_json::from_slice::<SimsData>(&bytes).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{}: {e}; nothing was changed (move it away to start the simulators afresh)",
+                    sims_file.display()
+                ))
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        }
+    } else {
+        for file in ["paygate.db", "paygate.db-wal", "paygate.db-shm", SIMS_FILE] {
+            match std::fs::remove_file(data_dir.join(file)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
-    }
+        None
+    };
     let loopback: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
-    let sim = start_sim(&files, DEV_CLIENT_ID, loopback).await?;
-    let settings = sim_account(&files, sim.base_url(), DEV_CLIENT_ID)?;
+    let antom = AntomSim::new(
+        DEV_CLIENT_ID,
+        read_verifier(&files.merchant_public)?,
+        read_signer(&files.antom_private)?,
+    );
     let password = hex_token();
     let px = PayXpertSim::new(DEV_ORIGINATOR, password.clone());
-    px.seed_demo();
+    match kept {
+        Some(data) => {
+            antom.restore(data.antom);
+            px.restore(data.payxpert);
+        }
+        None => {
+            antom.seed_demo();
+            px.seed_demo();
+        }
+    }
+    // Ids never repeat across runs, even where a run's last ids were not saved.
+    antom.ids_from(ids_from_clock(1_000));
+    px.ids_from(ids_from_clock(100));
+    let saver = spawn_saver(antom.clone(), px.clone(), sims_file);
+    let sim = antom.bind(loopback).await?;
+    let settings = sim_account(&files, sim.base_url(), DEV_CLIENT_ID)?;
     let px = px.bind(loopback).await?;
     let px_settings = PayXpertSettings {
         base_url: px.base_url(),
@@ -232,6 +337,7 @@ pub async fn start(
             _lock: lock,
             antom: sim,
             payxpert: px,
+            saver,
         },
         config,
     ))
@@ -244,13 +350,22 @@ fn hex_token() -> String {
 }
 
 /// Points the Antom simulator's notifications at the gateway's listener, with Antom's
-/// resends, and settles its PROCESSING refunds after a few seconds.
+/// resends, and settles its PROCESSING refunds after a few seconds (those an earlier run kept
+/// too).
 pub fn connect_notifications(sims: &DevSims, notify: SocketAddr) {
-    sims.antom.sim.notify_to(NotifyTarget {
+    let sim = &sims.antom.sim;
+    sim.notify_to(NotifyTarget {
         base_url: format!("http://{notify}/notify/antom"),
         resend: ANTOM_RESEND_SCHEDULE.to_vec(),
         auto_settle: Some(DEV_SETTLE_AFTER),
     });
+    for refund_id in sim.processing_refunds() {
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(DEV_SETTLE_AFTER).await;
+            sim.settle_refund(&refund_id, true);
+        });
+    }
 }
 
 /// How long dev-mode refunds of `PAY_DEMO_ASYNC` stay PROCESSING.
@@ -264,12 +379,18 @@ pub fn banner(
     store: &Path,
     keep: bool,
 ) -> String {
+    let sims_file = store.with_file_name(SIMS_FILE);
     let state = if keep {
-        format!("{} (kept from earlier runs: --keep)", store.display())
+        format!(
+            "{} and the simulators' {} (kept from earlier runs: --keep)",
+            store.display(),
+            sims_file.display()
+        )
     } else {
         format!(
-            "{} (fresh: reset at each start; --keep keeps it)",
-            store.display()
+            "{} and the simulators' {} (fresh: reset at each start; --keep keeps both)",
+            store.display(),
+            sims_file.display()
         )
     };
     let notify = notify.map_or_else(
@@ -297,7 +418,7 @@ Try it:
   grpcurl -plaintext -d '{{}}' {addr} paygate.v1.EventService/Watch
 
 Without grpcurl: npx --yes @bufbuild/buf curl --protocol grpc --http2-prior-knowledge -d '{{"request_id":"demo-refund-1"}}' http://{addr}/paygate.v1.RefundService/Inquire
-From code: examples/python/quickstart.py, examples/node/quickstart.js (README: "Calling it from Python and Node.js").
+From code: examples/python/quickstart.py, examples/node/quickstart.js, examples/go, examples/java (README: "Calling it from Python, Node.js, Go and Java").
 Stop with Ctrl-C.
 "#,
         sim_url = sims.antom.base_url(),

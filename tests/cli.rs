@@ -582,7 +582,7 @@ fn check_config_validates_without_serving() {
 /// Starts `paygate dev` on `dir`; answers its process, banner and gRPC URL.
 fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Proc, String, String) {
     let port = free_port();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["dev", "--data-dir"])
         .arg(dir)
         .args(extra)
@@ -655,6 +655,97 @@ async fn dev_mode_starts_fresh_on_each_run_unless_kept() {
         .unwrap();
     assert!(r.metadata().get("idempotent-replayed").is_some());
     assert_eq!(r.into_inner().refund_id, refund_ids[1]);
+}
+
+fn refund(
+    request_id: &str,
+    payment_id: &str,
+    currency: &str,
+    value: i64,
+) -> pb::CreateRefundRequest {
+    pb::CreateRefundRequest {
+        request_id: request_id.into(),
+        payment_id: payment_id.into(),
+        amount: Some(pb::Money {
+            currency: currency.into(),
+            value,
+        }),
+        ..Default::default()
+    }
+}
+
+/// `--keep` keeps the simulators' data with the store, and no id repeats across runs: a refund
+/// of a kept run never collides with one an earlier run made (the defect: the simulators started
+/// afresh, gave the earlier run's refund ids again, and the new refund ended "unresolved").
+#[tokio::test]
+async fn dev_keep_keeps_the_simulators_data_and_ids_never_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _, url) = start_dev(dir.path(), &[]);
+    let mut refunds = RefundServiceClient::connect(url).await.unwrap();
+    let antom_1 = refunds
+        .create(refund("keep-antom-1", "PAY_DEMO_0001", "USD", 9_000))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut px = refund("keep-px-1", "1000002", "EUR", 100);
+    px.account = "payxpert".into();
+    let px_1 = refunds.create(px).await.unwrap().into_inner();
+    // Left PROCESSING: the simulator settles it 5 s later, unless it is stopped first.
+    let processing = refunds
+        .create(refund("keep-async-1", "PAY_DEMO_ASYNC", "EUR", 1_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(processing.status(), pb::RefundStatus::Processing);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(first); // SIGKILL: no orderly stop
+
+    let (_second, banner, url) = start_dev(dir.path(), &["--keep"]);
+    assert!(banner.contains("kept from earlier runs"), "{banner}");
+    let mut refunds = RefundServiceClient::connect(url).await.unwrap();
+    let antom_2 = refunds
+        .create(refund("keep-antom-2", "PAY_DEMO_0001", "USD", 500))
+        .await
+        .expect("a new Antom refund after --keep")
+        .into_inner();
+    assert_eq!(antom_2.status(), pb::RefundStatus::Succeeded);
+    assert_ne!(antom_2.refund_id, antom_1.refund_id, "a refund id repeated");
+    let mut px = refund("keep-px-2", "1000002", "EUR", 100);
+    px.account = "payxpert".into();
+    let px_2 = refunds
+        .create(px)
+        .await
+        .expect("a new PayXpert refund after --keep")
+        .into_inner();
+    assert_eq!(px_2.status(), pb::RefundStatus::Succeeded);
+    assert_ne!(px_2.refund_id, px_1.refund_id, "a transaction id repeated");
+    // The Antom simulator remembers the first run's USD 90.00: USD 10.00 more exceeds the
+    // payment.
+    let over = refunds
+        .create(refund("keep-antom-3", "PAY_DEMO_0001", "USD", 1_000))
+        .await;
+    assert!(
+        over.is_err(),
+        "the simulator forgot the earlier run's refunds: {over:?}"
+    );
+    // The refund left PROCESSING is settled by the kept simulator, as it would have been.
+    let mut status = pb::RefundStatus::Processing;
+    for _ in 0..100 {
+        status = refunds
+            .inquire(pb::InquireRefundRequest {
+                request_id: "keep-async-1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status != pb::RefundStatus::Processing {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, pb::RefundStatus::Succeeded);
 }
 
 #[tokio::test]

@@ -14,8 +14,9 @@ pub(super) struct Args {
     /// Where dev keys and local state live.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
-    /// Keep the idempotency store of earlier runs (by default each run starts with a fresh
-    /// store, like the simulators' demo data).
+    /// Keep the idempotency store and the simulators' data (payments, refunds,
+    /// subscriptions) of earlier runs; by default each run starts with a fresh store and the
+    /// simulators' demo data.
     #[arg(long)]
     keep: bool,
 }

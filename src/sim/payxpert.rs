@@ -122,6 +122,16 @@ struct PxState {
     next_id: u64,
 }
 
+/// What the simulator knows of its merchant's business, kept across runs by `paygate dev
+/// --keep`: transactions, subscriptions and the id counter. Not its faults or statistics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PayXpertData {
+    txs: BTreeMap<String, Tx>,
+    subs: HashMap<String, Sub>,
+    next_id: u64,
+}
+
 /// The simulator.
 pub struct PayXpertSim {
     originator: String,
@@ -259,6 +269,31 @@ impl PayXpertSim {
         self.add_sale("1000001", 10_000, "EUR", Some("2000001"));
         self.add_sale("1000002", 5_000, "EUR", None);
         self.add_active_subscription("2000001", 20);
+    }
+
+    /// A copy of what it knows (see [`PayXpertData`]).
+    pub fn data(&self) -> PayXpertData {
+        let st = self.state();
+        PayXpertData {
+            txs: st.txs.clone(),
+            subs: st.subs.clone(),
+            next_id: st.next_id,
+        }
+    }
+
+    /// Replaces what it knows with `data` (from [`PayXpertSim::data`] of an earlier run).
+    pub fn restore(&self, data: PayXpertData) {
+        let mut st = self.state();
+        st.txs = data.txs;
+        st.subs = data.subs;
+        st.next_id = st.next_id.max(data.next_id);
+    }
+
+    /// Starts its transaction ids above every id an earlier run can have given (see
+    /// [`crate::sim::antom::AntomSim::ids_from`]).
+    pub fn ids_from(&self, start: u64) {
+        let mut st = self.state();
+        st.next_id = st.next_id.max(start);
     }
 
     /// Serves on `listener`.

@@ -145,7 +145,7 @@ impl Counters for Stats {
 }
 
 /// A stored refund answer for a refundRequestId: the request's key fields and the outcome.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct RefundKey {
     payment_id: String,
     currency: String,
@@ -167,6 +167,19 @@ struct SimState {
     traceparents: Vec<String>,
     next_id: u64,
     deliveries: Vec<Delivery>,
+}
+
+/// What the simulator knows of its merchant's business, kept across runs by `paygate dev
+/// --keep`: payments, refunds (by refund id and by refundRequestId), subscriptions and the id
+/// counter. Not its faults, statistics or notifications.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AntomData {
+    payments: HashMap<String, Payment>,
+    refunds: HashMap<String, SimRefund>,
+    by_request_id: HashMap<String, RefundKey>,
+    subscriptions: Vec<Subscription>,
+    next_id: u64,
 }
 
 /// The simulator's shared state and keys.
@@ -480,6 +493,45 @@ impl AntomSim {
             subscription_request_id: "SUBREQ_DEMO_0001".into(),
             status: "ACTIVE".into(),
         });
+    }
+
+    /// A copy of what it knows (see [`AntomData`]).
+    pub fn data(&self) -> AntomData {
+        let st = self.state();
+        AntomData {
+            payments: st.payments.clone(),
+            refunds: st.refunds.clone(),
+            by_request_id: st.by_request_id.clone(),
+            subscriptions: st.subscriptions.clone(),
+            next_id: st.next_id,
+        }
+    }
+
+    /// Replaces what it knows with `data` (from [`AntomSim::data`] of an earlier run).
+    pub fn restore(&self, data: AntomData) {
+        let mut st = self.state();
+        st.payments = data.payments;
+        st.refunds = data.refunds;
+        st.by_request_id = data.by_request_id;
+        st.subscriptions = data.subscriptions;
+        st.next_id = st.next_id.max(data.next_id);
+    }
+
+    /// Starts its refund ids above every id an earlier run can have given: its counter
+    /// starts at `start` (e.g. derived from the clock) unless it is already past it.
+    pub fn ids_from(&self, start: u64) {
+        let mut st = self.state();
+        st.next_id = st.next_id.max(start);
+    }
+
+    /// The PROCESSING refunds, by refund id.
+    pub fn processing_refunds(&self) -> Vec<String> {
+        let st = self.state();
+        st.refunds
+            .values()
+            .filter(|r| r.status == "PROCESSING")
+            .map(|r| r.refund_id.clone())
+            .collect()
     }
 
     /// Serves on `listener` until stopped.
