@@ -154,6 +154,115 @@ fn settle_never_creates_a_store() {
     assert!(stderr.contains("no store at"), "{stderr}");
 }
 
+/// `settle` reads the store settings from `--config` (or PAYGATE_CONFIG) and the environment as
+/// `serve` does, and says which store it opened.
+#[tokio::test]
+async fn settle_reads_the_store_from_the_configuration_as_serve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("gw");
+    let (dev, _) = spawn_dev(&data, free_port());
+    drop(dev);
+    let store = data.join("paygate.db");
+    assert!(store.is_file());
+    let cfg = dir.path().join("paygate.toml");
+    std::fs::write(
+        &cfg,
+        format!("store_url = \"sqlite://{}\"\n", store.display()),
+    )
+    .unwrap();
+    let settle = |how: &dyn Fn(&mut Command)| {
+        let mut cmd = Command::new(bin());
+        // From an empty folder, so the default store (./data/paygate.db) is not there.
+        cmd.current_dir(dir.path()).env_remove("PAYGATE_STORE_URL");
+        how(&mut cmd);
+        cmd.args([
+            "--account",
+            "antom",
+            "--request-id",
+            "no-such-key",
+            "--failed",
+        ]);
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for (label, err) in [
+        (
+            "settle --config",
+            settle(&|c| {
+                c.arg("settle").arg("--config").arg(&cfg);
+            }),
+        ),
+        (
+            "--config before the command",
+            settle(&|c| {
+                c.arg("--config").arg(&cfg).arg("settle");
+            }),
+        ),
+        (
+            "PAYGATE_CONFIG",
+            settle(&|c| {
+                c.env("PAYGATE_CONFIG", &cfg).arg("settle");
+            }),
+        ),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "settle: store sqlite (sqlite://{})",
+                store.display()
+            )),
+            "{label}: {err}"
+        );
+        assert!(err.contains("no unresolved key"), "{label}: {err}");
+    }
+    // The environment overrides the file, as for serve; a missing store is refused.
+    let missing = dir.path().join("missing.db");
+    let err = settle(&|c| {
+        c.env(
+            "PAYGATE_STORE_URL",
+            format!("sqlite://{}", missing.display()),
+        )
+        .arg("settle")
+        .arg("--config")
+        .arg(&cfg);
+    });
+    assert!(err.contains("no store at"), "{err}");
+    assert!(err.contains("PAYGATE_STORE_URL"), "{err}");
+    assert!(!missing.exists());
+}
+
+/// Each command's help shows only the options it reads.
+#[test]
+fn help_shows_only_the_options_a_command_reads() {
+    let help = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (cmd, shown, hidden) in [
+        ("serve", &["--config", "--log-format"][..], &[][..]),
+        ("check-config", &["--config"], &["--log-format"]),
+        ("settle", &["--config", "--store-url"], &["--log-format"]),
+        ("dev", &["--log-format", "--keep"], &["--config"]),
+        ("sim", &["--log-format"], &["--config"]),
+        ("healthcheck", &["--addr"], &["--config", "--log-format"]),
+        ("hash-token", &[], &["--config", "--log-format"]),
+    ] {
+        let text = help(&[cmd]);
+        for o in shown {
+            assert!(text.contains(o), "{cmd} --help lacks {o}:\n{text}");
+        }
+        for o in hidden {
+            assert!(
+                !text.contains(o),
+                "{cmd} --help shows {o}, which it ignores:\n{text}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn dev_mode_answers_its_own_examples() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,8 @@ use super::process::{Failure, env, shutdown_signal};
 
 #[derive(clap::Args)]
 pub(super) struct Args {
+    #[command(flatten)]
+    pub(super) log_format: super::LogFormatArg,
     /// Where dev keys and local state live.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
@@ -22,7 +24,7 @@ pub(super) struct Args {
 }
 
 pub(super) async fn run(args: Args, format: Option<LogFormat>) -> Result<(), Failure> {
-    let Args { data_dir, keep } = args;
+    let Args { data_dir, keep, .. } = args;
     let format = format.unwrap_or(LogFormat::Text);
     let _telemetry = telemetry::init(format);
     let listen = match env("PAYGATE_LISTEN_ADDR") {

@@ -16,6 +16,9 @@ mod serve;
 mod settle;
 mod sim;
 
+/// The command line. `--config` and `--log-format` before the command (`paygate --config F
+/// serve`, as the Helm chart runs it) are the default command's; each command takes (and its
+/// help shows) only the options it reads.
 #[derive(Parser)]
 #[command(
     name = "paygate",
@@ -23,25 +26,49 @@ mod sim;
     about = "gRPC gateway for subscription cancels and refunds at payment providers"
 )]
 pub(crate) struct Cli {
-    /// TOML configuration file.
-    #[arg(long, env = "PAYGATE_CONFIG", global = true)]
-    config: Option<PathBuf>,
-    /// Log format (overrides the file and PAYGATE_LOG_FORMAT).
-    #[arg(long, global = true, value_parser = log_format_parser())]
-    log_format: Option<LogFormat>,
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--config` (PAYGATE_CONFIG), for the commands that read the configuration file.
+#[derive(clap::Args, Default)]
+pub(crate) struct ConfigArg {
+    /// TOML configuration file.
+    #[arg(long = "config", env = "PAYGATE_CONFIG")]
+    path: Option<PathBuf>,
+}
+
+/// `--log-format`, for the commands that log.
+#[derive(clap::Args, Default)]
+pub(crate) struct LogFormatArg {
+    /// Log format, text or json (for serve, it overrides the file's log_format and
+    /// PAYGATE_LOG_FORMAT).
+    #[arg(long = "log-format", value_parser = log_format_parser())]
+    format: Option<LogFormat>,
+}
+
+/// The options of `serve` and `check-config`.
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    log_format: LogFormatArg,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gateway from the configuration file and environment (the default).
     #[command(after_help = paygate::config::environment_help())]
-    Serve,
+    Serve(ServeArgs),
     /// Load and validate the configuration and every file it names (keys, passwords, tokens,
     /// TLS) as `serve` would, without network: exit 0 and a summary, or exit 2 and one line.
     #[command(after_help = paygate::config::environment_help())]
-    CheckConfig,
+    CheckConfig(ConfigArg),
     /// Ask a running gateway's gRPC health service, as a container health check or the
     /// kubelet's grpc probe does: exit 0 when SERVING, 1 otherwise (plaintext gRPC only).
     Healthcheck(healthcheck::Args),
@@ -69,16 +96,26 @@ fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat
 /// Parses the command line and runs the command.
 pub(crate) async fn run() -> ExitCode {
     let cli = Cli::parse();
-    let config = cli.config.as_deref();
-    let format = cli.log_format;
-    let done = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve::run(config, format).await,
-        Command::CheckConfig => check_config::run(config),
+    // What is given before the command counts for it, unless the command gives its own.
+    let config = |own: ConfigArg| own.path.or_else(|| cli.config.path.clone());
+    let format = |own: LogFormatArg| own.format.or(cli.log_format.format);
+    let done = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(a) => serve::run(config(a.config).as_deref(), format(a.log_format)).await,
+        Command::CheckConfig(a) => check_config::run(config(a).as_deref()),
         Command::Healthcheck(args) => healthcheck::run(args).await,
-        Command::Dev(args) => dev::run(args, format).await,
+        Command::Dev(mut args) => {
+            let f = format(std::mem::take(&mut args.log_format));
+            dev::run(args, f).await
+        }
         Command::HashToken => hash_token::run(),
-        Command::Settle(args) => settle::run(args).await,
-        Command::Sim(args) => sim::run(args, format).await,
+        Command::Settle(mut args) => {
+            let path = config(std::mem::take(&mut args.config));
+            settle::run(args, path.as_deref()).await
+        }
+        Command::Sim(mut args) => {
+            let f = format(std::mem::take(&mut args.log_format));
+            sim::run(args, f).await
+        }
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,

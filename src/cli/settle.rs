@@ -1,17 +1,25 @@
 //! `paygate settle`: an operator settles a refund key whose outcome the gateway could not
 //! decide, after checking the provider's back office.
 
+use std::path::Path;
+
+use paygate::config::Config;
 use paygate::idempotency::{self, Idempotency};
 use paygate::store::{self, Completion, Key};
 use paygate::telemetry::{self, LogFormat};
 
-use super::process::Failure;
+use super::process::{Failure, env};
 
 #[derive(clap::Args)]
 pub(super) struct Args {
-    /// Idempotency store.
-    #[arg(long, env = "PAYGATE_STORE_URL", default_value = paygate::config::DEFAULT_STORE_URL)]
-    store_url: String,
+    /// The gateway's configuration file: its store settings (store_url, retention) are read
+    /// with the environment (PAYGATE_STORE_URL, ...) exactly as `serve` reads them.
+    #[command(flatten)]
+    pub(super) config: super::ConfigArg,
+    /// The idempotency store, instead of the configuration's (sqlite://PATH or
+    /// postgres://...).
+    #[arg(long)]
+    store_url: Option<String>,
     /// The account the refund was made on.
     #[arg(long)]
     account: String,
@@ -38,8 +46,9 @@ pub(super) struct Args {
     failed: bool,
 }
 
-pub(super) async fn run(args: Args) -> Result<(), Failure> {
+pub(super) async fn run(args: Args, config: Option<&Path>) -> Result<(), Failure> {
     let Args {
+        config: _,
         store_url,
         account,
         caller,
@@ -51,25 +60,30 @@ pub(super) async fn run(args: Args) -> Result<(), Failure> {
         failed,
     } = args;
     let _telemetry = telemetry::init(LogFormat::Text);
+    let settings = Config::load_store(config, &env).map_err(Failure::config)?;
+    let (store_url, setting) = match store_url {
+        Some(url) => (url, "--store-url"),
+        None => (settings.url, settings.url_setting),
+    };
     // Settle changes the gateway's store; it never creates one (a wrong path would settle
     // nothing, in a new empty file).
     if let Some(path) = store_url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
         if !std::path::Path::new(path).is_file() {
             return Err(Failure::Usage(format!(
-                "settle: no store at {path} (--store-url / PAYGATE_STORE_URL): give the gateway's own store; settle never creates one"
+                "settle: no store at {path} ({setting}): give the gateway's own store (--config, PAYGATE_STORE_URL or --store-url); settle never creates one"
             )));
         }
     }
     let store = store::open(&store_url)
         .await
-        .map_err(|e| Failure::Usage(format!("settle: PAYGATE_STORE_URL: {e}")))?;
+        .map_err(|e| Failure::Usage(format!("settle: {setting}: {e}")))?;
     // Which store, without its credentials.
     let shown = store_url
         .rsplit_once('@')
         .map_or(store_url.as_str(), |(_, at)| at);
     eprintln!("settle: store {} ({shown})", store.name());
-    let idem = Idempotency::new(store, idempotency::DEFAULT_RETENTION);
+    let idem = Idempotency::new(store, settings.retention);
     let outcome = idempotency::operator_outcome(
         &request_id,
         refund_id,

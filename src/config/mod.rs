@@ -237,6 +237,111 @@ pub struct Config {
 /// Default store: an SQLite file under `./data`.
 pub const DEFAULT_STORE_URL: &str = "sqlite://./data/paygate.db";
 
+/// The configuration file's text, if a file is given.
+fn read_text(path: Option<&Path>) -> Result<Option<String>, ConfigError> {
+    match path {
+        Some(p) => Ok(Some(std::fs::read_to_string(p).map_err(|e| {
+            err(
+                "PAYGATE_CONFIG",
+                format!("cannot read {}: {e}", p.display()),
+            )
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The file's settings and its accounts' tables (empty without a file).
+fn parse_file(
+    source: Option<FileText<'_>>,
+) -> Result<(FileConfig, BTreeMap<String, RawAccount<'_>>), ConfigError> {
+    Ok(match source {
+        Some(f) => {
+            let mut root = DeTable::parse(f.text).map_err(|e| f.error(e))?;
+            let accounts = root.get_mut().remove("accounts");
+            let file: FileConfig = read_table(root, source)?;
+            let accounts = match accounts {
+                None => BTreeMap::new(),
+                Some(v) => {
+                    let span = v.span();
+                    match v.into_inner() {
+                        toml::de::DeValue::Table(t) => account_tables(t, f)?,
+                        _ => {
+                            return Err(f.error_at(span, "accounts must be a table of accounts"));
+                        }
+                    }
+                }
+            };
+            (file, accounts)
+        }
+        None => (FileConfig::default(), BTreeMap::new()),
+    })
+}
+
+/// Where the idempotency store is and how long its keys are kept.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` or `postgres://...` (`store_url`, PAYGATE_STORE_URL).
+    pub url: String,
+    /// How long keys replay.
+    pub retention: Duration,
+    /// How long PayXpert keys are kept.
+    pub unkeyed_retention: Duration,
+    /// The setting the URL came from (`PAYGATE_STORE_URL`, or the file key `store_url`, also
+    /// when it is the default).
+    pub url_setting: &'static str,
+}
+
+impl StoreSettings {
+    fn read(file: &FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let store = env("PAYGATE_STORE_URL")
+            .map(|v| ("PAYGATE_STORE_URL", v))
+            .or_else(|| file.store_url.clone().map(|v| ("store_url", v)))
+            .unwrap_or(("store_url", DEFAULT_STORE_URL.into()));
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| store.1.starts_with(p))
+        {
+            return Err(err(store.0, "must start with sqlite:// or postgres://"));
+        }
+        let retention_hours = match env("PAYGATE_IDEMPOTENCY_RETENTION_HOURS") {
+            Some(v) => v.parse().ok().filter(|h| *h > 0).ok_or_else(|| {
+                err(
+                    "PAYGATE_IDEMPOTENCY_RETENTION_HOURS",
+                    "must be a positive number of hours",
+                )
+            })?,
+            None => file.idempotency_retention_hours.unwrap_or(7 * 24),
+        };
+        let unkeyed_days = match env("PAYGATE_UNKEYED_RETENTION_DAYS") {
+            Some(v) => v.parse().ok().filter(|d| *d > 0).ok_or_else(|| {
+                err(
+                    "PAYGATE_UNKEYED_RETENTION_DAYS",
+                    "must be a positive number of days",
+                )
+            })?,
+            None => file
+                .unkeyed_retention_days
+                .unwrap_or(crate::idempotency::DEFAULT_UNKEYED_RETENTION.as_secs() / 86_400),
+        };
+        if unkeyed_days * 24 < retention_hours {
+            return Err(err(
+                if env("PAYGATE_UNKEYED_RETENTION_DAYS").is_some() {
+                    "PAYGATE_UNKEYED_RETENTION_DAYS"
+                } else {
+                    "unkeyed_retention_days"
+                },
+                "must not be shorter than the idempotency retention",
+            ));
+        }
+        Ok(Self {
+            url: store.1,
+            retention: Duration::from_secs(retention_hours * 3600),
+            unkeyed_retention: Duration::from_secs(unkeyed_days * 86_400),
+            url_setting: store.0,
+        })
+    }
+}
+
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
 /// The notification listener's default address.
@@ -249,48 +354,34 @@ impl Config {
         path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = match path {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                err(
-                    "PAYGATE_CONFIG",
-                    format!("cannot read {}: {e}", p.display()),
-                )
-            })?),
-            None => None,
-        };
+        let text = read_text(path)?;
         let file = path
             .zip(text.as_deref())
             .map(|(path, text)| FileText { path, text });
         Self::from_file(file, env)
     }
 
+    /// The store settings alone, read from the file at `path` (if any) and the environment
+    /// exactly as [`Config::load`] reads them, for commands that open the store and nothing
+    /// else (`paygate settle`): provider accounts, keys and listeners are neither read nor
+    /// required.
+    pub fn load_store(
+        path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<StoreSettings, ConfigError> {
+        let text = read_text(path)?;
+        let file = path
+            .zip(text.as_deref())
+            .map(|(path, text)| FileText { path, text });
+        let (file, _accounts) = parse_file(file)?;
+        StoreSettings::read(&file, env)
+    }
+
     fn from_file(
         source: Option<FileText<'_>>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let (file, mut raw_accounts) = match source {
-            Some(f) => {
-                let mut root = DeTable::parse(f.text).map_err(|e| f.error(e))?;
-                let accounts = root.get_mut().remove("accounts");
-                let file: FileConfig = read_table(root, source)?;
-                let accounts = match accounts {
-                    None => BTreeMap::new(),
-                    Some(v) => {
-                        let span = v.span();
-                        match v.into_inner() {
-                            toml::de::DeValue::Table(t) => account_tables(t, f)?,
-                            _ => {
-                                return Err(
-                                    f.error_at(span, "accounts must be a table of accounts")
-                                );
-                            }
-                        }
-                    }
-                };
-                (file, accounts)
-            }
-            None => (FileConfig::default(), BTreeMap::new()),
-        };
+        let (file, mut raw_accounts) = parse_file(source)?;
         let listen = env("PAYGATE_LISTEN_ADDR")
             .map(|v| ("PAYGATE_LISTEN_ADDR", v))
             .or_else(|| file.listen_addr.clone().map(|v| ("listen_addr", v)))
@@ -365,7 +456,7 @@ impl Config {
 
         let default_account = env("PAYGATE_DEFAULT_ACCOUNT")
             .map(|v| ("PAYGATE_DEFAULT_ACCOUNT", v))
-            .or_else(|| file.default_account.map(|v| ("default_account", v)));
+            .or_else(|| file.default_account.clone().map(|v| ("default_account", v)));
         let default_account = match default_account {
             Some((setting, name)) => {
                 if !accounts.iter().any(|a| a.name == name) {
@@ -403,46 +494,7 @@ impl Config {
             file.shutdown_drain_delay_ms,
             DEFAULT_SHUTDOWN_DRAIN_DELAY.as_millis() as u64,
         )?;
-        let store = env("PAYGATE_STORE_URL")
-            .map(|v| ("PAYGATE_STORE_URL", v))
-            .or_else(|| file.store_url.map(|v| ("store_url", v)))
-            .unwrap_or(("store_url", DEFAULT_STORE_URL.into()));
-        if !["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|p| store.1.starts_with(p))
-        {
-            return Err(err(store.0, "must start with sqlite:// or postgres://"));
-        }
-        let retention_hours = match env("PAYGATE_IDEMPOTENCY_RETENTION_HOURS") {
-            Some(v) => v.parse().ok().filter(|h| *h > 0).ok_or_else(|| {
-                err(
-                    "PAYGATE_IDEMPOTENCY_RETENTION_HOURS",
-                    "must be a positive number of hours",
-                )
-            })?,
-            None => file.idempotency_retention_hours.unwrap_or(7 * 24),
-        };
-        let unkeyed_days = match env("PAYGATE_UNKEYED_RETENTION_DAYS") {
-            Some(v) => v.parse().ok().filter(|d| *d > 0).ok_or_else(|| {
-                err(
-                    "PAYGATE_UNKEYED_RETENTION_DAYS",
-                    "must be a positive number of days",
-                )
-            })?,
-            None => file
-                .unkeyed_retention_days
-                .unwrap_or(crate::idempotency::DEFAULT_UNKEYED_RETENTION.as_secs() / 86_400),
-        };
-        if unkeyed_days * 24 < retention_hours {
-            return Err(err(
-                if env("PAYGATE_UNKEYED_RETENTION_DAYS").is_some() {
-                    "PAYGATE_UNKEYED_RETENTION_DAYS"
-                } else {
-                    "unkeyed_retention_days"
-                },
-                "must not be shorter than the idempotency retention",
-            ));
-        }
+        let store = StoreSettings::read(&file, env)?;
         // A window shorter than a minute refuses notifications that clock skew alone delays.
         let notify_max_age = match env("PAYGATE_NOTIFY_MAX_AGE_MS")
             .map(|v| ("PAYGATE_NOTIFY_MAX_AGE_MS", v.parse::<u64>().ok()))
@@ -575,9 +627,9 @@ impl Config {
             max_queue: Duration::from_millis(file.max_queue_ms.unwrap_or(250)),
             caller_rate,
             caller_rates,
-            store_url: store.1,
-            idempotency_retention: Duration::from_secs(retention_hours * 3600),
-            unkeyed_retention: Duration::from_secs(unkeyed_days * 86_400),
+            store_url: store.url,
+            idempotency_retention: store.retention,
+            unkeyed_retention: store.unkeyed_retention,
             default_account,
             max_request_time: Duration::from_millis(file.max_request_time_ms.unwrap_or(30_000)),
             shutdown_grace: Duration::from_millis(shutdown_grace_ms),
