@@ -426,14 +426,7 @@ async fn serve_runs_from_the_environment_contract_and_stops_on_sigterm() {
     assert_eq!(r.status(), pb::RefundStatus::Succeeded);
 
     // The client stays connected: shutdown must still end within the grace period.
-    let pid = gw.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::provision::sigterm(gw.id());
     let status = wait_with_timeout(&mut gw, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
     let mut logs = String::new();

@@ -123,14 +123,7 @@ async fn a_client_without_retries_calling_through_a_sigterm_sees_no_error() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     *terminated_at.lock().await = Some(Instant::now());
-    let pid = gateways[0].child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::provision::sigterm(gateways[0].child.id());
     let until = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(s) = gateways[0].child.try_wait().unwrap() {

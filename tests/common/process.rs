@@ -38,8 +38,7 @@ impl GatewayProcess {
     }
 
     pub fn sigterm_and_wait(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        super::provision::sigterm(self.child.id());
         let _ = self.child.wait();
     }
 }

@@ -42,3 +42,14 @@ pub fn provisioned(args: &[&str]) -> String {
 pub fn command(name: &str, package: &str) -> String {
     provisioned(&["command", name, package])
 }
+
+/// Sends SIGTERM to process `pid` with `kill` (Debian package procps, which a minimal Debian
+/// lacks), and fails the test if it could not be sent.
+pub fn sigterm(pid: u32) {
+    let kill = command("kill", "procps");
+    let ok = std::process::Command::new(kill)
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -TERM {pid} failed");
+}
