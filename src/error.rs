@@ -231,6 +231,13 @@ fn status(
     details: ErrorDetails,
     retry_after: Option<Duration>,
 ) -> Status {
+    // The reason closes the message too, for people reading a status with a tool that shows
+    // details as bytes (`buf curl` prints each Any's value in base64); programs branch on
+    // ErrorInfo.reason.
+    let message = match details.error_info() {
+        Some(info) => format!("{message} (reason: {})", info.reason),
+        None => message,
+    };
     let mut trailers = MetadataMap::new();
     if let Some(after) = retry_after {
         let ms = after.as_millis().min(i32::MAX as u128).to_string();

@@ -406,7 +406,7 @@ pub async fn serve(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_file_descriptor_set(rpc_descriptors())
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -602,4 +602,26 @@ pub fn spawn(bound: Bound) -> std::io::Result<Running> {
     let addr = bound.grpc_addr()?;
     let task = Background::spawn(|stop| serve(bound, stop));
     Ok(Running { addr, task })
+}
+
+/// The descriptors of `google.rpc.Status` and the error details (ErrorInfo, RetryInfo,
+/// BadRequest, ...), for reflection: under their canonical file names
+/// (`google/rpc/status.proto`, `google/rpc/error_details.proto`), which tonic-types' own set
+/// lacks, so that grpcurl and other reflection clients resolve the details every error carries
+/// and print them as fields.
+fn rpc_descriptors() -> prost_types::FileDescriptorSet {
+    use prost::Message;
+    let canonical = |name: &str| match name {
+        "status.proto" | "error_details.proto" => format!("google/rpc/{name}"),
+        other => other.to_owned(),
+    };
+    let mut set = prost_types::FileDescriptorSet::decode(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .unwrap_or_default();
+    for file in &mut set.file {
+        file.name = file.name.as_deref().map(canonical);
+        for dep in &mut file.dependency {
+            *dep = canonical(dep);
+        }
+    }
+    set
 }

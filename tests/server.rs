@@ -58,6 +58,12 @@ async fn reflection_v1_and_v1alpha_list_the_services_and_resolve_imports() {
                     "google/protobuf/timestamp.proto".into(),
                 )),
             },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileByFilename(
+                    "google/rpc/status.proto".into(),
+                )),
+            },
         ];
         let mut answers = c
             .server_reflection_info(tokio_stream::iter(reqs))
@@ -77,13 +83,26 @@ async fn reflection_v1_and_v1alpha_list_the_services_and_resolve_imports() {
         ] {
             assert!(names.contains(&want), "{names:?}");
         }
-        for _ in 0..2 {
+        // The error details every error carries, under their canonical file names, so that
+        // grpcurl resolves them and prints their fields.
+        let mut files = Vec::new();
+        for _ in 0..3 {
             let m = answers.next().await.unwrap().unwrap().message_response;
-            assert!(
-                matches!(m, Some(MessageResponse::FileDescriptorResponse(_))),
-                "{m:?}"
-            );
+            let Some(MessageResponse::FileDescriptorResponse(f)) = m else {
+                panic!("{m:?}");
+            };
+            use prost::Message;
+            let first =
+                prost_types::FileDescriptorProto::decode(&f.file_descriptor_proto[0][..]).unwrap();
+            files.push(first);
         }
+        assert_eq!(files[0].name(), "google/rpc/error_details.proto");
+        let messages: Vec<_> = files[0].message_type.iter().map(|m| m.name()).collect();
+        for want in ["ErrorInfo", "RetryInfo", "BadRequest"] {
+            assert!(messages.contains(&want), "{messages:?}");
+        }
+        assert_eq!(files[2].name(), "google/rpc/status.proto");
+        assert_eq!(files[2].dependency, ["google/protobuf/any.proto"]);
     }
     {
         use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
