@@ -8,6 +8,8 @@ what it renders.
 """
 
 import pathlib
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -94,7 +96,53 @@ def config_of(manifests):
     sys.exit("no ConfigMap rendered")
 
 
+def readme_install():
+    """The values of the README's `helm install` command (<!-- ci: helm-install -->): its
+    `-f my-values.yaml` (the README's helm-values block), its `--set` values and its
+    `--set-file` files (placeholder contents: the key files are the operator's)."""
+    lines = (CHART.parent.parent / "README.md").read_text().splitlines()
+    def block(marker):
+        start = lines.index(f"<!-- ci: {marker} -->") + 2
+        end = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
+        return "\n".join(lines[start:end])
+    argv = shlex.split(block("helm-install").replace("\\\n", " "))
+    assert argv[:4] == ["helm", "install", "paygate", "helm/paygate"], argv
+    values, i = {}, 4
+    def put(path, value):
+        keys = [k.replace("\\.", ".") for k in re.split(r"(?<!\\)\.", path)]
+        node = values
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    while i < len(argv):
+        flag, arg = argv[i], argv[i + 1]
+        if flag == "-n":
+            assert arg == "payments", arg
+        elif flag == "-f":
+            assert arg == "my-values.yaml", arg
+            values = merge(values, yaml.safe_load(block("helm-values")))
+        elif flag == "--set":
+            put(*arg.split("=", 1))
+        elif flag == "--set-file":
+            key, path = arg.split("=", 1)
+            put(key, f"contents of {path}\n")
+        else:
+            sys.exit(f"README helm install: unknown flag {flag}")
+        i += 2
+    return values
+
+
 def main():
+    install = readme_install()
+    manifests = render(install)
+    validate(manifests, "the README's helm install")
+    deployment = next(d for path, t in manifests.items() if not path.endswith("NOTES.txt")
+                      for d in yaml.safe_load_all(t) if d and d.get("kind") == "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    want = f"{install['image']['repository']}:{install['image']['tag']}"
+    assert image == want, (image, want)
+    print(f"the README's helm install: renders, validates, runs the pushed image {image}")
+
     report = helm.lint(str(CHART), operator(), strict=True, kube_version=f"v{KUBE_VERSION}")
     errors = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
     if errors or report.get("errors"):

@@ -110,8 +110,9 @@ case "${1:-}" in
     echo "$bin"
     ;;
   command)
-    command -v "$2" >/dev/null || debian "$3"
-    command -v "$2"
+    # A program file on PATH (type -P: never a shell builtin such as kill).
+    type -P "$2" >/dev/null || debian "$3"
+    type -P "$2" || { say "$2 is not on PATH after installing $3"; exit 1; }
     ;;
   debian)
     shift
