@@ -143,7 +143,7 @@ def check(buf):
             sys.exit(f"README.md:{line}: a sh block without a <!-- ci: NAME --> marker")
         if marker is not None and lang == "sh" and marker not in KINDS:
             sys.exit(f"README.md:{line}: unknown marker {marker!r}: add it to .ci/readme.py")
-    named = [b for b in found if b[1] == "sh"]
+    shell = [b for b in found if b[1] == "sh"]
     assert block("test") == "cargo test", block("test")
 
     code, out = run_block("prerequisites", block("prerequisites"), env)
@@ -162,7 +162,14 @@ def check(buf):
             time.sleep(0.2)
         if "Stop with Ctrl-C" not in banner.read_text():
             sys.exit(f"the start block did not start:\n{banner.read_text()}")
-        for line, lang, marker, text in named:
+        # The headings the banner sends a newcomer to exist.
+        heads = set(re.findall(r"(?m)^#+ (.+)$", README.read_text()))
+        named = re.findall(r'README: "([^"]+)"', banner.read_text())
+        missing = [h for h in named if h not in heads]
+        if not named or missing:
+            sys.exit(f"the dev banner names README headings {named}; missing: {missing}")
+        print(f"-- the dev banner's README headings exist: {named}")
+        for line, lang, marker, text in shell:
             kind, want = KINDS[marker]
             if marker in ("start", "prerequisites"):
                 continue
@@ -204,9 +211,9 @@ def check(buf):
     if status != 0:
         sys.exit(f"the dev mode exited {status} on Ctrl-C's signal")
     check_links()
-    print(f"README: {len(named)} shell blocks: "
-          f"{sum(1 for b in named if KINDS[b[2]][0] != 'elsewhere')} run as printed, "
-          f"{sum(1 for b in named if KINDS[b[2]][0] == 'elsewhere')} covered by the steps named")
+    print(f"README: {len(shell)} shell blocks: "
+          f"{sum(1 for b in shell if KINDS[b[2]][0] != 'elsewhere')} run as printed, "
+          f"{sum(1 for b in shell if KINDS[b[2]][0] == 'elsewhere')} covered by the steps named")
 
 
 if __name__ == "__main__":
