@@ -15,6 +15,8 @@
 //!
 //! Stores: embedded SQLite (default) and PostgreSQL (several replicas), behind [`Store`].
 
+mod decide;
+
 use crate::reason;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +31,9 @@ use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
 use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
 
-use crate::store::{Completion, Inserted, NewKey, PaymentClaim, RefundRow, Retention};
+use self::decide::{Created, Step, created, decide, next_wait};
+
+use crate::store::{Completion, KeyState, NewKey, PaymentClaim, RefundRow, Retention};
 pub use crate::store::{INSTANCE_STALE, Key, Store, StoreError};
 
 /// The method whose keys name refunds: the scope of refund keys.
@@ -487,7 +491,7 @@ impl Idempotency {
             }
             return self.replay(Some((*outcome).clone()), ctx);
         }
-        let mut wait = Duration::from_millis(5);
+        let mut wait = decide::FIRST_WAIT;
         loop {
             let lease_ms = (deadline.saturating_duration_since(Instant::now()) + LEASE_SLACK)
                 .as_millis() as i64;
@@ -513,81 +517,78 @@ impl Idempotency {
                 .load(key)
                 .await
                 .map_err(|e| store_error(ctx, e))?;
-            let Some(row) = row else {
-                let new = NewKey {
-                    key,
-                    account,
-                    claim_keep_ms: self.keep_ms(true),
-                    payment_id: run.payment_id,
-                    fingerprint,
-                    token: &tok,
-                    lease_ms,
-                    instance: &self.instance,
-                    payment: run.claim(),
-                };
-                match store_op("insert", self.store.insert(new))
-                    .await
-                    .map_err(|e| store_error(ctx, e))?
-                {
-                    Inserted::Created => {
-                        return self.attempt(run, Start::Fresh, &mut attempt).await;
-                    }
-                    Inserted::Exists => continue, // another attempt inserted it first: read it
-                    Inserted::Claimed => {
-                        idempotency_event("claimed");
-                        return Err(GatewayError::RequestIdClaimed(ctx.clone()));
-                    }
-                    Inserted::PaymentBusy => {
-                        // Another key's refund of this payment is unsettled: wait for it
-                        // within the deadline, never alongside it.
-                        if time_to_wait(deadline) <= wait {
+            match decide(row.as_ref(), fingerprint, time_to_wait(deadline), wait) {
+                Step::Create => {
+                    let new = NewKey {
+                        key,
+                        account,
+                        claim_keep_ms: self.keep_ms(true),
+                        payment_id: run.payment_id,
+                        fingerprint,
+                        token: &tok,
+                        lease_ms,
+                        instance: &self.instance,
+                        payment: run.claim(),
+                    };
+                    let inserted = store_op("insert", self.store.insert(new))
+                        .await
+                        .map_err(|e| store_error(ctx, e))?;
+                    match created(inserted, time_to_wait(deadline), wait) {
+                        Created::Attempt => {
+                            return self.attempt(run, Start::Fresh, &mut attempt).await;
+                        }
+                        Created::Reread => {}
+                        Created::Claimed => {
+                            idempotency_event("claimed");
+                            return Err(GatewayError::RequestIdClaimed(ctx.clone()));
+                        }
+                        Created::PaymentBusy(retry_after) => {
                             idempotency_event("payment_busy");
                             return Err(GatewayError::PaymentBusy {
-                                retry_after: retry::PAYMENT_PENDING,
+                                retry_after,
                                 ctx: ctx.clone(),
                             });
                         }
-                        idempotency_event("payment_wait");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_millis(100));
-                        continue;
+                        Created::PaymentWait(d) => {
+                            // Another key's refund of this payment is unsettled: wait for it
+                            // within the deadline, never alongside it.
+                            idempotency_event("payment_wait");
+                            tokio::time::sleep(d).await;
+                            wait = next_wait(wait, decide::MAX_PAYMENT_WAIT);
+                        }
                     }
                 }
-            };
-            if row.fingerprint != fingerprint {
-                idempotency_event("conflict");
-                return Err(GatewayError::KeyReused(ctx.clone()));
-            }
-            match row.state.as_str() {
-                "done" => {
+                Step::Conflict => {
+                    idempotency_event("conflict");
+                    return Err(GatewayError::KeyReused(ctx.clone()));
+                }
+                Step::Replay => {
                     let outcome: Option<Outcome> = row
-                        .outcome
-                        .as_deref()
+                        .as_ref()
+                        .and_then(|r| r.outcome.as_deref())
                         .and_then(|o| serde_json::from_str(o).ok());
                     if let Some(o) = &outcome {
                         self.done.put(key, fingerprint, Arc::new(o.clone()));
                     }
                     return self.replay(outcome, ctx);
                 }
-                "unresolved" => {
+                Step::Unresolved => {
                     idempotency_event("unresolved");
                     return Err(GatewayError::OutcomeUnresolved(ctx.clone()));
                 }
-                "in_flight" if row.live => {
-                    let left = time_to_wait(deadline);
-                    if left <= Duration::from_millis(1) {
-                        idempotency_event("aborted");
-                        let lease_left = Duration::from_millis(row.lease_left_ms.max(0) as u64);
-                        return Err(GatewayError::InFlight {
-                            retry_after: lease_left.clamp(retry::MIN_DELAY, retry::IN_FLIGHT),
-                            ctx: ctx.clone(),
-                        });
-                    }
-                    idempotency_event("in_flight_wait");
-                    tokio::time::sleep(wait.min(left)).await;
-                    wait = (wait * 2).min(Duration::from_millis(50));
+                Step::Abort(retry_after) => {
+                    idempotency_event("aborted");
+                    return Err(GatewayError::InFlight {
+                        retry_after,
+                        ctx: ctx.clone(),
+                    });
                 }
-                _ => {
+                Step::Wait(d) => {
+                    idempotency_event("in_flight_wait");
+                    tokio::time::sleep(d).await;
+                    wait = next_wait(wait, decide::MAX_LEASE_WAIT);
+                }
+                Step::TakeOver => {
                     let taken = self
                         .store
                         .take_over(key, &tok, lease_ms, &self.instance)
@@ -798,7 +799,7 @@ impl Idempotency {
             return Ok(Reply::fresh(value));
         }
         match self.store.load(run.key).await {
-            Ok(Some(row)) if row.state == "done" => {
+            Ok(Some(row)) if row.state == KeyState::Done => {
                 let stored = row
                     .outcome
                     .as_deref()

@@ -11,13 +11,63 @@ pub struct Key {
     pub request_id: String,
 }
 
+/// A key's state, as its row holds it (the `state` column), parsed once when the row is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// An attempt holds the key's lease (live or not: see [`Row::live`]).
+    InFlight,
+    /// An attempt ended without a known outcome: the next one settles it before acting.
+    Unknown,
+    /// The outcome is known and stored: it is replayed.
+    Done,
+    /// The outcome cannot be settled automatically: a person settles it (`paygate settle`).
+    Unresolved,
+}
+
+impl KeyState {
+    /// Every state, in the order an attempt can move through them.
+    pub const ALL: [KeyState; 4] = [
+        KeyState::InFlight,
+        KeyState::Unknown,
+        KeyState::Done,
+        KeyState::Unresolved,
+    ];
+
+    /// The name the store keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::InFlight => "in_flight",
+            KeyState::Unknown => "unknown",
+            KeyState::Done => "done",
+            KeyState::Unresolved => "unresolved",
+        }
+    }
+
+    /// The state named `name` in the store, if it is one.
+    pub fn parse(name: &str) -> Option<KeyState> {
+        KeyState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for KeyState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
+    }
+}
+
 /// A stored key as read back, judged by the store's clock.
 #[derive(Debug, Clone)]
 pub struct Row {
     /// Fingerprint of the first request.
     pub fingerprint: String,
-    /// `in_flight`, `unknown`, `unresolved` or `done`.
-    pub state: String,
+    /// Its state.
+    pub state: KeyState,
     /// Milliseconds an `in_flight` lease has left (negative once expired).
     pub lease_left_ms: i64,
     /// The final outcome (JSON of the idempotency layer's `Outcome`) when `done`.

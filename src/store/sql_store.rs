@@ -431,9 +431,12 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         Box::pin(async move {
             let row = self.fetch_optional(s::LOAD, &key_args(key, &[])).await?;
             let read = |r: &DB::Row| {
+                let state = DB::text(r, 1)?;
                 Ok::<_, sqlx::Error>(Row {
                     fingerprint: DB::text(r, 0)?,
-                    state: DB::text(r, 1)?,
+                    state: KeyState::parse(&state).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("unknown key state {state:?}").into())
+                    })?,
                     lease_left_ms: DB::int(r, 2)?,
                     outcome: DB::opt_text(r, 3)?,
                     live: DB::int(r, 4)? != 0,
