@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use paygate::domain::{CancelOutcome, CancellationStatus, ProviderResult};
 use paygate::error::ErrorContext;
-use paygate::idempotency::{self, Idempotency};
+use paygate::idempotency::{self, FnOperation, Idempotency, Keyed};
 use paygate::providers::{ProviderError, Resolution};
 use paygate::store::{self, Key, Store};
 use sqlx::Connection;
@@ -54,14 +54,18 @@ async fn measure(idem: &Idempotency, replay: bool) -> (Vec<Duration>, f64) {
         let t = Instant::now();
         let r = idem
             .run(
-                &k,
-                &fp,
-                "main",
-                deadline,
-                &ctx,
-                None,
-                |_| async { Ok(Resolution::Resend) },
-                || async { Ok::<_, ProviderError>(outcome()) },
+                &Keyed {
+                    key: &k,
+                    fingerprint: &fp,
+                    account: "main",
+                    deadline,
+                    ctx: &ctx,
+                    refund: None,
+                },
+                &FnOperation {
+                    settle: |_| async { Ok(Resolution::Resend) },
+                    send: || async { Ok::<_, ProviderError>(outcome()) },
+                },
             )
             .await
             .expect("run");

@@ -431,7 +431,7 @@ async fn an_unreachable_store_is_an_error_not_a_hang() {
 async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
     use paygate::domain::{CancelOutcome, CancellationStatus, ProviderResult};
     use paygate::error::{ErrorContext, GatewayError};
-    use paygate::idempotency::Idempotency;
+    use paygate::idempotency::{FnOperation, Idempotency, Keyed};
     use paygate::providers::{ProviderError, Resolution};
     use std::sync::atomic::{AtomicU32, Ordering};
     let dir = tempfile::tempdir().unwrap();
@@ -463,17 +463,21 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
         let calls = &calls;
         async move {
             let r = idem
-                .run::<CancelOutcome, _, _, _, _>(
-                    &k,
-                    "fp",
-                    "main",
-                    deadline(),
-                    ctx,
-                    None,
-                    |_| async { Ok(Resolution::Resend) },
-                    || async {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        Err(ProviderError::unknown("answer lost", None))
+                .run(
+                    &Keyed {
+                        key: &k,
+                        fingerprint: "fp",
+                        account: "main",
+                        deadline: deadline(),
+                        ctx,
+                        refund: None,
+                    },
+                    &FnOperation {
+                        settle: |_| async { Ok(Resolution::<CancelOutcome>::Resend) },
+                        send: || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            Err(ProviderError::unknown("answer lost", None))
+                        },
                     },
                 )
                 .await;
@@ -487,16 +491,20 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
     for _ in 0..3 {
         let again = idem
             .run(
-                &k,
-                "fp",
-                "main",
-                deadline(),
-                &ctx,
-                None,
-                |_| async { Ok(Resolution::Undecidable("two candidates".into())) },
-                || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Ok(outcome())
+                &Keyed {
+                    key: &k,
+                    fingerprint: "fp",
+                    account: "main",
+                    deadline: deadline(),
+                    ctx: &ctx,
+                    refund: None,
+                },
+                &FnOperation {
+                    settle: |_| async { Ok(Resolution::Undecidable("two candidates".into())) },
+                    send: || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(outcome())
+                    },
                 },
             )
             .await;
@@ -510,16 +518,20 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
     let k = lost("adopt").await;
     let adopted = idem
         .run(
-            &k,
-            "fp",
-            "main",
-            deadline(),
-            &ctx,
-            None,
-            |_| async { Ok(Resolution::Adopt(outcome())) },
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Ok(outcome())
+            &Keyed {
+                key: &k,
+                fingerprint: "fp",
+                account: "main",
+                deadline: deadline(),
+                ctx: &ctx,
+                refund: None,
+            },
+            &FnOperation {
+                settle: |_| async { Ok(Resolution::Adopt(outcome())) },
+                send: || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(outcome())
+                },
             },
         )
         .await
@@ -532,14 +544,18 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
     );
     let replay = idem
         .run(
-            &k,
-            "fp",
-            "main",
-            deadline(),
-            &ctx,
-            None,
-            |_| async { Ok(Resolution::Resend) },
-            || async { Ok(outcome()) },
+            &Keyed {
+                key: &k,
+                fingerprint: "fp",
+                account: "main",
+                deadline: deadline(),
+                ctx: &ctx,
+                refund: None,
+            },
+            &FnOperation {
+                settle: |_| async { Ok(Resolution::Resend) },
+                send: || async { Ok(outcome()) },
+            },
         )
         .await
         .unwrap();
@@ -550,6 +566,7 @@ async fn an_unknown_outcome_is_settled_before_anything_is_sent_again() {
 /// replaying, their refunds are attributed to them, and their request ids are claimed by their
 /// callers.
 async fn keys_from_before_claims(url: &str) {
+    use paygate::idempotency::{FnOperation, Keyed};
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     let m = |v, name: &'static str, sql: &'static str| {
         Migration::new(
@@ -648,15 +665,21 @@ async fn keys_from_before_claims(url: &str) {
     // And the key replays through the idempotency layer.
     let idem = paygate::idempotency::Idempotency::new(store, idempotency::DEFAULT_RETENTION);
     let r = idem
-        .run::<paygate::domain::RefundRecord, _, _, _, _>(
-            &k,
-            "fp",
-            "main",
-            tokio::time::Instant::now() + Duration::from_secs(5),
-            &paygate::error::ErrorContext::default(),
-            None,
-            |_| async { Ok(paygate::providers::Resolution::Resend) },
-            || async { panic!("a replay never calls the provider") },
+        .run(
+            &Keyed {
+                key: &k,
+                fingerprint: "fp",
+                account: "main",
+                deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+                ctx: &paygate::error::ErrorContext::default(),
+                refund: None,
+            },
+            &FnOperation {
+                settle: |_| async { Ok(paygate::providers::Resolution::Resend) },
+                send: || -> std::future::Pending<
+                    Result<paygate::domain::RefundRecord, paygate::providers::ProviderError>,
+                > { panic!("a replay never calls the provider") },
+            },
         )
         .await
         .unwrap();

@@ -326,6 +326,73 @@ fn store_error(ctx: &ErrorContext, e: StoreError) -> GatewayError {
     GatewayError::StoreUnavailable(ctx.clone())
 }
 
+/// A mutating use case that runs at most once per idempotency key: how it is sent, and how an
+/// earlier attempt of the same key whose outcome is unknown is settled before anything is sent
+/// again. The refund and cancel use cases implement it (`ops/`); [`Idempotency::run`] decides
+/// when each is called.
+pub trait Operation: Sync {
+    /// What it answers: stored when final, and replayed.
+    type Output: Storable + Send;
+
+    /// Settles an earlier attempt whose outcome is unknown (`reconcile`: what the store knows
+    /// that the provider's answer must be judged against): resend, adopt what it did, or
+    /// leave it to a person.
+    fn settle(
+        &self,
+        reconcile: Reconcile,
+    ) -> impl Future<Output = Result<Resolution<Self::Output>, ProviderError>> + Send;
+
+    /// Sends it (the provider call, with the resends that are safe within the call).
+    fn send(&self) -> impl Future<Output = Result<Self::Output, ProviderError>> + Send;
+}
+
+/// An [`Operation`] made of two closures, for tests, benchmarks and tools.
+pub struct FnOperation<S, F> {
+    /// [`Operation::settle`].
+    pub settle: S,
+    /// [`Operation::send`].
+    pub send: F,
+}
+
+impl<T, S, SFut, F, Fut> Operation for FnOperation<S, F>
+where
+    T: Storable + Send,
+    S: Fn(Reconcile) -> SFut + Sync,
+    SFut: Future<Output = Result<Resolution<T>, ProviderError>> + Send,
+    F: Fn() -> Fut + Sync,
+    Fut: Future<Output = Result<T, ProviderError>> + Send,
+{
+    type Output = T;
+
+    fn settle(
+        &self,
+        reconcile: Reconcile,
+    ) -> impl Future<Output = Result<Resolution<T>, ProviderError>> + Send {
+        (self.settle)(reconcile)
+    }
+
+    fn send(&self) -> impl Future<Output = Result<T, ProviderError>> + Send {
+        (self.send)()
+    }
+}
+
+/// What a call's key is, and what the call is about: the request of [`Idempotency::run`].
+#[derive(Debug, Clone, Copy)]
+pub struct Keyed<'a> {
+    /// The key: caller, RPC and request id.
+    pub key: &'a Key,
+    /// The request's fingerprint ([`fingerprint`]).
+    pub fingerprint: &'a str,
+    /// The provider account the request resolved to.
+    pub account: &'a str,
+    /// When the caller stops waiting.
+    pub deadline: Instant,
+    /// What errors are about.
+    pub ctx: &'a ErrorContext,
+    /// The payment of a refund (`None` for other operations).
+    pub refund: Option<RefundScope<'a>>,
+}
+
 /// What a refund key is about. On a provider without an idempotency key of its own
 /// (`quiet` set), the payment is held while the key is unsettled, so at most one refund
 /// attempt per payment is in flight or unknown, and "not found at the provider" counts as
@@ -461,29 +528,21 @@ impl Idempotency {
         }
     }
 
-    /// Runs `attempt` at most once per key while its outcome is known, as described in the
-    /// module documentation. `refund` says which payment a refund key is about (and, on
-    /// providers without an idempotency key of their own, their quiet period). `resolve`
-    /// settles an earlier attempt whose outcome is unknown.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn run<T, F, Fut, R, RFut>(
+    /// Runs `op` at most once per key while its outcome is known, as described in the module
+    /// documentation: the key's row decides ([`decide`]), and this carries the step out.
+    pub async fn run<O: Operation>(
         &self,
-        key: &Key,
-        fingerprint: &str,
-        account: &str,
-        deadline: Instant,
-        ctx: &ErrorContext,
-        refund: Option<RefundScope<'_>>,
-        resolve: R,
-        mut attempt: F,
-    ) -> Result<Reply<T>, GatewayError>
-    where
-        T: Storable,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
-        R: FnOnce(Reconcile) -> RFut,
-        RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
-    {
+        req: &Keyed<'_>,
+        op: &O,
+    ) -> Result<Reply<O::Output>, GatewayError> {
+        let Keyed {
+            key,
+            fingerprint,
+            account,
+            deadline,
+            ctx,
+            refund,
+        } = *req;
         if let Some((fp, outcome)) = self.done.get(key, self.retention) {
             if fp != fingerprint {
                 idempotency_event("conflict");
@@ -535,7 +594,7 @@ impl Idempotency {
                         .map_err(|e| store_error(ctx, e))?;
                     match created(inserted, time_to_wait(deadline), wait) {
                         Created::Attempt => {
-                            return self.attempt(run, Start::Fresh, &mut attempt).await;
+                            return self.attempt(run, Start::Fresh, op).await;
                         }
                         Created::Reread => {}
                         Created::Claimed => {
@@ -598,7 +657,7 @@ impl Idempotency {
                         idempotency_event("resumed");
                         tracing::warn!(method = key.method, request_id = %key.request_id,
                             "resuming a key whose earlier attempt has an unknown outcome");
-                        return self.resume(run, resolve, &mut attempt).await;
+                        return self.resume(run, op).await;
                     }
                 }
             }
@@ -606,19 +665,11 @@ impl Idempotency {
     }
 
     /// Settles an earlier attempt with an unknown outcome before acting again.
-    async fn resume<T, F, Fut, R, RFut>(
+    async fn resume<O: Operation>(
         &self,
         run: Run<'_>,
-        resolve: R,
-        attempt: &mut F,
-    ) -> Result<Reply<T>, GatewayError>
-    where
-        T: Storable,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
-        R: FnOnce(Reconcile) -> RFut,
-        RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
-    {
+        op: &O,
+    ) -> Result<Reply<O::Output>, GatewayError> {
         let Run { key, tok, ctx, .. } = run;
         let mut held = None;
         let mut reconcile = Reconcile::default();
@@ -651,7 +702,7 @@ impl Idempotency {
             };
             held = Some((attempt, u.quiet));
         }
-        match resolve(reconcile).await {
+        match op.settle(reconcile).await {
             Ok(Resolution::Resend) => {
                 // Not found at the provider means not executed only once the provider has had
                 // the quiet period to show what the last request did.
@@ -671,7 +722,7 @@ impl Idempotency {
                         });
                     }
                 }
-                self.attempt(run, Start::Resume, attempt).await
+                self.attempt(run, Start::Resume, op).await
             }
             Ok(Resolution::Adopt(value)) => {
                 idempotency_event("adopted");
@@ -697,17 +748,12 @@ impl Idempotency {
         }
     }
 
-    async fn attempt<T, F, Fut>(
+    async fn attempt<O: Operation>(
         &self,
         run: Run<'_>,
         start: Start,
-        attempt: &mut F,
-    ) -> Result<Reply<T>, GatewayError>
-    where
-        T: Storable,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
-    {
+        op: &O,
+    ) -> Result<Reply<O::Output>, GatewayError> {
         let Run { key, tok, ctx, .. } = run;
         if run.unkeyed.is_some() {
             // Fenced: the send is recorded only while this attempt holds the live lease, and a
@@ -738,7 +784,7 @@ impl Idempotency {
                 }
             }
         }
-        match attempt().await {
+        match op.send().await {
             Ok(value) => self.conclude(&run, value).await,
             Err(e) => {
                 match e.disposition {

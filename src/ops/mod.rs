@@ -23,10 +23,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::accounts::Account;
-use crate::domain::Reconcile;
 use crate::error::{ErrorContext, GatewayError};
-use crate::idempotency::{self, Idempotency, RefundScope, Reply, Storable};
-use crate::providers::{Attempt, CallContext, ProviderError, Resolution};
+use crate::idempotency::{self, Idempotency, Keyed, Operation, RefundScope, Reply};
+use crate::providers::{Attempt, CallContext, ProviderError};
 use crate::retry::call_resolving;
 
 pub(crate) use crate::idempotency::{CANCEL_SUBSCRIPTION, CREATE_REFUND};
@@ -77,45 +76,31 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Step 1 around the rest: `send` runs once per idempotency key (`method` and `request_id`
-/// of the call's caller on its account), whose request is fingerprinted by `body` (the
-/// request without its request_id). A repeat replays the stored outcome; an earlier
-/// attempt whose outcome is unknown is first settled with `settle`. `scope` holds the
-/// payment of a refund on a provider without an idempotency key of its own.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn once<T, B, R, RFut, F, Fut>(
+/// Step 1 around the rest: `op` runs once per idempotency key (`method` and `request_id` of
+/// the call's caller on its account), whose request is fingerprinted by `body` (the request
+/// without its request_id). A repeat replays the stored outcome; an earlier attempt whose
+/// outcome is unknown is first settled by `op`. `refund` holds the payment of a refund on a
+/// provider without an idempotency key of its own.
+pub(crate) async fn once<O: Operation, B: Serialize>(
     idem: &Idempotency,
     call: &Call<'_>,
-    method: &'static str,
-    request_id: &str,
+    (method, request_id): (&'static str, &str),
     body: &B,
-    scope: Option<RefundScope<'_>>,
-    settle: R,
-    send: F,
-) -> Result<Reply<T>, GatewayError>
-where
-    T: Storable,
-    B: Serialize,
-    R: FnOnce(Reconcile) -> RFut,
-    RFut: Future<Output = Result<Resolution<T>, ProviderError>>,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ProviderError>>,
-{
+    refund: Option<RefundScope<'_>>,
+    op: &O,
+) -> Result<Reply<O::Output>, GatewayError> {
     let account = &call.account.name;
     let caller = call.caller.to_owned();
     let (key, fingerprint) = idempotency::keyed(caller, method, request_id, account, body);
-    let deadline = call.deadline();
-    idem.run(
-        &key,
-        &fingerprint,
+    let req = Keyed {
+        key: &key,
+        fingerprint: &fingerprint,
         account,
-        deadline,
-        &call.ctx,
-        scope,
-        settle,
-        send,
-    )
-    .await
+        deadline: call.deadline(),
+        ctx: &call.ctx,
+        refund,
+    };
+    idem.run(&req, op).await
 }
 
 /// Steps 4–5 once: the account's guard, then the provider call `f` at `endpoint`.

@@ -3,7 +3,8 @@
 use crate::auth::Auth;
 use crate::domain::{CreateRefund, InquireRefund, Reconcile, RefundRecord, RefundState};
 use crate::error::{GatewayError, reason};
-use crate::idempotency::{Idempotency, RefundScope, Reply};
+use crate::idempotency::{Idempotency, Operation, RefundScope, Reply};
+use crate::providers::{ProviderError, Resolution};
 use crate::store::StoreError;
 
 use super::{CREATE_REFUND, Call, attempt, guarded, once};
@@ -22,25 +23,12 @@ pub(crate) async fn create(
         payment_id: &cmd.payment_id,
         quiet: provider.quiet_period(),
     };
-    // An earlier attempt with an unknown outcome is settled by the provider first (Antom:
-    // resend; PayXpert: reconcile against its refunds of the payment).
-    let settle = |reconcile: Reconcile| async move {
-        guarded(call, "resolve", || {
-            provider.resolve_refund(cmd, &reconcile, &call.provider)
-        })
-        .await
-    };
-    let send = || {
-        attempt(call, "refund", provider.deduplicates_requests(), || {
-            provider.create_refund(cmd, &call.provider)
-        })
-    };
     let body = CreateRefund {
         request_id: String::new(),
         ..cmd.clone()
     };
-    let (id, scope) = (&cmd.request_id, Some(scope));
-    let reply = once(idem, call, CREATE_REFUND, id, &body, scope, settle, send).await?;
+    let id = (CREATE_REFUND, cmd.request_id.as_str());
+    let reply = once(idem, call, id, &body, Some(scope), &Create { call, cmd }).await?;
     // A replay of a refund that was still processing reports the latest state the gateway
     // has learned since (e.g. by Inquire). Final states never change.
     if reply.replayed && reply.value.state == RefundState::Processing {
@@ -59,6 +47,39 @@ pub(crate) async fn create(
         }
     }
     Ok(reply)
+}
+
+/// A refund's creation, as the idempotency layer runs it.
+struct Create<'a, 'c> {
+    call: &'a Call<'c>,
+    cmd: &'a CreateRefund,
+}
+
+impl Operation for Create<'_, '_> {
+    type Output = RefundRecord;
+
+    /// An earlier attempt with an unknown outcome is settled by the provider (Antom: resend;
+    /// PayXpert: reconcile against its refunds of the payment).
+    async fn settle(
+        &self,
+        reconcile: Reconcile,
+    ) -> Result<Resolution<RefundRecord>, ProviderError> {
+        let (call, provider) = (self.call, &self.call.account.provider);
+        guarded(call, "resolve", || {
+            provider.resolve_refund(self.cmd, &reconcile, &call.provider)
+        })
+        .await
+    }
+
+    /// The refund, resent within the call while its outcome is unknown if the provider
+    /// deduplicates it.
+    async fn send(&self) -> Result<RefundRecord, ProviderError> {
+        let (call, provider) = (self.call, &self.call.account.provider);
+        attempt(call, "refund", provider.deduplicates_requests(), || {
+            provider.create_refund(self.cmd, &call.provider)
+        })
+        .await
+    }
 }
 
 /// Reads a refund at the provider. A request id names a refund of the caller that created

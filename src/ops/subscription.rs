@@ -1,10 +1,11 @@
 //! Subscriptions: cancel one (idempotent) and read what the gateway knows of one.
 
+use crate::domain::Reconcile;
 use crate::domain::{CancelOutcome, CancelSubscription, SubscriptionRecord};
 use crate::error::{GatewayError, reason};
 use crate::events::Events;
-use crate::idempotency::{Idempotency, Reply};
-use crate::providers::Resolution;
+use crate::idempotency::{Idempotency, Operation, Reply};
+use crate::providers::{ProviderError, Resolution};
 
 use super::{CANCEL_SUBSCRIPTION, Call, attempt, once};
 
@@ -17,31 +18,12 @@ pub(crate) async fn cancel(
     cmd: &CancelSubscription,
 ) -> Result<Reply<CancelOutcome>, GatewayError> {
     let account = call.account;
-    let provider = &account.provider;
-    // A repeated cancel asks for the state the first one already reached, so the identical
-    // request is resent to settle an unknown outcome.
-    let settle = |_| async { Ok(Resolution::Resend) };
-    let send = || {
-        attempt(call, "cancel", true, || {
-            provider.cancel_subscription(cmd, &call.provider)
-        })
-    };
     let body = CancelSubscription {
         request_id: String::new(),
         ..cmd.clone()
     };
-    let id = &cmd.request_id;
-    let reply = once(
-        idem,
-        call,
-        CANCEL_SUBSCRIPTION,
-        id,
-        &body,
-        None,
-        settle,
-        send,
-    )
-    .await?;
+    let id = (CANCEL_SUBSCRIPTION, cmd.request_id.as_str());
+    let reply = once(idem, call, id, &body, None, &Cancel { call, cmd }).await?;
     if !reply.replayed
         && let Some(subscription_id) = &cmd.subscription_id
     {
@@ -57,6 +39,31 @@ pub(crate) async fn cancel(
         events.record_cancel(&account.name, &known).await;
     }
     Ok(reply)
+}
+
+/// A subscription's cancellation, as the idempotency layer runs it.
+struct Cancel<'a, 'c> {
+    call: &'a Call<'c>,
+    cmd: &'a CancelSubscription,
+}
+
+impl Operation for Cancel<'_, '_> {
+    type Output = CancelOutcome;
+
+    /// A repeated cancel asks for the state the first one already reached, so the identical
+    /// request is resent to settle an unknown outcome.
+    async fn settle(&self, _: Reconcile) -> Result<Resolution<CancelOutcome>, ProviderError> {
+        Ok(Resolution::Resend)
+    }
+
+    /// The cancel, resent within the call while its outcome is unknown.
+    async fn send(&self) -> Result<CancelOutcome, ProviderError> {
+        let (call, provider) = (self.call, &self.call.account.provider);
+        attempt(call, "cancel", true, || {
+            provider.cancel_subscription(self.cmd, &call.provider)
+        })
+        .await
+    }
 }
 
 /// What the gateway has recorded about a subscription (by its id or its request id), and
