@@ -106,7 +106,11 @@ impl DoneCache {
 /// A definitive provider refusal, as stored for replay.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredRefusal {
-    /// gRPC code.
+    /// Why, by name. Absent in refusals stored by releases before it (they have `code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    /// The gRPC code it was answered with: read only where `refusal` is absent, and still
+    /// written for the previous release, which reads nothing else, during a rolling update.
     pub code: i32,
     /// ErrorInfo reason.
     pub reason: String,
@@ -137,14 +141,13 @@ pub fn operator_outcome(
     failed: bool,
 ) -> Outcome {
     if failed || refund_id.is_none() {
-        return Outcome::Refused(StoredRefusal {
-            code: refusal_code(Refusal::Precondition) as i32,
-            reason: reason::SETTLED_AS_FAILED.into(),
-            message:
-                "an operator settled this refund as not executed; use a new request_id to refund"
-                    .into(),
-            result: None,
-        });
+        return Outcome::Refused(StoredRefusal::new(
+            Refusal::Precondition,
+            reason::SETTLED_AS_FAILED.into(),
+            "an operator settled this refund as not executed; use a new request_id to refund"
+                .into(),
+            None,
+        ));
     }
     Outcome::Refund(RefundRecord {
         refund_id,
@@ -169,6 +172,29 @@ pub trait Storable: Sized {
     fn to_outcome(&self) -> Outcome;
     /// Back from a stored outcome; `None` if it is of another kind.
     fn from_outcome(o: Outcome) -> Option<Self>;
+}
+
+impl StoredRefusal {
+    /// A refusal to store: by name, with the code the previous release reads.
+    pub fn new(
+        refusal: Refusal,
+        reason: String,
+        message: String,
+        result: Option<ProviderResult>,
+    ) -> Self {
+        Self {
+            refusal: Some(refusal),
+            code: refusal_code(refusal) as i32,
+            reason,
+            message,
+            result,
+        }
+    }
+
+    /// Why: its name, or what an older release's stored code stands for.
+    pub fn refusal(&self) -> Refusal {
+        self.refusal.unwrap_or_else(|| refusal_of_code(self.code))
+    }
 }
 
 impl Storable for RefundRecord {
@@ -789,12 +815,12 @@ impl Idempotency {
             Err(e) => {
                 match e.disposition {
                     Disposition::Definitive(refusal) => {
-                        let refusal = Outcome::Refused(StoredRefusal {
-                            code: refusal_code(refusal) as i32,
-                            reason: e.reason.clone(),
-                            message: e.message.clone(),
-                            result: e.result.as_deref().cloned(),
-                        });
+                        let refusal = Outcome::Refused(StoredRefusal::new(
+                            refusal,
+                            e.reason.clone(),
+                            e.message.clone(),
+                            e.result.as_deref().cloned(),
+                        ));
                         if self.finish(&run, refusal).await? != Completion::Done {
                             // Not stored: the attempt that took the key over answers it.
                             return Err(GatewayError::InFlight {
@@ -933,7 +959,7 @@ impl Idempotency {
         match outcome {
             Some(Outcome::Refused(r)) => {
                 let err = ProviderError {
-                    disposition: Disposition::Definitive(refusal_of_code(r.code)),
+                    disposition: Disposition::Definitive(r.refusal()),
                     reason: r.reason,
                     message: r.message,
                     result: r.result.map(Box::new),
@@ -1066,6 +1092,46 @@ impl Idempotency {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refusals are stored by name, with the code the previous release reads; refusals stored
+    /// by a release before the name still read back by their code.
+    #[test]
+    fn refusals_are_stored_by_name_and_old_ones_still_read() {
+        let stored = serde_json::to_value(Outcome::Refused(StoredRefusal::new(
+            Refusal::NotFound,
+            "ORDER_NOT_EXIST".into(),
+            "no such order".into(),
+            None,
+        )))
+        .unwrap();
+        assert_eq!(stored["Refused"]["refusal"], "not_found");
+        assert_eq!(
+            stored["Refused"]["code"], 5,
+            "the previous release reads the code"
+        );
+        let old = serde_json::json!({"Refused": {"code": 7, "reason": "ACCESS_DENIED",
+            "message": "denied", "result": null}});
+        let Outcome::Refused(r) = serde_json::from_value(old).unwrap() else {
+            panic!("not a refusal");
+        };
+        assert_eq!(r.refusal(), Refusal::PermissionDenied);
+        for refusal in [
+            Refusal::InvalidRequest,
+            Refusal::NotFound,
+            Refusal::Precondition,
+            Refusal::PermissionDenied,
+        ] {
+            let r = StoredRefusal::new(refusal, String::new(), String::new(), None);
+            let back: StoredRefusal =
+                serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+            assert_eq!(back.refusal(), refusal);
         }
     }
 }

@@ -9,8 +9,11 @@ use crate::domain::ProviderResult;
 use crate::ratelimit::Limited;
 use crate::reason;
 
-/// Why a provider refused for good: the same request always gets the same answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a provider refused for good: the same request always gets the same answer. Stored by
+/// its name (`invalid_request`, `not_found`, `precondition`, `permission_denied`) with a
+/// refusal's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Refusal {
     /// The request breaks one of the provider's rules.
     InvalidRequest,
