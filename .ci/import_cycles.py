@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Refuses import cycles between the files of src/.
+"""Refuses import cycles between the files of src/, and loops between its top-level units.
 
 Each file is a node. An edge goes from a file to the module file that a path in it names (the
 longest prefix that is a file; `use` groups are expanded), outside its `#[cfg(test)]` module:
 paths from `crate::`, `super::` and `self::`, and paths through a child module the file
 declares (`mod x;` then `x::f()`). A `mod x;` declaration alone is not an edge. Prints every strongly connected
 component of more than one file, with the edges inside it, and exits 1 if there is one.
+
+Then the same for the top-level units of src/ (each file or folder directly under it: `config`,
+`providers`, `retry`, ...; lib.rs and main.rs are the root, which may name every unit): a unit
+imports another when one of its files imports one of the other's. Units in one loop cannot be
+understood or changed one at a time, so a loop between them fails too, with the imports that
+make it.
 
 Usage: python3 .ci/import_cycles.py [src]
 """
@@ -145,7 +151,32 @@ def main():
     n = sum(len(c) for c in found)
     print(f"{len(files)} files, {sum(len(e) for e in edges.values())} imports between them, "
           f"{n} in an import cycle")
-    sys.exit(1 if n else 0)
+    units, why = unit_graph(files, edges)
+    loops = cycles(units, units)
+    for comp in loops:
+        print(f"{len(comp)} top-level units in one loop: {', '.join(sorted(comp))}")
+        for a in sorted(comp):
+            for b in sorted(units[a] & set(comp)):
+                print(f"  {a} -> {b}: {' '.join(f'{x} -> {y}' for x, y in why[(a, b)][:3])}")
+    print(f"{len(units)} top-level units, {sum(len(e) for e in units.values())} imports between "
+          f"them, {sum(len(c) for c in loops)} in a loop")
+    sys.exit(1 if n or loops else 0)
+
+
+def unit_graph(files, edges):
+    """The imports between the top-level units of src/ (the root, lib.rs and main.rs, is left
+    out: it names every unit), and the file imports behind each."""
+    unit = lambda m: m[0] if m else None
+    units = {unit(m): set() for m in files if m}
+    why = {}
+    for m, targets in edges.items():
+        for t in targets:
+            a, b = unit(m), unit(t)
+            if a is None or b is None or a == b:
+                continue
+            units[a].add(b)
+            why.setdefault((a, b), []).append((files[m], files[t]))
+    return units, why
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 //! - [`server`]: build a gateway with [`server::Gateway::builder`] (accounts, store, limits,
 //!   ports; the settings it takes are re-exported there) or from the configuration with
 //!   [`server::Gateway::from_config`], then bind and serve it;
-//! - [`config`], [`telemetry`], [`dev`]: what the binary's commands start from;
+//! - [`config`] (the composition root: every setting of a gateway), [`settings`] (where a
+//!   setting comes from and how its errors name it; providers read their keys through it),
+//!   [`telemetry`], [`dev`]: what the binary's commands start from;
 //! - [`pb`]: the generated API, for clients;
 //! - [`providers`] and [`domain`]: the providers behind their trait and the typed requests and
 //!   results they take (the benches call a provider directly), with each provider's signing
@@ -40,6 +42,7 @@ pub(crate) mod reason;
 pub(crate) mod retry;
 pub mod secret;
 pub mod server;
+pub mod settings;
 pub mod sim;
 pub mod store;
 pub(crate) mod task;

@@ -34,10 +34,8 @@ pub(crate) const GATEWAY_OVERLOADED: Duration = Duration::from_millis(200);
 pub(crate) const STREAMS_FULL: Duration = Duration::from_secs(1);
 /// RetryInfo when an account has too many calls in flight.
 pub(crate) const ACCOUNT_OVERLOADED: Duration = Duration::from_millis(200);
-/// RetryInfo when the provider could not be reached (nothing executed).
-pub(crate) const PROVIDER_UNREACHABLE: Duration = Duration::from_secs(1);
-/// RetryInfo after HTTP 429 without a usable Retry-After.
-pub(crate) const PROVIDER_THROTTLED: Duration = Duration::from_secs(1);
+// The provider's own transport failures carry their delays with them
+// (`providers::failure`: PROVIDER_UNREACHABLE, PROVIDER_THROTTLED).
 
 /// How many times an unknown outcome is settled by repeating the call within one RPC.
 const MAX_RESOLUTION_ATTEMPTS: u32 = 3;
@@ -50,22 +48,6 @@ const RESEND_BACKOFF_START: Duration = Duration::from_millis(50);
 pub(crate) const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest back-off period.
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// A failed read (nothing executed at the provider) that did not get through: retryable,
-/// and the breaker counts it like a refused connection. Other failures pass unchanged.
-pub(crate) fn read_failed(e: ProviderError) -> ProviderError {
-    match e.disposition {
-        Disposition::Unknown {
-            deadline_cut: false,
-        } => ProviderError::retryable(
-            NotExecuted::Unreachable,
-            reason::PROVIDER_UNAVAILABLE,
-            e.message,
-            PROVIDER_UNREACHABLE,
-        ),
-        _ => e,
-    }
-}
 
 /// Settling an earlier attempt failed without sending anything new: the key stays unknown,
 /// and the caller may retry the same request. Retryable and misconfigured failures pass.

@@ -12,7 +12,7 @@ use super::process::{Failure, env, shutdown_signal};
 #[derive(clap::Args)]
 pub(super) struct Args {
     #[command(flatten)]
-    pub(super) log_format: super::LogFormatArg,
+    pub(super) log_format: super::args::LogFormatArg,
     /// Where dev keys and local state live.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,

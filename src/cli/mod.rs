@@ -1,12 +1,13 @@
 //! The command line: what each command takes, and which file runs it. Each command lives in
 //! its own file and returns `Result<(), Failure>` (`process.rs` turns that into the exit code).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use paygate::telemetry::LogFormat;
 
+use self::args::{ConfigArg, LogFormatArg};
+
+mod args;
 mod check_config;
 mod dev;
 mod hash_token;
@@ -32,23 +33,6 @@ pub(crate) struct Cli {
     log_format: LogFormatArg,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-/// `--config` (PAYGATE_CONFIG), for the commands that read the configuration file.
-#[derive(clap::Args, Default)]
-pub(crate) struct ConfigArg {
-    /// TOML configuration file.
-    #[arg(long = "config", env = "PAYGATE_CONFIG")]
-    path: Option<PathBuf>,
-}
-
-/// `--log-format`, for the commands that log.
-#[derive(clap::Args, Default)]
-pub(crate) struct LogFormatArg {
-    /// Log format, text or json (for serve, it overrides the file's log_format and
-    /// PAYGATE_LOG_FORMAT).
-    #[arg(long = "log-format", value_parser = log_format_parser())]
-    format: Option<LogFormat>,
 }
 
 /// The options of `serve` and `check-config`.
@@ -85,12 +69,6 @@ enum Command {
     Settle(settle::Args),
     /// Run a provider simulator alone.
     Sim(sim::Args),
-}
-
-fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(["text", "json"])
-        .map(|s| s.parse::<LogFormat>().unwrap_or_default())
 }
 
 /// Parses the command line and runs the command.

@@ -15,7 +15,7 @@ pub(super) struct Args {
     /// The gateway's configuration file: its store settings (store_url, retention) are read
     /// with the environment (PAYGATE_STORE_URL, ...) exactly as `serve` reads them.
     #[command(flatten)]
-    pub(super) config: super::ConfigArg,
+    pub(super) config: super::args::ConfigArg,
     /// The idempotency store, instead of the configuration's (sqlite://PATH or
     /// postgres://...).
     #[arg(long)]

@@ -11,7 +11,7 @@ use super::process::{Failure, shutdown_signal};
 #[derive(clap::Args)]
 pub(super) struct Args {
     #[command(flatten)]
-    pub(super) log_format: super::LogFormatArg,
+    pub(super) log_format: super::args::LogFormatArg,
     /// Which provider to simulate.
     #[arg(long, default_value = "antom", value_parser = ["antom", "payxpert"])]
     provider: String,

@@ -2,9 +2,7 @@
 //! a container can also run from a Secret alone. Every error names the setting at fault.
 //! The keys every account has are read here; each provider reads its own keys and
 //! environment shortcuts in its folder (`providers/<name>/config.rs`), through
-//! [`source::AccountKeys`].
-
-pub mod source;
+//! [`crate::settings::AccountKeys`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,14 +15,14 @@ use toml::de::DeTable;
 
 use std::collections::HashMap;
 
-pub use self::source::ConfigError;
-use self::source::{AccountKeys, FileText, err, read_file, read_table};
 use crate::admission::GuardSettings;
 use crate::auth::{Auth, Policy};
 pub use crate::providers::ProviderConfig;
 use crate::providers::registry;
 use crate::ratelimit::Rate;
 use crate::secret::Secret;
+pub use crate::settings::ConfigError;
+use crate::settings::{self as source, AccountKeys, FileText, err, read_file, read_table};
 use crate::telemetry::LogFormat;
 
 /// How long the gateway keeps taking calls after the shutdown signal, reporting NOT_SERVING,

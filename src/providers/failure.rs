@@ -97,6 +97,27 @@ pub struct ProviderError {
     pub quota: Option<Box<Limited>>,
 }
 
+/// RetryInfo when the provider could not be reached (nothing executed).
+pub(crate) const PROVIDER_UNREACHABLE: Duration = Duration::from_secs(1);
+/// RetryInfo after HTTP 429 without a usable Retry-After.
+pub(crate) const PROVIDER_THROTTLED: Duration = Duration::from_secs(1);
+
+/// A failed read (nothing executed at the provider) that did not get through: retryable,
+/// and the breaker counts it like a refused connection. Other failures pass unchanged.
+pub(crate) fn read_failed(e: ProviderError) -> ProviderError {
+    match e.disposition {
+        Disposition::Unknown {
+            deadline_cut: false,
+        } => ProviderError::retryable(
+            NotExecuted::Unreachable,
+            reason::PROVIDER_UNAVAILABLE,
+            e.message,
+            PROVIDER_UNREACHABLE,
+        ),
+        _ => e,
+    }
+}
+
 impl ProviderError {
     fn new(disposition: Disposition, reason: String, message: String) -> Self {
         Self {

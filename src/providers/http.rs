@@ -5,7 +5,6 @@ use crate::reason;
 use std::time::Duration;
 
 use super::{NotExecuted, ProviderError};
-use crate::retry;
 
 /// Answers larger than this are not read (and the outcome is unknown).
 pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -91,7 +90,7 @@ pub(crate) fn transport_error(
             NotExecuted::Unreachable,
             reason::PROVIDER_UNAVAILABLE,
             format!("cannot connect for {what}"),
-            retry::PROVIDER_UNREACHABLE,
+            super::failure::PROVIDER_UNREACHABLE,
         );
     }
     if e.is_timeout() && cut_by_deadline {

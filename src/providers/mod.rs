@@ -39,9 +39,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use self::failure::{Disposition, Meaning, NotExecuted, ProviderError, Refusal};
-use crate::config::source::{AccountKeys, ConfigError, Shortcut};
 use crate::domain::Violations;
 use crate::domain::{CancelOutcome, CancelSubscription, CreateRefund, InquireRefund, RefundRecord};
+use crate::settings::{AccountKeys, ConfigError, Shortcut};
 use crate::telemetry::ProviderSeries;
 
 /// A boxed future, so the trait stays object safe.

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use super::client::Settings;
 use super::signing::{Signer, Verifier};
 use super::{Antom, NAME};
-use crate::config::source::{self, AccountKeys, ConfigError, Shortcut, err};
 use crate::providers::Provider;
 use crate::providers::{ProviderConfig, ProviderSettings, Registration};
+use crate::settings::{self as source, AccountKeys, ConfigError, Shortcut, err};
 use crate::telemetry::ProviderSeries;
 
 /// Antom in the registry.

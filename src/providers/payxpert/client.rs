@@ -9,7 +9,6 @@ use reqwest::StatusCode;
 use super::wire::Answer;
 use crate::providers::http::{AccountClient, read_capped, retry_after, transport_error};
 use crate::providers::{CallContext, NotExecuted, ProviderError};
-use crate::retry;
 use crate::secret::Secret;
 
 /// Everything needed to talk to one PayXpert account.
@@ -91,7 +90,7 @@ impl AccountClient<Settings> {
                     NotExecuted::Throttled,
                     reason::PROVIDER_RATE_LIMITED,
                     format!("{what} answered HTTP 429"),
-                    retry_after(&resp).unwrap_or(retry::PROVIDER_THROTTLED),
+                    retry_after(&resp).unwrap_or(crate::providers::failure::PROVIDER_THROTTLED),
                 ));
             }
             s if !s.is_success() => {

@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::client::{DEFAULT_QUIET_PERIOD, Settings};
 use super::{NAME, PayXpert};
-use crate::config::source::{self, AccountKeys, ConfigError, Shortcut, err};
 use crate::providers::{Provider, ProviderConfig, ProviderSettings, Registration};
 use crate::secret::Secret;
+use crate::settings::{self as source, AccountKeys, ConfigError, Shortcut, err};
 use crate::telemetry::ProviderSeries;
 
 /// PayXpert in the registry.

@@ -20,7 +20,6 @@ use crate::domain::{
     CreateRefund, InquireRefund, Money, ProviderResult, RefundRecord, RefundState,
 };
 use crate::providers::http::MAX_ANSWER_BYTES;
-use crate::retry;
 
 /// The reason sent for CANCEL without one: "unknown reason", end of the paid period.
 pub const DEFAULT_CANCEL_REASON: u16 = 1099;
@@ -59,7 +58,7 @@ impl PayXpert {
         self.client
             .call(what, path, query, None, ctx, cap)
             .await
-            .map_err(retry::read_failed)
+            .map_err(crate::providers::failure::read_failed)
     }
 }
 
