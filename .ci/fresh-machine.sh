@@ -72,11 +72,18 @@ cp -a "$cargo_home/bin" "$root/root/.cargo/"
 cp -a "$rustup_home/settings.toml" "$root/root/.rustup/"
 cp -a "$(readlink -f "$rustup_home/toolchains/$toolchain")" "$root/root/.rustup/toolchains/$toolchain"
 [ -d "$rustup_home/update-hashes" ] && cp -a "$rustup_home/update-hashes" "$root/root/.rustup/"
-# The network's own certificate authorities (this network's TLS egress), as on every machine here.
+# The network's own certificate authorities (this network's TLS egress), as on every machine
+# here, and where the tools that do not read the system's store (pip, Node.js) are told to find
+# them: the same variables and pip.conf as this machine. A machine on an open network needs none.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
   chroot "$root" update-ca-certificates >/dev/null 2>&1
 fi
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
+ca_env=()
+for v in SSL_CERT_FILE NODE_EXTRA_CA_CERTS PIP_CERT REQUESTS_CA_BUNDLE CURL_CA_BUNDLE GIT_SSL_CAINFO; do
+  [ -n "${!v:-}" ] && ca_env+=("$v=${!v}")
+done
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 cp /etc/hosts "$root/etc/hosts"
 # The clone a newcomer makes (with its history: the rollout test builds the previous release).
@@ -88,7 +95,7 @@ step "toolchain ($toolchain), CA certificates and the clone copied in"
 
 # Runs a shell command in the fresh root, as root, in the clone, with rustup's environment only.
 in_root() {
-  chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 USER=root \
+  chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 USER=root "${ca_env[@]}" \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /root/paygate && $1"
 }

@@ -96,7 +96,7 @@ case "${1:-}" in
     find "$(unpacked libfaketime)" -name libfaketime.so.1 | head -1
     ;;
   postgres)
-    find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+    find_bin() { { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | tail -1; }
     bin=$(find_bin)
     if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
       # The tests start clusters of their own; the package's is not started (policy-rc.d).
