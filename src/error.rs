@@ -248,287 +248,260 @@ fn status(
     Status::with_error_details_and_metadata(code, message, details, trailers)
 }
 
+/// One error's answer: `code`, one ErrorInfo (`reason`, `metadata`), and, when repeating the
+/// request is safe, RetryInfo and the pushback trailer (`retry_after`); `more` adds the other
+/// details a kind carries (BadRequest, QuotaFailure).
+fn answer(
+    code: Code,
+    reason: impl Into<String>,
+    message: impl Into<String>,
+    metadata: HashMap<String, String>,
+    retry_after: Option<Duration>,
+    more: impl FnOnce(&mut ErrorDetails),
+) -> Status {
+    let mut d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    if let Some(after) = retry_after {
+        d.set_retry_info(Some(after));
+    }
+    more(&mut d);
+    status(code, message.into(), d, retry_after)
+}
+
+/// [`answer`] with nothing more.
+fn plain(
+    code: Code,
+    reason: impl Into<String>,
+    message: impl Into<String>,
+    metadata: HashMap<String, String>,
+    retry_after: Option<Duration>,
+) -> Status {
+    answer(code, reason, message, metadata, retry_after, |_| {})
+}
+
+/// Every violation of a request, in one BadRequest.
+fn invalid_request(violations: Vec<FieldViolation>) -> Status {
+    let summary = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = format!("invalid request: {summary}");
+    answer(
+        Code::InvalidArgument,
+        reason::INVALID_REQUEST,
+        message,
+        HashMap::new(),
+        None,
+        |d| {
+            d.set_bad_request(violations);
+        },
+    )
+}
+
+/// A provider's failure: its code from the disposition, the provider's result in the metadata.
+fn provider_failure(e: &ProviderError, ctx: &ErrorContext) -> Status {
+    let mut md = metadata(ctx);
+    if let Some(r) = &e.result {
+        md.insert("resultCode".into(), r.code.clone());
+        md.insert("resultStatus".into(), r.status.clone());
+        md.insert("resultMessage".into(), r.message.clone());
+    }
+    let retry_after = match &e.disposition {
+        Disposition::Retryable { after, .. } => Some(*after),
+        Disposition::Unknown { .. } => Some(retry::UNKNOWN_OUTCOME),
+        Disposition::Definitive(_) | Disposition::Misconfigured => None,
+    };
+    let message = match &e.disposition {
+        Disposition::Unknown { .. } => format!(
+            "{}; the outcome is unknown: retry with the same request_id, which never executes twice",
+            e.message
+        ),
+        _ => e.message.clone(),
+    };
+    let code = provider_code(&e.disposition);
+    answer(code, e.reason.clone(), message, md, retry_after, |d| {
+        if let Some(q) = &e.quota {
+            d.add_quota_failure_violation(q.subject.clone(), q.description.clone());
+        }
+    })
+}
+
+/// One metadata entry.
+fn one(key: &str, value: String) -> HashMap<String, String> {
+    HashMap::from([(key.to_owned(), value)])
+}
+
 impl From<GatewayError> for Status {
+    /// The one place an error becomes a status: one line per kind.
     fn from(err: GatewayError) -> Status {
+        use Code::*;
+        use GatewayError as E;
+        let none = HashMap::new;
         match err {
-            GatewayError::InvalidArgument(violations) => {
-                let summary = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let mut d = ErrorDetails::with_bad_request(violations);
-                d.set_error_info(reason::INVALID_REQUEST, ERROR_DOMAIN, HashMap::new());
-                status(
-                    Code::InvalidArgument,
-                    format!("invalid request: {summary}"),
-                    d,
-                    None,
-                )
-            }
-            GatewayError::Provider(e, ctx) => {
-                let mut md = metadata(&ctx);
-                if let Some(r) = &e.result {
-                    md.insert("resultCode".into(), r.code.clone());
-                    md.insert("resultStatus".into(), r.status.clone());
-                    md.insert("resultMessage".into(), r.message.clone());
-                }
-                let retry_after = match &e.disposition {
-                    Disposition::Retryable { after, .. } => Some(*after),
-                    Disposition::Unknown { .. } => Some(retry::UNKNOWN_OUTCOME),
-                    Disposition::Definitive(_) | Disposition::Misconfigured => None,
-                };
-                let mut d = ErrorDetails::with_error_info(e.reason.clone(), ERROR_DOMAIN, md);
-                if let Some(after) = retry_after {
-                    d.set_retry_info(Some(after));
-                }
-                if let Some(q) = &e.quota {
-                    d.add_quota_failure_violation(q.subject.clone(), q.description.clone());
-                }
-                let message = match &e.disposition {
-                    Disposition::Unknown { .. } => format!(
-                        "{}; the outcome is unknown: retry with the same request_id, which never executes twice",
-                        e.message
-                    ),
-                    _ => e.message.clone(),
-                };
-                status(provider_code(&e.disposition), message, d, retry_after)
-            }
-            GatewayError::DeadlineExceeded {
-                outcome_unknown,
+            E::InvalidArgument(violations) => invalid_request(violations),
+            E::Provider(e, ctx) => provider_failure(&e, &ctx),
+            E::DeadlineExceeded {
+                outcome_unknown: true,
                 ctx,
-            } => {
-                let (reason, message) = if outcome_unknown {
-                    (
-                        reason::OUTCOME_UNKNOWN,
-                        "deadline exceeded while the provider call was under way; the outcome is unknown: retry with the same request_id, which never executes twice",
-                    )
-                } else {
-                    (reason::DEADLINE_EXCEEDED, "deadline exceeded")
-                };
-                let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(&ctx));
-                status(Code::DeadlineExceeded, message.into(), d, None)
+            } => plain(
+                DeadlineExceeded,
+                reason::OUTCOME_UNKNOWN,
+                "deadline exceeded while the provider call was under way; the outcome is unknown: retry with the same request_id, which never executes twice",
+                metadata(&ctx),
+                None,
+            ),
+            E::DeadlineExceeded {
+                outcome_unknown: false,
+                ctx,
+            } => plain(
+                DeadlineExceeded,
+                reason::DEADLINE_EXCEEDED,
+                "deadline exceeded",
+                metadata(&ctx),
+                None,
+            ),
+            E::KeyReused(ctx) => plain(
+                InvalidArgument,
+                reason::IDEMPOTENCY_KEY_REUSED,
+                "request_id was already used with different parameters; use a new request_id for a new operation",
+                metadata(&ctx),
+                None,
+            ),
+            E::RequestIdClaimed(ctx) => plain(
+                AlreadyExists,
+                reason::REQUEST_ID_CLAIMED,
+                "another caller already uses this request_id on this account; request ids are unique per account and method across callers, so use a new one",
+                metadata(&ctx),
+                None,
+            ),
+            E::InFlight { retry_after, ctx } => plain(
+                Aborted,
+                reason::REQUEST_IN_FLIGHT,
+                "another request with this request_id is still in progress; retry after the delay to get its outcome",
+                metadata(&ctx),
+                Some(retry_after),
+            ),
+            E::OutcomeUnresolved(ctx) => plain(
+                FailedPrecondition,
+                reason::OUTCOME_UNKNOWN,
+                "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key",
+                metadata(&ctx),
+                None,
+            ),
+            E::PaymentBusy { retry_after, ctx } => plain(
+                Aborted,
+                reason::PAYMENT_REFUND_PENDING,
+                "another request's refund of this payment is in flight or unsettled; the provider has no idempotency key, so refunds of one payment never overlap: retry after the delay",
+                metadata(&ctx),
+                Some(retry_after),
+            ),
+            E::NotYetDecidable { retry_after, ctx } => plain(
+                Unavailable,
+                reason::OUTCOME_UNKNOWN,
+                format!(
+                    "an earlier attempt is not in the provider's records yet, which means it did not execute only after the quiet period; retry in {} ms with the same request_id",
+                    retry_after.as_millis()
+                ),
+                metadata(&ctx),
+                Some(retry_after),
+            ),
+            E::NotStored { retry_after, ctx } => plain(
+                Unavailable,
+                reason::OUTCOME_UNKNOWN,
+                "the provider answered, but the gateway could not store the outcome, so the outcome is unknown: retry with the same request_id, which settles it and never executes twice",
+                metadata(&ctx),
+                Some(retry_after),
+            ),
+            E::StoreUnavailable(ctx) => plain(
+                Unavailable,
+                reason::STORE_UNAVAILABLE,
+                "the idempotency store is unavailable; nothing was sent to the provider",
+                metadata(&ctx),
+                Some(retry::STORE_UNAVAILABLE),
+            ),
+            E::Unauthenticated { reason, message } => {
+                plain(Unauthenticated, reason, message, none(), None)
             }
-            GatewayError::KeyReused(ctx) => {
-                let d = ErrorDetails::with_error_info(
-                    reason::IDEMPOTENCY_KEY_REUSED,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                status(
-                    Code::InvalidArgument,
-                    "request_id was already used with different parameters; use a new request_id for a new operation".into(),
-                    d,
-                    None,
-                )
-            }
-            GatewayError::RequestIdClaimed(ctx) => {
-                let d = ErrorDetails::with_error_info(
-                    reason::REQUEST_ID_CLAIMED,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                status(
-                    Code::AlreadyExists,
-                    "another caller already uses this request_id on this account; request ids are unique per account and method across callers, so use a new one".into(),
-                    d,
-                    None,
-                )
-            }
-            GatewayError::InFlight { retry_after, ctx } => {
-                let mut d = ErrorDetails::with_error_info(
-                    reason::REQUEST_IN_FLIGHT,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                d.set_retry_info(Some(retry_after));
-                status(
-                    Code::Aborted,
-                    "another request with this request_id is still in progress; retry after the delay to get its outcome".into(),
-                    d,
-                    Some(retry_after),
-                )
-            }
-            GatewayError::OutcomeUnresolved(ctx) => {
-                let d = ErrorDetails::with_error_info(
-                    reason::OUTCOME_UNKNOWN,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                status(
-                    Code::FailedPrecondition,
-                    "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key".into(),
-                    d,
-                    None,
-                )
-            }
-            GatewayError::PaymentBusy { retry_after, ctx } => {
-                let mut d = ErrorDetails::with_error_info(
-                    reason::PAYMENT_REFUND_PENDING,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                d.set_retry_info(Some(retry_after));
-                status(
-                    Code::Aborted,
-                    "another request's refund of this payment is in flight or unsettled; the provider has no idempotency key, so refunds of one payment never overlap: retry after the delay".into(),
-                    d,
-                    Some(retry_after),
-                )
-            }
-            GatewayError::NotYetDecidable { retry_after, ctx } => {
-                let mut d = ErrorDetails::with_error_info(
-                    reason::OUTCOME_UNKNOWN,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                d.set_retry_info(Some(retry_after));
-                status(
-                    Code::Unavailable,
-                    format!(
-                        "an earlier attempt is not in the provider's records yet, which means it did not execute only after the quiet period; retry in {} ms with the same request_id",
-                        retry_after.as_millis()
-                    ),
-                    d,
-                    Some(retry_after),
-                )
-            }
-            GatewayError::NotStored { retry_after, ctx } => {
-                let mut d = ErrorDetails::with_error_info(
-                    reason::OUTCOME_UNKNOWN,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                d.set_retry_info(Some(retry_after));
-                status(
-                    Code::Unavailable,
-                    "the provider answered, but the gateway could not store the outcome, so the outcome is unknown: retry with the same request_id, which settles it and never executes twice".into(),
-                    d,
-                    Some(retry_after),
-                )
-            }
-            GatewayError::StoreUnavailable(ctx) => {
-                let mut d = ErrorDetails::with_error_info(
-                    reason::STORE_UNAVAILABLE,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                d.set_retry_info(Some(retry::STORE_UNAVAILABLE));
-                status(
-                    Code::Unavailable,
-                    "the idempotency store is unavailable; nothing was sent to the provider".into(),
-                    d,
-                    Some(retry::STORE_UNAVAILABLE),
-                )
-            }
-            GatewayError::Unauthenticated { reason, message } => {
-                let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
-                status(Code::Unauthenticated, message.into(), d, None)
-            }
-            GatewayError::PermissionDenied { message, ctx } => {
-                let d = ErrorDetails::with_error_info(
-                    reason::CALLER_NOT_ALLOWED,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                status(Code::PermissionDenied, message, d, None)
-            }
-            GatewayError::RateLimited(l, ctx) => {
+            E::PermissionDenied { message, ctx } => plain(
+                PermissionDenied,
+                reason::CALLER_NOT_ALLOWED,
+                message,
+                metadata(&ctx),
+                None,
+            ),
+            E::RateLimited(l, ctx) => {
                 let mut md = metadata(&ctx);
                 md.insert("limit".into(), l.subject.clone());
-                let mut d = ErrorDetails::with_error_info(reason::RATE_LIMITED, ERROR_DOMAIN, md);
-                d.set_retry_info(Some(l.retry_after));
-                d.add_quota_failure_violation(l.subject.clone(), l.description.clone());
-                status(
-                    Code::ResourceExhausted,
-                    format!("rate limit of {} reached; retry after the delay", l.subject),
-                    d,
+                let message = format!("rate limit of {} reached; retry after the delay", l.subject);
+                answer(
+                    ResourceExhausted,
+                    reason::RATE_LIMITED,
+                    message,
+                    md,
                     Some(l.retry_after),
+                    |d| {
+                        d.add_quota_failure_violation(l.subject.clone(), l.description.clone());
+                    },
                 )
             }
-            GatewayError::Overloaded { retry_after } => {
-                let mut d =
-                    ErrorDetails::with_error_info(reason::OVERLOADED, ERROR_DOMAIN, HashMap::new());
-                d.set_retry_info(Some(retry_after));
-                status(
-                    Code::ResourceExhausted,
-                    "the gateway has too many requests in flight; retry after the delay".into(),
-                    d,
-                    Some(retry_after),
-                )
-            }
-            GatewayError::NotFound {
+            E::Overloaded { retry_after } => plain(
+                ResourceExhausted,
+                reason::OVERLOADED,
+                "the gateway has too many requests in flight; retry after the delay",
+                none(),
+                Some(retry_after),
+            ),
+            E::NotFound {
                 reason,
                 message,
                 ctx,
-            } => {
-                let d = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata(&ctx));
-                status(Code::NotFound, message, d, None)
-            }
-            GatewayError::CursorAhead { newest } => {
-                let mut md = HashMap::new();
-                md.insert("newestCursor".into(), newest.to_string());
-                let d = ErrorDetails::with_error_info(reason::CURSOR_AHEAD, ERROR_DOMAIN, md);
-                status(
-                    Code::OutOfRange,
-                    format!(
-                        "this cursor is beyond the newest event ({newest}): it was not given by this gateway's store; resume from a cursor you received, or from the start (empty cursor)"
-                    ),
-                    d,
-                    None,
-                )
-            }
-            GatewayError::CursorExpired { oldest } => {
-                let mut md = HashMap::new();
-                md.insert("oldestCursor".into(), oldest.to_string());
-                let d = ErrorDetails::with_error_info(reason::CURSOR_EXPIRED, ERROR_DOMAIN, md);
-                status(
-                    Code::OutOfRange,
-                    format!(
-                        "events after this cursor were purged by retention; resume from cursor {oldest} or from the start (empty cursor), and reconcile what may be missing"
-                    ),
-                    d,
-                    None,
-                )
-            }
-            GatewayError::Abandoned {
-                outcome_unknown,
+            } => plain(NotFound, reason, message, metadata(&ctx), None),
+            E::CursorAhead { newest } => plain(
+                OutOfRange,
+                reason::CURSOR_AHEAD,
+                format!(
+                    "this cursor is beyond the newest event ({newest}): it was not given by this gateway's store; resume from a cursor you received, or from the start (empty cursor)"
+                ),
+                one("newestCursor", newest.to_string()),
+                None,
+            ),
+            E::CursorExpired { oldest } => plain(
+                OutOfRange,
+                reason::CURSOR_EXPIRED,
+                format!(
+                    "events after this cursor were purged by retention; resume from cursor {oldest} or from the start (empty cursor), and reconcile what may be missing"
+                ),
+                one("oldestCursor", oldest.to_string()),
+                None,
+            ),
+            E::Abandoned {
+                outcome_unknown: true,
                 ctx,
-            } => {
-                let mut d = ErrorDetails::with_error_info(
-                    reason::SHUTTING_DOWN,
-                    ERROR_DOMAIN,
-                    metadata(&ctx),
-                );
-                d.set_retry_info(Some(retry::SHUTTING_DOWN));
-                let message = if outcome_unknown {
-                    "the gateway shut down while this call was in progress; its outcome is unknown: retry with the same request_id (another replica answers), which never executes twice"
-                } else {
-                    "the gateway shut down while this call was in progress; retry (another replica answers)"
-                };
-                status(
-                    Code::Unavailable,
-                    message.into(),
-                    d,
-                    Some(retry::SHUTTING_DOWN),
-                )
-            }
-            GatewayError::ShuttingDown => {
-                let mut d = ErrorDetails::with_error_info(
-                    reason::SHUTTING_DOWN,
-                    ERROR_DOMAIN,
-                    HashMap::new(),
-                );
-                d.set_retry_info(Some(retry::SHUTTING_DOWN));
-                status(
-                    Code::Unavailable,
-                    "the gateway is shutting down; reconnect and resume from your last cursor"
-                        .into(),
-                    d,
-                    Some(retry::SHUTTING_DOWN),
-                )
-            }
-            GatewayError::Replayed(inner) => {
+            } => plain(
+                Unavailable,
+                reason::SHUTTING_DOWN,
+                "the gateway shut down while this call was in progress; its outcome is unknown: retry with the same request_id (another replica answers), which never executes twice",
+                metadata(&ctx),
+                Some(retry::SHUTTING_DOWN),
+            ),
+            E::Abandoned {
+                outcome_unknown: false,
+                ctx,
+            } => plain(
+                Unavailable,
+                reason::SHUTTING_DOWN,
+                "the gateway shut down while this call was in progress; retry (another replica answers)",
+                metadata(&ctx),
+                Some(retry::SHUTTING_DOWN),
+            ),
+            E::ShuttingDown => plain(
+                Unavailable,
+                reason::SHUTTING_DOWN,
+                "the gateway is shutting down; reconnect and resume from your last cursor",
+                none(),
+                Some(retry::SHUTTING_DOWN),
+            ),
+            E::Replayed(inner) => {
                 let mut s = Status::from(*inner);
                 s.metadata_mut().insert(
                     REPLAYED_HEADER,
@@ -536,11 +509,9 @@ impl From<GatewayError> for Status {
                 );
                 s
             }
-            GatewayError::Internal(msg) => {
+            E::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");
-                let d =
-                    ErrorDetails::with_error_info(reason::INTERNAL, ERROR_DOMAIN, HashMap::new());
-                status(Code::Internal, "internal error".into(), d, None)
+                plain(Internal, reason::INTERNAL, "internal error", none(), None)
             }
         }
     }
