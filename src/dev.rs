@@ -209,6 +209,47 @@ fn ids_from_clock(per_ms: u64) -> u64 {
     ms.saturating_mul(per_ms)
 }
 
+/// Takes the data directory's lock: one dev mode per data directory, and a second one touches
+/// nothing of the first's (its store is deleted only under the lock), and says so.
+fn lock_data_dir(data_dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)?;
+    let lock = std::fs::File::create(data_dir.join("dev.lock"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
+            "another paygate dev is running on {}; nothing was touched (stop it, or give --data-dir another directory)",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// The store and what the simulators know belong together: both start fresh (demo data only),
+/// or with `keep` both are kept. Keys of a store whose simulators forgot their refunds would
+/// name refunds nobody can confirm. Returns what the simulators knew, when kept.
+fn kept_or_fresh(data_dir: &Path, keep: bool) -> std::io::Result<Option<SimsData>> {
+    let sims_file = data_dir.join(SIMS_FILE);
+    if keep {
+        return match std::fs::read(&sims_file) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{}: {e}; nothing was changed (move it away to start the simulators afresh)",
+                    sims_file.display()
+                ))
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    for file in ["paygate.db", "paygate.db-wal", "paygate.db-shm", SIMS_FILE] {
+        match std::fs::remove_file(data_dir.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
 /// Starts the dev simulators and returns them with a gateway configuration for them.
 pub async fn start(
     data_dir: &Path,
@@ -216,45 +257,10 @@ pub async fn start(
     log_format: LogFormat,
     keep: bool,
 ) -> std::io::Result<(DevSims, Config)> {
-    // One dev mode per data directory: a second one touches nothing of the first's (its
-    // store is deleted below unless --keep), and says so.
-    std::fs::create_dir_all(data_dir)?;
-    let lock = std::fs::File::create(data_dir.join("dev.lock"))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(std::io::Error::other(format!(
-                "another paygate dev is running on {}; nothing was touched (stop it, or give --data-dir another directory)",
-                data_dir.display()
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e),
-    }
+    let lock = lock_data_dir(data_dir)?;
     let files = load_or_create_keys(&data_dir.join("dev-keys"))?;
-    // The store and what the simulators know belong together: both start fresh (demo data
-    // only), or with --keep both are kept. Keys of a store whose simulators forgot their
-    // refunds would name refunds nobody can confirm.
     let sims_file = data_dir.join(SIMS_FILE);
-    let kept = if keep {
-        match std::fs::read(&sims_file) {
-            Ok(bytes) => Some(serde_json::from_slice::<SimsData>(&bytes).map_err(|e| {
-                std::io::Error::other(format!(
-                    "{}: {e}; nothing was changed (move it away to start the simulators afresh)",
-                    sims_file.display()
-                ))
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        }
-    } else {
-        for file in ["paygate.db", "paygate.db-wal", "paygate.db-shm", SIMS_FILE] {
-            match std::fs::remove_file(data_dir.join(file)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        None
-    };
+    let kept = kept_or_fresh(data_dir, keep)?;
     let loopback: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
     let antom = AntomSim::new(
         DEV_CLIENT_ID,

@@ -33,7 +33,7 @@ use crate::telemetry::{idempotency_event, store_op};
 
 use self::decide::{Created, Step, created, decide, next_wait};
 
-use crate::store::{Completion, KeyState, NewKey, PaymentClaim, RefundRow, Retention};
+use crate::store::{Completion, Inserted, KeyState, NewKey, PaymentClaim, RefundRow, Retention};
 pub use crate::store::{INSTANCE_STALE, Key, Store, StoreError};
 
 /// The method whose keys name refunds: the scope of refund keys.
@@ -604,20 +604,7 @@ impl Idempotency {
                 .map_err(|e| store_error(ctx, e))?;
             match decide(row.as_ref(), fingerprint, time_to_wait(deadline), wait) {
                 Step::Create => {
-                    let new = NewKey {
-                        key,
-                        account,
-                        claim_keep_ms: self.keep_ms(true),
-                        payment_id: run.payment_id,
-                        fingerprint,
-                        token: &tok,
-                        lease_ms,
-                        instance: &self.instance,
-                        payment: run.claim(),
-                    };
-                    let inserted = store_op("insert", self.store.insert(new))
-                        .await
-                        .map_err(|e| store_error(ctx, e))?;
+                    let inserted = self.create(&run, lease_ms).await?;
                     match created(inserted, time_to_wait(deadline), wait) {
                         Created::Attempt => {
                             return self.attempt(run, Start::Fresh, op).await;
@@ -648,14 +635,8 @@ impl Idempotency {
                     return Err(GatewayError::KeyReused(ctx.clone()));
                 }
                 Step::Replay => {
-                    let outcome: Option<Outcome> = row
-                        .as_ref()
-                        .and_then(|r| r.outcome.as_deref())
-                        .and_then(|o| serde_json::from_str(o).ok());
-                    if let Some(o) = &outcome {
-                        self.done.put(key, fingerprint, Arc::new(o.clone()));
-                    }
-                    return self.replay(outcome, ctx);
+                    let outcome = row.as_ref().and_then(|r| r.outcome.as_deref());
+                    return self.replay_stored(&run, outcome);
                 }
                 Step::Unresolved => {
                     idempotency_event("unresolved");
@@ -688,6 +669,38 @@ impl Idempotency {
                 }
             }
         }
+    }
+
+    /// Creates the run's key with its lease (and, for a refund on a provider without an
+    /// idempotency key, its payment), in one transaction.
+    async fn create(&self, run: &Run<'_>, lease_ms: i64) -> Result<Inserted, GatewayError> {
+        let new = NewKey {
+            key: run.key,
+            account: run.account,
+            claim_keep_ms: self.keep_ms(true),
+            payment_id: run.payment_id,
+            fingerprint: run.fingerprint,
+            token: run.tok,
+            lease_ms,
+            instance: &self.instance,
+            payment: run.claim(),
+        };
+        store_op("insert", self.store.insert(new))
+            .await
+            .map_err(|e| store_error(run.ctx, e))
+    }
+
+    /// Replays a done key's stored `outcome` (JSON), keeping it in memory for the next replay.
+    fn replay_stored<T: Storable>(
+        &self,
+        run: &Run<'_>,
+        outcome: Option<&str>,
+    ) -> Result<Reply<T>, GatewayError> {
+        let outcome: Option<Outcome> = outcome.and_then(|o| serde_json::from_str(o).ok());
+        if let Some(o) = &outcome {
+            self.done.put(run.key, run.fingerprint, Arc::new(o.clone()));
+        }
+        self.replay(outcome, run.ctx)
     }
 
     /// Settles an earlier attempt with an unknown outcome before acting again.
