@@ -408,8 +408,8 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_file_descriptor_set(rpc_descriptors())
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     if !gateway.shared.auth.enabled() {
         tracing::warn!(
@@ -419,68 +419,22 @@ pub async fn serve(
     let refunds = RefundApi::new(gateway.shared.clone());
     let subscriptions = SubscriptionApi::new(gateway.shared.clone());
     let events = EventApi::new(gateway.shared.clone());
-    let notify = notify.map(|listener| {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "receiving provider notifications");
-        }
-        let shared = gateway.shared.clone();
-        let limits = gateway.notify_limits;
-        tokio::spawn(async move {
-            if let Err(e) = crate::notify::serve_with(shared, listener, limits).await {
-                tracing::error!(error = %e, "the notification listener stopped");
-            }
-        })
-    });
+    let notify = notify.map(|listener| spawn_notify(&gateway, listener));
     let purge = tokio::spawn(gateway.shared.idempotency.clone().purge_loop(PURGE_EVERY));
     // While it serves, this instance heartbeats, so its leases can be taken over within
     // seconds of its death instead of at their expiry.
     let heartbeat = tokio::spawn(gateway.shared.idempotency.clone().heartbeat_loop());
     let trim = tokio::spawn(crate::telemetry::trim_loop(Duration::from_secs(2)));
-    // Readiness says whether this replica can do its job: not while the store takes no writes
-    // (every mutating call would fail). Shutdown's NOT_SERVING is never overridden.
-    let readiness = {
-        let health = health_reporter.clone();
-        let mut writable = gateway.shared.idempotency.writable();
-        let stopping = gateway.shared.stopping.subscribe();
-        tokio::spawn(async move {
-            while writable.changed().await.is_ok() {
-                if *stopping.borrow() {
-                    break;
-                }
-                let up = *writable.borrow_and_update();
-                set_ready(&health, up).await;
-            }
-        })
-    };
+    let readiness = spawn_readiness(&gateway.shared, health_reporter.clone());
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
-    let drain_delay = gateway.drain_delay;
-    let signal = {
-        let health = health_reporter.clone();
-        let stopping = gateway.shared.stopping.clone();
-        let readiness = readiness.abort_handle();
-        async move {
-            shutdown.await;
-            readiness.abort();
-            // Readiness turns NOT_SERVING at once, but calls keep being taken for the drain
-            // delay: until the endpoints controller and every client's load balancer have
-            // stopped sending here, a closed port would fail their calls. Liveness ("") stays
-            // SERVING, so the kubelet does not kill the pod meanwhile.
-            set_ready(&health, false).await;
-            if !drain_delay.is_zero() {
-                tracing::info!(
-                    drain_delay_ms = drain_delay.as_millis() as u64,
-                    "shutting down: reporting NOT_SERVING, still taking calls for the drain delay"
-                );
-                tokio::time::sleep(drain_delay).await;
-            }
-            tracing::info!("shutting down: no new calls, draining in-flight calls");
-            // Event streams end (UNAVAILABLE, resume elsewhere); the notification listener
-            // stops taking notifications, which providers send again later.
-            stopping.send_replace(true);
-            let _ = draining_tx.send(());
-        }
-    };
+    let signal = draining(
+        shutdown,
+        gateway.drain_delay,
+        (health_reporter.clone(), readiness.abort_handle()),
+        gateway.shared.stopping.clone(),
+        draining_tx,
+    );
     let limits = gateway.grpc_limits;
     let incoming = crate::connections::incoming(listener, limits);
     let mut builder = Server::builder()
@@ -535,6 +489,73 @@ pub async fn serve(
         Ok(r) => Ok(r?),
         Err(_) => Ok(()),
     }
+}
+
+/// Serves provider notifications on `listener` in the background.
+fn spawn_notify(
+    gateway: &Gateway,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "receiving provider notifications");
+    }
+    let shared = gateway.shared.clone();
+    let limits = gateway.notify_limits;
+    tokio::spawn(async move {
+        if let Err(e) = crate::notify::serve_with(shared, listener, limits).await {
+            tracing::error!(error = %e, "the notification listener stopped");
+        }
+    })
+}
+
+/// Readiness says whether this replica can do its job: not while the store takes no writes
+/// (every mutating call would fail). Shutdown's NOT_SERVING is never overridden.
+fn spawn_readiness(
+    shared: &Shared,
+    health: tonic_health::server::HealthReporter,
+) -> tokio::task::JoinHandle<()> {
+    let mut writable = shared.idempotency.writable();
+    let stopping = shared.stopping.subscribe();
+    tokio::spawn(async move {
+        while writable.changed().await.is_ok() {
+            if *stopping.borrow() {
+                break;
+            }
+            let up = *writable.borrow_and_update();
+            set_ready(&health, up).await;
+        }
+    })
+}
+
+/// What follows `shutdown`: readiness turns NOT_SERVING at once (and the store watcher stops
+/// changing it), but calls keep being taken for `drain_delay`: until the endpoints controller
+/// and every client's load balancer have stopped sending here, a closed port would fail their
+/// calls. Liveness ("") stays SERVING, so the kubelet does not kill the pod meanwhile. Then
+/// event streams end (UNAVAILABLE, resume elsewhere), the notification listener stops taking
+/// notifications (providers send them again later), and `draining` says the grace begins.
+async fn draining(
+    shutdown: impl Future<Output = ()>,
+    drain_delay: Duration,
+    (health, readiness): (
+        tonic_health::server::HealthReporter,
+        tokio::task::AbortHandle,
+    ),
+    stopping: tokio::sync::watch::Sender<bool>,
+    draining: oneshot::Sender<()>,
+) {
+    shutdown.await;
+    readiness.abort();
+    set_ready(&health, false).await;
+    if !drain_delay.is_zero() {
+        tracing::info!(
+            drain_delay_ms = drain_delay.as_millis() as u64,
+            "shutting down: reporting NOT_SERVING, still taking calls for the drain delay"
+        );
+        tokio::time::sleep(drain_delay).await;
+    }
+    tracing::info!("shutting down: no new calls, draining in-flight calls");
+    stopping.send_replace(true);
+    let _ = draining.send(());
 }
 
 /// Asks the gRPC health service at `addr` (host:port, plaintext) about `service` (empty = the
