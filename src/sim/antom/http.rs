@@ -86,24 +86,7 @@ pub(super) async fn handle(
         headers: extra,
     }) = &fault
     {
-        let mut r = Response::new(Body::from(raw.clone()));
-        if *sign {
-            let (time, signature) = sim.sign_answer(&signed_uri, raw);
-            for (k, v) in [("response-time", time), ("signature", signature)] {
-                if let Ok(v) = v.parse() {
-                    r.headers_mut().insert(k, v);
-                }
-            }
-        }
-        for (k, v) in extra {
-            if let (Ok(k), Ok(v)) = (
-                axum::http::HeaderName::from_bytes(k.as_bytes()),
-                axum::http::HeaderValue::from_bytes(v.as_bytes()),
-            ) {
-                r.headers_mut().insert(k, v);
-            }
-        }
-        return r;
+        return raw_answer(&sim, &signed_uri, raw, *sign, extra);
     }
     let answer = match &fault {
         Some(FaultKind::Result { code, status }) => {
@@ -133,32 +116,73 @@ pub(super) async fn handle(
     if let Some(FaultKind::HugeBody { bytes: n }) = &fault {
         bytes = vec![b' '; *n];
     }
-    if fault == Some(FaultKind::NeverFinish) {
-        let half = Bytes::from(bytes[..bytes.len() / 2].to_vec());
-        let stream = tokio_stream::StreamExt::chain(
-            tokio_stream::once(Ok::<_, std::io::Error>(half)),
-            tokio_stream::pending(),
-        );
-        let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert(
-            "content-type",
-            axum::http::HeaderValue::from_static("application/json"),
-        );
+    if let Some(r) = cut_answer(&bytes, fault.as_ref()) {
         return r;
     }
-    if fault == Some(FaultKind::LoseAnswer) {
-        let broken = broken_stream();
-        let mut r = Response::new(Body::from_stream(broken));
-        r.headers_mut().insert(
-            "content-type",
-            axum::http::HeaderValue::from_static("application/json"),
-        );
-        return r;
+    signed_answer(&sim, &signed_uri, bytes, fault.as_ref())
+}
+
+/// A raw fault's answer: `raw` as the body, signed when `sign`, with `extra` headers.
+fn raw_answer(
+    sim: &AntomSim,
+    signed_uri: &str,
+    raw: &[u8],
+    sign: bool,
+    extra: &[(String, String)],
+) -> Answer {
+    let mut r = Response::new(Body::from(raw.to_vec()));
+    if sign {
+        let (time, signature) = sim.sign_answer(signed_uri, raw);
+        for (k, v) in [("response-time", time), ("signature", signature)] {
+            if let Ok(v) = v.parse() {
+                r.headers_mut().insert(k, v);
+            }
+        }
     }
-    let (time, mut signature) = sim.sign_answer(&signed_uri, &bytes);
-    if fault == Some(FaultKind::BadSignature) {
+    for (k, v) in extra {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(k.as_bytes()),
+            axum::http::HeaderValue::from_bytes(v.as_bytes()),
+        ) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    r
+}
+
+/// An answer cut short by a fault: half of it and then nothing (`never_finish`), or a
+/// connection aborted mid-answer (`lose_answer`).
+fn cut_answer(bytes: &[u8], fault: Option<&FaultKind>) -> Option<Answer> {
+    let body = match fault {
+        Some(FaultKind::NeverFinish) => {
+            let half = Bytes::from(bytes[..bytes.len() / 2].to_vec());
+            Body::from_stream(tokio_stream::StreamExt::chain(
+                tokio_stream::once(Ok::<_, std::io::Error>(half)),
+                tokio_stream::pending(),
+            ))
+        }
+        Some(FaultKind::LoseAnswer) => Body::from_stream(broken_stream()),
+        _ => return None,
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Some(r)
+}
+
+/// The answer `bytes`, signed as Antom signs (or with a wrong or no signature, as `fault` says).
+fn signed_answer(
+    sim: &AntomSim,
+    signed_uri: &str,
+    bytes: Vec<u8>,
+    fault: Option<&FaultKind>,
+) -> Answer {
+    let (time, mut signature) = sim.sign_answer(signed_uri, &bytes);
+    if fault == Some(&FaultKind::BadSignature) {
         // Sign something else: a well-formed signature that does not match this body.
-        signature = sim.sign_answer(&signed_uri, b"{}").1;
+        signature = sim.sign_answer(signed_uri, b"{}").1;
     }
     let mut r = Response::new(Body::from(bytes));
     let hm = r.headers_mut();
@@ -169,7 +193,7 @@ pub(super) async fn handle(
     if let Ok(v) = sim.client_id.parse() {
         hm.insert("client-id", v);
     }
-    if fault != Some(FaultKind::NoSignature) {
+    if fault != Some(&FaultKind::NoSignature) {
         if let Ok(v) = time.parse() {
             hm.insert("response-time", v);
         }
