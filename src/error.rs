@@ -327,194 +327,128 @@ fn provider_failure(e: &ProviderError, ctx: &ErrorContext) -> Status {
 }
 
 /// One metadata entry.
-fn one(key: &str, value: String) -> HashMap<String, String> {
-    HashMap::from([(key.to_owned(), value)])
+fn one(key: &str, value: impl ToString) -> HashMap<String, String> {
+    HashMap::from([(key.to_owned(), value.to_string())])
+}
+
+/// What each error says, for a person reading it (callers branch on the reason).
+mod say {
+    pub(super) const OUTCOME_CUT: &str = "deadline exceeded while the provider call was under way; the outcome is unknown: retry with the same request_id, which never executes twice";
+    pub(super) const DEADLINE: &str = "deadline exceeded";
+    pub(super) const KEY_REUSED: &str = "request_id was already used with different parameters; use a new request_id for a new operation";
+    pub(super) const ID_CLAIMED: &str = "another caller already uses this request_id on this account; request ids are unique per account and method across callers, so use a new one";
+    pub(super) const IN_FLIGHT: &str = "another request with this request_id is still in progress; retry after the delay to get its outcome";
+    pub(super) const UNRESOLVED: &str = "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key";
+    pub(super) const PAYMENT_BUSY: &str = "another request's refund of this payment is in flight or unsettled; the provider has no idempotency key, so refunds of one payment never overlap: retry after the delay";
+    pub(super) const NOT_STORED: &str = "the provider answered, but the gateway could not store the outcome, so the outcome is unknown: retry with the same request_id, which settles it and never executes twice";
+    pub(super) const STORE_DOWN: &str =
+        "the idempotency store is unavailable; nothing was sent to the provider";
+    pub(super) const OVERLOADED: &str =
+        "the gateway has too many requests in flight; retry after the delay";
+    pub(super) const ABANDONED_UNKNOWN: &str = "the gateway shut down while this call was in progress; its outcome is unknown: retry with the same request_id (another replica answers), which never executes twice";
+    pub(super) const ABANDONED: &str =
+        "the gateway shut down while this call was in progress; retry (another replica answers)";
+    pub(super) const SHUTTING_DOWN: &str =
+        "the gateway is shutting down; reconnect and resume from your last cursor";
+
+    pub(super) fn not_yet(retry_after: std::time::Duration) -> String {
+        format!(
+            "an earlier attempt is not in the provider's records yet, which means it did not execute only after the quiet period; retry in {} ms with the same request_id",
+            retry_after.as_millis()
+        )
+    }
+
+    pub(super) fn ahead(newest: i64) -> String {
+        format!(
+            "this cursor is beyond the newest event ({newest}): it was not given by this gateway's store; resume from a cursor you received, or from the start (empty cursor)"
+        )
+    }
+
+    pub(super) fn expired(oldest: i64) -> String {
+        format!(
+            "events after this cursor were purged by retention; resume from cursor {oldest} or from the start (empty cursor), and reconcile what may be missing"
+        )
+    }
+}
+
+/// [`plain`] about `ctx` (its metadata).
+fn about(
+    ctx: &ErrorContext,
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    retry_after: Option<Duration>,
+) -> Status {
+    plain(code, reason, message, metadata(ctx), retry_after)
 }
 
 impl From<GatewayError> for Status {
-    /// The one place an error becomes a status: one line per kind.
+    /// The one place an error becomes a status: one line per kind (a table, so laid out by
+    /// hand): its code, its reason, what it says, and, when repeating it is safe, after how long.
+    #[rustfmt::skip]
     fn from(err: GatewayError) -> Status {
         use Code::*;
         use GatewayError as E;
+        use reason as r;
         let none = HashMap::new;
+        let (down, shutdown) = (Some(retry::STORE_UNAVAILABLE), Some(retry::SHUTTING_DOWN));
         match err {
             E::InvalidArgument(violations) => invalid_request(violations),
-            E::Provider(e, ctx) => provider_failure(&e, &ctx),
-            E::DeadlineExceeded {
-                outcome_unknown: true,
-                ctx,
-            } => plain(
-                DeadlineExceeded,
-                reason::OUTCOME_UNKNOWN,
-                "deadline exceeded while the provider call was under way; the outcome is unknown: retry with the same request_id, which never executes twice",
-                metadata(&ctx),
-                None,
-            ),
-            E::DeadlineExceeded {
-                outcome_unknown: false,
-                ctx,
-            } => plain(
-                DeadlineExceeded,
-                reason::DEADLINE_EXCEEDED,
-                "deadline exceeded",
-                metadata(&ctx),
-                None,
-            ),
-            E::KeyReused(ctx) => plain(
-                InvalidArgument,
-                reason::IDEMPOTENCY_KEY_REUSED,
-                "request_id was already used with different parameters; use a new request_id for a new operation",
-                metadata(&ctx),
-                None,
-            ),
-            E::RequestIdClaimed(ctx) => plain(
-                AlreadyExists,
-                reason::REQUEST_ID_CLAIMED,
-                "another caller already uses this request_id on this account; request ids are unique per account and method across callers, so use a new one",
-                metadata(&ctx),
-                None,
-            ),
-            E::InFlight { retry_after, ctx } => plain(
-                Aborted,
-                reason::REQUEST_IN_FLIGHT,
-                "another request with this request_id is still in progress; retry after the delay to get its outcome",
-                metadata(&ctx),
-                Some(retry_after),
-            ),
-            E::OutcomeUnresolved(ctx) => plain(
-                FailedPrecondition,
-                reason::OUTCOME_UNKNOWN,
-                "an earlier attempt with this request_id has an unknown outcome that the gateway could not settle; an operator must check the provider and settle the key",
-                metadata(&ctx),
-                None,
-            ),
-            E::PaymentBusy { retry_after, ctx } => plain(
-                Aborted,
-                reason::PAYMENT_REFUND_PENDING,
-                "another request's refund of this payment is in flight or unsettled; the provider has no idempotency key, so refunds of one payment never overlap: retry after the delay",
-                metadata(&ctx),
-                Some(retry_after),
-            ),
-            E::NotYetDecidable { retry_after, ctx } => plain(
-                Unavailable,
-                reason::OUTCOME_UNKNOWN,
-                format!(
-                    "an earlier attempt is not in the provider's records yet, which means it did not execute only after the quiet period; retry in {} ms with the same request_id",
-                    retry_after.as_millis()
-                ),
-                metadata(&ctx),
-                Some(retry_after),
-            ),
-            E::NotStored { retry_after, ctx } => plain(
-                Unavailable,
-                reason::OUTCOME_UNKNOWN,
-                "the provider answered, but the gateway could not store the outcome, so the outcome is unknown: retry with the same request_id, which settles it and never executes twice",
-                metadata(&ctx),
-                Some(retry_after),
-            ),
-            E::StoreUnavailable(ctx) => plain(
-                Unavailable,
-                reason::STORE_UNAVAILABLE,
-                "the idempotency store is unavailable; nothing was sent to the provider",
-                metadata(&ctx),
-                Some(retry::STORE_UNAVAILABLE),
-            ),
-            E::Unauthenticated { reason, message } => {
-                plain(Unauthenticated, reason, message, none(), None)
-            }
-            E::PermissionDenied { message, ctx } => plain(
-                PermissionDenied,
-                reason::CALLER_NOT_ALLOWED,
-                message,
-                metadata(&ctx),
-                None,
-            ),
-            E::RateLimited(l, ctx) => {
-                let mut md = metadata(&ctx);
-                md.insert("limit".into(), l.subject.clone());
-                let message = format!("rate limit of {} reached; retry after the delay", l.subject);
-                answer(
-                    ResourceExhausted,
-                    reason::RATE_LIMITED,
-                    message,
-                    md,
-                    Some(l.retry_after),
-                    |d| {
-                        d.add_quota_failure_violation(l.subject.clone(), l.description.clone());
-                    },
-                )
-            }
-            E::Overloaded { retry_after } => plain(
-                ResourceExhausted,
-                reason::OVERLOADED,
-                "the gateway has too many requests in flight; retry after the delay",
-                none(),
-                Some(retry_after),
-            ),
-            E::NotFound {
-                reason,
-                message,
-                ctx,
-            } => plain(NotFound, reason, message, metadata(&ctx), None),
-            E::CursorAhead { newest } => plain(
-                OutOfRange,
-                reason::CURSOR_AHEAD,
-                format!(
-                    "this cursor is beyond the newest event ({newest}): it was not given by this gateway's store; resume from a cursor you received, or from the start (empty cursor)"
-                ),
-                one("newestCursor", newest.to_string()),
-                None,
-            ),
-            E::CursorExpired { oldest } => plain(
-                OutOfRange,
-                reason::CURSOR_EXPIRED,
-                format!(
-                    "events after this cursor were purged by retention; resume from cursor {oldest} or from the start (empty cursor), and reconcile what may be missing"
-                ),
-                one("oldestCursor", oldest.to_string()),
-                None,
-            ),
-            E::Abandoned {
-                outcome_unknown: true,
-                ctx,
-            } => plain(
-                Unavailable,
-                reason::SHUTTING_DOWN,
-                "the gateway shut down while this call was in progress; its outcome is unknown: retry with the same request_id (another replica answers), which never executes twice",
-                metadata(&ctx),
-                Some(retry::SHUTTING_DOWN),
-            ),
-            E::Abandoned {
-                outcome_unknown: false,
-                ctx,
-            } => plain(
-                Unavailable,
-                reason::SHUTTING_DOWN,
-                "the gateway shut down while this call was in progress; retry (another replica answers)",
-                metadata(&ctx),
-                Some(retry::SHUTTING_DOWN),
-            ),
-            E::ShuttingDown => plain(
-                Unavailable,
-                reason::SHUTTING_DOWN,
-                "the gateway is shutting down; reconnect and resume from your last cursor",
-                none(),
-                Some(retry::SHUTTING_DOWN),
-            ),
-            E::Replayed(inner) => {
-                let mut s = Status::from(*inner);
-                s.metadata_mut().insert(
-                    REPLAYED_HEADER,
-                    tonic::metadata::MetadataValue::from_static("true"),
-                );
-                s
-            }
+            E::Provider(e, c) => provider_failure(&e, &c),
+            E::DeadlineExceeded { outcome_unknown: true, ctx: c } => about(&c, DeadlineExceeded, r::OUTCOME_UNKNOWN, say::OUTCOME_CUT, None),
+            E::DeadlineExceeded { ctx: c, .. } => about(&c, DeadlineExceeded, r::DEADLINE_EXCEEDED, say::DEADLINE, None),
+            E::KeyReused(c) => about(&c, InvalidArgument, r::IDEMPOTENCY_KEY_REUSED, say::KEY_REUSED, None),
+            E::RequestIdClaimed(c) => about(&c, AlreadyExists, r::REQUEST_ID_CLAIMED, say::ID_CLAIMED, None),
+            E::InFlight { retry_after: a, ctx: c } => about(&c, Aborted, r::REQUEST_IN_FLIGHT, say::IN_FLIGHT, Some(a)),
+            E::OutcomeUnresolved(c) => about(&c, FailedPrecondition, r::OUTCOME_UNKNOWN, say::UNRESOLVED, None),
+            E::PaymentBusy { retry_after: a, ctx: c } => about(&c, Aborted, r::PAYMENT_REFUND_PENDING, say::PAYMENT_BUSY, Some(a)),
+            E::NotYetDecidable { retry_after: a, ctx: c } => about(&c, Unavailable, r::OUTCOME_UNKNOWN, say::not_yet(a), Some(a)),
+            E::NotStored { retry_after: a, ctx: c } => about(&c, Unavailable, r::OUTCOME_UNKNOWN, say::NOT_STORED, Some(a)),
+            E::StoreUnavailable(c) => about(&c, Unavailable, r::STORE_UNAVAILABLE, say::STORE_DOWN, down),
+            E::Unauthenticated { reason, message } => plain(Unauthenticated, reason, message, none(), None),
+            E::PermissionDenied { message, ctx: c } => about(&c, PermissionDenied, r::CALLER_NOT_ALLOWED, message, None),
+            E::RateLimited(l, c) => rate_limited(&l, &c),
+            E::Overloaded { retry_after: a } => plain(ResourceExhausted, r::OVERLOADED, say::OVERLOADED, none(), Some(a)),
+            E::NotFound { reason, message, ctx: c } => about(&c, NotFound, reason, message, None),
+            E::CursorAhead { newest: n } => plain(OutOfRange, r::CURSOR_AHEAD, say::ahead(n), one("newestCursor", n), None),
+            E::CursorExpired { oldest: o } => plain(OutOfRange, r::CURSOR_EXPIRED, say::expired(o), one("oldestCursor", o), None),
+            E::Abandoned { outcome_unknown: true, ctx: c } => about(&c, Unavailable, r::SHUTTING_DOWN, say::ABANDONED_UNKNOWN, shutdown),
+            E::Abandoned { ctx: c, .. } => about(&c, Unavailable, r::SHUTTING_DOWN, say::ABANDONED, shutdown),
+            E::ShuttingDown => plain(Unavailable, r::SHUTTING_DOWN, say::SHUTTING_DOWN, none(), shutdown),
+            E::Replayed(inner) => replayed(*inner),
             E::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");
-                plain(Internal, reason::INTERNAL, "internal error", none(), None)
+                plain(Internal, r::INTERNAL, "internal error", none(), None)
             }
         }
     }
+}
+
+/// A stored final error, answered again: marked replayed.
+fn replayed(inner: GatewayError) -> Status {
+    let mut s = Status::from(inner);
+    s.metadata_mut().insert(
+        REPLAYED_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    s
+}
+
+/// A gateway rate limit: which one, and when a slot frees.
+fn rate_limited(l: &crate::ratelimit::Limited, ctx: &ErrorContext) -> Status {
+    let mut md = metadata(ctx);
+    md.insert("limit".into(), l.subject.clone());
+    let message = format!("rate limit of {} reached; retry after the delay", l.subject);
+    answer(
+        Code::ResourceExhausted,
+        reason::RATE_LIMITED,
+        message,
+        md,
+        Some(l.retry_after),
+        |d| {
+            d.add_quota_failure_violation(l.subject.clone(), l.description.clone());
+        },
+    )
 }
 
 /// The request messages tonic could not read (garbage, truncated varints, invalid UTF-8, a
