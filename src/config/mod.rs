@@ -379,7 +379,7 @@ impl Config {
         source: Option<FileText<'_>>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let (file, mut raw_accounts) = parse_file(source)?;
+        let (mut file, raw_accounts) = parse_file(source)?;
         let listen = env("PAYGATE_LISTEN_ADDR")
             .map(|v| ("PAYGATE_LISTEN_ADDR", v))
             .or_else(|| file.listen_addr.clone().map(|v| ("listen_addr", v)))
@@ -390,84 +390,9 @@ impl Config {
             None => file.log_format.unwrap_or_default(),
         };
 
-        // Environment shortcuts create the account they describe when the file has none.
-        for r in registry::REGISTRY {
-            let set = r
-                .shortcuts
-                .iter()
-                .any(|s| s.creates_account && env(s.var).is_some());
-            if set {
-                let account = raw_accounts
-                    .entry(r.env_account.to_owned())
-                    .or_insert_with(|| RawAccount {
-                        table: Spanned::new(0..0, DeTable::new()),
-                        env_provider: None,
-                    });
-                account.env_provider = Some(r.name);
-            }
-        }
+        let accounts = accounts(raw_accounts, source, env)?;
 
-        let mut accounts = Vec::new();
-        for (name, raw) in raw_accounts {
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-            {
-                return Err(err(
-                    format!("accounts.{name}"),
-                    "account names are 1-64 characters of A-Z a-z 0-9 _ - .",
-                ));
-            }
-            let (common, own) = split_keys(raw.table);
-            let a: FileAccount = read_table(common, source)?;
-            let provider = a.provider.as_deref().or(raw.env_provider);
-            let registration = match provider {
-                Some(p) => registry::find(p).ok_or_else(|| {
-                    err(
-                        format!("accounts.{name}.provider"),
-                        format!("unknown provider {p:?}; known: {}", registry::names()),
-                    )
-                })?,
-                None => {
-                    return Err(err(
-                        format!("accounts.{name}.provider"),
-                        format!("missing; known: {}", registry::names()),
-                    ));
-                }
-            };
-            let shortcuts = if name == registration.env_account {
-                registration.shortcuts
-            } else {
-                &[]
-            };
-            let mut keys = AccountKeys::new(&name, own, source, shortcuts, env);
-            let guard = guard_settings(&keys, &a)?;
-            let provider = (registration.configure)(&mut keys)?;
-            accounts.push(AccountConfig {
-                name,
-                provider,
-                guard,
-            });
-        }
-
-        let default_account = env("PAYGATE_DEFAULT_ACCOUNT")
-            .map(|v| ("PAYGATE_DEFAULT_ACCOUNT", v))
-            .or_else(|| file.default_account.clone().map(|v| ("default_account", v)));
-        let default_account = match default_account {
-            Some((setting, name)) => {
-                if !accounts.iter().any(|a| a.name == name) {
-                    return Err(err(setting, format!("no account named {name:?}")));
-                }
-                Some(name)
-            }
-            None if accounts.len() == 1 => Some(accounts[0].name.clone()),
-            None => accounts
-                .iter()
-                .find(|a| a.name == registry::DEFAULT_ACCOUNT)
-                .map(|a| a.name.clone()),
-        };
+        let default_account = default_account(&accounts, &file, env)?;
         if accounts.is_empty() {
             return Err(err(
                 "accounts",
@@ -509,46 +434,18 @@ impl Config {
             }
             None => crate::notify::DEFAULT_MAX_AGE,
         };
-        let tls = tls_files(file.tls.unwrap_or_default(), env)?;
-        let mut auth = Auth {
-            mtls: tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
-            ..Auth::default()
-        };
-        let tokens = env("PAYGATE_AUTH_TOKENS_FILE")
-            .map(|v| ("PAYGATE_AUTH_TOKENS_FILE".to_owned(), PathBuf::from(v)))
-            .or_else(|| {
-                file.auth
-                    .and_then(|a| a.tokens_file)
-                    .map(|p| ("auth.tokens_file".to_owned(), p))
-            });
-        if let Some((setting, path)) = tokens {
-            auth.token_hashes = read_tokens(&setting, &path)?;
-        }
-        let caller_rate = rate("caller_rps", file.caller_rps, file.caller_burst)?;
-        let mut caller_rates = HashMap::new();
-        for (name, c) in file.callers {
-            if let Some(r) = rate(&format!("callers.{name}.rps"), c.rps, c.burst)? {
-                caller_rates.insert(name.clone(), r);
-            }
-            auth.policies.insert(
-                name,
-                Policy {
-                    methods: c.methods,
-                    accounts: c.accounts,
-                    read_others: c.read_others.unwrap_or(false),
-                },
-            );
-        }
+        let tls = tls_files(file.tls.take().unwrap_or_default(), env)?;
+        let (auth, caller_rate, caller_rates) = callers(&mut file, tls.as_ref(), env)?;
         let metrics_addr = match env("PAYGATE_METRICS_ADDR")
             .map(|v| ("PAYGATE_METRICS_ADDR", v))
-            .or_else(|| file.metrics_addr.map(|v| ("metrics_addr", v)))
+            .or_else(|| file.metrics_addr.take().map(|v| ("metrics_addr", v)))
         {
             Some((setting, v)) => Some(socket_addr(setting, &v, "")?),
             None => None,
         };
         let notify_addr = match env("PAYGATE_NOTIFY_ADDR")
             .map(|v| ("PAYGATE_NOTIFY_ADDR", v))
-            .or_else(|| file.notify_addr.map(|v| ("notify_addr", v)))
+            .or_else(|| file.notify_addr.take().map(|v| ("notify_addr", v)))
             .unwrap_or(("notify_addr", DEFAULT_NOTIFY_ADDR.into()))
         {
             (_, v) if v == "off" => None,
@@ -558,59 +455,8 @@ impl Config {
             listen_addr,
             metrics_addr,
             notify_addr,
-            notify_limits: {
-                let d = crate::notify::Limits::default();
-                let ms = |v: Option<u64>, default: Duration| {
-                    v.filter(|ms| *ms > 0)
-                        .map_or(default, Duration::from_millis)
-                };
-                crate::notify::Limits {
-                    max_connections: file
-                        .notify_max_connections
-                        .unwrap_or(d.max_connections)
-                        .max(1),
-                    header_timeout: ms(file.notify_header_timeout_ms, d.header_timeout),
-                    body_timeout: ms(file.notify_body_timeout_ms, d.body_timeout),
-                    max_connection_time: ms(file.notify_max_connection_ms, d.max_connection_time),
-                    max_age: notify_max_age,
-                }
-            },
-            grpc_limits: {
-                let d = crate::connections::GrpcLimits::default();
-                crate::connections::GrpcLimits {
-                    max_connections: file
-                        .grpc_max_connections
-                        .unwrap_or(d.max_connections)
-                        .max(1),
-                    max_connections_per_client: file
-                        .grpc_max_connections_per_client
-                        .unwrap_or(d.max_connections_per_client)
-                        .max(1),
-                    handshake_timeout: file
-                        .grpc_handshake_timeout_ms
-                        .filter(|ms| *ms > 0)
-                        .map_or(d.handshake_timeout, Duration::from_millis),
-                    max_concurrent_streams: file
-                        .grpc_max_concurrent_streams
-                        .unwrap_or(d.max_concurrent_streams)
-                        .max(1),
-                    max_open_requests: file
-                        .grpc_max_open_requests
-                        .unwrap_or(d.max_open_requests)
-                        .max(1),
-                    max_header_list_bytes: file
-                        .grpc_max_header_list_bytes
-                        .unwrap_or(d.max_header_list_bytes)
-                        .max(1024),
-                    max_pending_reset_streams: file
-                        .grpc_max_pending_reset_streams
-                        .unwrap_or(d.max_pending_reset_streams),
-                    max_local_error_reset_streams: file
-                        .grpc_max_local_error_reset_streams
-                        .unwrap_or(d.max_local_error_reset_streams),
-                    ..d
-                }
-            },
+            notify_limits: notify_limits(&file, notify_max_age),
+            grpc_limits: grpc_limits(&file),
             tls,
             auth,
             max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),
@@ -635,6 +481,203 @@ impl Config {
             log_format,
             accounts,
         })
+    }
+}
+
+/// The provider accounts: the file's, and those the environment shortcuts describe (created
+/// when the file has none), each configured by its provider.
+fn accounts(
+    mut raw_accounts: BTreeMap<String, RawAccount<'_>>,
+    source: Option<FileText<'_>>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<AccountConfig>, ConfigError> {
+    // Environment shortcuts create the account they describe when the file has none.
+    for r in registry::REGISTRY {
+        let set = r
+            .shortcuts
+            .iter()
+            .any(|s| s.creates_account && env(s.var).is_some());
+        if set {
+            let account = raw_accounts
+                .entry(r.env_account.to_owned())
+                .or_insert_with(|| RawAccount {
+                    table: Spanned::new(0..0, DeTable::new()),
+                    env_provider: None,
+                });
+            account.env_provider = Some(r.name);
+        }
+    }
+
+    let mut accounts = Vec::new();
+    for (name, raw) in raw_accounts {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(err(
+                format!("accounts.{name}"),
+                "account names are 1-64 characters of A-Z a-z 0-9 _ - .",
+            ));
+        }
+        let (common, own) = split_keys(raw.table);
+        let a: FileAccount = read_table(common, source)?;
+        let provider = a.provider.as_deref().or(raw.env_provider);
+        let registration = match provider {
+            Some(p) => registry::find(p).ok_or_else(|| {
+                err(
+                    format!("accounts.{name}.provider"),
+                    format!("unknown provider {p:?}; known: {}", registry::names()),
+                )
+            })?,
+            None => {
+                return Err(err(
+                    format!("accounts.{name}.provider"),
+                    format!("missing; known: {}", registry::names()),
+                ));
+            }
+        };
+        let shortcuts = if name == registration.env_account {
+            registration.shortcuts
+        } else {
+            &[]
+        };
+        let mut keys = AccountKeys::new(&name, own, source, shortcuts, env);
+        let guard = guard_settings(&keys, &a)?;
+        let provider = (registration.configure)(&mut keys)?;
+        accounts.push(AccountConfig {
+            name,
+            provider,
+            guard,
+        });
+    }
+    Ok(accounts)
+}
+
+/// The account a request that names none uses: PAYGATE_DEFAULT_ACCOUNT or the file's
+/// `default_account` (which must name an account), else the only account, else `antom`.
+fn default_account(
+    accounts: &[AccountConfig],
+    file: &FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let default_account = env("PAYGATE_DEFAULT_ACCOUNT")
+        .map(|v| ("PAYGATE_DEFAULT_ACCOUNT", v))
+        .or_else(|| file.default_account.clone().map(|v| ("default_account", v)));
+    let default_account = match default_account {
+        Some((setting, name)) => {
+            if !accounts.iter().any(|a| a.name == name) {
+                return Err(err(setting, format!("no account named {name:?}")));
+            }
+            Some(name)
+        }
+        None if accounts.len() == 1 => Some(accounts[0].name.clone()),
+        None => accounts
+            .iter()
+            .find(|a| a.name == registry::DEFAULT_ACCOUNT)
+            .map(|a| a.name.clone()),
+    };
+    Ok(default_account)
+}
+
+/// Who may call, and at what rate: [`Auth`], everyone's rate, each caller's own.
+type Callers = (Auth, Option<Rate>, HashMap<String, Rate>);
+
+/// Who may call: mutual TLS when the TLS settings name a client CA, the bearer-token hashes,
+/// each caller's policy; and the callers' rates (everyone's, and each one's own).
+fn callers(
+    file: &mut FileConfig,
+    tls: Option<&TlsFiles>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Callers, ConfigError> {
+    let mut auth = Auth {
+        mtls: tls.is_some_and(|t| t.client_ca.is_some()),
+        ..Auth::default()
+    };
+    let tokens = env("PAYGATE_AUTH_TOKENS_FILE")
+        .map(|v| ("PAYGATE_AUTH_TOKENS_FILE".to_owned(), PathBuf::from(v)))
+        .or_else(|| {
+            file.auth
+                .take()
+                .and_then(|a| a.tokens_file)
+                .map(|p| ("auth.tokens_file".to_owned(), p))
+        });
+    if let Some((setting, path)) = tokens {
+        auth.token_hashes = read_tokens(&setting, &path)?;
+    }
+    let caller_rate = rate("caller_rps", file.caller_rps, file.caller_burst)?;
+    let mut caller_rates = HashMap::new();
+    for (name, c) in std::mem::take(&mut file.callers) {
+        if let Some(r) = rate(&format!("callers.{name}.rps"), c.rps, c.burst)? {
+            caller_rates.insert(name.clone(), r);
+        }
+        auth.policies.insert(
+            name,
+            Policy {
+                methods: c.methods,
+                accounts: c.accounts,
+                read_others: c.read_others.unwrap_or(false),
+            },
+        );
+    }
+    Ok((auth, caller_rate, caller_rates))
+}
+
+/// The notification port's limits: the file's, else the listener's defaults.
+fn notify_limits(file: &FileConfig, max_age: Duration) -> crate::notify::Limits {
+    let d = crate::notify::Limits::default();
+    let ms = |v: Option<u64>, default: Duration| {
+        v.filter(|ms| *ms > 0)
+            .map_or(default, Duration::from_millis)
+    };
+    crate::notify::Limits {
+        max_connections: file
+            .notify_max_connections
+            .unwrap_or(d.max_connections)
+            .max(1),
+        header_timeout: ms(file.notify_header_timeout_ms, d.header_timeout),
+        body_timeout: ms(file.notify_body_timeout_ms, d.body_timeout),
+        max_connection_time: ms(file.notify_max_connection_ms, d.max_connection_time),
+        max_age,
+    }
+}
+
+/// The gRPC port's limits: the file's, else the defaults of `connections`.
+fn grpc_limits(file: &FileConfig) -> crate::connections::GrpcLimits {
+    let d = crate::connections::GrpcLimits::default();
+    crate::connections::GrpcLimits {
+        max_connections: file
+            .grpc_max_connections
+            .unwrap_or(d.max_connections)
+            .max(1),
+        max_connections_per_client: file
+            .grpc_max_connections_per_client
+            .unwrap_or(d.max_connections_per_client)
+            .max(1),
+        handshake_timeout: file
+            .grpc_handshake_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map_or(d.handshake_timeout, Duration::from_millis),
+        max_concurrent_streams: file
+            .grpc_max_concurrent_streams
+            .unwrap_or(d.max_concurrent_streams)
+            .max(1),
+        max_open_requests: file
+            .grpc_max_open_requests
+            .unwrap_or(d.max_open_requests)
+            .max(1),
+        max_header_list_bytes: file
+            .grpc_max_header_list_bytes
+            .unwrap_or(d.max_header_list_bytes)
+            .max(1024),
+        max_pending_reset_streams: file
+            .grpc_max_pending_reset_streams
+            .unwrap_or(d.max_pending_reset_streams),
+        max_local_error_reset_streams: file
+            .grpc_max_local_error_reset_streams
+            .unwrap_or(d.max_local_error_reset_streams),
+        ..d
     }
 }
 
