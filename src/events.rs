@@ -20,7 +20,7 @@ pub(crate) use crate::store::EventRecorded as Recorded;
 
 /// A stored event, read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub(crate) struct Event {
     /// Its position.
     pub seq: i64,
     /// `<provider>/<account>/<what>`: the same for every delivery of the same notification.
@@ -46,7 +46,7 @@ pub(crate) const POLL_EVERY: Duration = Duration::from_millis(250);
 
 /// A read of the event log.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// The events read.
     pub events: Vec<Event>,
     /// How many rows the store returned (unreadable ones included).
@@ -57,7 +57,7 @@ pub struct Batch {
 
 /// The event log and the subscription states, over the store.
 #[derive(Clone)]
-pub struct Events {
+pub(crate) struct Events {
     /// Reads of the keys (a refund's recorded state, a request id's claimant).
     idempotency: Idempotency,
     log: Arc<dyn EventStore>,
@@ -86,7 +86,7 @@ impl std::fmt::Debug for Events {
 
 impl Events {
     /// Over the store of `idempotency`.
-    pub fn new(idempotency: Idempotency) -> Self {
+    pub(crate) fn new(idempotency: Idempotency) -> Self {
         let store = idempotency.store().clone();
         Self {
             idempotency,
@@ -100,7 +100,7 @@ impl Events {
     /// The highest stored event number, kept current for as long as the receiver lives: one
     /// read of the store's counter per [`POLL_EVERY`] for the whole process, however many
     /// watchers there are.
-    pub fn head(&self) -> watch::Receiver<i64> {
+    pub(crate) fn head(&self) -> watch::Receiver<i64> {
         let mut polling = self.polling.lock().unwrap_or_else(|e| e.into_inner());
         let receiver = self.head.subscribe();
         if !*polling {
@@ -141,7 +141,7 @@ impl Events {
 
     /// Stores a verified notification of `provider` for `account` once, with its effect,
     /// unless it was signed longer than `max_age` ago (by the store's clock).
-    pub async fn record(
+    pub(crate) async fn record(
         &self,
         account: &str,
         provider: &str,
@@ -227,7 +227,7 @@ impl Events {
     /// Up to `limit` stored events after `seq`, oldest first. Events whose payload cannot be
     /// read (written by a newer gateway) are skipped with a warning, but still count in
     /// `Batch::rows` and `Batch::last`.
-    pub async fn after(&self, seq: i64, limit: i64) -> Result<Batch, StoreError> {
+    pub(crate) async fn after(&self, seq: i64, limit: i64) -> Result<Batch, StoreError> {
         let rows = self.log.events_after(seq, limit).await?;
         let count = rows.len();
         let last = rows.last().map(|r| r.seq);
@@ -258,13 +258,13 @@ impl Events {
     }
 
     /// The highest sequence number given out, and the highest purged (0 = none).
-    pub async fn counter(&self) -> Result<(i64, i64), StoreError> {
+    pub(crate) async fn counter(&self) -> Result<(i64, i64), StoreError> {
         self.log.event_counter().await
     }
 
     /// Records what a Cancel answer says about a subscription. The write is conditional on the
     /// stage, so an answer that raced a further-gone notification (TERMINATE) changes nothing.
-    pub async fn record_cancel(&self, account: &str, s: &SubscriptionRecord) {
+    pub(crate) async fn record_cancel(&self, account: &str, s: &SubscriptionRecord) {
         let result = async {
             let merged = match self.known(account, s).await? {
                 Some(known) => known.merged(s),
@@ -303,7 +303,7 @@ impl Events {
 
     /// The latest known state of a subscription and when it was learned (Unix ms), by
     /// subscription id or, when that is empty, by the merchant's subscription id.
-    pub async fn subscription(
+    pub(crate) async fn subscription(
         &self,
         account: &str,
         subscription_id: &str,

@@ -70,7 +70,7 @@ impl Default for ApiSettings {
 /// Open event streams, in total and per caller. A slot is held for a stream's life and given
 /// back when it ends, however it ends.
 #[derive(Debug)]
-pub struct StreamSlots {
+pub(crate) struct StreamSlots {
     total: Arc<Semaphore>,
     per_caller: usize,
     open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
@@ -78,7 +78,7 @@ pub struct StreamSlots {
 
 /// One open stream's slot.
 #[derive(Debug)]
-pub struct StreamSlot {
+pub(crate) struct StreamSlot {
     _total: OwnedSemaphorePermit,
     caller: String,
     open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
@@ -101,7 +101,7 @@ impl Drop for StreamSlot {
 
 impl StreamSlots {
     /// Up to `total` streams, `per_caller` of each authenticated caller.
-    pub fn new(total: usize, per_caller: usize) -> Self {
+    pub(crate) fn new(total: usize, per_caller: usize) -> Self {
         Self {
             total: Arc::new(Semaphore::new(total.max(1))),
             per_caller: per_caller.max(1),
@@ -111,7 +111,7 @@ impl StreamSlots {
 
     /// A slot for a stream of `caller` (empty: anonymous, counted in the total only), or
     /// `OVERLOADED` with RetryInfo when a cap is reached.
-    pub fn take(&self, caller: &str) -> Result<StreamSlot, GatewayError> {
+    pub(crate) fn take(&self, caller: &str) -> Result<StreamSlot, GatewayError> {
         let shed = || GatewayError::Overloaded {
             retry_after: crate::retry::STREAMS_FULL,
         };
@@ -133,28 +133,29 @@ impl StreamSlots {
 }
 
 /// What every service shares: accounts, the idempotency layer, authentication and the
-/// gateway-wide limits.
+/// gateway-wide limits. Outside the crate it is only handed on (`Gateway::shared`, to
+/// `serve_notifications`); its parts are the crate's.
 #[derive(Debug)]
 pub struct Shared {
     /// Provider accounts.
-    pub accounts: Arc<Accounts>,
+    pub(crate) accounts: Arc<Accounts>,
     /// The idempotency layer.
-    pub idempotency: Idempotency,
+    pub(crate) idempotency: Idempotency,
     /// Caller authentication and policies.
-    pub auth: Auth,
+    pub(crate) auth: Auth,
     /// Per-caller rate limits.
-    pub callers: CallerLimits,
+    pub(crate) callers: CallerLimits,
     /// Settings.
-    pub settings: ApiSettings,
+    pub(crate) settings: ApiSettings,
     /// Provider events and subscription states.
-    pub events: crate::events::Events,
+    pub(crate) events: crate::events::Events,
     /// Turns true when shutdown starts; long-lived streams end on it.
-    pub stopping: tokio::sync::watch::Sender<bool>,
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Turns true when the shutdown grace is over; calls still in flight are answered
     /// UNAVAILABLE `SHUTTING_DOWN` then.
-    pub abandon: tokio::sync::watch::Sender<bool>,
+    pub(crate) abandon: tokio::sync::watch::Sender<bool>,
     /// Open event streams.
-    pub streams: StreamSlots,
+    pub(crate) streams: StreamSlots,
     in_flight: Arc<Semaphore>,
 }
 
