@@ -11,6 +11,7 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::providers::{Disposition, NotExecuted, ProviderError, Refusal};
 use crate::retry;
+use crate::store::StoreError;
 
 /// ErrorInfo domain of every error the gateway returns.
 pub const ERROR_DOMAIN: &str = "paygate";
@@ -198,7 +199,27 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// What the store was doing for a call when it failed, for the log line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StoreUse {
+    /// The idempotency layer's keys, refunds and claims: logged at ERROR.
+    Keys,
+    /// Reading what the gateway recorded (this, e.g. "the event log"): logged at WARN.
+    Read(&'static str),
+}
+
 impl GatewayError {
+    /// The one conversion of a store failure under a call: logged with what the store was
+    /// doing, and answered UNAVAILABLE `STORE_UNAVAILABLE` with RetryInfo. Nothing is sent to
+    /// a provider because of it.
+    pub(crate) fn store(e: &StoreError, doing: StoreUse, ctx: &ErrorContext) -> Self {
+        match doing {
+            StoreUse::Keys => tracing::error!(error = %e, "idempotency store failed"),
+            StoreUse::Read(what) => tracing::warn!(error = %e, "cannot read {what}"),
+        }
+        GatewayError::StoreUnavailable(ctx.clone())
+    }
+
     /// Wraps a provider error with its context.
     pub fn provider(err: ProviderError, ctx: ErrorContext) -> Self {
         if let Disposition::Unknown { deadline_cut: true } = err.disposition {

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::{Rpc, Shared, event_to_pb};
-use crate::error::{ErrorContext, GatewayError};
+use crate::error::{ErrorContext, GatewayError, StoreUse};
 use crate::idempotency::Reply;
 use crate::ops::WATCH_EVENTS;
 use crate::pb;
@@ -61,10 +61,11 @@ impl EventService for EventApi {
                 }
                 named.into_iter().collect()
             };
-            let (newest, purged) = s.events.counter().await.map_err(|e| {
-                tracing::warn!(error = %e, "cannot read the event log");
-                GatewayError::StoreUnavailable(ctx.clone())
-            })?;
+            let (newest, purged) = s
+                .events
+                .counter()
+                .await
+                .map_err(|e| GatewayError::store(&e, StoreUse::Read("the event log"), &ctx))?;
             if after > 0 && after < purged {
                 return Err(GatewayError::CursorExpired { oldest: purged });
             }
@@ -111,8 +112,8 @@ async fn stream(
         let batch = match s.events.after(after, BATCH).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the event log; ending the stream");
-                let err = GatewayError::StoreUnavailable(ErrorContext::default());
+                let doing = StoreUse::Read("the event log; ending the stream");
+                let err = GatewayError::store(&e, doing, &ErrorContext::default());
                 let _ = tx.send(Err(err.into())).await;
                 return;
             }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::domain::{CancelOutcome, ProviderResult, Reconcile, RefundRecord, RefundState};
-use crate::error::{ErrorContext, GatewayError, refusal_code, refusal_of_code};
+use crate::error::{ErrorContext, GatewayError, StoreUse, refusal_code, refusal_of_code};
 use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
 use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
@@ -348,8 +348,7 @@ impl std::fmt::Debug for Idempotency {
 }
 
 fn store_error(ctx: &ErrorContext, e: StoreError) -> GatewayError {
-    tracing::error!(error = %e, "idempotency store failed");
-    GatewayError::StoreUnavailable(ctx.clone())
+    GatewayError::store(&e, StoreUse::Keys, ctx)
 }
 
 /// A mutating use case that runs at most once per idempotency key: how it is sent, and how an

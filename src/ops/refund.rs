@@ -2,7 +2,7 @@
 
 use crate::auth::Auth;
 use crate::domain::{CreateRefund, InquireRefund, Reconcile, RefundRecord, RefundState};
-use crate::error::{GatewayError, reason};
+use crate::error::{GatewayError, StoreUse, reason};
 use crate::idempotency::{Idempotency, Operation, RefundScope, Reply};
 use crate::providers::{ProviderError, Resolution};
 use crate::store::StoreError;
@@ -35,10 +35,7 @@ pub(crate) async fn create(
         let latest = idem
             .latest_refund(&account.name, &cmd.request_id)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "idempotency store failed");
-                GatewayError::StoreUnavailable(call.ctx.clone())
-            })?;
+            .map_err(|e| GatewayError::store(&e, StoreUse::Keys, &call.ctx))?;
         if let Some(latest) = latest {
             return Ok(Reply {
                 value: latest,
@@ -95,10 +92,7 @@ pub(crate) async fn inquire(
     let provider = &account.provider;
     let caller = call.caller;
     let ctx = &call.ctx;
-    let store_failed = |e: StoreError| {
-        tracing::error!(error = %e, "idempotency store failed");
-        GatewayError::StoreUnavailable(ctx.clone())
-    };
+    let store_failed = |e: StoreError| GatewayError::store(&e, StoreUse::Keys, ctx);
     let not_recorded = |request_id: &str| GatewayError::NotFound {
         reason: reason::REFUND_NOT_RECORDED,
         message: format!(

@@ -2,7 +2,7 @@
 
 use crate::domain::Reconcile;
 use crate::domain::{CancelOutcome, CancelSubscription, SubscriptionRecord};
-use crate::error::{GatewayError, reason};
+use crate::error::{GatewayError, StoreUse, reason};
 use crate::events::Events;
 use crate::idempotency::{Idempotency, Operation, Reply};
 use crate::providers::{ProviderError, Resolution};
@@ -79,8 +79,7 @@ pub(crate) async fn get(
         .subscription(&account.name, subscription_id, subscription_request_id)
         .await
         .map_err(|e| {
-            tracing::warn!(error = %e, "cannot read a subscription's state");
-            GatewayError::StoreUnavailable(call.ctx.clone())
+            GatewayError::store(&e, StoreUse::Read("a subscription's state"), &call.ctx)
         })?;
     found.ok_or_else(|| GatewayError::NotFound {
         reason: reason::SUBSCRIPTION_NOT_RECORDED,

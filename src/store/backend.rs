@@ -14,6 +14,7 @@ use std::pin::Pin;
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Row as _, Type};
 
 use super::sql::{Clock, render};
+use super::traits::StoreError;
 
 /// A value bound to a statement's next `$n`.
 #[derive(Debug, Clone, Copy)]
@@ -73,16 +74,17 @@ pub(crate) trait Tx: Send {
         args: &[Arg<'_>],
     ) -> Run<'e, Option<Self::Row>>;
     /// Column `i` as text.
-    fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error>;
+    fn text(row: &Self::Row, i: usize) -> Result<String, StoreError>;
     /// Column `i` as an integer.
-    fn int(row: &Self::Row, i: usize) -> Result<i64, sqlx::Error>;
+    fn int(row: &Self::Row, i: usize) -> Result<i64, StoreError>;
 }
 
 impl<DB: Backend> Tx for sqlx::Transaction<'_, DB> {
     type Row = DB::Row;
 
     fn execute<'e>(&'e mut self, sql: &'static str, args: &[Arg<'_>]) -> Run<'e, u64> {
-        DB::execute(self, sql, args)
+        let run = DB::execute(self, sql, args);
+        Box::pin(async move { Ok(run.await?) })
     }
 
     fn fetch_optional<'e>(
@@ -90,15 +92,16 @@ impl<DB: Backend> Tx for sqlx::Transaction<'_, DB> {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> Run<'e, Option<Self::Row>> {
-        DB::fetch_optional(self, sql, args)
+        let run = DB::fetch_optional(self, sql, args);
+        Box::pin(async move { Ok(run.await?) })
     }
 
-    fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error> {
-        DB::text(row, i)
+    fn text(row: &Self::Row, i: usize) -> Result<String, StoreError> {
+        Ok(DB::text(row, i)?)
     }
 
-    fn int(row: &Self::Row, i: usize) -> Result<i64, sqlx::Error> {
-        DB::int(row, i)
+    fn int(row: &Self::Row, i: usize) -> Result<i64, StoreError> {
+        Ok(DB::int(row, i)?)
     }
 }
 
@@ -119,11 +122,14 @@ pub(crate) trait Write: Send + 'static {
     fn run<T: Tx>(
         self,
         tx: &mut T,
-    ) -> impl Future<Output = Result<End<Self::Out>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<End<Self::Out>, StoreError>> + Send;
 }
 
-/// A boxed, sendable future of a statement's result.
-pub(crate) type Run<'e, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'e>>;
+/// A boxed, sendable future of a statement's result, as a write sees it.
+pub(crate) type Run<'e, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'e>>;
+
+/// A boxed, sendable future of a statement's result, as sqlx gives it.
+pub(crate) type DbRun<'e, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'e>>;
 
 /// The facts that differ between the databases the store runs on.
 pub(crate) trait Dialect: Database {
@@ -159,31 +165,31 @@ pub(crate) trait Backend: Dialect {
         conn: &'e mut Self::Connection,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, u64>;
+    ) -> DbRun<'e, u64>;
     /// The same as [`Backend::execute`] on a pooled connection.
     fn execute_pooled<'e>(
         pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, u64>;
+    ) -> DbRun<'e, u64>;
     /// The same as [`Backend::fetch_optional`] on a pooled connection.
     fn fetch_optional_pooled<'e>(
         pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, Option<Self::Row>>;
+    ) -> DbRun<'e, Option<Self::Row>>;
     /// Runs `sql` with `args` on a pooled connection; its rows.
     fn fetch_all_pooled<'e>(
         pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, Vec<Self::Row>>;
+    ) -> DbRun<'e, Vec<Self::Row>>;
     /// Runs `sql` with `args`; its first row, if any.
     fn fetch_optional<'e>(
         conn: &'e mut Self::Connection,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, Option<Self::Row>>;
+    ) -> DbRun<'e, Option<Self::Row>>;
     /// Column `i` as text.
     fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error>;
     /// Column `i` as text or NULL.
@@ -224,7 +230,7 @@ where
         conn: &'e mut Self::Connection,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, u64> {
+    ) -> DbRun<'e, u64> {
         let q = query::<DB>(sql, args);
         Box::pin(async move { Ok(DB::rows_affected(&q.execute(conn).await?)) })
     }
@@ -233,7 +239,7 @@ where
         pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, u64> {
+    ) -> DbRun<'e, u64> {
         let q = query::<DB>(sql, args);
         Box::pin(async move { Ok(DB::rows_affected(&q.execute(pool).await?)) })
     }
@@ -242,7 +248,7 @@ where
         pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, Option<Self::Row>> {
+    ) -> DbRun<'e, Option<Self::Row>> {
         let q = query::<DB>(sql, args);
         Box::pin(q.fetch_optional(pool))
     }
@@ -251,7 +257,7 @@ where
         pool: &'e sqlx::Pool<Self>,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, Vec<Self::Row>> {
+    ) -> DbRun<'e, Vec<Self::Row>> {
         let q = query::<DB>(sql, args);
         Box::pin(q.fetch_all(pool))
     }
@@ -260,7 +266,7 @@ where
         conn: &'e mut Self::Connection,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Run<'e, Option<Self::Row>> {
+    ) -> DbRun<'e, Option<Self::Row>> {
         let q = query::<DB>(sql, args);
         Box::pin(q.fetch_optional(conn))
     }

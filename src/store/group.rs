@@ -17,7 +17,6 @@
 //! error, so a transaction SQLite may have aborted is never committed in part. A write whose
 //! caller has gone before its turn is skipped.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::path::Path;
 use std::pin::pin;
@@ -30,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::backend::{Arg, End, Run, Tx, Write};
 use super::sql::{Clock, render};
+use super::traits::StoreError;
 
 /// The most writes one commit takes.
 pub(super) const MAX_BATCH: usize = 256;
@@ -38,7 +38,7 @@ pub(super) const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 
 /// What a grouped write left for its caller, given once the batch's commit is known.
-type Answer = Box<dyn FnOnce(Result<(), &sqlx::Error>) + Send>;
+type Answer = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
 /// A grouped write as the writer runs it: whether it succeeded, and its answer.
 type Job = Box<dyn FnOnce(&mut Connection) -> (bool, Answer) + Send>;
@@ -52,18 +52,19 @@ pub(super) struct GroupCommit {
 impl GroupCommit {
     /// Opens the write connection to the database file at `path` (migrated already) and
     /// starts the writer on it; the writer stops when the store is dropped.
-    pub(super) fn start(path: &Path, synchronous: &'static str) -> Result<Self, sqlx::Error> {
-        let conn = open(path, synchronous).map_err(failed)?;
+    pub(super) fn start(path: &Path, synchronous: &'static str) -> Result<Self, StoreError> {
+        let conn = open(path, synchronous)?;
         let (queue, jobs) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_batches(conn, jobs))?;
+            .spawn(move || write_batches(conn, jobs))
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         Ok(Self { queue })
     }
 
     /// Queues `write` and waits for its answer, which comes after its batch committed.
-    pub(super) async fn run<W: Write>(&self, write: W) -> Result<W::Out, sqlx::Error> {
-        let (tx, rx) = oneshot::channel::<Result<W::Out, sqlx::Error>>();
+    pub(super) async fn run<W: Write>(&self, write: W) -> Result<W::Out, StoreError> {
+        let (tx, rx) = oneshot::channel::<Result<W::Out, StoreError>>();
         let job: Job = Box::new(move |conn| {
             if tx.is_closed() {
                 // The caller is gone: nothing to do, and nobody to answer.
@@ -75,13 +76,18 @@ impl GroupCommit {
             let answer: Answer = Box::new(move |committed| {
                 let _ = tx.send(match committed {
                     Ok(()) => result,
-                    Err(e) => Err(result.err().unwrap_or_else(|| batch_failed(e))),
+                    Err(e) => Err(result
+                        .err()
+                        .unwrap_or_else(|| StoreError::GroupFailed(e.to_string()))),
                 });
             });
             (ok, answer)
         });
-        self.queue.send(job).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
@@ -126,7 +132,7 @@ fn commit_batch(
     conn: &mut Connection,
     batch: &mut Vec<Job>,
     answers: &mut Vec<Answer>,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     // IMMEDIATE: the batch takes the write lock at once, waiting (busy_timeout) for another
     // process's writer rather than failing when it upgrades later.
     statement(conn, "BEGIN IMMEDIATE")?;
@@ -134,7 +140,7 @@ fn commit_batch(
         let (ok, answer) = job(conn);
         answers.push(answer);
         if !ok {
-            return Err(sqlx::Error::Protocol(
+            return Err(StoreError::GroupFailed(
                 "a write in the same group commit failed".into(),
             ));
         }
@@ -143,7 +149,7 @@ fn commit_batch(
 }
 
 /// `write` in a savepoint of the batch's transaction, released or rolled back as it ends.
-fn in_savepoint<W: Write>(conn: &mut Connection, write: W) -> Result<W::Out, sqlx::Error> {
+fn in_savepoint<W: Write>(conn: &mut Connection, write: W) -> Result<W::Out, StoreError> {
     statement(conn, "SAVEPOINT write")?;
     let end = at_once(write.run(&mut Statements(conn)))?;
     match end {
@@ -160,21 +166,19 @@ fn in_savepoint<W: Write>(conn: &mut Connection, write: W) -> Result<W::Out, sql
 }
 
 /// The result of a write whose statements run when called: it is done on its first poll.
-fn at_once<T>(write: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+fn at_once<T>(write: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     match pin!(write).poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(result) => result,
-        Poll::Pending => Err(sqlx::Error::Protocol(
-            "a grouped write waited on something other than its statements".into(),
-        )),
+        Poll::Pending => Err(StoreError::NotImmediate),
     }
 }
 
 /// Runs one statement without arguments.
-fn statement(conn: &Connection, sql: &'static str) -> Result<(), sqlx::Error> {
+fn statement(conn: &Connection, sql: &'static str) -> Result<(), StoreError> {
     conn.prepare_cached(sql)
         .and_then(|mut s| s.raw_execute())
         .map(drop)
-        .map_err(failed)
+        .map_err(StoreError::Sqlite)
 }
 
 /// The writer's connection as a [`Tx`]: each statement runs when it is called.
@@ -186,7 +190,7 @@ impl Tx for Statements<'_> {
     fn execute<'e>(&'e mut self, sql: &'static str, args: &[Arg<'_>]) -> Run<'e, u64> {
         let changed = bound(self.0, sql, args).and_then(|mut s| s.raw_execute());
         Box::pin(std::future::ready(
-            changed.map(|n| n as u64).map_err(failed),
+            changed.map(|n| n as u64).map_err(StoreError::Sqlite),
         ))
     }
 
@@ -206,17 +210,17 @@ impl Tx for Statements<'_> {
                 .collect::<Result<_, _>>()
                 .map(Some)
         });
-        Box::pin(std::future::ready(row.map_err(failed)))
+        Box::pin(std::future::ready(row.map_err(StoreError::Sqlite)))
     }
 
-    fn text(row: &Self::Row, i: usize) -> Result<String, sqlx::Error> {
+    fn text(row: &Self::Row, i: usize) -> Result<String, StoreError> {
         match column(row, i)? {
             Value::Text(s) => Ok(s.clone()),
             other => Err(decode(i, "text", other)),
         }
     }
 
-    fn int(row: &Self::Row, i: usize) -> Result<i64, sqlx::Error> {
+    fn int(row: &Self::Row, i: usize) -> Result<i64, StoreError> {
         match column(row, i)? {
             Value::Integer(v) => Ok(*v),
             other => Err(decode(i, "an integer", other)),
@@ -248,87 +252,16 @@ fn bound<'c>(
     Ok(s)
 }
 
-fn column(row: &[Value], i: usize) -> Result<&Value, sqlx::Error> {
-    row.get(i).ok_or(sqlx::Error::ColumnIndexOutOfBounds {
-        index: i,
-        len: row.len(),
-    })
+fn column(row: &[Value], i: usize) -> Result<&Value, StoreError> {
+    row.get(i)
+        .ok_or_else(|| StoreError::Decode(format!("no column {i}: the row has {}", row.len())))
 }
 
-fn decode(i: usize, wanted: &str, got: &Value) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: i.to_string(),
-        source: format!("expected {wanted}, found {:?}", got.data_type()).into(),
-    }
-}
-
-/// A SQLite error on the writer's connection, as the store's other errors are: a database
-/// error with SQLite's message and extended result code.
-fn failed(e: rusqlite::Error) -> sqlx::Error {
-    let code = match &e {
-        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code.to_string()),
-        _ => None,
-    };
-    sqlx::Error::Database(Box::new(SqliteError {
-        message: e.to_string(),
-        code,
-    }))
-}
-
-/// The error a write gets when its batch did not commit.
-fn batch_failed(e: &sqlx::Error) -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::other(format!(
-        "the group commit holding this write failed: {e}"
-    )))
-}
-
-/// The error a write gets when the writer dropped it unrun (an earlier write of its group
-/// failed) or is gone.
-fn stopped() -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::other(
-        "the store's writer did not run this write (its group failed, or the writer stopped)",
+fn decode(i: usize, wanted: &str, got: &Value) -> StoreError {
+    StoreError::Decode(format!(
+        "column {i}: expected {wanted}, found {:?}",
+        got.data_type()
     ))
-}
-
-/// See [`failed`].
-#[derive(Debug)]
-struct SqliteError {
-    message: String,
-    code: Option<String>,
-}
-
-impl std::fmt::Display for SqliteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SqliteError {}
-
-impl sqlx::error::DatabaseError for SqliteError {
-    fn message(&self) -> &str {
-        &self.message
-    }
-
-    fn code(&self) -> Option<Cow<'_, str>> {
-        self.code.as_deref().map(Cow::Borrowed)
-    }
-
-    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-        self
-    }
-
-    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-        self
-    }
-
-    fn kind(&self) -> sqlx::error::ErrorKind {
-        sqlx::error::ErrorKind::Other
-    }
 }
 
 #[cfg(test)]
@@ -362,7 +295,7 @@ mod tests {
 
     impl Write for Insert {
         type Out = u64;
-        async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, sqlx::Error> {
+        async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, StoreError> {
             Ok(End::Commit(tx.execute(INSERT, &[Text(self.0)]).await?))
         }
     }
@@ -372,9 +305,9 @@ mod tests {
 
     impl Write for Fails {
         type Out = u64;
-        async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, sqlx::Error> {
+        async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, StoreError> {
             tx.execute(INSERT, &[Text("failing")]).await?;
-            Err(sqlx::Error::Protocol("this write fails".into()))
+            Err(StoreError::Decode("this write fails".into()))
         }
     }
 
@@ -386,7 +319,7 @@ mod tests {
 
     impl Write for Held {
         type Out = u64;
-        async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, sqlx::Error> {
+        async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, StoreError> {
             let _ = self.running.send(());
             let _ = self.release.recv();
             Ok(End::Commit(tx.execute(INSERT, &[Text("first")]).await?))
@@ -398,7 +331,7 @@ mod tests {
 
     impl Write for Waits {
         type Out = ();
-        async fn run<T: Tx>(self, _: &mut T) -> Result<End<()>, sqlx::Error> {
+        async fn run<T: Tx>(self, _: &mut T) -> Result<End<()>, StoreError> {
             tokio::task::yield_now().await;
             Ok(End::Commit(()))
         }
@@ -497,7 +430,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&e, sqlx::Error::Database(d) if d.message().contains("no_such_table")),
+            matches!(&e, StoreError::Sqlite(d) if d.to_string().contains("no_such_table")),
             "{e:?}"
         );
     }

@@ -64,7 +64,7 @@ enum Saved {
 
 /// Records a refund's state, forward only (one conditional write), and tells whether a write
 /// that changed nothing contradicts what is recorded; read in the same transaction.
-async fn save_refund<T: Tx>(tx: &mut T, f: &RefundRow<'_>) -> Result<Saved, sqlx::Error> {
+async fn save_refund<T: Tx>(tx: &mut T, f: &RefundRow<'_>) -> Result<Saved, StoreError> {
     if tx.execute(s::SAVE_REFUND, &refund_args(f)).await? == 1 {
         return Ok(Saved::Applied);
     }
@@ -90,7 +90,7 @@ async fn anomaly<T: Tx>(
     f: &RefundRow<'_>,
     recorded: &str,
     detail: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     let args = [
         Text(id),
         Text(f.account),
@@ -106,13 +106,13 @@ async fn anomaly<T: Tx>(
 }
 
 /// The row a statement must return.
-fn one<R>(row: Option<R>) -> Result<R, sqlx::Error> {
-    row.ok_or(sqlx::Error::RowNotFound)
+fn one<R>(row: Option<R>) -> Result<R, StoreError> {
+    row.ok_or(StoreError::from(sqlx::Error::RowNotFound))
 }
 
 impl<DB: Backend> SqlStore<DB> {
     /// One write statement; how many rows it changed.
-    async fn execute(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, sqlx::Error> {
+    async fn execute(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
         self.writes.one(sql, args).await
     }
 
@@ -121,8 +121,8 @@ impl<DB: Backend> SqlStore<DB> {
         &self,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Result<Option<DB::Row>, sqlx::Error> {
-        DB::fetch_optional_pooled(&self.pool, sql, args).await
+    ) -> Result<Option<DB::Row>, StoreError> {
+        Ok(DB::fetch_optional_pooled(&self.pool, sql, args).await?)
     }
 
     /// One query on a pooled connection; its rows.
@@ -130,8 +130,8 @@ impl<DB: Backend> SqlStore<DB> {
         &self,
         sql: &'static str,
         args: &[Arg<'_>],
-    ) -> Result<Vec<DB::Row>, sqlx::Error> {
-        DB::fetch_all_pooled(&self.pool, sql, args).await
+    ) -> Result<Vec<DB::Row>, StoreError> {
+        Ok(DB::fetch_all_pooled(&self.pool, sql, args).await?)
     }
 
     /// A conditional update of one key by its lease token; whether it applied.
@@ -140,7 +140,7 @@ impl<DB: Backend> SqlStore<DB> {
         sql: &'static str,
         key: &Key,
         token: &str,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         Ok(self.execute(sql, &key_args(key, &[Text(token)])).await? == 1)
     }
 
@@ -153,7 +153,7 @@ impl<DB: Backend> SqlStore<DB> {
         key: &Key,
         refund: Option<RefundRow<'_>>,
         keep_ms: i64,
-    ) -> Result<Completion, sqlx::Error> {
+    ) -> Result<Completion, StoreError> {
         let finish = Finish {
             sql,
             args: args.iter().map(ArgBuf::of).collect(),
@@ -177,7 +177,7 @@ struct Finish {
 impl Write for Finish {
     type Out = Completion;
 
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Completion>, sqlx::Error> {
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Completion>, StoreError> {
         // The outcome, the attribution, the payment's release and the refund's state commit
         // together, or not at all.
         let args: Vec<Arg<'_>> = self.args.iter().map(ArgBuf::view).collect();
@@ -196,7 +196,7 @@ async fn attribute<T: Tx>(
     key: &Key,
     f: &RefundRow<'_>,
     keep_ms: i64,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, StoreError> {
     let Some(refund_id) = f.refund_id else {
         return Ok(true);
     };
@@ -225,7 +225,7 @@ async fn settled<T: Tx>(
     key: &Key,
     refund: Option<RefundRow<'_>>,
     keep_ms: i64,
-) -> Result<End<Completion>, sqlx::Error> {
+) -> Result<End<Completion>, StoreError> {
     if let Some(f) = &refund {
         if !attribute(tx, key, f, keep_ms).await? {
             return Ok(End::Rollback(Completion::AttributedElsewhere));
@@ -253,7 +253,7 @@ struct InsertKey(NewKeyBuf);
 impl Write for InsertKey {
     type Out = Inserted;
 
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Inserted>, sqlx::Error> {
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Inserted>, StoreError> {
         let new = self.0.view();
         let key = new.key;
         let args = key_args(
@@ -303,7 +303,7 @@ struct DeleteKey {
 impl Write for DeleteKey {
     type Out = bool;
 
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, sqlx::Error> {
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, StoreError> {
         let key = &self.key;
         let deleted = tx
             .execute(s::DELETE, &key_args(key, &[Text(&self.token)]))
@@ -326,7 +326,7 @@ struct MarkUnknownAfterSend {
 impl Write for MarkUnknownAfterSend {
     type Out = bool;
 
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, sqlx::Error> {
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, StoreError> {
         let key = &self.key;
         let marked = tx
             .execute(s::MARK_UNKNOWN, &key_args(key, &[Text(&self.token)]))
@@ -347,7 +347,7 @@ struct RecordEvent(EventRowBuf, EventEffectBuf);
 impl Write for RecordEvent {
     type Out = EventRecorded;
 
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<EventRecorded>, sqlx::Error> {
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<EventRecorded>, StoreError> {
         let (e, effect) = (self.0.view(), self.1.view());
         // Fresh by the store's clock, which every replica shares; events are kept at least
         // as long as the window, so within it a replay is a duplicate, and past it, stale.
@@ -424,7 +424,7 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
 
     fn insert<'a>(&'a self, new: NewKey<'a>) -> StoreFuture<'a, Inserted> {
         let insert = InsertKey(NewKeyBuf::of(&new));
-        Box::pin(async move { Ok(self.writes.write(insert).await?) })
+        Box::pin(async move { self.writes.write(insert).await })
     }
 
     fn load<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Row>> {
@@ -503,14 +503,12 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     ) -> StoreFuture<'a, Completion> {
         Box::pin(async move {
             let args = key_args(key, &[Text(token), Text(outcome), Int(keep_ms)]);
-            Ok(self
-                .finish(s::COMPLETE, &args, key, refund, keep_ms)
-                .await?)
+            self.finish(s::COMPLETE, &args, key, refund, keep_ms).await
         })
     }
 
     fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move { Ok(self.by_token(s::MARK_UNKNOWN, key, token).await?) })
+        Box::pin(async move { self.by_token(s::MARK_UNKNOWN, key, token).await })
     }
 
     fn mark_unknown_after_send<'a>(
@@ -522,11 +520,11 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
             key: key.clone(),
             token: token.to_owned(),
         };
-        Box::pin(async move { Ok(self.writes.write(mark).await?) })
+        Box::pin(async move { self.writes.write(mark).await })
     }
 
     fn mark_unresolved<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move { Ok(self.by_token(s::MARK_UNRESOLVED, key, token).await?) })
+        Box::pin(async move { self.by_token(s::MARK_UNRESOLVED, key, token).await })
     }
 
     fn settle<'a>(
@@ -538,7 +536,7 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
     ) -> StoreFuture<'a, Completion> {
         Box::pin(async move {
             let args = key_args(key, &[Text(outcome), Int(keep_ms)]);
-            Ok(self.finish(s::SETTLE, &args, key, refund, keep_ms).await?)
+            self.finish(s::SETTLE, &args, key, refund, keep_ms).await
         })
     }
 
@@ -612,7 +610,7 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
             key: key.clone(),
             token: token.to_owned(),
         };
-        Box::pin(async move { Ok(self.writes.write(delete).await?) })
+        Box::pin(async move { self.writes.write(delete).await })
     }
 
     fn purge(&self, keep: Retention) -> StoreFuture<'_, u64> {
@@ -688,7 +686,7 @@ impl<DB: Backend> EventStore for SqlStore<DB> {
         effect: EventEffect<'a>,
     ) -> StoreFuture<'a, EventRecorded> {
         let record = RecordEvent(EventRowBuf::of(&e), EventEffectBuf::of(&effect));
-        Box::pin(async move { Ok(self.writes.write(record).await?) })
+        Box::pin(async move { self.writes.write(record).await })
     }
 
     fn events_after(&self, after: i64, limit: i64) -> StoreFuture<'_, Vec<StoredEvent>> {

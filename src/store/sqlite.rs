@@ -11,6 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use super::group::GroupCommit;
 use super::sql::migrator;
 use super::sql_store::SqlStore;
+use super::traits::StoreError;
 use super::writer::Writes;
 
 /// Connections that read (WAL: readers never wait for the writer).
@@ -23,14 +24,14 @@ impl SqlStore<sqlx::Sqlite> {
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH`) and migrates it.
     /// `?synchronous=normal` trades durability across a machine crash or power loss (a
     /// process crash stays safe) for far fewer disk flushes; the default is `full`.
-    pub(super) async fn open(url: &str) -> Result<Self, sqlx::Error> {
+    pub(super) async fn open(url: &str) -> Result<Self, StoreError> {
         let (url, synchronous) = match url.split_once("?synchronous=") {
             Some((u, "normal")) => (u, (SqliteSynchronous::Normal, "NORMAL")),
             Some((u, "full")) => (u, (SqliteSynchronous::Full, "FULL")),
             Some(_) => {
-                return Err(sqlx::Error::Configuration(
+                return Err(StoreError::Database(sqlx::Error::Configuration(
                     "synchronous must be full or normal".into(),
-                ));
+                )));
             }
             None => (url, (SqliteSynchronous::Full, "FULL")),
         };
@@ -42,13 +43,16 @@ impl SqlStore<sqlx::Sqlite> {
         if let Some(dir) = Path::new(options.get_filename()).parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
         let migrating = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
-        migrator().run(&migrating).await?;
+        migrator()
+            .run(&migrating)
+            .await
+            .map_err(sqlx::Error::from)?;
         migrating.close().await;
         let writes = Writes::Group(GroupCommit::start(options.get_filename(), synchronous.1)?);
         let pool = SqlitePoolOptions::new()

@@ -8,18 +8,35 @@ use super::rows::*;
 /// A boxed store future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// The store could not do what was asked: unreachable, a statement failed, or a row broke.
-/// Every store error reaches the caller as UNAVAILABLE `STORE_UNAVAILABLE` (nothing was sent
-/// to a provider because of it); which backend failed, and how, is for the logs.
+/// The store could not do what was asked. Every store error reaches the caller as UNAVAILABLE
+/// `STORE_UNAVAILABLE` (nothing was sent to a provider because of it: see
+/// `GatewayError::store`); which part failed, and how, is for the logs.
 #[derive(Debug)]
-pub struct StoreError(sqlx::Error);
+pub enum StoreError {
+    /// The database failed a statement or could not be reached (through sqlx: every read,
+    /// PostgreSQL's writes, opening and migrating a store).
+    Database(sqlx::Error),
+    /// SQLite's group-commit writer failed a statement on its own connection (rusqlite).
+    Sqlite(rusqlite::Error),
+    /// Another write of the same group commit failed, so the group, this write with it, was
+    /// rolled back.
+    GroupFailed(String),
+    /// The writer did not run the write: an earlier write of its group failed, or the writer
+    /// stopped.
+    WriterStopped,
+    /// A grouped write waited on something other than its statements (a defect: a write runs
+    /// only statements).
+    NotImmediate,
+    /// A row could not be read back: a column missing or of another type.
+    Decode(String),
+}
 
 impl StoreError {
     /// The schema generation of the newer release that migrated this store, when opening it
     /// failed because this release does not know that generation.
     pub fn newer_schema(&self) -> Option<i64> {
-        match &self.0 {
-            sqlx::Error::Migrate(m) => match **m {
+        match self {
+            StoreError::Database(sqlx::Error::Migrate(m)) => match **m {
                 sqlx::migrate::MigrateError::VersionMissing(v)
                     if v > super::sql::SCHEMA_GENERATION =>
                 {
@@ -34,7 +51,23 @@ impl StoreError {
     /// The store was migrated by a newer release: this release's fence is gone, and every
     /// statement of it that changes what decides money fails (see `migrations/0005_fence.sql`).
     pub fn is_fenced(&self) -> bool {
-        self.0.to_string().contains(super::sql::FENCE_TABLE)
+        self.cause().contains(super::sql::FENCE_TABLE)
+    }
+
+    /// What failed, as the part that failed says it.
+    fn cause(&self) -> String {
+        match self {
+            StoreError::Database(e) => e.to_string(),
+            StoreError::Sqlite(e) => e.to_string(),
+            StoreError::GroupFailed(why) => {
+                format!("the group commit holding this write failed: {why}")
+            }
+            StoreError::WriterStopped => "the store's writer did not run this write (its group failed, or the writer stopped)".into(),
+            StoreError::NotImmediate => {
+                "a grouped write waited on something other than its statements".into()
+            }
+            StoreError::Decode(why) => why.clone(),
+        }
     }
 }
 
@@ -51,23 +84,33 @@ impl std::fmt::Display for StoreError {
                 f,
                 "a newer paygate release migrated the store past schema generation {}: this replica no longer changes anything that decides money; replace it with the newer release ({})",
                 super::sql::SCHEMA_GENERATION,
-                self.0
+                self.cause()
             )
         } else {
-            self.0.fmt(f)
+            f.write_str(&self.cause())
         }
     }
 }
 
 impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        match self {
+            StoreError::Database(e) => Some(e),
+            StoreError::Sqlite(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        Self(e)
+        StoreError::Database(e)
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
     }
 }
 

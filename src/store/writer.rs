@@ -19,6 +19,7 @@ use sqlx::Pool;
 
 use super::backend::{Arg, ArgBuf, Backend, End, Tx, Write};
 use super::group::GroupCommit;
+use super::traits::StoreError;
 
 /// One statement; how many rows it changed.
 pub(super) struct One {
@@ -29,7 +30,7 @@ pub(super) struct One {
 impl Write for One {
     type Out = u64;
 
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, sqlx::Error> {
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<u64>, StoreError> {
         let args: Vec<Arg<'_>> = self.args.iter().map(ArgBuf::view).collect();
         Ok(End::Commit(tx.execute(self.sql, &args).await?))
     }
@@ -46,13 +47,9 @@ pub(super) enum Writes<DB: sqlx::Database> {
 
 impl<DB: Backend> Writes<DB> {
     /// One statement; how many rows it changed.
-    pub(super) async fn one(
-        &self,
-        sql: &'static str,
-        args: &[Arg<'_>],
-    ) -> Result<u64, sqlx::Error> {
+    pub(super) async fn one(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
         match self {
-            Writes::Pool(pool) => DB::execute_pooled(pool, sql, args).await,
+            Writes::Pool(pool) => Ok(DB::execute_pooled(pool, sql, args).await?),
             Writes::Group(group) => {
                 let args = args.iter().map(ArgBuf::of).collect();
                 group.run(One { sql, args }).await
@@ -61,7 +58,7 @@ impl<DB: Backend> Writes<DB> {
     }
 
     /// `write` in its own transaction (a savepoint in a group), kept or undone as it ends.
-    pub(super) async fn write<W: Write>(&self, write: W) -> Result<W::Out, sqlx::Error> {
+    pub(super) async fn write<W: Write>(&self, write: W) -> Result<W::Out, StoreError> {
         match self {
             Writes::Pool(pool) => {
                 let mut tx = pool.begin().await?;
