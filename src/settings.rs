@@ -244,3 +244,87 @@ pub fn timeout(name: &str, ms: Option<u64>) -> Result<Duration, ConfigError> {
         ms => Ok(Duration::from_millis(ms)),
     }
 }
+
+/// One setting's value as every gateway setting is read: the environment variable when it is
+/// set, else the file's key when the file gives it, else the owner's default (`or`); and the
+/// name an error about the value gives: the variable when the value came from there, else the
+/// file key (also for the default, which the file key would change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pick<T> {
+    /// Where the value came from: `PAYGATE_...` or the file key.
+    pub setting: &'static str,
+    /// The value, as given (environment values are text).
+    pub value: T,
+}
+
+impl Pick<String> {
+    /// `var` from `env`, else the file's `key` (`file`), if either gives one.
+    pub fn of(
+        env: &dyn Fn(&str) -> Option<String>,
+        var: &'static str,
+        key: &'static str,
+        file: Option<String>,
+    ) -> Option<Self> {
+        env(var)
+            .map(|value| Pick {
+                setting: var,
+                value,
+            })
+            .or_else(|| {
+                file.map(|value| Pick {
+                    setting: key,
+                    value,
+                })
+            })
+    }
+
+    /// The same, with the owner's `default` under the file key when neither gives one.
+    pub fn or(
+        env: &dyn Fn(&str) -> Option<String>,
+        var: &'static str,
+        key: &'static str,
+        file: Option<String>,
+        default: &str,
+    ) -> Self {
+        Self::of(env, var, key, file).unwrap_or_else(|| Pick {
+            setting: key,
+            value: default.to_owned(),
+        })
+    }
+
+    /// The value parsed by `parse`; its error names the setting.
+    pub fn parse<T>(self, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        parse(&self.value).map_err(|problem| err(self.setting, problem))
+    }
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_wins_then_the_file_then_the_default_and_errors_name_the_source() {
+        let env = |v: &str| (v == "PAYGATE_X").then(|| "from-env".to_owned());
+        let none = |_: &str| None;
+        let file = Some("from-file".to_owned());
+        assert_eq!(
+            Pick::of(&env, "PAYGATE_X", "x", file.clone())
+                .unwrap()
+                .setting,
+            "PAYGATE_X"
+        );
+        assert_eq!(
+            Pick::of(&none, "PAYGATE_X", "x", file.clone())
+                .unwrap()
+                .value,
+            "from-file"
+        );
+        assert_eq!(Pick::of(&none, "PAYGATE_X", "x", None), None);
+        let d = Pick::or(&none, "PAYGATE_X", "x", None, "default");
+        assert_eq!((d.setting, d.value.as_str()), ("x", "default"));
+        let e = Pick::or(&env, "PAYGATE_X", "x", file, "default")
+            .parse(|v| v.parse::<u32>().map_err(|_| "must be a number".to_owned()))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("PAYGATE_X"), "{e}");
+    }
+}

@@ -22,7 +22,7 @@ use crate::providers::registry;
 use crate::ratelimit::Rate;
 use crate::secret::Secret;
 pub use crate::settings::ConfigError;
-use crate::settings::{self as source, AccountKeys, FileText, err, read_file, read_table};
+use crate::settings::{self as source, AccountKeys, FileText, Pick, err, read_file, read_table};
 use crate::telemetry::LogFormat;
 
 /// How long the gateway keeps taking calls after the shutdown signal, reporting NOT_SERVING,
@@ -291,15 +291,21 @@ pub struct StoreSettings {
 
 impl StoreSettings {
     fn read(file: &FileConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let store = env("PAYGATE_STORE_URL")
-            .map(|v| ("PAYGATE_STORE_URL", v))
-            .or_else(|| file.store_url.clone().map(|v| ("store_url", v)))
-            .unwrap_or(("store_url", DEFAULT_STORE_URL.into()));
+        let store = Pick::or(
+            env,
+            "PAYGATE_STORE_URL",
+            "store_url",
+            file.store_url.clone(),
+            DEFAULT_STORE_URL,
+        );
         if !["sqlite:", "postgres://", "postgresql://"]
             .iter()
-            .any(|p| store.1.starts_with(p))
+            .any(|p| store.value.starts_with(p))
         {
-            return Err(err(store.0, "must start with sqlite:// or postgres://"));
+            return Err(err(
+                store.setting,
+                "must start with sqlite:// or postgres://",
+            ));
         }
         let retention_hours = match env("PAYGATE_IDEMPOTENCY_RETENTION_HOURS") {
             Some(v) => v.parse().ok().filter(|h| *h > 0).ok_or_else(|| {
@@ -332,10 +338,10 @@ impl StoreSettings {
             ));
         }
         Ok(Self {
-            url: store.1,
+            url: store.value,
             retention: Duration::from_secs(retention_hours * 3600),
             unkeyed_retention: Duration::from_secs(unkeyed_days * 86_400),
-            url_setting: store.0,
+            url_setting: store.setting,
         })
     }
 }
@@ -380,11 +386,14 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let (mut file, raw_accounts) = parse_file(source)?;
-        let listen = env("PAYGATE_LISTEN_ADDR")
-            .map(|v| ("PAYGATE_LISTEN_ADDR", v))
-            .or_else(|| file.listen_addr.clone().map(|v| ("listen_addr", v)))
-            .unwrap_or(("listen_addr", DEFAULT_LISTEN_ADDR.into()));
-        let listen_addr = socket_addr(listen.0, &listen.1, "")?;
+        let listen = Pick::or(
+            env,
+            "PAYGATE_LISTEN_ADDR",
+            "listen_addr",
+            file.listen_addr.clone(),
+            DEFAULT_LISTEN_ADDR,
+        );
+        let listen_addr = socket_addr(listen.setting, &listen.value, "")?;
         let log_format = match env("PAYGATE_LOG_FORMAT") {
             Some(v) => v.parse().map_err(|e| err("PAYGATE_LOG_FORMAT", e))?,
             None => file.log_format.unwrap_or_default(),
@@ -436,20 +445,26 @@ impl Config {
         };
         let tls = tls_files(file.tls.take().unwrap_or_default(), env)?;
         let (auth, caller_rate, caller_rates) = callers(&mut file, tls.as_ref(), env)?;
-        let metrics_addr = match env("PAYGATE_METRICS_ADDR")
-            .map(|v| ("PAYGATE_METRICS_ADDR", v))
-            .or_else(|| file.metrics_addr.take().map(|v| ("metrics_addr", v)))
-        {
-            Some((setting, v)) => Some(socket_addr(setting, &v, "")?),
+        let metrics = Pick::of(
+            env,
+            "PAYGATE_METRICS_ADDR",
+            "metrics_addr",
+            file.metrics_addr.take(),
+        );
+        let metrics_addr = match metrics {
+            Some(m) => Some(socket_addr(m.setting, &m.value, "")?),
             None => None,
         };
-        let notify_addr = match env("PAYGATE_NOTIFY_ADDR")
-            .map(|v| ("PAYGATE_NOTIFY_ADDR", v))
-            .or_else(|| file.notify_addr.take().map(|v| ("notify_addr", v)))
-            .unwrap_or(("notify_addr", DEFAULT_NOTIFY_ADDR.into()))
-        {
-            (_, v) if v == "off" => None,
-            (setting, v) => Some(socket_addr(setting, &v, " (or off)")?),
+        let notify = Pick::or(
+            env,
+            "PAYGATE_NOTIFY_ADDR",
+            "notify_addr",
+            file.notify_addr.take(),
+            DEFAULT_NOTIFY_ADDR,
+        );
+        let notify_addr = match notify.value.as_str() {
+            "off" => None,
+            v => Some(socket_addr(notify.setting, v, " (or off)")?),
         };
         Ok(Config {
             listen_addr,
@@ -562,10 +577,13 @@ fn default_account(
     file: &FileConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<String>, ConfigError> {
-    let default_account = env("PAYGATE_DEFAULT_ACCOUNT")
-        .map(|v| ("PAYGATE_DEFAULT_ACCOUNT", v))
-        .or_else(|| file.default_account.clone().map(|v| ("default_account", v)));
-    let default_account = match default_account {
+    let named = Pick::of(
+        env,
+        "PAYGATE_DEFAULT_ACCOUNT",
+        "default_account",
+        file.default_account.clone(),
+    );
+    let default_account = match named.map(|p| (p.setting, p.value)) {
         Some((setting, name)) => {
             if !accounts.iter().any(|a| a.name == name) {
                 return Err(err(setting, format!("no account named {name:?}")));
