@@ -133,6 +133,21 @@ def run_block(name, text, env):
     return p.returncode, p.stdout
 
 
+def check_toml():
+    """Every TOML example of the README parses (its keys are the configuration's: the
+    configuration tests and check-config read the same names)."""
+    import tomllib
+    n = 0
+    for line, lang, _, text in blocks():
+        if lang == "toml":
+            try:
+                tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:
+                sys.exit(f"README.md:{line}: a TOML example that does not parse: {e}")
+            n += 1
+    print(f"TOML: {n} examples parse")
+
+
 def check(buf):
     env = dict(os.environ)
     # `cargo install` puts paygate here; rustup's environment has it on PATH.
@@ -211,6 +226,7 @@ def check(buf):
     if status != 0:
         sys.exit(f"the dev mode exited {status} on Ctrl-C's signal")
     check_links()
+    check_toml()
     print(f"README: {len(shell)} shell blocks: "
           f"{sum(1 for b in shell if KINDS[b[2]][0] != 'elsewhere')} run as printed, "
           f"{sum(1 for b in shell if KINDS[b[2]][0] == 'elsewhere')} covered by the steps named")
