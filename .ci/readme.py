@@ -207,7 +207,12 @@ def check(buf):
                     if code != 0:
                         sys.exit(f"README {marker}: {call}\nfailed ({code}):\n{out}")
                 continue
-            code, out = run_block(marker, text, env)
+            block_env = env
+            if marker == "install" and os.environ.get("PAYGATE_README_TARGET_DIR"):
+                # CI built this source for release a moment ago (the image's build): the
+                # install reuses that build instead of making a second one.
+                block_env = dict(env, CARGO_TARGET_DIR=os.environ["PAYGATE_README_TARGET_DIR"])
+            code, out = run_block(marker, text, block_env)
             print("   -> " + "\n      ".join(out.strip().splitlines()[-4:]))
             if kind == "run" and code != 0:
                 sys.exit(f"README block {marker} failed ({code}):\n{out}")
