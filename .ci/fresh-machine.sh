@@ -6,7 +6,7 @@
 # the gateway (checked by a health call, then stopped with Ctrl-C's signal), and the test command.
 # Prints each step's time and the test count.
 #
-#   bash .ci/fresh-machine.sh            (as root; about 30 minutes on 2 cores)
+#   bash .ci/fresh-machine.sh            (as root; about 14 minutes on 2 cores)
 #
 # The root is target/fresh-machine/root, made anew at each run; FRESH_KEEP=1 keeps it after the
 # run. The log of the test command is target/fresh-machine/test.log.

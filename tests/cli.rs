@@ -75,16 +75,8 @@ fn s(v: &serde_json::Value, k: &str) -> String {
 
 /// `paygate dev` on `data_dir`, serving on `port`, once it printed its banner (returned).
 fn spawn_dev(data_dir: &std::path::Path, port: u16) -> (Proc, String) {
-    let mut child = Command::new(bin())
-        .args(["dev", "--data-dir"])
-        .arg(data_dir)
-        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let banner = read_until(&mut child, "Try it:");
-    (Proc(child), banner)
+    let (proc, banner, _) = dev_on(data_dir, port, &[]);
+    (proc, banner)
 }
 
 /// The binary under test (another build's with `PAYGATE_TEST_BINARY`).
@@ -683,7 +675,12 @@ fn check_config_validates_without_serving() {
 
 /// Starts `paygate dev` on `dir`; answers its process, banner and gRPC URL.
 fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Proc, String, String) {
-    let port = free_port();
+    dev_on(dir, free_port(), extra)
+}
+
+/// `paygate dev` on `dir` with `extra` options, serving on `port`, once it printed its whole
+/// banner; its process, banner and gRPC URL.
+fn dev_on(dir: &std::path::Path, port: u16, extra: &[&str]) -> (Proc, String, String) {
     let mut child = Command::new(bin())
         .args(["dev", "--data-dir"])
         .arg(dir)

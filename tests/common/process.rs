@@ -375,8 +375,7 @@ impl OwnPostgres {
             .expect("bash");
         let url = pg.url.clone();
         // The supervisor owns the server and its folder from here.
-        let pg = std::mem::ManuallyDrop::new(pg);
-        let _ = pg.dir.path();
+        let _ = std::mem::ManuallyDrop::new(pg);
         (url, supervisor)
     }
 
