@@ -548,6 +548,19 @@ mod tests {
         );
     }
 
+    /// The message ends with the ErrorInfo reason, for tools that print details as bytes.
+    #[test]
+    fn the_message_ends_with_the_reason() {
+        let s = Status::from(GatewayError::KeyReused(ErrorContext::default()));
+        assert!(
+            s.message().ends_with("(reason: IDEMPOTENCY_KEY_REUSED)"),
+            "{}",
+            s.message()
+        );
+        let s = Status::from(GatewayError::Replayed(Box::new(GatewayError::ShuttingDown)));
+        assert_eq!(s.message().matches("(reason: SHUTTING_DOWN)").count(), 1);
+    }
+
     #[test]
     fn definitive_refusal_has_no_retry_info() {
         let e = ProviderError::definitive(Refusal::Precondition, "X", "y", None);
