@@ -296,7 +296,7 @@ pub async fn start(
     let config = Config {
         listen_addr,
         default_account: Some("antom".into()),
-        max_request_time: Duration::from_secs(30),
+        max_request_time: crate::config::DEFAULT_MAX_REQUEST_TIME,
         shutdown_grace: Duration::from_secs(5),
         // Nothing balances load in front of the demo: Ctrl-C stops it at once.
         shutdown_drain_delay: Duration::ZERO,
@@ -315,12 +315,12 @@ pub async fn start(
         notify_limits: crate::notify::Limits::default(),
         grpc_limits: crate::connections::GrpcLimits::default(),
         auth: crate::auth::Auth::default(),
-        max_in_flight_requests: 1024,
+        max_in_flight_requests: crate::config::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
         max_event_streams: (
             crate::api::DEFAULT_MAX_STREAMS,
             crate::api::DEFAULT_MAX_STREAMS_PER_CALLER,
         ),
-        max_queue: Duration::from_millis(250),
+        max_queue: crate::config::DEFAULT_MAX_QUEUE,
         caller_rate: None,
         caller_rates: Default::default(),
         idempotency_retention: crate::idempotency::DEFAULT_RETENTION,

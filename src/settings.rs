@@ -234,9 +234,13 @@ pub fn base_url(url: Option<String>, setting: &str) -> Result<String, ConfigErro
     Ok(url)
 }
 
-/// An account's provider call timeout (`timeout_ms`, default 15 s, positive).
+/// The default of an account's provider call timeout (`timeout_ms`).
+pub const DEFAULT_PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An account's provider call timeout (`timeout_ms`, default [`DEFAULT_PROVIDER_TIMEOUT`],
+/// positive).
 pub fn timeout(name: &str, ms: Option<u64>) -> Result<Duration, ConfigError> {
-    match ms.unwrap_or(15_000) {
+    match ms.unwrap_or(DEFAULT_PROVIDER_TIMEOUT.as_millis() as u64) {
         0 => Err(err(
             format!("accounts.{name}.timeout_ms"),
             "must be positive",
@@ -298,6 +302,49 @@ impl Pick<String> {
     }
 }
 
+impl Pick<u64> {
+    /// A whole number: `var` from `env` when set, else the file's `key` (`file`), if either
+    /// gives one. A value that is not a number, or that `valid` refuses (wherever it came
+    /// from), is an error naming its setting with `problem`.
+    pub fn number(
+        env: &dyn Fn(&str) -> Option<String>,
+        (var, key): (&'static str, &'static str),
+        file: Option<u64>,
+        valid: impl Fn(u64) -> bool,
+        problem: &str,
+    ) -> Result<Option<Self>, ConfigError> {
+        let picked = match env(var) {
+            Some(v) => Pick {
+                setting: var,
+                value: v.parse().map_err(|_| err(var, problem))?,
+            },
+            None => match file {
+                Some(value) => Pick {
+                    setting: key,
+                    value,
+                },
+                None => return Ok(None),
+            },
+        };
+        if !valid(picked.value) {
+            return Err(err(picked.setting, problem));
+        }
+        Ok(Some(picked))
+    }
+
+    /// The same, with the owner's `default` when neither gives one.
+    pub fn number_or(
+        env: &dyn Fn(&str) -> Option<String>,
+        names: (&'static str, &'static str),
+        file: Option<u64>,
+        default: u64,
+        valid: impl Fn(u64) -> bool,
+        problem: &str,
+    ) -> Result<u64, ConfigError> {
+        Ok(Self::number(env, names, file, valid, problem)?.map_or(default, |p| p.value))
+    }
+}
+
 #[cfg(test)]
 mod pick_tests {
     use super::*;
@@ -326,5 +373,28 @@ mod pick_tests {
             .parse(|v| v.parse::<u32>().map_err(|_| "must be a number".to_owned()))
             .unwrap_err();
         assert!(e.to_string().starts_with("PAYGATE_X"), "{e}");
+    }
+
+    #[test]
+    fn numbers_are_checked_wherever_they_come_from() {
+        let names = ("PAYGATE_N", "n");
+        let env = |v: &str| (v == "PAYGATE_N").then(|| "0".to_owned());
+        let text = |v: &str| (v == "PAYGATE_N").then(|| "soon".to_owned());
+        let none = |_: &str| None;
+        let positive = |n: u64| n > 0;
+        let e = Pick::number(&env, names, Some(5), positive, "must be positive").unwrap_err();
+        assert_eq!(e.to_string(), "PAYGATE_N: must be positive");
+        let e = Pick::number(&text, names, None, |_| true, "must be a number").unwrap_err();
+        assert_eq!(e.to_string(), "PAYGATE_N: must be a number");
+        let e = Pick::number(&none, names, Some(0), positive, "must be positive").unwrap_err();
+        assert_eq!(e.to_string(), "n: must be positive");
+        let p = Pick::number(&none, names, Some(5), positive, "")
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.setting, p.value), ("n", 5));
+        assert_eq!(
+            Pick::number_or(&none, names, None, 7, positive, "").unwrap(),
+            7
+        );
     }
 }

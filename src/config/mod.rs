@@ -22,7 +22,7 @@ use crate::providers::registry;
 use crate::ratelimit::Rate;
 use crate::secret::Secret;
 pub use crate::settings::ConfigError;
-use crate::settings::{self as source, AccountKeys, FileText, Pick, err, read_file, read_table};
+use crate::settings::{AccountKeys, FileText, Pick, err, read_file, read_table};
 use crate::telemetry::LogFormat;
 
 /// How long the gateway keeps taking calls after the shutdown signal, reporting NOT_SERVING,
@@ -307,33 +307,34 @@ impl StoreSettings {
                 "must start with sqlite:// or postgres://",
             ));
         }
-        let retention_hours = match env("PAYGATE_IDEMPOTENCY_RETENTION_HOURS") {
-            Some(v) => v.parse().ok().filter(|h| *h > 0).ok_or_else(|| {
-                err(
-                    "PAYGATE_IDEMPOTENCY_RETENTION_HOURS",
-                    "must be a positive number of hours",
-                )
-            })?,
-            None => file.idempotency_retention_hours.unwrap_or(7 * 24),
-        };
-        let unkeyed_days = match env("PAYGATE_UNKEYED_RETENTION_DAYS") {
-            Some(v) => v.parse().ok().filter(|d| *d > 0).ok_or_else(|| {
-                err(
-                    "PAYGATE_UNKEYED_RETENTION_DAYS",
-                    "must be a positive number of days",
-                )
-            })?,
-            None => file
-                .unkeyed_retention_days
-                .unwrap_or(crate::idempotency::DEFAULT_UNKEYED_RETENTION.as_secs() / 86_400),
+        let retention_hours = Pick::number_or(
+            env,
+            (
+                "PAYGATE_IDEMPOTENCY_RETENTION_HOURS",
+                "idempotency_retention_hours",
+            ),
+            file.idempotency_retention_hours,
+            crate::idempotency::DEFAULT_RETENTION.as_secs() / 3600,
+            |h| h > 0,
+            "must be a positive number of hours",
+        )?;
+        let unkeyed = Pick::number(
+            env,
+            ("PAYGATE_UNKEYED_RETENTION_DAYS", "unkeyed_retention_days"),
+            file.unkeyed_retention_days,
+            |d| d > 0,
+            "must be a positive number of days",
+        )?;
+        let (unkeyed_setting, unkeyed_days) = match unkeyed {
+            Some(p) => (p.setting, p.value),
+            None => (
+                "unkeyed_retention_days",
+                crate::idempotency::DEFAULT_UNKEYED_RETENTION.as_secs() / 86_400,
+            ),
         };
         if unkeyed_days * 24 < retention_hours {
             return Err(err(
-                if env("PAYGATE_UNKEYED_RETENTION_DAYS").is_some() {
-                    "PAYGATE_UNKEYED_RETENTION_DAYS"
-                } else {
-                    "unkeyed_retention_days"
-                },
+                unkeyed_setting,
                 "must not be shorter than the idempotency retention",
             ));
         }
@@ -346,6 +347,12 @@ impl StoreSettings {
     }
 }
 
+/// Default cap on calls in progress at once (`max_in_flight_requests`).
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 1024;
+/// Default longest wait for a rate-limit slot (`max_queue_ms`).
+pub const DEFAULT_MAX_QUEUE: Duration = Duration::from_millis(250);
+/// Default cap on one call without a shorter deadline (`max_request_time_ms`).
+pub const DEFAULT_MAX_REQUEST_TIME: Duration = Duration::from_secs(30);
 /// Default gRPC listen address.
 pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:50051";
 /// The notification listener's default address.
@@ -412,37 +419,17 @@ impl Config {
             ));
         }
 
-        let millis = |var: &str, file_value: Option<u64>, default: u64| match env(var) {
-            Some(v) => source::millis(var, &v),
-            None => Ok(file_value.unwrap_or(default)),
-        };
-        let shutdown_grace_ms = millis(
-            "PAYGATE_SHUTDOWN_GRACE_MS",
-            file.shutdown_grace_ms,
-            DEFAULT_SHUTDOWN_GRACE.as_millis() as u64,
-        )?;
-        let drain_delay_ms = millis(
-            "PAYGATE_SHUTDOWN_DRAIN_DELAY_MS",
-            file.shutdown_drain_delay_ms,
-            DEFAULT_SHUTDOWN_DRAIN_DELAY.as_millis() as u64,
-        )?;
+        let (shutdown_grace, shutdown_drain_delay) = shutdown_times(&file, env)?;
         let store = StoreSettings::read(&file, env)?;
         // A window shorter than a minute refuses notifications that clock skew alone delays.
-        let notify_max_age = match env("PAYGATE_NOTIFY_MAX_AGE_MS")
-            .map(|v| ("PAYGATE_NOTIFY_MAX_AGE_MS", v.parse::<u64>().ok()))
-            .or_else(|| {
-                file.notify_max_age_ms
-                    .map(|v| ("notify_max_age_ms", Some(v)))
-            }) {
-            Some((_, Some(ms))) if ms >= 60_000 => Duration::from_millis(ms),
-            Some((setting, _)) => {
-                return Err(err(
-                    setting,
-                    "must be a number of milliseconds, at least 60000",
-                ));
-            }
-            None => crate::notify::DEFAULT_MAX_AGE,
-        };
+        let notify_max_age = Duration::from_millis(Pick::number_or(
+            env,
+            ("PAYGATE_NOTIFY_MAX_AGE_MS", "notify_max_age_ms"),
+            file.notify_max_age_ms,
+            crate::notify::DEFAULT_MAX_AGE.as_millis() as u64,
+            |ms| ms >= 60_000,
+            "must be a number of milliseconds, at least 60000",
+        )?);
         let tls = tls_files(file.tls.take().unwrap_or_default(), env)?;
         let (auth, caller_rate, caller_rates) = callers(&mut file, tls.as_ref(), env)?;
         let metrics = Pick::of(
@@ -474,7 +461,10 @@ impl Config {
             grpc_limits: grpc_limits(&file),
             tls,
             auth,
-            max_in_flight_requests: file.max_in_flight_requests.unwrap_or(1024).max(1),
+            max_in_flight_requests: file
+                .max_in_flight_requests
+                .unwrap_or(DEFAULT_MAX_IN_FLIGHT_REQUESTS)
+                .max(1),
             max_event_streams: (
                 file.max_event_streams
                     .unwrap_or(crate::api::DEFAULT_MAX_STREAMS)
@@ -483,16 +473,20 @@ impl Config {
                     .unwrap_or(crate::api::DEFAULT_MAX_STREAMS_PER_CALLER)
                     .max(1),
             ),
-            max_queue: Duration::from_millis(file.max_queue_ms.unwrap_or(250)),
+            max_queue: file
+                .max_queue_ms
+                .map_or(DEFAULT_MAX_QUEUE, Duration::from_millis),
             caller_rate,
             caller_rates,
             store_url: store.url,
             idempotency_retention: store.retention,
             unkeyed_retention: store.unkeyed_retention,
             default_account,
-            max_request_time: Duration::from_millis(file.max_request_time_ms.unwrap_or(30_000)),
-            shutdown_grace: Duration::from_millis(shutdown_grace_ms),
-            shutdown_drain_delay: Duration::from_millis(drain_delay_ms),
+            max_request_time: file
+                .max_request_time_ms
+                .map_or(DEFAULT_MAX_REQUEST_TIME, Duration::from_millis),
+            shutdown_grace,
+            shutdown_drain_delay,
             log_format,
             accounts,
         })
@@ -597,6 +591,36 @@ fn default_account(
             .map(|a| a.name.clone()),
     };
     Ok(default_account)
+}
+
+/// The shutdown grace and drain delay: the environment's, else the file's, else the defaults.
+fn shutdown_times(
+    file: &FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Duration, Duration), ConfigError> {
+    let millis = |names, file_value, default: Duration| {
+        let default = default.as_millis() as u64;
+        let ms = Pick::number_or(
+            env,
+            names,
+            file_value,
+            default,
+            |_| true,
+            "must be a number of milliseconds",
+        );
+        ms.map(Duration::from_millis)
+    };
+    let shutdown_grace = millis(
+        ("PAYGATE_SHUTDOWN_GRACE_MS", "shutdown_grace_ms"),
+        file.shutdown_grace_ms,
+        DEFAULT_SHUTDOWN_GRACE,
+    )?;
+    let shutdown_drain_delay = millis(
+        ("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS", "shutdown_drain_delay_ms"),
+        file.shutdown_drain_delay_ms,
+        DEFAULT_SHUTDOWN_DRAIN_DELAY,
+    )?;
+    Ok((shutdown_grace, shutdown_drain_delay))
 }
 
 /// Who may call, and at what rate: [`Auth`], everyone's rate, each caller's own.

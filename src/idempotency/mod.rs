@@ -16,6 +16,7 @@
 //! Stores: embedded SQLite (default) and PostgreSQL (several replicas), behind [`Store`].
 
 mod decide;
+mod lease;
 
 use crate::reason;
 use std::future::Future;
@@ -32,6 +33,7 @@ use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
 
 use self::decide::{Created, Step, created, decide, next_wait};
+use self::lease::{Lease, Start};
 
 use crate::store::{Completion, Inserted, KeyState, NewKey, PaymentClaim, RefundRow, Retention};
 pub use crate::store::{INSTANCE_STALE, Key, Store, StoreError};
@@ -460,13 +462,6 @@ impl Run<'_> {
     }
 }
 
-/// How a run's attempt began.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
-    Fresh,
-    Resume,
-}
-
 /// The time left before `deadline` minus the answer margin, if any.
 fn time_to_wait(deadline: Instant) -> Duration {
     deadline
@@ -606,7 +601,8 @@ impl Idempotency {
                     let inserted = self.create(&run, lease_ms).await?;
                     match created(inserted, time_to_wait(deadline), wait) {
                         Created::Attempt => {
-                            return self.attempt(run, Start::Fresh, op).await;
+                            let lease = Lease::new(self.store.clone(), key, &tok, Start::Fresh);
+                            return self.attempt(run, lease, op).await;
                         }
                         Created::Reread => {}
                         Created::Claimed => {
@@ -663,7 +659,8 @@ impl Idempotency {
                         idempotency_event("resumed");
                         tracing::warn!(method = key.method, request_id = %key.request_id,
                             "resuming a key whose earlier attempt has an unknown outcome");
-                        return self.resume(run, op).await;
+                        let lease = Lease::new(self.store.clone(), key, &tok, Start::Resume);
+                        return self.resume(run, lease, op).await;
                     }
                 }
             }
@@ -706,9 +703,10 @@ impl Idempotency {
     async fn resume<O: Operation>(
         &self,
         run: Run<'_>,
+        lease: Lease,
         op: &O,
     ) -> Result<Reply<O::Output>, GatewayError> {
-        let Run { key, tok, ctx, .. } = run;
+        let Run { key, ctx, .. } = run;
         let mut held = None;
         let mut reconcile = Reconcile::default();
         if let (Some(claim), Some(u)) = (run.claim(), run.unkeyed) {
@@ -716,21 +714,21 @@ impl Idempotency {
                 Ok(Some(a)) => a,
                 Ok(None) => {
                     // A key from before payments were held, and another key holds the payment.
-                    self.log(self.store.mark_unknown(key, tok).await);
+                    lease.unknown().await;
                     return Err(GatewayError::PaymentBusy {
                         retry_after: retry::PAYMENT_PENDING,
                         ctx: ctx.clone(),
                     });
                 }
                 Err(e) => {
-                    self.log(self.store.mark_unknown(key, tok).await);
+                    lease.unknown().await;
                     return Err(store_error(ctx, e));
                 }
             };
             let known = match self.store.known_refunds(run.account, u.payment_id).await {
                 Ok(k) => k,
                 Err(e) => {
-                    self.log(self.store.mark_unknown(key, tok).await);
+                    lease.unknown().await;
                     return Err(store_error(ctx, e));
                 }
             };
@@ -752,7 +750,7 @@ impl Idempotency {
                     let decidable_at = sent.saturating_add(quiet.as_millis() as i64);
                     if a.now < decidable_at {
                         idempotency_event("quiet_period");
-                        self.log(self.store.mark_unknown(key, tok).await);
+                        lease.unknown().await;
                         let left = Duration::from_millis((decidable_at - a.now) as u64);
                         return Err(GatewayError::NotYetDecidable {
                             retry_after: left.max(retry::MIN_DELAY),
@@ -760,24 +758,24 @@ impl Idempotency {
                         });
                     }
                 }
-                self.attempt(run, Start::Resume, op).await
+                self.attempt(run, lease, op).await
             }
             Ok(Resolution::Adopt(value)) => {
                 idempotency_event("adopted");
                 tracing::warn!(method = key.method, request_id = %key.request_id,
                     "an earlier attempt with an unknown outcome had executed; adopting its result");
-                self.conclude(&run, value).await
+                self.conclude(&run, lease, value).await
             }
             Ok(Resolution::Undecidable(why)) => {
                 idempotency_event("unresolved");
                 tracing::error!(method = key.method, request_id = %key.request_id, why = %why,
                     "outcome cannot be settled automatically; an operator must settle the key");
-                self.log(self.store.mark_unresolved(key, tok).await);
+                lease.unresolved().await;
                 Err(GatewayError::OutcomeUnresolved(ctx.clone()))
             }
             Err(e) => {
                 // Settling failed (nothing new was sent): the key stays unknown.
-                self.log(self.store.mark_unknown(key, tok).await);
+                lease.unknown().await;
                 Err(GatewayError::provider(
                     retry::settling_failed(e),
                     ctx.clone(),
@@ -786,13 +784,14 @@ impl Idempotency {
         }
     }
 
+    /// Sends the operation under `lease`, and ends the lease as the answer says.
     async fn attempt<O: Operation>(
         &self,
         run: Run<'_>,
-        start: Start,
+        mut lease: Lease,
         op: &O,
     ) -> Result<Reply<O::Output>, GatewayError> {
-        let Run { key, tok, ctx, .. } = run;
+        let ctx = run.ctx;
         if run.unkeyed.is_some() {
             // Fenced: the send is recorded only while this attempt holds the live lease, and a
             // takeover waits the quiet period after it.
@@ -803,61 +802,51 @@ impl Idempotency {
                 .deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as i64;
-            match self.store.begin_send(key, tok, window_ms).await {
+            match lease.begin_send(window_ms).await {
                 Ok(true) => {}
                 Ok(false) => {
                     idempotency_event("lease_lost");
+                    lease.lost();
                     return Err(GatewayError::InFlight {
                         retry_after: retry::IN_FLIGHT,
                         ctx: ctx.clone(),
                     });
                 }
                 Err(e) => {
-                    let r = match start {
-                        Start::Fresh => self.store.delete(key, tok).await,
-                        Start::Resume => self.store.mark_unknown(key, tok).await,
-                    };
-                    self.log(r);
+                    lease.release().await;
                     return Err(store_error(ctx, e));
                 }
             }
         }
-        match op.send().await {
-            Ok(value) => self.conclude(&run, value).await,
-            Err(e) => {
-                match e.disposition {
-                    Disposition::Definitive(refusal) => {
-                        let refusal = Outcome::Refused(StoredRefusal::new(
-                            refusal,
-                            e.reason.clone(),
-                            e.message.clone(),
-                            e.result.as_deref().cloned(),
-                        ));
-                        if self.finish(&run, refusal).await? != Completion::Done {
-                            // Not stored: the attempt that took the key over answers it.
-                            return Err(GatewayError::InFlight {
-                                retry_after: retry::IN_FLIGHT_COMPLETING,
-                                ctx: ctx.clone(),
-                            });
-                        }
-                    }
-                    Disposition::Unknown { .. } => {
-                        idempotency_event("unknown");
-                        self.log(self.store.mark_unknown_after_send(key, tok).await);
-                    }
-                    Disposition::Retryable { .. } | Disposition::Misconfigured => {
-                        // Nothing executed this time; an earlier unknown attempt stays unknown.
-                        let r = if start == Start::Resume {
-                            self.store.mark_unknown_after_send(key, tok).await
-                        } else {
-                            self.store.delete(key, tok).await
-                        };
-                        self.log(r);
-                    }
+        lease.sending();
+        let e = match op.send().await {
+            Ok(value) => return self.conclude(&run, lease, value).await,
+            Err(e) => e,
+        };
+        match e.disposition {
+            Disposition::Definitive(refusal) => {
+                let refusal = Outcome::Refused(StoredRefusal::new(
+                    refusal,
+                    e.reason.clone(),
+                    e.message.clone(),
+                    e.result.as_deref().cloned(),
+                ));
+                if self.finish(&run, lease, refusal).await? != Completion::Done {
+                    // Not stored: the attempt that took the key over answers it.
+                    return Err(GatewayError::InFlight {
+                        retry_after: retry::IN_FLIGHT_COMPLETING,
+                        ctx: ctx.clone(),
+                    });
                 }
-                Err(GatewayError::provider(e, ctx.clone()))
             }
+            Disposition::Unknown { .. } => {
+                idempotency_event("unknown");
+                lease.unknown().await;
+            }
+            // Nothing executed this time; an earlier unknown attempt stays unknown.
+            Disposition::Retryable { .. } | Disposition::Misconfigured => lease.release().await,
         }
+        Err(GatewayError::provider(e, ctx.clone()))
     }
 
     fn keep_ms(&self, unkeyed: bool) -> i64 {
@@ -877,9 +866,10 @@ impl Idempotency {
     async fn conclude<T: Storable>(
         &self,
         run: &Run<'_>,
+        lease: Lease,
         value: T,
     ) -> Result<Reply<T>, GatewayError> {
-        if self.finish(run, value.to_outcome()).await? == Completion::Done {
+        if self.finish(run, lease, value.to_outcome()).await? == Completion::Done {
             return Ok(Reply::fresh(value));
         }
         match self.store.load(run.key).await {
@@ -898,28 +888,29 @@ impl Idempotency {
         }
     }
 
-    /// Stores the final outcome. A completion that lost its lease writes nothing and says
-    /// `LeaseLost`: the next holder settles the key. One that could not reach the store is
-    /// answered as unknown ([`GatewayError::NotStored`]). A refund already attributed to
-    /// another key is never answered to this one.
-    async fn finish(&self, run: &Run<'_>, outcome: Outcome) -> Result<Completion, GatewayError> {
+    /// Stores the final outcome, ending `lease`. A completion that lost its lease writes
+    /// nothing and says `LeaseLost`: the next holder settles the key. One that could not reach
+    /// the store is answered as unknown ([`GatewayError::NotStored`]). A refund already
+    /// attributed to another key is never answered to this one.
+    async fn finish(
+        &self,
+        run: &Run<'_>,
+        lease: Lease,
+        outcome: Outcome,
+    ) -> Result<Completion, GatewayError> {
         let key = run.key;
         let json = match serde_json::to_string(&outcome) {
             Ok(j) => j,
             Err(e) => {
-                tracing::error!(error = %e, "cannot encode an outcome; the key stays leased");
+                tracing::error!(error = %e, "cannot encode an outcome; the key is left unknown");
+                lease.unknown().await;
                 return Ok(Completion::LeaseLost);
             }
         };
         let record_json = refund_json(&outcome);
         let refund = refund_row(run.account, &outcome, &record_json);
         let keep = self.keep_ms(run.unkeyed.is_some());
-        match store_op(
-            "complete",
-            self.store.complete(key, run.tok, &json, keep, refund),
-        )
-        .await
-        {
+        match store_op("complete", lease.complete(&json, keep, refund)).await {
             Ok(Completion::Done) => {
                 self.done.put(key, run.fingerprint, Arc::new(outcome));
                 Ok(Completion::Done)
@@ -930,35 +921,23 @@ impl Idempotency {
                 Ok(Completion::LeaseLost)
             }
             Ok(Completion::AttributedElsewhere) => {
+                // The lease ended unresolved.
                 tracing::error!(method = key.method, request_id = %key.request_id,
                     "the provider's refund is attributed to another request; an operator must settle this key");
-                self.log(self.store.mark_unresolved(key, run.tok).await);
                 Err(GatewayError::OutcomeUnresolved(run.ctx.clone()))
             }
             Err(e) => {
                 // An answer the store does not hold could be contradicted by whoever settles
                 // the key later: the caller hears the truth, that the outcome is unknown, and
-                // its retry settles it.
+                // its retry settles it. The lease ended unknown, in the background.
                 tracing::error!(error = %e, method = key.method, request_id = %key.request_id,
                 "cannot store an outcome; answering it as unknown, a retry settles it");
                 idempotency_event("not_stored");
-                // Marked unknown when the store takes writes again, so that the retry need
-                // not wait for the lease to expire; the caller is not kept waiting for it.
-                let (this, key, tok) = (self.clone(), key.clone(), run.tok.to_owned());
-                tokio::spawn(async move {
-                    this.log(this.store.mark_unknown_after_send(&key, &tok).await)
-                });
                 Err(GatewayError::NotStored {
                     retry_after: retry::UNKNOWN_OUTCOME,
                     ctx: run.ctx.clone(),
                 })
             }
-        }
-    }
-
-    fn log(&self, r: Result<bool, StoreError>) {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "idempotency store update failed; the lease will expire");
         }
     }
 

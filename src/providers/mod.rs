@@ -197,26 +197,32 @@ pub enum NotificationRefusal {
     Stale,
 }
 
-/// The answer when no provider is known (an unknown account, a body over the limits): a JSON
-/// `result` with a code, `S` or `F`, and a message.
+/// The gateway's own answer to a notification, in no provider's dialect: when no provider is
+/// known (an unknown account, a body over the limits) and for providers that send none.
+/// `{"accepted": true}`, or `{"accepted": false, "refusal": "<why>", "message": "<text>"}`.
 pub fn neutral_reply(reply: NotificationReply<'_>) -> String {
-    let (code, status, message) = match reply {
-        NotificationReply::Accepted => ("SUCCESS", "S", "success"),
-        NotificationReply::Refused(why, message) => {
-            let code = match why {
-                NotificationRefusal::NotFound => "NOT_FOUND",
-                NotificationRefusal::Unverified => "INVALID_SIGNATURE",
-                NotificationRefusal::Malformed => "PARAM_ILLEGAL",
-                NotificationRefusal::Unavailable => "UNKNOWN_EXCEPTION",
-                NotificationRefusal::Stale => "REQUEST_TIME_EXPIRED",
-            };
-            (code, "F", message)
-        }
-    };
-    serde_json::json!({
-        "result": {"resultCode": code, "resultStatus": status, "resultMessage": message}
-    })
+    match reply {
+        NotificationReply::Accepted => serde_json::json!({"accepted": true}),
+        NotificationReply::Refused(why, message) => serde_json::json!({
+            "accepted": false,
+            "refusal": why.name(),
+            "message": message,
+        }),
+    }
     .to_string()
+}
+
+impl NotificationRefusal {
+    /// Its name in the gateway's own answer.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotificationRefusal::NotFound => "not_found",
+            NotificationRefusal::Unverified => "unverified",
+            NotificationRefusal::Malformed => "malformed",
+            NotificationRefusal::Unavailable => "unavailable",
+            NotificationRefusal::Stale => "stale",
+        }
+    }
 }
 
 /// Why a notification was not accepted.
@@ -302,23 +308,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusals_carry_a_code_status_f_and_the_reason() {
-        let cases = [
-            (NotificationRefusal::NotFound, "NOT_FOUND"),
-            (NotificationRefusal::Unverified, "INVALID_SIGNATURE"),
-            (NotificationRefusal::Malformed, "PARAM_ILLEGAL"),
-            (NotificationRefusal::Unavailable, "UNKNOWN_EXCEPTION"),
+    fn the_neutral_reply_speaks_no_providers_dialect() {
+        let refusals = [
+            NotificationRefusal::NotFound,
+            NotificationRefusal::Unverified,
+            NotificationRefusal::Malformed,
+            NotificationRefusal::Unavailable,
+            NotificationRefusal::Stale,
         ];
-        for (why, code) in cases {
+        for why in refusals {
             let body = neutral_reply(NotificationReply::Refused(why, "because"));
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            assert_eq!(v["result"]["resultCode"], code);
-            assert_eq!(v["result"]["resultStatus"], "F");
-            assert_eq!(v["result"]["resultMessage"], "because");
+            assert_eq!(v["accepted"], false);
+            assert_eq!(v["refusal"], why.name());
+            assert_eq!(v["message"], "because");
+            assert!(v.get("result").is_none(), "not Antom's shape: {body}");
         }
         assert_eq!(
-            antom::notify::reply(NotificationReply::Accepted),
-            r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#
+            neutral_reply(NotificationReply::Accepted),
+            r#"{"accepted":true}"#
         );
     }
 }

@@ -1,7 +1,6 @@
 //! Antom's HTTP plumbing: one pooled reqwest client, request signing, answer verification on
 //! the raw bytes, bounded answer size. Knows nothing of refunds or subscriptions.
 
-use crate::reason;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -9,8 +8,8 @@ use reqwest::StatusCode;
 use super::codes::{self, Meaning, TRAFFIC_RETRY};
 use super::signing::{self, Signer, Verifier};
 use super::wire::ResultOnly;
-use crate::providers::http::{AccountClient, read_capped, retry_after, transport_error};
-use crate::providers::{CallContext, NotExecuted, ProviderError};
+use crate::providers::http::{AccountClient, Call};
+use crate::providers::{CallContext, ProviderError};
 
 /// An Antom API endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,12 +89,6 @@ impl AccountClient<Settings> {
         ctx: &CallContext,
     ) -> Result<Vec<u8>, ProviderError> {
         let s = self.settings();
-        let Some(timeout) = ctx.attempt_timeout(s.timeout) else {
-            return Err(ProviderError::deadline_cut(
-                "no time left for the provider call",
-            ));
-        };
-        let cut_by_deadline = timeout < s.timeout;
         let uri = self.uri(endpoint);
         let request_time = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         let request_time = request_time.to_string();
@@ -103,12 +96,9 @@ impl AccountClient<Settings> {
             .signer
             .sign(&signing::content(&uri, &s.client_id, &request_time, &body));
         let url = format!("{}{}", s.base_url.trim_end_matches('/'), uri);
-        let mut request = self.http().post(&url);
-        for (k, v) in crate::telemetry::trace_headers() {
-            request = request.header(k, v);
-        }
-        let sent = request
-            .timeout(timeout)
+        let request = self
+            .http()
+            .post(&url)
             .header("Content-Type", "application/json; charset=UTF-8")
             .header("Client-Id", &s.client_id)
             .header("Request-Time", &request_time)
@@ -116,43 +106,26 @@ impl AccountClient<Settings> {
                 "Signature",
                 signing::signature_header(s.key_version, &signature),
             )
-            .body(body)
-            .send()
-            .await;
+            .body(body);
         let what = format!("antom {}", endpoint.name());
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => return Err(transport_error(&what, &e, cut_by_deadline)),
+        let call = Call {
+            what: &what,
+            timeout: s.timeout,
+            throttled: TRAFFIC_RETRY,
         };
-        let status = resp.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let after = retry_after(&resp).unwrap_or(TRAFFIC_RETRY);
-            return Err(ProviderError::retryable(
-                NotExecuted::Throttled,
-                reason::PROVIDER_RATE_LIMITED,
-                format!("antom {} answered HTTP 429", endpoint.name()),
-                after,
-            ));
-        }
+        let answered = call.send(request, ctx).await?;
+        let status = answered.resp.status();
         if status != StatusCode::OK {
             return Err(ProviderError::unknown(
-                format!(
-                    "antom {} answered HTTP {}",
-                    endpoint.name(),
-                    status.as_u16()
-                ),
+                format!("{what} answered HTTP {}", status.as_u16()),
                 None,
             ));
         }
-        let response_time = header(&resp, "response-time");
-        let signature = header(&resp, "signature");
-        let answer = read_capped(
-            resp,
-            &what,
-            cut_by_deadline,
-            crate::providers::http::MAX_ANSWER_BYTES,
-        )
-        .await?;
+        let response_time = header(&answered.resp, "response-time");
+        let signature = header(&answered.resp, "signature");
+        let answer = answered
+            .read(&what, crate::providers::http::MAX_ANSWER_BYTES)
+            .await?;
         self.verify(endpoint, &uri, response_time, signature, answer)
     }
 

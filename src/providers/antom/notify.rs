@@ -12,7 +12,7 @@ use crate::domain::{
     CancellationStatus, CancellationType, Notice, Notification, ProviderResult, RefundRecord,
     RefundState, SubscriptionPayment, SubscriptionRecord,
 };
-use crate::providers::{NotificationError, NotificationReply, neutral_reply};
+use crate::providers::{NotificationError, NotificationRefusal, NotificationReply};
 
 /// Checks the client id and the signature of a notification on its raw bytes; returns the
 /// signed `request-time` (Unix ms).
@@ -62,12 +62,24 @@ fn result(r: &ResultObject) -> ProviderResult {
 }
 
 /// Antom's answer to its notification: the documented acknowledgement byte for byte, or a
-/// refusal in the shape of Antom's answers (which the gateway's neutral answer has).
+/// refusal in the shape of Antom's answers (a `result` with Antom's code, `F` and the reason),
+/// so Antom's logs show why.
 pub(crate) fn reply(reply: NotificationReply<'_>) -> String {
-    match reply {
-        NotificationReply::Accepted => super::wire::NOTIFY_ACK.into(),
-        refused @ NotificationReply::Refused(..) => neutral_reply(refused),
-    }
+    let (why, message) = match reply {
+        NotificationReply::Accepted => return super::wire::NOTIFY_ACK.into(),
+        NotificationReply::Refused(why, message) => (why, message),
+    };
+    let code = match why {
+        NotificationRefusal::NotFound => "NOT_FOUND",
+        NotificationRefusal::Unverified => "INVALID_SIGNATURE",
+        NotificationRefusal::Malformed => "PARAM_ILLEGAL",
+        NotificationRefusal::Unavailable => "UNKNOWN_EXCEPTION",
+        NotificationRefusal::Stale => "REQUEST_TIME_EXPIRED",
+    };
+    serde_json::json!({
+        "result": {"resultCode": code, "resultStatus": "F", "resultMessage": message}
+    })
+    .to_string()
 }
 
 fn malformed(kind: &str, e: impl std::fmt::Display) -> NotificationError {
@@ -201,5 +213,32 @@ fn read_body(kind: &str, body: &[u8]) -> Result<Notification, NotificationError>
             })
         }
         _ => Err(NotificationError::Unsupported),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn antom_hears_its_acknowledgement_and_refusals_in_its_own_words() {
+        assert_eq!(
+            reply(NotificationReply::Accepted),
+            r#"{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}"#
+        );
+        let cases = [
+            (NotificationRefusal::NotFound, "NOT_FOUND"),
+            (NotificationRefusal::Unverified, "INVALID_SIGNATURE"),
+            (NotificationRefusal::Malformed, "PARAM_ILLEGAL"),
+            (NotificationRefusal::Unavailable, "UNKNOWN_EXCEPTION"),
+            (NotificationRefusal::Stale, "REQUEST_TIME_EXPIRED"),
+        ];
+        for (why, code) in cases {
+            let body = reply(NotificationReply::Refused(why, "because"));
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["result"]["resultCode"], code);
+            assert_eq!(v["result"]["resultStatus"], "F");
+            assert_eq!(v["result"]["resultMessage"], "because");
+        }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 
 use super::wire::Answer;
-use crate::providers::http::{AccountClient, read_capped, retry_after, transport_error};
-use crate::providers::{CallContext, NotExecuted, ProviderError};
+use crate::providers::http::{AccountClient, Call};
+use crate::providers::{CallContext, ProviderError};
 use crate::secret::Secret;
 
 /// Everything needed to talk to one PayXpert account.
@@ -51,33 +51,25 @@ impl AccountClient<Settings> {
         cap: usize,
     ) -> Result<Answer, ProviderError> {
         let s = self.settings();
-        let Some(timeout) = ctx.attempt_timeout(s.timeout) else {
-            return Err(ProviderError::deadline_cut(
-                "no time left for the provider call",
-            ));
-        };
-        let cut_by_deadline = timeout < s.timeout;
         let url = format!("{}/{}", s.base_url.trim_end_matches('/'), path);
         let what = format!("payxpert {what}");
-        let request = match &body {
-            Some(_) => self.http().post(&url),
+        let request = match body {
+            Some(b) => self
+                .http()
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .body(b),
             None => self.http().get(&url),
         }
         .basic_auth(&s.originator_id, Some(s.password.expose()))
-        .query(query)
-        .timeout(timeout);
-        let request = crate::telemetry::trace_headers()
-            .into_iter()
-            .fold(request, |r, (k, v)| r.header(k, v));
-        let request = match body {
-            Some(b) => request.header("Content-Type", "application/json").body(b),
-            None => request,
+        .query(query);
+        let call = Call {
+            what: &what,
+            timeout: s.timeout,
+            throttled: crate::providers::failure::PROVIDER_THROTTLED,
         };
-        let resp = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return Err(transport_error(&what, &e, cut_by_deadline)),
-        };
-        match resp.status() {
+        let answered = call.send(request, ctx).await?;
+        match answered.resp.status() {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 tracing::error!(what = %what, "payxpert refused the originator id or password");
                 return Err(ProviderError::misconfigured(
@@ -85,19 +77,11 @@ impl AccountClient<Settings> {
                     format!("{what}: PayXpert refused the originator credentials"),
                 ));
             }
-            StatusCode::TOO_MANY_REQUESTS => {
-                return Err(ProviderError::retryable(
-                    NotExecuted::Throttled,
-                    reason::PROVIDER_RATE_LIMITED,
-                    format!("{what} answered HTTP 429"),
-                    retry_after(&resp).unwrap_or(crate::providers::failure::PROVIDER_THROTTLED),
-                ));
-            }
             s if !s.is_success() => {
                 // A refusal PayXpert explains with a definitive code executed nothing; any
                 // other non-2xx answer leaves the outcome unknown.
                 let status = s.as_u16();
-                let body = read_capped(resp, &what, cut_by_deadline, cap).await.ok();
+                let body = answered.read(&what, cap).await.ok();
                 let refusal = body
                     .and_then(|b| serde_json::from_slice::<Answer>(&b).ok())
                     .and_then(|a| definitive_refusal(&what, status, &a));
@@ -107,7 +91,7 @@ impl AccountClient<Settings> {
             }
             _ => {}
         }
-        let bytes = read_capped(resp, &what, cut_by_deadline, cap).await?;
+        let bytes = answered.read(&what, cap).await?;
         serde_json::from_slice(&bytes).map_err(|_| {
             tracing::error!(what = %what, "payxpert answer is not the expected JSON");
             ProviderError::unknown(format!("{what} answer could not be understood"), None)
