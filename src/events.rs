@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use crate::domain::{CancellationStatus, Notice, Notification, RefundRecord, SubscriptionRecord};
 use crate::idempotency::{Idempotency, state_name};
 use crate::store::{
-    EventEffect, EventRecorded, EventRow, EventStore, RefundRow, StoreError, SubscriptionRow,
-    SubscriptionStore,
+    Change, EventEffect, EventRecorded, EventRow, EventSource, EventStore, RefundRow, StoreError,
+    SubscriptionRow, SubscriptionStore,
 };
 
 /// What storing a notification did.
@@ -38,6 +38,8 @@ pub(crate) struct Event {
     /// The caller whose request it concerns, when known (a refund's claimant); events
     /// without one concern the account as a whole.
     pub caller: Option<String>,
+    /// Where it comes from.
+    pub source: EventSource,
 }
 
 /// How often a process with watchers reads the store's event counter, to learn of events
@@ -190,6 +192,7 @@ impl Events {
                 refund_id: r.refund_id.as_deref(),
                 state: state_name(r.state),
                 record: &record,
+                change: None,
             }),
             Notice::Subscription(s) => EventEffect::Subscription(SubscriptionRow {
                 account,
@@ -204,6 +207,7 @@ impl Events {
                     }
                     _ => None,
                 },
+                change: None,
             }),
             Notice::SubscriptionPayment(_) => EventEffect::None,
         };
@@ -243,6 +247,7 @@ impl Events {
                     notice,
                     received_at: r.received_at,
                     caller: r.caller,
+                    source: r.source,
                 }),
                 Err(e) => {
                     tracing::warn!(seq = r.seq, error = %e, "skipping an event this gateway cannot read");
@@ -262,24 +267,47 @@ impl Events {
         self.log.event_counter().await
     }
 
-    /// Records what a Cancel answer says about a subscription. The write is conditional on the
-    /// stage, so an answer that raced a further-gone notification (TERMINATE) changes nothing.
-    pub(crate) async fn record_cancel(&self, account: &str, s: &SubscriptionRecord) {
+    /// Records what a Cancel answer of `provider` says about a subscription, with the event
+    /// of its change (concerning `caller`, when known). The write is conditional on the stage,
+    /// so an answer that raced a further-gone notification (TERMINATE) changes nothing.
+    pub(crate) async fn record_cancel(
+        &self,
+        account: &str,
+        provider: &str,
+        caller: Option<&str>,
+        s: &SubscriptionRecord,
+    ) {
         let result = async {
             let merged = match self.known(account, s).await? {
                 Some(known) => known.merged(s),
                 None => s.clone(),
             };
             let json = serde_json::to_string(&merged).unwrap_or_default();
+            let cancellation = cancellation_name(merged.cancellation);
+            let stage = merged.stage();
+            // One event per change: the stage only moves forward.
+            let event_id = format!(
+                "{provider}/{account}/subscription/{}/{cancellation}-{stage}",
+                s.subscription_id
+            );
+            let payload =
+                serde_json::to_string(&Notice::Subscription(merged.clone())).unwrap_or_default();
             self.subscriptions
                 .save_subscription(SubscriptionRow {
                     account,
                     subscription_id: &s.subscription_id,
                     subscription_request_id: s.subscription_request_id.as_deref(),
-                    cancellation: cancellation_name(merged.cancellation),
+                    cancellation,
                     record: &json,
-                    stage: merged.stage(),
+                    stage,
                     reported_stage: None,
+                    change: Some(Change {
+                        event_id: &event_id,
+                        provider,
+                        source: EventSource::Answer,
+                        payload: &payload,
+                        caller,
+                    }),
                 })
                 .await
         }

@@ -287,7 +287,7 @@ pub(crate) const MAX_WATCHED_ACCOUNTS: usize = 100;
 pub(crate) fn watch_events(
     req: &pb::WatchEventsRequest,
     accounts: &Accounts,
-) -> Result<(i64, Vec<String>), GatewayError> {
+) -> Result<(i64, Vec<String>, Vec<pb::EventKind>), GatewayError> {
     let mut v = Violations::default();
     let cursor = if req.after_cursor.is_empty() {
         0
@@ -323,7 +323,17 @@ pub(crate) fn watch_events(
             );
         }
     }
-    checked(v, (cursor, req.accounts.clone()))
+    let mut kinds = Vec::new();
+    for (i, k) in req.kinds.iter().enumerate() {
+        match pb::EventKind::try_from(*k) {
+            Ok(pb::EventKind::Unspecified) | Err(_) => v.add(
+                &format!("kinds[{i}]"),
+                "not an event kind: REFUND, SUBSCRIPTION or SUBSCRIPTION_PAYMENT",
+            ),
+            Ok(kind) => kinds.push(kind),
+        }
+    }
+    checked(v, (cursor, req.accounts.clone(), kinds))
 }
 
 #[cfg(test)]

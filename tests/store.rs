@@ -50,6 +50,7 @@ fn refund_row<'a>(
         refund_id,
         state: "Succeeded",
         record,
+        change: None,
     }
 }
 
@@ -370,6 +371,7 @@ async fn exercise(store: Arc<dyn Store>) {
                 refund_id,
                 state,
                 record,
+                change: None,
             })
             .await
             .unwrap();
@@ -385,6 +387,7 @@ async fn exercise(store: Arc<dyn Store>) {
         refund_id: Some(refund_id),
         state: "Failed",
         record,
+        change: None,
     };
     assert!(
         !store

@@ -42,6 +42,7 @@ async fn open(
     let req = pb::WatchEventsRequest {
         after_cursor: cursor.into(),
         accounts: vec![],
+        ..Default::default()
     };
     let req = match token {
         Some(t) => authed(req, t, Duration::from_secs(60)),

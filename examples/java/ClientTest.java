@@ -355,7 +355,9 @@ public class ClientTest {
             events.withDeadlineAfter(10, TimeUnit.SECONDS).watch(WatchEventsRequest.getDefaultInstance());
         while (stream.hasNext()) {
           Event e = stream.next();
-          if (e.hasRefund() && e.getRefund().getRequestId().equals(requestId)) {
+          // Its events: PROCESSING (the Create's answer), then the final state (the notification).
+          if (e.hasRefund() && e.getRefund().getRequestId().equals(requestId)
+              && e.getRefund().getStatus() != RefundStatus.REFUND_STATUS_PROCESSING) {
             return e;
           }
         }

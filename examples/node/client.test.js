@@ -223,7 +223,8 @@ test("Watch streams the final state of a PROCESSING refund", async () => {
   const event = await new Promise((resolve, reject) => {
     const call = events.Watch({ after_cursor: "" }, { deadline: Date.now() + 10000 });
     call.on("data", (e) => {
-      if (e.payload === "refund" && e.refund.request_id === id) {
+      // Its events: PROCESSING (the Create's answer), then the final state (the notification).
+      if (e.payload === "refund" && e.refund.request_id === id && e.refund.status !== "REFUND_STATUS_PROCESSING") {
         call.cancel();
         resolve(e);
       }

@@ -255,8 +255,10 @@ class PaygateFromPython(unittest.TestCase):
 
         events = event_service_pb2_grpc.EventServiceStub(self.channel)
         stream = events.Watch(event_service_pb2.WatchEventsRequest(), timeout=10)
+        # Its events: PROCESSING (the Create's answer), then the final state (the notification).
         for event in stream:
-            if event.WhichOneof("payload") == "refund" and event.refund.request_id == request_id:
+            if (event.WhichOneof("payload") == "refund" and event.refund.request_id == request_id
+                    and event.refund.status != refund_pb.REFUND_STATUS_PROCESSING):
                 break
         stream.cancel()
         self.assertEqual(event.refund.status, refund_pb.REFUND_STATUS_SUCCEEDED)

@@ -48,7 +48,7 @@ impl EventService for EventApi {
             // The in-flight slot covers the set-up only; a stream holds none.
             let (caller, admitted) = rpc.admit(&ctx).await?;
             drop(admitted);
-            let (after, named) = validate::watch_events(&req, &s.accounts)?;
+            let (after, named, kinds) = validate::watch_events(&req, &s.accounts)?;
             let accounts: HashSet<String> = if named.is_empty() {
                 s.accounts
                     .names()
@@ -79,7 +79,7 @@ impl EventService for EventApi {
             tokio::spawn(
                 async move {
                     let _slot = slot;
-                    stream(shared, accounts, caller, after, tx).await;
+                    stream(shared, Filter { accounts, kinds }, caller, after, tx).await;
                     crate::telemetry::stream_ended();
                 }
                 .instrument(tracing::Span::current()),
@@ -90,11 +90,30 @@ impl EventService for EventApi {
     }
 }
 
-/// Sends every event after `after` of `accounts`, then new ones as they are stored, until the
-/// receiver goes away or shutdown starts.
+/// Which events a stream sends.
+struct Filter {
+    accounts: HashSet<String>,
+    /// Empty: every kind.
+    kinds: Vec<pb::EventKind>,
+}
+
+impl Filter {
+    fn wants(&self, e: &crate::events::Event) -> bool {
+        use crate::domain::Notice;
+        let kind = match e.notice {
+            Notice::Refund(_) => pb::EventKind::Refund,
+            Notice::Subscription(_) => pb::EventKind::Subscription,
+            Notice::SubscriptionPayment(_) => pb::EventKind::SubscriptionPayment,
+        };
+        self.accounts.contains(&e.account) && (self.kinds.is_empty() || self.kinds.contains(&kind))
+    }
+}
+
+/// Sends every event after `after` that `filter` wants, then new ones as they are stored,
+/// until the receiver goes away or shutdown starts.
 async fn stream(
     s: Arc<Shared>,
-    accounts: HashSet<String>,
+    filter: Filter,
     caller: String,
     mut after: i64,
     tx: mpsc::Sender<Result<pb::Event, Status>>,
@@ -122,7 +141,7 @@ async fn stream(
         for e in batch.events {
             // A refund's event goes to the caller that made it (or one allowed to read
             // others'); events that concern no caller go to every watcher of the account.
-            let visible = accounts.contains(&e.account)
+            let visible = filter.wants(&e)
                 && (e.caller.is_none() || s.auth.may_read(&caller, e.caller.as_deref()));
             if visible && tx.send(Ok(event_to_pb(&e))).await.is_err() {
                 return;

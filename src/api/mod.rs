@@ -552,6 +552,12 @@ pub(crate) fn event_to_pb(e: &crate::events::Event) -> pb::Event {
         provider_event_type: e.kind.clone(),
         receive_time: Some(timestamp_ms(e.received_at)),
         payload: Some(payload),
+        source: match e.source {
+            crate::store::EventSource::Notification => pb::EventSource::Notification,
+            crate::store::EventSource::Answer => pb::EventSource::ProviderAnswer,
+            crate::store::EventSource::Inquiry => pb::EventSource::Inquiry,
+            crate::store::EventSource::Operator => pb::EventSource::Operator,
+        } as i32,
     }
 }
 

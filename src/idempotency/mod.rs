@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::domain::{CancelOutcome, ProviderResult, Reconcile, RefundRecord, RefundState};
+use crate::domain::{CancelOutcome, Notice, ProviderResult, Reconcile, RefundRecord, RefundState};
 use crate::error::{ErrorContext, GatewayError, StoreUse, refusal_code, refusal_of_code};
 use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
 use crate::retry;
@@ -35,7 +35,9 @@ use crate::telemetry::{idempotency_event, store_op};
 use self::decide::{Created, Step, created, decide, next_wait};
 use self::lease::{Lease, Start};
 
-use crate::store::{Completion, Inserted, KeyState, NewKey, PaymentClaim, RefundRow, Retention};
+use crate::store::{
+    Change, Completion, EventSource, Inserted, KeyState, NewKey, PaymentClaim, RefundRow, Retention,
+};
 pub use crate::store::{INSTANCE_STALE, Key, Store, StoreError};
 
 /// The method whose keys name refunds: the scope of refund keys.
@@ -286,31 +288,67 @@ pub(crate) fn state_name(s: RefundState) -> &'static str {
     }
 }
 
-/// The JSON of the refund record in `outcome` (empty when it is not a refund).
-fn refund_json(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Refund(r) => serde_json::to_string(r).unwrap_or_default(),
-        _ => String::new(),
+/// What a refund's state row is written with: the record's JSON and the event reporting a
+/// change of its state, owned here so the row can borrow them.
+struct RefundWrite<'a> {
+    account: &'a str,
+    refund: &'a RefundRecord,
+    record: String,
+    event_id: String,
+    payload: String,
+}
+
+impl<'a> RefundWrite<'a> {
+    /// For `outcome` when it is a refund with a request id.
+    fn of(account: &'a str, outcome: &'a Outcome) -> Option<Self> {
+        match outcome {
+            Outcome::Refund(r) => Self::new(account, r),
+            _ => None,
+        }
+    }
+
+    fn new(account: &'a str, r: &'a RefundRecord) -> Option<Self> {
+        let request_id = r.request_id.as_deref()?;
+        // One event per change: a refund's states only move forward, so (refund, state) names
+        // a change once.
+        let event_id = format!(
+            "{}/{account}/refund/{request_id}/{}",
+            r.result.provider,
+            state_name(r.state).to_uppercase()
+        );
+        Some(Self {
+            account,
+            refund: r,
+            record: serde_json::to_string(r).ok()?,
+            event_id,
+            payload: serde_json::to_string(&Notice::Refund(r.clone())).ok()?,
+        })
+    }
+
+    /// The row, with the event written if it changes the refund's state.
+    fn row(&self, source: EventSource, caller: Option<&'a str>) -> RefundRow<'_> {
+        let r = self.refund;
+        RefundRow {
+            account: self.account,
+            request_id: r.request_id.as_deref().unwrap_or_default(),
+            payment_id: r.payment_id.as_deref(),
+            refund_id: r.refund_id.as_deref(),
+            state: state_name(r.state),
+            record: &self.record,
+            change: Some(Change {
+                event_id: &self.event_id,
+                provider: &r.result.provider,
+                source,
+                payload: &self.payload,
+                caller,
+            }),
+        }
     }
 }
 
-/// The refund-state row written with `outcome`, when it is a refund.
-fn refund_row<'a>(
-    account: &'a str,
-    outcome: &'a Outcome,
-    record: &'a str,
-) -> Option<RefundRow<'a>> {
-    let Outcome::Refund(r) = outcome else {
-        return None;
-    };
-    Some(RefundRow {
-        account,
-        request_id: r.request_id.as_deref()?,
-        payment_id: r.payment_id.as_deref(),
-        refund_id: r.refund_id.as_deref(),
-        state: state_name(r.state),
-        record,
-    })
+/// The caller a key names, `None` when authentication is off.
+fn caller_of(key: &Key) -> Option<&str> {
+    Some(key.caller.as_str()).filter(|c| !c.is_empty())
 }
 
 /// The idempotency layer over a store.
@@ -907,8 +945,10 @@ impl Idempotency {
                 return Ok(Completion::LeaseLost);
             }
         };
-        let record_json = refund_json(&outcome);
-        let refund = refund_row(run.account, &outcome, &record_json);
+        let write = RefundWrite::of(run.account, &outcome);
+        let refund = write
+            .as_ref()
+            .map(|w| w.row(EventSource::Answer, caller_of(key)));
         let keep = self.keep_ms(run.unkeyed.is_some());
         match store_op("complete", lease.complete(&json, keep, refund)).await {
             Ok(Completion::Done) => {
@@ -983,19 +1023,24 @@ impl Idempotency {
         let (Some(request_id), Some(_)) = (r.request_id.as_deref(), r.refund_id.as_deref()) else {
             return;
         };
-        let Ok(json) = serde_json::to_string(r) else {
+        let Some(write) = RefundWrite::new(account, r) else {
             return;
+        };
+        // The event of a new state concerns the caller whose Create claimed the refund.
+        let claimant = match r.state {
+            RefundState::Processing => None,
+            _ => self
+                .store
+                .claimant(account, CREATE_REFUND, request_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|(caller, _)| caller)
+                .filter(|c| !c.is_empty()),
         };
         if let Err(e) = self
             .store
-            .refresh_refund(RefundRow {
-                account,
-                request_id,
-                payment_id: r.payment_id.as_deref(),
-                refund_id: r.refund_id.as_deref(),
-                state: state_name(r.state),
-                record: &json,
-            })
+            .refresh_refund(write.row(EventSource::Inquiry, claimant.as_deref()))
             .await
         {
             tracing::warn!(error = %e, "cannot record a refund's state");
@@ -1043,8 +1088,10 @@ impl Idempotency {
         outcome: &Outcome,
     ) -> Result<Completion, StoreError> {
         let json = serde_json::to_string(outcome).unwrap_or_default();
-        let record_json = refund_json(outcome);
-        let refund = refund_row(account, outcome, &record_json);
+        let write = RefundWrite::of(account, outcome);
+        let refund = write
+            .as_ref()
+            .map(|w| w.row(EventSource::Operator, caller_of(key)));
         self.store
             .settle(key, &json, self.keep_ms(true), refund)
             .await

@@ -36,7 +36,11 @@ pub(crate) async fn cancel(
             last_notification_type: None,
             end_time: reply.value.cancel_time,
         };
-        events.record_cancel(&account.name, &known).await;
+        let caller = Some(call.caller).filter(|c| !c.is_empty());
+        let provider = account.provider.name();
+        events
+            .record_cancel(&account.name, provider, caller, &known)
+            .await;
     }
     Ok(reply)
 }

@@ -1,7 +1,10 @@
 //! Owned copies of the rows a write borrows, so that a write can run after its caller handed
 //! it over (see `writer.rs`). Each has `of` (copy a row) and `view` (the row again).
 
-use super::rows::{EventEffect, EventRow, Key, NewKey, PaymentClaim, RefundRow, SubscriptionRow};
+use super::rows::{
+    Change, EventEffect, EventRow, EventSource, Key, NewKey, PaymentClaim, RefundRow,
+    SubscriptionRow,
+};
 
 fn own(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
@@ -83,6 +86,7 @@ pub(super) struct RefundRowBuf {
     refund_id: Option<String>,
     state: String,
     record: String,
+    change: Option<ChangeBuf>,
 }
 
 impl RefundRowBuf {
@@ -94,6 +98,7 @@ impl RefundRowBuf {
             refund_id: own(f.refund_id),
             state: f.state.to_owned(),
             record: f.record.to_owned(),
+            change: f.change.as_ref().map(ChangeBuf::of),
         }
     }
 
@@ -105,6 +110,39 @@ impl RefundRowBuf {
             refund_id: self.refund_id.as_deref(),
             state: &self.state,
             record: &self.record,
+            change: self.change.as_ref().map(ChangeBuf::view),
+        }
+    }
+}
+
+/// An owned [`Change`].
+#[derive(Debug)]
+pub(super) struct ChangeBuf {
+    event_id: String,
+    provider: String,
+    source: EventSource,
+    payload: String,
+    caller: Option<String>,
+}
+
+impl ChangeBuf {
+    pub(super) fn of(c: &Change<'_>) -> Self {
+        Self {
+            event_id: c.event_id.to_owned(),
+            provider: c.provider.to_owned(),
+            source: c.source,
+            payload: c.payload.to_owned(),
+            caller: own(c.caller),
+        }
+    }
+
+    pub(super) fn view(&self) -> Change<'_> {
+        Change {
+            event_id: &self.event_id,
+            provider: &self.provider,
+            source: self.source,
+            payload: &self.payload,
+            caller: self.caller.as_deref(),
         }
     }
 }
@@ -119,6 +157,7 @@ pub(super) struct SubscriptionRowBuf {
     record: String,
     stage: i64,
     reported_stage: Option<i64>,
+    change: Option<ChangeBuf>,
 }
 
 impl SubscriptionRowBuf {
@@ -131,6 +170,7 @@ impl SubscriptionRowBuf {
             record: s.record.to_owned(),
             stage: s.stage,
             reported_stage: s.reported_stage,
+            change: s.change.as_ref().map(ChangeBuf::of),
         }
     }
 
@@ -143,6 +183,7 @@ impl SubscriptionRowBuf {
             record: &self.record,
             stage: self.stage,
             reported_stage: self.reported_stage,
+            change: self.change.as_ref().map(ChangeBuf::view),
         }
     }
 }

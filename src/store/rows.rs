@@ -196,6 +196,9 @@ pub struct SubscriptionRow<'a> {
     /// For a notification: the stage of the cancellation it reports, or `None` when it
     /// reports none. Lower than the recorded stage, it is superseded: nothing is written.
     pub reported_stage: Option<i64>,
+    /// The event written with the row when it changes the subscription's state (`None`: the
+    /// row comes with an event of its own, a notification).
+    pub change: Option<Change<'a>>,
 }
 
 /// How long the purge keeps what has no keep time of its own (ms).
@@ -254,6 +257,8 @@ pub struct StoredEvent {
     pub received_at: i64,
     /// The caller it concerns, when known.
     pub caller: Option<String>,
+    /// Where it comes from.
+    pub source: EventSource,
 }
 
 /// A refund's state as recorded next to a completed key.
@@ -271,4 +276,59 @@ pub struct RefundRow<'a> {
     pub state: &'a str,
     /// JSON of the `RefundRecord`.
     pub record: &'a str,
+    /// The event written with the row when it changes the refund's state (`None`: the row
+    /// comes with an event of its own, a notification).
+    pub change: Option<Change<'a>>,
+}
+
+/// The event that reports a change of state, written in the change's transaction only when
+/// the write changed the state (a repeat, a replay or a report of a state already recorded
+/// adds none).
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// Identifies the change; unique.
+    pub event_id: &'a str,
+    /// Provider name.
+    pub provider: &'a str,
+    /// Where the change comes from: `answer`, `inquiry` or `operator` ([`EventSource`]).
+    pub source: EventSource,
+    /// JSON of the `Notice` the event carries.
+    pub payload: &'a str,
+    /// The caller it concerns, when known.
+    pub caller: Option<&'a str>,
+}
+
+/// Where an event comes from, as the `events.source` column holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// A provider's notification.
+    Notification,
+    /// A provider's answer to a Create or Cancel (also an adoption or a reconciliation).
+    Answer,
+    /// An Inquire that found a new state.
+    Inquiry,
+    /// An operator's settle.
+    Operator,
+}
+
+impl EventSource {
+    /// Its name in the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventSource::Notification => "notification",
+            EventSource::Answer => "answer",
+            EventSource::Inquiry => "inquiry",
+            EventSource::Operator => "operator",
+        }
+    }
+
+    /// The source a stored name means (unknown names, from a newer release: notification).
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "answer" => EventSource::Answer,
+            "inquiry" => EventSource::Inquiry,
+            "operator" => EventSource::Operator,
+            _ => EventSource::Notification,
+        }
+    }
 }

@@ -47,23 +47,28 @@ pub(super) fn migrator() -> Migrator {
             include_str!("migrations/0004_attribution.sql"),
         ),
         m(
-            SCHEMA_GENERATION,
+            5,
             "schema fence, forward-only states, anomalies",
             include_str!("migrations/0005_fence.sql"),
+        ),
+        m(
+            SCHEMA_GENERATION,
+            "every state change an event (outbox), relays",
+            include_str!("migrations/0006_outbox.sql"),
         ),
     ])
 }
 
 /// The schema generation this release's statements are built for: the version of its last
 /// migration, which creates [`FENCE_TABLE`].
-pub(crate) const SCHEMA_GENERATION: i64 = 5;
+pub(crate) const SCHEMA_GENERATION: i64 = 6;
 
 /// The fence of [`SCHEMA_GENERATION`]: every statement below that changes what decides money
 /// names this table, so it fails (and nothing changes) once a newer release's migration has
-/// dropped it. See `migrations/0005_fence.sql`.
+/// dropped it. See `migrations/0005_fence.sql` and `0006_outbox.sql`.
 macro_rules! fence {
     () => {
-        "schema_fence_5"
+        "schema_fence_6"
     };
 }
 
@@ -354,13 +359,13 @@ pub(super) const EVENT_SEEN: &str = "SELECT seq FROM events WHERE event_id = $1"
 
 pub(super) const INSERT_EVENT: &str = concat!(
     "INSERT INTO events \
-     (seq, event_id, account, provider, kind, payload, received_at, caller) \
-     SELECT $1, $2, $3, $4, $5, $6, NOW_MS, $7 FROM ",
+     (seq, event_id, account, provider, kind, payload, received_at, caller, source) \
+     SELECT $1, $2, $3, $4, $5, $6, NOW_MS, $7, $8 FROM ",
     fence!(),
     " WHERE true ON CONFLICT (event_id) DO NOTHING"
 );
 
-pub(super) const EVENTS_AFTER: &str = "SELECT seq, event_id, account, provider, kind, payload, received_at, caller \
+pub(super) const EVENTS_AFTER: &str = "SELECT seq, event_id, account, provider, kind, payload, received_at, caller, source \
      FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
 
 pub(super) const EVENT_COUNTER: &str =
@@ -394,6 +399,10 @@ pub(super) const SAVE_SUBSCRIPTION: &str = concat!(
 /// A subscription's recorded cancellation stage.
 pub(super) const SUBSCRIPTION_STAGE: &str =
     "SELECT stage FROM subscriptions WHERE account = $1 AND subscription_id = $2";
+
+/// A subscription's recorded stage and cancellation.
+pub(super) const SUBSCRIPTION_STATE: &str =
+    "SELECT stage, cancellation FROM subscriptions WHERE account = $1 AND subscription_id = $2";
 
 /// By subscription id, or, when that is empty, by the merchant's subscription id.
 pub(super) const LOAD_SUBSCRIPTION: &str = "SELECT record, updated_at FROM subscriptions \

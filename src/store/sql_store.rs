@@ -54,31 +54,55 @@ fn subscription_args<'a>(s: &SubscriptionRow<'a>) -> [Arg<'a>; 6] {
 
 /// What recording a refund's state did.
 enum Saved {
-    /// The state moved forward (or the record gained what it lacked).
-    Applied,
+    /// The state changed (or the refund is new to the store).
+    Changed,
+    /// The record gained what it lacked (the refund id), in the same state.
+    Completed,
     /// Nothing to change: the same state, or an earlier one.
     Unchanged,
     /// A final state was recorded and this one contradicts it; nothing changed.
     Contradicts(String),
 }
 
-/// Records a refund's state, forward only (one conditional write), and tells whether a write
-/// that changed nothing contradicts what is recorded; read in the same transaction.
+/// Records a refund's state, forward only (one conditional write), and tells whether it
+/// changed the state, and whether a write that changed nothing contradicts what is recorded;
+/// read in the same transaction.
 async fn save_refund<T: Tx>(tx: &mut T, f: &RefundRow<'_>) -> Result<Saved, StoreError> {
-    if tx.execute(s::SAVE_REFUND, &refund_args(f)).await? == 1 {
-        return Ok(Saved::Applied);
-    }
     let recorded = tx
         .fetch_optional(s::REFUND_STATE, &[Text(f.account), Text(f.request_id)])
         .await?
         .map(|r| T::text(&r, 0))
         .transpose()?;
+    if tx.execute(s::SAVE_REFUND, &refund_args(f)).await? == 1 {
+        return Ok(if recorded.as_deref() == Some(f.state) {
+            Saved::Completed
+        } else {
+            Saved::Changed
+        });
+    }
     Ok(match recorded {
         Some(r) if r != f.state && r != "Processing" && f.state != "Processing" => {
             Saved::Contradicts(r)
         }
         _ => Saved::Unchanged,
     })
+}
+
+/// Writes the event that reports a change, numbered after every event stored before it; its
+/// number, or `None` when an event of that id is already stored.
+async fn emit<T: Tx>(tx: &mut T, account: &str, c: &Change<'_>) -> Result<Option<i64>, StoreError> {
+    let seq = T::int(&one(tx.fetch_optional(s::NEXT_EVENT_SEQ, &[]).await?)?, 0)?;
+    let args = [
+        Int(seq),
+        Text(c.event_id),
+        Text(account),
+        Text(c.provider),
+        Text(""),
+        Text(c.payload),
+        OptText(c.caller),
+        Text(c.source.name()),
+    ];
+    Ok((tx.execute(s::INSERT_EVENT, &args).await? == 1).then_some(seq))
 }
 
 /// Records a report that contradicts a final state, for a person.
@@ -230,7 +254,11 @@ async fn settled<T: Tx>(
         if !attribute(tx, key, f, keep_ms).await? {
             return Ok(End::Rollback(Completion::AttributedElsewhere));
         }
-        if let Saved::Contradicts(recorded) = save_refund(tx, f).await? {
+        let saved = save_refund(tx, f).await?;
+        if let (Saved::Changed, Some(change)) = (&saved, &f.change) {
+            emit(tx, f.account, change).await?;
+        }
+        if let Saved::Contradicts(recorded) = saved {
             // The provider answered this key's request with a state that a notification
             // already contradicted: the key keeps its answer, the refund its final state,
             // and a person is told.
@@ -365,13 +393,18 @@ impl Write for RecordEvent {
             return Ok(End::Rollback(EventRecorded::Duplicate));
         }
         match effect {
-            EventEffect::Refund(f) => {
-                if let Saved::Contradicts(recorded) = save_refund(tx, &f).await? {
+            EventEffect::Refund(f) => match save_refund(tx, &f).await? {
+                Saved::Contradicts(recorded) => {
                     let kind = "refund_notification";
                     anomaly(tx, e.event_id, e.provider, kind, &f, &recorded, e.payload).await?;
                     return Ok(End::Commit(EventRecorded::Contradicts { recorded }));
                 }
-            }
+                Saved::Changed => {}
+                // The state it reports is recorded already (a Create's answer or an Inquire
+                // told it first): no change, so no event.
+                Saved::Completed => return Ok(End::Commit(EventRecorded::Duplicate)),
+                Saved::Unchanged => return Ok(End::Rollback(EventRecorded::Duplicate)),
+            },
             EventEffect::Subscription(sub) => {
                 // A cancellation it reports went less far than the one recorded (a late
                 // CANCEL after TERMINATE, Antom resending): nothing to change, no event.
@@ -405,11 +438,85 @@ impl Write for RecordEvent {
             Text(e.kind),
             Text(e.payload),
             OptText(e.caller),
+            Text(EventSource::Notification.name()),
         ];
         if tx.execute(s::INSERT_EVENT, &args).await? == 0 {
             return Ok(End::Rollback(EventRecorded::Duplicate));
         }
         Ok(End::Commit(EventRecorded::New(seq)))
+    }
+}
+
+/// A refund's state, forward only, with the event of its change.
+struct SaveRefund(RefundRowBuf);
+
+impl Write for SaveRefund {
+    type Out = ();
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<()>, StoreError> {
+        let f = self.0.view();
+        if let (Saved::Changed, Some(change)) = (save_refund(tx, &f).await?, &f.change) {
+            emit(tx, f.account, change).await?;
+        }
+        Ok(End::Commit(()))
+    }
+}
+
+/// What an Inquire learned of a refund still `Processing`, with the event of its change.
+struct RefreshRefund(RefundRowBuf);
+
+impl Write for RefreshRefund {
+    type Out = bool;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, StoreError> {
+        let f = self.0.view();
+        let args = [
+            Text(f.account),
+            Text(f.request_id),
+            OptText(f.refund_id),
+            Text(f.state),
+            Text(f.record),
+        ];
+        if tx.execute(s::REFRESH_REFUND, &args).await? == 0 {
+            return Ok(End::Commit(false));
+        }
+        // From `Processing`: a change of state unless it is `Processing` again.
+        if f.state != "Processing"
+            && let Some(change) = &f.change
+        {
+            emit(tx, f.account, change).await?;
+        }
+        Ok(End::Commit(true))
+    }
+}
+
+/// A subscription's state as an answer reported it, with the event of its change.
+struct SaveSubscription(SubscriptionRowBuf);
+
+impl Write for SaveSubscription {
+    type Out = ();
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<()>, StoreError> {
+        let sub = self.0.view();
+        let key = [Text(sub.account), Text(sub.subscription_id)];
+        let before = tx.fetch_optional(s::SUBSCRIPTION_STATE, &key).await?;
+        let before = before
+            .map(|r| Ok::<_, StoreError>((T::int(&r, 0)?, T::text(&r, 1)?)))
+            .transpose()?;
+        if tx
+            .execute(s::SAVE_SUBSCRIPTION, &subscription_args(&sub))
+            .await?
+            == 0
+        {
+            return Ok(End::Commit(()));
+        }
+        let changed = before.is_none_or(|(stage, cancellation)| {
+            stage != sub.stage || cancellation != sub.cancellation
+        });
+        if changed && let Some(change) = &sub.change {
+            emit(tx, sub.account, change).await?;
+        }
+        Ok(End::Commit(()))
     }
 }
 
@@ -646,23 +753,13 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
 
 impl<DB: Backend> RefundStore for SqlStore<DB> {
     fn save_refund<'a>(&'a self, f: RefundRow<'a>) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.execute(s::SAVE_REFUND, &refund_args(&f)).await?;
-            Ok(())
-        })
+        let save = SaveRefund(RefundRowBuf::of(&f));
+        Box::pin(async move { self.writes.write(save).await })
     }
 
     fn refresh_refund<'a>(&'a self, f: RefundRow<'a>) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let args = [
-                Text(f.account),
-                Text(f.request_id),
-                OptText(f.refund_id),
-                Text(f.state),
-                Text(f.record),
-            ];
-            Ok(self.execute(s::REFRESH_REFUND, &args).await? == 1)
-        })
+        let refresh = RefreshRefund(RefundRowBuf::of(&f));
+        Box::pin(async move { self.writes.write(refresh).await })
     }
 
     fn load_refund<'a>(
@@ -704,6 +801,7 @@ impl<DB: Backend> EventStore for SqlStore<DB> {
                     payload: DB::text(r, 5)?,
                     received_at: DB::int(r, 6)?,
                     caller: DB::opt_text(r, 7)?,
+                    source: EventSource::parse(&DB::text(r, 8)?),
                 })
             };
             Ok(rows.iter().map(read).collect::<Result<_, _>>()?)
@@ -720,11 +818,8 @@ impl<DB: Backend> EventStore for SqlStore<DB> {
 
 impl<DB: Backend> SubscriptionStore for SqlStore<DB> {
     fn save_subscription<'a>(&'a self, sub: SubscriptionRow<'a>) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.execute(s::SAVE_SUBSCRIPTION, &subscription_args(&sub))
-                .await?;
-            Ok(())
-        })
+        let save = SaveSubscription(SubscriptionRowBuf::of(&sub));
+        Box::pin(async move { self.writes.write(save).await })
     }
 
     fn load_subscription<'a>(

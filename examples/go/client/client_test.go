@@ -429,7 +429,8 @@ func TestWatchDeliversTheFinalStateAndResumesAfterItsCursor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := e.GetRefund(); r != nil && r.RequestId == requestID {
+		// Its events: PROCESSING (the Create's answer), then the final state (the notification).
+		if r := e.GetRefund(); r != nil && r.RequestId == requestID && r.Status != paygatev1.RefundStatus_REFUND_STATUS_PROCESSING {
 			event = e
 			break
 		}
