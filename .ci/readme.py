@@ -50,6 +50,9 @@ KINDS = {
               "helm/check_pods.py starts that binary"),
     "helm-install": ("elsewhere", "no cluster here: helm/check_chart.py renders the command's "
                      "values and validates the manifests, helm/check_pods.py starts the binary on them"),
+    "nats-consumer": ("elsewhere", "the dev command runs in the start check; the consumer runs "
+                      "against a gateway relaying to a nats-server of its own in tests/polyglot.rs "
+                      "(python_nats_consumer_reads_the_relayed_events), with the same nats-py"),
     "settle": ("fails", "no unresolved key"),
     "settle-happened": ("fails", "no unresolved key"),
     "settle-kubernetes": ("elsewhere", "no cluster here: the same settle with --config runs in "

@@ -70,6 +70,8 @@ fn verifier(private_pem: &str) -> Verifier {
 struct Gateway {
     child: Child,
     port: u16,
+    /// Its store, as it opened it.
+    store_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -89,6 +91,11 @@ fn free_port() -> u16 {
 }
 
 async fn gateway(keys: &Keys, sim_url: &str, store: &str) -> Gateway {
+    gateway_with(keys, sim_url, store, &[]).await
+}
+
+/// The same, with more environment for the gateway.
+async fn gateway_with(keys: &Keys, sim_url: &str, store: &str, env: &[(&str, String)]) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let merchant = dir.path().join("merchant.pem");
     let antom_pub = dir.path().join("antom_pub.pem");
@@ -117,6 +124,7 @@ async fn gateway(keys: &Keys, sim_url: &str, store: &str) -> Gateway {
         .args(["--config"])
         .arg(&config)
         .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("PAYGATE_NOTIFY_ADDR", "off")
         .env("RUST_LOG", "error")
@@ -127,6 +135,7 @@ async fn gateway(keys: &Keys, sim_url: &str, store: &str) -> Gateway {
     let g = Gateway {
         child,
         port,
+        store_url: store,
         _dir: dir,
     };
     for _ in 0..200 {
@@ -487,6 +496,133 @@ fn row(cells: &[String]) {
     let _ = std::io::stdout().flush();
 }
 
+/// `PAYGATE_BENCH_PROFILE=relay`: first calls at 1,000 refunds/s for 5 s on SQLite and on
+/// PostgreSQL, with the relay to NATS JetStream off and on (a NATS server with JetStream at
+/// `PAYGATE_BENCH_NATS`, default nats://127.0.0.1:4222): what the outbox and the relay cost a
+/// first call, and how far the relay falls behind (sampled from the store every 100 ms) and
+/// how long it takes to drain after the load.
+async fn relay_lag(keys: &Keys, sim: &SimServer) {
+    let nats = std::env::var("PAYGATE_BENCH_NATS").unwrap_or("nats://127.0.0.1:4222".into());
+    println!("## The relay at 1,000 first calls/s (5 s)\n");
+    row(&[
+        "store",
+        "relay",
+        "first call p50/p99 ms",
+        "gateway CPU ms/req",
+        "errors",
+        "max lag (events / s)",
+        "drained after the load (s)",
+    ]
+    .map(String::from));
+    row(&["---"; 7].map(String::from));
+    let rate = 1000.0;
+    let dur = Duration::from_secs(5);
+    for name in ["sqlite", "postgres"] {
+        for relay in [false, true] {
+            let run = format!("{}_{}", std::process::id(), relay as u8);
+            // A fresh store each run: the relay starts with no backlog.
+            let pg = match name {
+                "postgres" => match Pg::create(&format!("relay{run}")).await {
+                    Some(p) => Some(p),
+                    None => {
+                        println!("PostgreSQL unavailable: its rows are skipped");
+                        break;
+                    }
+                },
+                _ => None,
+            };
+            let store = pg
+                .as_ref()
+                .map_or("sqlite://{dir}/paygate.db".to_string(), |(_, url)| {
+                    url.clone()
+                });
+            let env = if relay {
+                vec![
+                    ("PAYGATE_EVENTS_NATS_URL", nats.clone()),
+                    ("PAYGATE_EVENTS_NATS_STREAM", format!("BENCH_{run}")),
+                    ("PAYGATE_EVENTS_NATS_SUBJECT_PREFIX", format!("bench.{run}")),
+                ]
+            } else {
+                vec![]
+            };
+            let gw = gateway_with(keys, &sim.base_url(), &store, &env).await;
+            let chans = gw.channels(4).await;
+            let tag = format!("relay-{name}-{relay}");
+            sign_ahead(
+                sim,
+                Op::CreateFirst,
+                200.0,
+                Duration::from_millis(500),
+                &[format!("gw-{tag}-warm")],
+            );
+            let _ = via_gateway(
+                &chans,
+                Op::CreateFirst,
+                200.0,
+                Duration::from_millis(500),
+                &format!("{tag}-warm"),
+            )
+            .await;
+            sign_ahead(sim, Op::CreateFirst, rate, dur, &[format!("gw-{tag}")]);
+            let reader = paygate::store::open(&gw.store_url)
+                .await
+                .expect("the gateway's store");
+            let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let sampler = {
+                let (reader, sampling) = (reader.clone(), sampling.clone());
+                tokio::spawn(async move {
+                    let mut max = (0i64, 0.0f64);
+                    while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                        if let Ok(l) = reader.relay_lag("nats").await {
+                            let secs = l.oldest_at.map_or(0.0, |at| (l.now - at) as f64 / 1e3);
+                            max = (max.0.max(l.events), max.1.max(secs));
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    max
+                })
+            };
+            let cpu0 = gw.cpu();
+            let g = via_gateway(&chans, Op::CreateFirst, rate, dur, &tag).await;
+            let cpu = (gw.cpu() - cpu0) * 1e3 / g.n.max(1) as f64;
+            let ended = Instant::now();
+            let mut drained = None;
+            if relay {
+                while ended.elapsed() < Duration::from_secs(60) {
+                    if reader.relay_lag("nats").await.is_ok_and(|l| l.events == 0) {
+                        drained = Some(ended.elapsed());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+            let max = sampler.await.unwrap_or_default();
+            row(&[
+                name.to_string(),
+                if relay { "on" } else { "off" }.into(),
+                format!("{:.3} / {:.3}", g.p50, g.p99),
+                format!("{cpu:.3}"),
+                g.errors.to_string(),
+                if relay {
+                    format!("{} / {:.2}", max.0, max.1)
+                } else {
+                    "-".into()
+                },
+                match (relay, drained) {
+                    (false, _) => "-".into(),
+                    (true, Some(d)) => format!("{:.2}", d.as_secs_f64()),
+                    (true, None) => "not within 60 s".into(),
+                },
+            ]);
+            drop(gw);
+            if let Some((p, _)) = pg {
+                p.drop_db().await;
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::var("PAYGATE_BENCH_QUICK").is_ok();
@@ -519,6 +655,10 @@ async fn main() {
     // 20 s and prints the gateway's pid, for `perf record -p`;
     // PAYGATE_BENCH_PROFILE=rss runs only the peak-RSS measurement with 1,000 calls in flight.
     if let Ok(which) = std::env::var("PAYGATE_BENCH_PROFILE") {
+        if which == "relay" {
+            relay_lag(&keys, &fast_sim).await;
+            return;
+        }
         let op = match which.as_str() {
             "replay" => Op::CreateReplay,
             "inquire" => Op::Inquire,

@@ -313,6 +313,9 @@ pub async fn start(
                 .unwrap_or(loopback),
         ),
         notify_limits: crate::notify::Limits::default(),
+        // PAYGATE_EVENTS_NATS_URL relays the demo's events to NATS, as it would in serve.
+        events_nats: crate::config::events_nats_from_env(&|v| std::env::var(v).ok())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?,
         grpc_limits: crate::connections::GrpcLimits::default(),
         auth: crate::auth::Auth::default(),
         max_in_flight_requests: crate::config::DEFAULT_MAX_IN_FLIGHT_REQUESTS,

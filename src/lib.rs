@@ -39,6 +39,7 @@ pub(crate) mod ops;
 pub mod providers;
 pub(crate) mod ratelimit;
 pub(crate) mod reason;
+pub mod relay;
 pub(crate) mod retry;
 pub mod secret;
 pub mod server;

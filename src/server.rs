@@ -77,6 +77,8 @@ pub struct Gateway {
     pub drain_delay: Duration,
     /// TLS (and mutual TLS) on the gRPC port.
     pub tls: Option<ServerTlsConfig>,
+    /// The relay of events to NATS JetStream, when on.
+    pub relay: Option<crate::relay::NatsSettings>,
     /// Where gRPC calls are taken (bound by [`Gateway::bind`]).
     pub listen_addr: SocketAddr,
     /// Where provider notifications are received, if anywhere (bound by [`Gateway::bind`]).
@@ -174,7 +176,9 @@ impl Gateway {
             let provider = a.provider.build().map_err(client_error)?;
             gateway = gateway.account(a.name, provider, &a.guard);
         }
-        Ok(gateway.build())
+        let mut gateway = gateway.build();
+        gateway.relay = config.events_nats;
+        Ok(gateway)
     }
 
     /// Binds the notification port, then the gRPC port: the last step before serving. An
@@ -335,6 +339,7 @@ impl GatewayBuilder {
             shutdown_grace: self.shutdown_grace,
             drain_delay: self.drain_delay,
             tls: self.tls,
+            relay: None,
             listen_addr: self.listen_addr,
             notify_addr: self.notify_addr,
             notify_limits: self.notify_limits,
@@ -425,6 +430,17 @@ pub async fn serve(
     // seconds of its death instead of at their expiry.
     let heartbeat = tokio::spawn(gateway.shared.idempotency.clone().heartbeat_loop());
     let trim = tokio::spawn(crate::telemetry::trim_loop(Duration::from_secs(2)));
+    // Events reach the bus from here, never from a call.
+    let relay = gateway.relay.clone().map(|settings| {
+        let s = &gateway.shared;
+        let relay = crate::relay::Relay::new(
+            settings,
+            s.idempotency.store().clone(),
+            s.events.clone(),
+            s.idempotency.instance().to_owned(),
+        );
+        AbortOnDrop(tokio::spawn(relay.run(s.stopping.subscribe())))
+    });
     let readiness = spawn_readiness(&gateway.shared, health_reporter.clone());
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
@@ -467,6 +483,7 @@ pub async fn serve(
     let _stop_purge = AbortOnDrop(purge);
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     let _stop_trim = AbortOnDrop(trim);
+    let _stop_relay = relay;
     let _stop_readiness = AbortOnDrop(readiness);
     let _stop_notify = notify.map(AbortOnDrop);
     tokio::select! {

@@ -334,7 +334,9 @@ pub fn trace_headers() -> Vec<(String, String)> {
 /// - `paygate_store_duration_seconds{op}`, `paygate_signature_failures_total{provider,kind}`,
 ///   `paygate_answer_mismatches_total{provider}`, `paygate_state_anomalies_total{kind}`,
 ///   `paygate_notifications_total{provider,kind,outcome}`, `paygate_event_watchers`,
-///   `paygate_notify_connections`, `paygate_notify_connections_refused_total`.
+///   `paygate_notify_connections`, `paygate_notify_connections_refused_total`;
+/// - with the relay on: `paygate_events_relay_lag_events`, `paygate_events_relay_lag_seconds`,
+///   `paygate_events_relay_publish_errors_total`, `paygate_events_relayed_total`.
 ///
 /// Counters whose label sets are known in advance exist from the start at 0, so that
 /// `increase()` sees the first event after a restart.
@@ -448,6 +450,28 @@ pub struct ProviderSeries {
     pub notification_kinds: &'static [&'static str],
 }
 
+/// The relay's metrics (they move only with the relay on).
+fn describe_relay_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_gauge!(
+        "paygate_events_relay_lag_events",
+        "Events stored and not yet acknowledged by NATS JetStream (when the relay is on)"
+    );
+    describe_gauge!(
+        "paygate_events_relay_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest event not yet acknowledged by NATS JetStream (0 when none)"
+    );
+    describe_counter!(
+        "paygate_events_relay_publish_errors_total",
+        "Relay rounds that failed: NATS unreachable, the stream unusable, or a publish not acknowledged"
+    );
+    describe_counter!(
+        "paygate_events_relayed_total",
+        "Events NATS JetStream acknowledged"
+    );
+}
+
 fn describe_metrics(providers: &[ProviderSeries]) {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(
@@ -515,6 +539,7 @@ fn describe_metrics(providers: &[ProviderSeries]) {
         "Provider notifications received, by provider, kind and outcome"
     );
     describe_gauge!("paygate_event_watchers", "Open EventService.Watch streams");
+    describe_relay_metrics();
     describe_gauge!(
         "paygate_notify_connections",
         "Open connections on the notification port"
@@ -532,6 +557,8 @@ fn describe_metrics(providers: &[ProviderSeries]) {
         metrics::gauge!(gauge).set(0.0);
     }
     metrics::counter!("paygate_notify_connections_refused_total").absolute(0);
+    metrics::counter!("paygate_events_relay_publish_errors_total").absolute(0);
+    metrics::counter!("paygate_events_relayed_total").absolute(0);
     for event in IDEMPOTENCY_EVENTS {
         metrics::counter!("paygate_idempotency_events_total", "event" => *event).absolute(0);
     }

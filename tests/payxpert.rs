@@ -606,6 +606,30 @@ async fn an_undecidable_refund_waits_for_an_operator() {
     let r = r.into_inner();
     assert_eq!(r.refund_id, ours.transaction_id);
     assert_eq!(r.provider_result.unwrap().provider, "operator");
+    // The settle is the refund's one event: the lost answer and the undecided attempts
+    // changed no state.
+    let mut events =
+        paygate::pb::event_service_client::EventServiceClient::new(px._served.channel.clone())
+            .watch(pb::WatchEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+    let mut got = Vec::new();
+    while let Ok(Ok(Some(e))) =
+        tokio::time::timeout(Duration::from_millis(700), events.message()).await
+    {
+        got.push(e);
+    }
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].source(), pb::EventSource::Operator);
+    assert_eq!(got[0].account, "px");
+    match got[0].payload.as_ref() {
+        Some(pb::event::Payload::Refund(e)) => {
+            assert_eq!(e.refund_id, ours.transaction_id);
+            assert_eq!(e.status(), pb::RefundStatus::Succeeded);
+        }
+        other => panic!("not a refund event: {other:?}"),
+    }
     // Settling twice is refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"))
         .args([
@@ -621,4 +645,53 @@ async fn an_undecidable_refund_waits_for_an_operator() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// A PayXpert refund and a cancel are one event each, from the provider's answer; their
+/// replays add none.
+#[tokio::test]
+async fn payxpert_refunds_and_cancels_are_one_event_each() {
+    let mut px = start_px(PASSWORD, Options::default()).await;
+    for _ in 0..2 {
+        px.refunds
+            .create(refund("ev-1", "1002", 300, "EUR"))
+            .await
+            .unwrap();
+        px.subs
+            .cancel(cancel("ev-c", "3002", pb::CancellationType::Terminate, 0))
+            .await
+            .unwrap();
+    }
+    let mut events =
+        paygate::pb::event_service_client::EventServiceClient::new(px._served.channel.clone())
+            .watch(pb::WatchEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+    let mut got = Vec::new();
+    while let Ok(Ok(Some(e))) =
+        tokio::time::timeout(Duration::from_millis(700), events.message()).await
+    {
+        got.push(e);
+    }
+    let seen: Vec<_> = got
+        .iter()
+        .map(|e| (e.provider.as_str(), e.source(), e.event_id.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "payxpert",
+                pb::EventSource::ProviderAnswer,
+                "payxpert/px/refund/ev-1/SUCCEEDED"
+            ),
+            (
+                "payxpert",
+                pb::EventSource::ProviderAnswer,
+                "payxpert/px/subscription/3002/Confirmed-4"
+            ),
+        ],
+        "{got:?}"
+    );
 }

@@ -264,3 +264,45 @@ async fn java_client_suite() {
     .await;
     check_quickstart(&out, &env);
 }
+
+/// The README's NATS consumer (nats-py) reads what the relay published: each refund's
+/// events, in order, as CloudEvents whose body it decodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_nats_consumer_reads_the_relayed_events() {
+    setup("python").await;
+    let python = root().join("target/examples/venv/bin/python");
+    let nats = common::nats::Nats::start();
+    let sim = common::shared_antom_sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("paygate.db").display());
+    let gw = common::process::spawn_gateway_with(
+        dir.path(),
+        &sim.base_url(),
+        &store,
+        &[("PAYGATE_EVENTS_NATS_URL", nats.url())],
+        std::process::Stdio::inherit(),
+    );
+    let mut client = gw.client().await;
+    for id in ["consumer-1", "consumer-2"] {
+        client
+            .create(common::refund_req(id, "PAY_USD_100", 100))
+            .await
+            .unwrap();
+    }
+    let mut consumer = Command::new(&python);
+    consumer
+        .current_dir(root())
+        .arg("examples/python/nats_consumer.py")
+        .args(["--url", &nats.url(), "--count", "2", "--idle", "20"]);
+    let out = run(consumer, "python nats_consumer.py").await;
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<_> = printed.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "paygate.v1.refund antom/antom/refund/consumer-1/SUCCEEDED antom refund consumer-1 REFUND_STATUS_SUCCEEDED",
+            "paygate.v1.refund antom/antom/refund/consumer-2/SUCCEEDED antom refund consumer-2 REFUND_STATUS_SUCCEEDED",
+        ],
+        "{printed}"
+    );
+}

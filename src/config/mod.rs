@@ -20,6 +20,7 @@ use crate::auth::{Auth, Policy};
 pub use crate::providers::ProviderConfig;
 use crate::providers::registry;
 use crate::ratelimit::Rate;
+use crate::relay::NatsSettings;
 use crate::secret::Secret;
 pub use crate::settings::ConfigError;
 use crate::settings::{AccountKeys, FileText, Pick, err, read_file, read_table};
@@ -58,6 +59,9 @@ Environment (each overrides the file's key of the same meaning):
   PAYGATE_UNKEYED_RETENTION_DAYS       how long PayXpert keys are kept (unkeyed_retention_days; default 395)
   PAYGATE_AUTH_TOKENS_FILE             caller tokens, CALLER SHA256HEX lines (auth.tokens_file)
   PAYGATE_TLS_CERT_FILE, PAYGATE_TLS_KEY_FILE, PAYGATE_TLS_CLIENT_CA_FILE   TLS / mutual TLS (tls.*)
+  PAYGATE_EVENTS_NATS_URL              relay events to NATS JetStream (events.nats.url; default: off)
+  PAYGATE_EVENTS_NATS_SUBJECT_PREFIX   subjects <prefix>.<account>.<kind> (events.nats.subject_prefix; default paygate.events)
+  PAYGATE_EVENTS_NATS_STREAM           the stream, created when missing (events.nats.stream; default PAYGATE_EVENTS)
 ";
 
 const ENVIRONMENT_HELP_TAIL: &str =
@@ -103,6 +107,23 @@ struct FileConfig {
     auth: Option<FileAuth>,
     #[serde(default)]
     callers: BTreeMap<String, FileCaller>,
+    events: Option<FileEvents>,
+}
+
+/// `[events]`: where events go besides Watch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEvents {
+    nats: Option<FileNats>,
+}
+
+/// `[events.nats]`: the relay to NATS JetStream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNats {
+    url: Option<String>,
+    subject_prefix: Option<String>,
+    stream: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +251,76 @@ pub struct Config {
     pub unkeyed_retention: Duration,
     /// Provider accounts.
     pub accounts: Vec<AccountConfig>,
+    /// The relay of events to NATS JetStream, when on.
+    pub events_nats: Option<NatsSettings>,
+}
+
+/// The relay to NATS JetStream as the environment alone sets it (dev mode, which reads no
+/// file): on when `PAYGATE_EVENTS_NATS_URL` is set.
+pub fn events_nats_from_env(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<NatsSettings>, ConfigError> {
+    nats_settings(FileNats::default(), env)
+}
+
+/// The relay to NATS JetStream (`[events.nats]`, `PAYGATE_EVENTS_NATS_*`): on when a URL is
+/// given, the environment over the file.
+fn nats_settings(
+    table: FileNats,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<NatsSettings>, ConfigError> {
+    let Some(url) = Pick::of(env, "PAYGATE_EVENTS_NATS_URL", "events.nats.url", table.url) else {
+        return Ok(None);
+    };
+    if url.value.trim().is_empty() {
+        return Err(err(
+            url.setting,
+            "must name a NATS server, e.g. nats://nats:4222",
+        ));
+    }
+    let prefix = Pick::or(
+        env,
+        "PAYGATE_EVENTS_NATS_SUBJECT_PREFIX",
+        "events.nats.subject_prefix",
+        table.subject_prefix,
+        crate::relay::DEFAULT_SUBJECT_PREFIX,
+    );
+    let subject_ok = |p: &str| {
+        p.split('.').all(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        })
+    };
+    if !subject_ok(&prefix.value) {
+        return Err(err(
+            prefix.setting,
+            "must be a NATS subject without wildcards, e.g. paygate.events",
+        ));
+    }
+    let stream = Pick::or(
+        env,
+        "PAYGATE_EVENTS_NATS_STREAM",
+        "events.nats.stream",
+        table.stream,
+        crate::relay::DEFAULT_STREAM,
+    );
+    if stream.value.is_empty()
+        || !stream
+            .value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(err(
+            stream.setting,
+            "must be a JetStream stream name: A-Z a-z 0-9 _ -",
+        ));
+    }
+    Ok(Some(NatsSettings {
+        url: url.value,
+        subject_prefix: prefix.value,
+        stream: stream.value,
+    }))
 }
 
 /// Default store: an SQLite file under `./data`.
@@ -420,6 +511,8 @@ impl Config {
         }
 
         let (shutdown_grace, shutdown_drain_delay) = shutdown_times(&file, env)?;
+        let nats = file.events.take().and_then(|e| e.nats).unwrap_or_default();
+        let events_nats = nats_settings(nats, env)?;
         let store = StoreSettings::read(&file, env)?;
         // A window shorter than a minute refuses notifications that clock skew alone delays.
         let notify_max_age = Duration::from_millis(Pick::number_or(
@@ -489,6 +582,7 @@ impl Config {
             shutdown_drain_delay,
             log_format,
             accounts,
+            events_nats,
         })
     }
 }

@@ -542,6 +542,11 @@ impl Idempotency {
         self
     }
 
+    /// This process's instance id (what its leases name).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -371,9 +371,37 @@ pub(super) const EVENTS_AFTER: &str = "SELECT seq, event_id, account, provider, 
 pub(super) const EVENT_COUNTER: &str =
     "SELECT last_seq, purged_through FROM event_sequence WHERE id = 1";
 
-/// Moves the purge mark to the newest event received before the retention.
+/// Moves the purge mark to the newest event received before the retention that every relay
+/// active within the retention has published: an event is not purged unpublished.
 pub(super) const MARK_EVENTS_PURGED: &str = "UPDATE event_sequence SET purged_through = \
-     COALESCE((SELECT MAX(seq) FROM events WHERE received_at < NOW_MS - $1), purged_through) WHERE id = 1";
+     COALESCE((SELECT MAX(seq) FROM events WHERE received_at < NOW_MS - $1 \
+       AND seq <= COALESCE((SELECT MIN(published_through) FROM relays \
+         WHERE lease_until > NOW_MS - $1), seq)), purged_through) WHERE id = 1";
+
+/// Takes or renews a relay's lease: when it is free, expired, or this instance's.
+pub(super) const RELAY_CLAIM: &str = concat!(
+    "INSERT INTO relays (name, published_through, holder, lease_until) \
+     SELECT $1, 0, $2, NOW_MS + $3 FROM ",
+    fence!(),
+    " WHERE true \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+     WHERE relays.holder = excluded.holder OR relays.lease_until < NOW_MS \
+     RETURNING published_through"
+);
+
+/// Moves a relay's published mark forward, while the instance holds its live lease.
+pub(super) const RELAY_ADVANCE: &str = concat!(
+    "UPDATE relays SET published_through = $3 \
+     WHERE name = $1 AND holder = $2 AND lease_until >= NOW_MS AND published_through < $3",
+    fenced!()
+);
+
+/// A relay's published mark (0 before it first ran), the newest event, the oldest unpublished
+/// event's time, and the store's now.
+pub(super) const RELAY_LAG: &str = "SELECT p.through, \
+       (SELECT last_seq FROM event_sequence WHERE id = 1), \
+       (SELECT MIN(received_at) FROM events WHERE seq > p.through), NOW_MS \
+     FROM (SELECT COALESCE((SELECT published_through FROM relays WHERE name = $1), 0) AS through) p";
 
 pub(super) const PURGE_EVENTS: &str =
     "DELETE FROM events WHERE seq <= (SELECT purged_through FROM event_sequence WHERE id = 1)";
@@ -438,6 +466,8 @@ mod tests {
             ("NEXT_EVENT_SEQ", NEXT_EVENT_SEQ),
             ("INSERT_EVENT", INSERT_EVENT),
             ("SAVE_SUBSCRIPTION", SAVE_SUBSCRIPTION),
+            ("RELAY_CLAIM", RELAY_CLAIM),
+            ("RELAY_ADVANCE", RELAY_ADVANCE),
         ] {
             assert!(
                 sql.contains(FENCE_TABLE),

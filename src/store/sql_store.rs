@@ -447,6 +447,23 @@ impl Write for RecordEvent {
     }
 }
 
+/// Takes or renews a relay's lease (see [`EventStore::relay_claim`]).
+struct RelayClaim {
+    name: String,
+    instance: String,
+    lease_ms: i64,
+}
+
+impl Write for RelayClaim {
+    type Out = Option<i64>;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Option<i64>>, StoreError> {
+        let args = [Text(&self.name), Text(&self.instance), Int(self.lease_ms)];
+        let row = tx.fetch_optional(s::RELAY_CLAIM, &args).await?;
+        Ok(End::Commit(row.map(|r| T::int(&r, 0)).transpose()?))
+    }
+}
+
 /// A refund's state, forward only, with the event of its change.
 struct SaveRefund(RefundRowBuf);
 
@@ -805,6 +822,45 @@ impl<DB: Backend> EventStore for SqlStore<DB> {
                 })
             };
             Ok(rows.iter().map(read).collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn relay_claim<'a>(
+        &'a self,
+        name: &'a str,
+        instance: &'a str,
+        lease_ms: i64,
+    ) -> StoreFuture<'a, Option<i64>> {
+        let claim = RelayClaim {
+            name: name.to_owned(),
+            instance: instance.to_owned(),
+            lease_ms,
+        };
+        Box::pin(async move { self.writes.write(claim).await })
+    }
+
+    fn relay_advance<'a>(
+        &'a self,
+        name: &'a str,
+        instance: &'a str,
+        seq: i64,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let args = [Text(name), Text(instance), Int(seq)];
+            Ok(self.execute(s::RELAY_ADVANCE, &args).await? == 1)
+        })
+    }
+
+    fn relay_lag<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RelayLag> {
+        Box::pin(async move {
+            let row = one(self.fetch_optional(s::RELAY_LAG, &[Text(name)]).await?)?;
+            let through = DB::int(&row, 0)?;
+            let last = DB::opt_int(&row, 1)?.unwrap_or(0);
+            Ok(RelayLag {
+                events: (last - through).max(0),
+                oldest_at: DB::opt_int(&row, 2)?,
+                now: DB::int(&row, 3)?,
+            })
         })
     }
 

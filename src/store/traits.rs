@@ -246,6 +246,36 @@ pub trait EventStore: Send + Sync + 'static {
     /// The highest sequence number given out (every smaller one is committed or was rolled
     /// back), and the highest purged so far (0 = none).
     fn event_counter(&self) -> StoreFuture<'_, (i64, i64)>;
+    /// Takes or renews the lease of relay `name` for `instance`, until `lease_ms` from the
+    /// store's now: how far it has published, or `None` while another instance's lease lives.
+    fn relay_claim<'a>(
+        &'a self,
+        name: &'a str,
+        instance: &'a str,
+        lease_ms: i64,
+    ) -> StoreFuture<'a, Option<i64>>;
+    /// Records that relay `name` published every event through `seq`; false (nothing
+    /// recorded) unless `instance` holds its live lease.
+    fn relay_advance<'a>(
+        &'a self,
+        name: &'a str,
+        instance: &'a str,
+        seq: i64,
+    ) -> StoreFuture<'a, bool>;
+    /// How far relay `name` lags: the events stored and not yet published, and when the
+    /// oldest of them was stored (Unix ms; `None` when there are none), with the store's now.
+    fn relay_lag<'a>(&'a self, name: &'a str) -> StoreFuture<'a, RelayLag>;
+}
+
+/// How far a relay lags behind the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLag {
+    /// Events stored and not yet published.
+    pub events: i64,
+    /// When the oldest of them was stored (Unix ms), if any.
+    pub oldest_at: Option<i64>,
+    /// The store's now (Unix ms).
+    pub now: i64,
 }
 
 /// Subscription states as the gateway learned them.

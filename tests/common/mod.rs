@@ -2,6 +2,7 @@
 //! real tonic clients. Everything talks over real TCP.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod process;
 pub mod provision;
 
