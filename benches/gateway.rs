@@ -564,15 +564,24 @@ async fn relay_lag(keys: &Keys, sim: &SimServer) {
             )
             .await;
             sign_ahead(sim, Op::CreateFirst, rate, dur, &[format!("gw-{tag}")]);
-            let reader = paygate::store::open(&gw.store_url)
-                .await
-                .expect("the gateway's store");
+            // Read only with the relay on: opening the store migrates it, which would fence an
+            // older binary driven with PAYGATE_BENCH_BINARY.
+            let reader = match relay {
+                true => Some(
+                    paygate::store::open(&gw.store_url)
+                        .await
+                        .expect("the store"),
+                ),
+                false => None,
+            };
             let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let sampler = {
                 let (reader, sampling) = (reader.clone(), sampling.clone());
                 tokio::spawn(async move {
                     let mut max = (0i64, 0.0f64);
-                    while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    while let Some(reader) = &reader
+                        && sampling.load(std::sync::atomic::Ordering::Relaxed)
+                    {
                         if let Ok(l) = reader.relay_lag("nats").await {
                             let secs = l.oldest_at.map_or(0.0, |at| (l.now - at) as f64 / 1e3);
                             max = (max.0.max(l.events), max.1.max(secs));
@@ -587,7 +596,7 @@ async fn relay_lag(keys: &Keys, sim: &SimServer) {
             let cpu = (gw.cpu() - cpu0) * 1e3 / g.n.max(1) as f64;
             let ended = Instant::now();
             let mut drained = None;
-            if relay {
+            if let Some(reader) = &reader {
                 while ended.elapsed() < Duration::from_secs(60) {
                     if reader.relay_lag("nats").await.is_ok_and(|l| l.events == 0) {
                         drained = Some(ended.elapsed());
