@@ -422,6 +422,83 @@ async fn postgres_store() {
     assert!(store::open(&db.url).await.is_ok());
 }
 
+/// A change written with its event numbers it; an event no relay has published outlives the
+/// retention; once the relay's lease holder marks it published, the purge takes it; a replica
+/// that does not hold the lease neither claims nor marks.
+async fn relay_marks(store: Arc<dyn Store>) {
+    use paygate::store::{Change, EventSource};
+    let change = Change {
+        event_id: "antom/main/refund/e1/SUCCEEDED",
+        provider: "antom",
+        source: EventSource::Answer,
+        payload: "{}",
+        caller: None,
+    };
+    store
+        .save_refund(RefundRow {
+            change: Some(change),
+            ..refund_row("e1", Some("R1"), "s")
+        })
+        .await
+        .unwrap();
+    // The same state again: no second event.
+    store
+        .save_refund(RefundRow {
+            change: Some(change),
+            ..refund_row("e1", Some("R1"), "s")
+        })
+        .await
+        .unwrap();
+    let (last, _) = store.event_counter().await.unwrap();
+    assert_eq!(last, 1);
+    assert_eq!(
+        store.relay_claim("nats", "a", 60_000).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        store.relay_claim("nats", "b", 60_000).await.unwrap(),
+        None,
+        "a holds it"
+    );
+    assert!(!store.relay_advance("nats", "b", 1).await.unwrap());
+    let lag = store.relay_lag("nats").await.unwrap();
+    assert_eq!(lag.events, 1);
+    assert!(lag.oldest_at.is_some());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let now = paygate::store::Retention {
+        keys_ms: 3_600_000,
+        events_ms: 1,
+        anomalies_ms: 3_600_000,
+    };
+    store.purge(now).await.unwrap();
+    assert_eq!(
+        store.event_counter().await.unwrap().1,
+        0,
+        "unpublished: kept"
+    );
+    assert!(store.relay_advance("nats", "a", 1).await.unwrap());
+    assert_eq!(store.relay_lag("nats").await.unwrap().events, 0);
+    store.purge(now).await.unwrap();
+    assert_eq!(
+        store.event_counter().await.unwrap().1,
+        1,
+        "published: purged"
+    );
+}
+
+#[tokio::test]
+async fn relay_marks_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    relay_marks(store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn relay_marks_on_postgres() {
+    let db = TestDatabase::create().await;
+    relay_marks(store::open(&db.url).await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn an_unreachable_store_is_an_error_not_a_hang() {
     let port = common::process::free_port();
