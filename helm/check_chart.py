@@ -179,6 +179,8 @@ def main():
         "replicaCount": 2, "store": {"type": "postgres", "url": "postgres://u:p@db/paygate"},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
         "prometheusRule": {"enabled": True},
+        "events": {"nats": {"url": "nats://nats.messaging:4222", "subjectPrefix": "acme.payments",
+                            "stream": "PAYMENTS"}},
     })
     manifests = render(everything)
     kinds = validate(manifests, "every option")
@@ -186,7 +188,8 @@ def main():
     text = "\n".join(manifests.values())
     for want in ("payments-gateway", "@sha256:", "regcred", "role-arn", "OTEL_EXPORTER_OTLP_ENDPOINT",
                  "secretRef", "/etc/ca", "topologySpreadConstraints", "payments-critical",
-                 "maxUnavailable: 1", "Egress", "PaygateUnknownOutcomes"):
+                 "maxUnavailable: 1", "Egress", "PaygateUnknownOutcomes", "PaygateEventRelayLagging",
+                 "PAYGATE_EVENTS_NATS_URL", "nats://nats.messaging:4222", "acme.payments", "port: 4222"):
         assert want in text, want
 
     must_fail({"replicaCount": 2}, "needs store.type=postgres", "two replicas with SQLite")
@@ -201,6 +204,8 @@ def main():
     must_fail(operator({"replicas": 3}), "replicas", "an unknown key (replicas)")
     must_fail(operator({"podAnotations": {"a": "b"}}), "podAnotations", "a misspelt key (podAnotations)")
     must_fail(operator({"terminationGracePeriodSeconds": 20}), "must exceed", "a grace period shorter than the drain")
+    must_fail(operator({"events": {"nats": {"subjectPrefix": "a.>"}}}), "subjectPrefix",
+              "a subject prefix with a wildcard")
     # With an existing Secret the chart cannot see its keys: no file check.
     render(operator({"secrets": {"existingSecret": "keys", "files": {}}}))
 
