@@ -425,22 +425,7 @@ pub async fn serve(
     let subscriptions = SubscriptionApi::new(gateway.shared.clone());
     let events = EventApi::new(gateway.shared.clone());
     let notify = notify.map(|listener| spawn_notify(&gateway, listener));
-    let purge = tokio::spawn(gateway.shared.idempotency.clone().purge_loop(PURGE_EVERY));
-    // While it serves, this instance heartbeats, so its leases can be taken over within
-    // seconds of its death instead of at their expiry.
-    let heartbeat = tokio::spawn(gateway.shared.idempotency.clone().heartbeat_loop());
-    let trim = tokio::spawn(crate::telemetry::trim_loop(Duration::from_secs(2)));
-    // Events reach the bus from here, never from a call.
-    let relay = gateway.relay.clone().map(|settings| {
-        let s = &gateway.shared;
-        let relay = crate::relay::Relay::new(
-            settings,
-            s.idempotency.store().clone(),
-            s.events.clone(),
-            s.idempotency.instance().to_owned(),
-        );
-        AbortOnDrop(tokio::spawn(relay.run(s.stopping.subscribe())))
-    });
+    let _background = spawn_background(&gateway);
     let readiness = spawn_readiness(&gateway.shared, health_reporter.clone());
 
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
@@ -480,10 +465,6 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
     let grace = gateway.shutdown_grace;
-    let _stop_purge = AbortOnDrop(purge);
-    let _stop_heartbeat = AbortOnDrop(heartbeat);
-    let _stop_trim = AbortOnDrop(trim);
-    let _stop_relay = relay;
     let _stop_readiness = AbortOnDrop(readiness);
     let _stop_notify = notify.map(AbortOnDrop);
     tokio::select! {
@@ -509,6 +490,37 @@ pub async fn serve(
 }
 
 /// Serves provider notifications on `listener` in the background.
+/// The tasks a serving process runs beside its listeners, stopped when the returned handles
+/// are dropped.
+fn spawn_background(gateway: &Gateway) -> Vec<AbortOnDrop> {
+    let s = &gateway.shared;
+    let idempotency = &s.idempotency;
+    let mut tasks = vec![
+        AbortOnDrop(tokio::spawn(idempotency.clone().purge_loop(PURGE_EVERY))),
+        // While it serves, this instance heartbeats, so its leases can be taken over within
+        // seconds of its death instead of at their expiry.
+        AbortOnDrop(tokio::spawn(idempotency.clone().heartbeat_loop())),
+        AbortOnDrop(tokio::spawn(crate::telemetry::trim_loop(
+            Duration::from_secs(2),
+        ))),
+        // What needs a person stays measured for as long as it lasts.
+        AbortOnDrop(tokio::spawn(
+            idempotency.clone().attention_loop(s.accounts.names()),
+        )),
+    ];
+    // Events reach the bus from here, never from a call.
+    if let Some(settings) = gateway.relay.clone() {
+        let relay = crate::relay::Relay::new(
+            settings,
+            idempotency.store().clone(),
+            s.events.clone(),
+            idempotency.instance().to_owned(),
+        );
+        tasks.push(AbortOnDrop(tokio::spawn(relay.run(s.stopping.subscribe()))));
+    }
+    tasks
+}
+
 fn spawn_notify(
     gateway: &Gateway,
     listener: tokio::net::TcpListener,

@@ -450,9 +450,18 @@ pub struct ProviderSeries {
     pub notification_kinds: &'static [&'static str],
 }
 
-/// The relay's metrics (they move only with the relay on).
+/// The relay's metrics (they move only with the relay on), and the keys that need attention.
 fn describe_relay_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge};
+    describe_gauge!(
+        "paygate_keys_needing_attention",
+        "Idempotency keys waiting for a retry to settle them (state=unknown) or for an operator (state=unresolved), by account; read from the store"
+    );
+    describe_gauge!(
+        "paygate_keys_needing_attention_oldest_seconds",
+        Unit::Seconds,
+        "Time since the oldest such key last changed, by account and state (0 when none)"
+    );
     describe_gauge!(
         "paygate_events_relay_lag_events",
         "Events stored and not yet acknowledged by NATS JetStream (when the relay is on)"

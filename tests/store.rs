@@ -486,6 +486,52 @@ async fn relay_marks(store: Arc<dyn Store>) {
     );
 }
 
+/// The keys that need a retry or a person are counted by account and state from the store;
+/// a settled key no longer counts.
+async fn attention(store: Arc<dyn Store>) {
+    use paygate::store::KeyState;
+    assert!(store.needing_attention().await.unwrap().is_empty());
+    let (a, b) = (key("att-1"), key("att-2"));
+    store.insert(new_key(&a, "t1", 60_000, None)).await.unwrap();
+    store.insert(new_key(&b, "t2", 60_000, None)).await.unwrap();
+    assert!(store.mark_unknown(&a, "t1").await.unwrap());
+    assert!(store.mark_unresolved(&b, "t2").await.unwrap());
+    let mut rows = store.needing_attention().await.unwrap();
+    rows.sort_by_key(|r| r.state.as_str());
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| (r.account.as_str(), r.state, r.count))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("main", KeyState::Unknown, 1),
+            ("main", KeyState::Unresolved, 1)
+        ]
+    );
+    assert!(rows.iter().all(|r| r.now >= r.oldest_at));
+    assert_eq!(
+        store.settle(&b, "{}", 60_000, None).await.unwrap(),
+        Completion::Done
+    );
+    let rows = store.needing_attention().await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].state, KeyState::Unknown);
+}
+
+#[tokio::test]
+async fn attention_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    attention(store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn attention_on_postgres() {
+    let db = TestDatabase::create().await;
+    attention(store::open(&db.url).await.unwrap()).await;
+}
+
 #[tokio::test]
 async fn relay_marks_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@
 //!
 //! Stores: embedded SQLite (default) and PostgreSQL (several replicas), behind [`Store`].
 
+mod attention;
 mod decide;
 mod lease;
 
@@ -32,6 +33,7 @@ use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
 use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
 
+pub use self::attention::ATTENTION_EVERY;
 use self::decide::{Created, Step, created, decide, next_wait};
 use self::lease::{Lease, Start};
 

@@ -428,6 +428,15 @@ pub(super) const SAVE_SUBSCRIPTION: &str = concat!(
 pub(super) const SUBSCRIPTION_STAGE: &str =
     "SELECT stage FROM subscriptions WHERE account = $1 AND subscription_id = $2";
 
+/// Keys that need a settle or a person, by account and state, with the oldest one's last
+/// change and the store's now.
+pub(super) const NEEDING_ATTENTION: &str = "SELECT COALESCE(c.account, ''), k.state, COUNT(*), \
+       MIN(k.updated_at), NOW_MS \
+     FROM idempotency_keys k LEFT JOIN request_claims c \
+       ON c.method = k.method AND c.request_id = k.request_id AND c.caller = k.caller \
+     WHERE k.state IN ('unknown', 'unresolved') \
+     GROUP BY COALESCE(c.account, ''), k.state";
+
 /// A subscription's recorded stage and cancellation.
 pub(super) const SUBSCRIPTION_STATE: &str =
     "SELECT stage, cancellation FROM subscriptions WHERE account = $1 AND subscription_id = $2";

@@ -737,6 +737,26 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         Box::pin(async move { self.writes.write(delete).await })
     }
 
+    fn needing_attention(&self) -> StoreFuture<'_, Vec<Attention>> {
+        Box::pin(async move {
+            let rows = self.fetch_all(s::NEEDING_ATTENTION, &[]).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let state = DB::text(r, 1)?;
+                out.push(Attention {
+                    account: DB::text(r, 0)?,
+                    state: KeyState::parse(&state).ok_or_else(|| {
+                        StoreError::Decode(format!("unknown key state {state:?}"))
+                    })?,
+                    count: DB::int(r, 2)?,
+                    oldest_at: DB::int(r, 3)?,
+                    now: DB::int(r, 4)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
     fn purge(&self, keep: Retention) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let retention = [Int(keep.keys_ms)];

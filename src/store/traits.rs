@@ -212,6 +212,24 @@ pub trait KeyStore: Send + Sync + 'static {
     fn purge(&self, keep: Retention) -> StoreFuture<'_, u64>;
     /// Records that `instance` is alive.
     fn heartbeat<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()>;
+    /// The keys that wait for a settle (`unknown`) or for a person (`unresolved`), counted by
+    /// account and state, with the oldest one's last change.
+    fn needing_attention(&self) -> StoreFuture<'_, Vec<Attention>>;
+}
+
+/// How many keys of an account are in a state that needs a retry or a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attention {
+    /// The provider account (empty for keys from before accounts were recorded).
+    pub account: String,
+    /// `Unknown` or `Unresolved`.
+    pub state: KeyState,
+    /// How many.
+    pub count: i64,
+    /// The oldest one's last change (Unix ms).
+    pub oldest_at: i64,
+    /// The store's now (Unix ms).
+    pub now: i64,
 }
 
 /// The refund-state cache: what a provider last said of a refund. Kept apart from the keys:
