@@ -504,9 +504,10 @@ fn spawn_background(gateway: &Gateway) -> Vec<AbortOnDrop> {
             Duration::from_secs(2),
         ))),
         // What needs a person stays measured for as long as it lasts.
-        AbortOnDrop(tokio::spawn(
-            idempotency.clone().attention_loop(s.accounts.names()),
-        )),
+        AbortOnDrop(tokio::spawn(crate::idempotency::attention_loop(
+            idempotency.store().clone(),
+            s.accounts.names(),
+        ))),
     ];
     // Events reach the bus from here, never from a call.
     if let Some(settings) = gateway.relay.clone() {

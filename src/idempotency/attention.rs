@@ -3,29 +3,27 @@
 //! oldest one's age. Read from the store, so the figures are right after a restart and the
 //! same on every replica (alert on their maximum).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::Idempotency;
-use crate::store::{Attention, KeyState};
+use crate::store::{Attention, KeyState, Store};
 
 /// How often a serving process reads the figures.
 pub const ATTENTION_EVERY: Duration = Duration::from_secs(5);
 
 const STATES: [KeyState; 2] = [KeyState::Unknown, KeyState::Unresolved];
 
-impl Idempotency {
-    /// Sets `paygate_keys_needing_attention{account,state}` and
-    /// `paygate_keys_needing_attention_oldest_seconds{account,state}` every
-    /// [`ATTENTION_EVERY`], forever: 0 for each of `accounts` with none.
-    pub async fn attention_loop(self, accounts: Vec<String>) {
-        let mut tick = tokio::time::interval(ATTENTION_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match self.store.needing_attention().await {
-                Ok(rows) => report(&accounts, &rows),
-                Err(e) => tracing::debug!(error = %e, "cannot count the keys that need attention"),
-            }
+/// Sets `paygate_keys_needing_attention{account,state}` and
+/// `paygate_keys_needing_attention_oldest_seconds{account,state}` from `store` every
+/// [`ATTENTION_EVERY`], forever: 0 for each of `accounts` with none.
+pub async fn attention_loop(store: Arc<dyn Store>, accounts: Vec<String>) {
+    let mut tick = tokio::time::interval(ATTENTION_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.needing_attention().await {
+            Ok(rows) => report(&accounts, &rows),
+            Err(e) => tracing::debug!(error = %e, "cannot count the keys that need attention"),
         }
     }
 }

@@ -33,7 +33,7 @@ use crate::providers::{Disposition, ProviderError, Refusal, Resolution};
 use crate::retry;
 use crate::telemetry::{idempotency_event, store_op};
 
-pub use self::attention::ATTENTION_EVERY;
+pub use self::attention::{ATTENTION_EVERY, attention_loop};
 use self::decide::{Created, Step, created, decide, next_wait};
 use self::lease::{Lease, Start};
 
