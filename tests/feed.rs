@@ -5,30 +5,18 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use paygate::pb;
 use paygate::pb::event_service_client::EventServiceClient;
 
 /// Every event after `after` of `kinds` (empty: all), until the stream is quiet.
 async fn events(env: &Env, after: &str, kinds: &[pb::EventKind]) -> Vec<pb::Event> {
-    let mut stream = EventServiceClient::new(env.channel.clone())
-        .watch(pb::WatchEventsRequest {
-            after_cursor: after.into(),
-            kinds: kinds.iter().map(|k| *k as i32).collect(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Ok(Ok(Some(e))) =
-        tokio::time::timeout(Duration::from_millis(700), stream.message()).await
-    {
-        got.push(e);
-    }
-    got
+    let req = pb::WatchEventsRequest {
+        after_cursor: after.into(),
+        kinds: kinds.iter().map(|k| *k as i32).collect(),
+        ..Default::default()
+    };
+    watch_until_quiet(&env.channel, req).await
 }
 
 fn refund(e: &pb::Event) -> &pb::Refund {

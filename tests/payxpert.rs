@@ -608,18 +608,7 @@ async fn an_undecidable_refund_waits_for_an_operator() {
     assert_eq!(r.provider_result.unwrap().provider, "operator");
     // The settle is the refund's one event: the lost answer and the undecided attempts
     // changed no state.
-    let mut events =
-        paygate::pb::event_service_client::EventServiceClient::new(px._served.channel.clone())
-            .watch(pb::WatchEventsRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-    let mut got = Vec::new();
-    while let Ok(Ok(Some(e))) =
-        tokio::time::timeout(Duration::from_millis(700), events.message()).await
-    {
-        got.push(e);
-    }
+    let got = watch_until_quiet(&px._served.channel, pb::WatchEventsRequest::default()).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].source(), pb::EventSource::Operator);
     assert_eq!(got[0].account, "px");
@@ -662,18 +651,7 @@ async fn payxpert_refunds_and_cancels_are_one_event_each() {
             .await
             .unwrap();
     }
-    let mut events =
-        paygate::pb::event_service_client::EventServiceClient::new(px._served.channel.clone())
-            .watch(pb::WatchEventsRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-    let mut got = Vec::new();
-    while let Ok(Ok(Some(e))) =
-        tokio::time::timeout(Duration::from_millis(700), events.message()).await
-    {
-        got.push(e);
-    }
+    let got = watch_until_quiet(&px._served.channel, pb::WatchEventsRequest::default()).await;
     let seen: Vec<_> = got
         .iter()
         .map(|e| (e.provider.as_str(), e.source(), e.event_id.as_str()))

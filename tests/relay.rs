@@ -18,7 +18,6 @@ use common::nats::{Held, Nats};
 use common::process::{GatewayProcess, TestDatabase, spawn_gateway_with};
 use common::*;
 use paygate::pb;
-use paygate::pb::event_service_client::EventServiceClient;
 use paygate::sim::SimServer;
 use paygate::sim::Simulator as _;
 
@@ -44,18 +43,7 @@ async fn watched(gw: &GatewayProcess) -> Vec<pb::Event> {
         .connect()
         .await
         .unwrap();
-    let mut stream = EventServiceClient::new(channel)
-        .watch(pb::WatchEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Ok(Ok(Some(e))) =
-        tokio::time::timeout(Duration::from_millis(700), stream.message()).await
-    {
-        got.push(e);
-    }
-    got
+    watch_until_quiet(&channel, pb::WatchEventsRequest::default()).await
 }
 
 fn ids(held: &[Held]) -> Vec<String> {

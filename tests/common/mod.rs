@@ -479,3 +479,22 @@ pub fn subscription_notice(id: &str, request_id: &str, kind: &str) -> String {
     })
     .to_string()
 }
+
+/// Every event `Watch` streams for `req` on `channel`, until the stream is quiet for 700 ms.
+pub async fn watch_until_quiet(
+    channel: &tonic::transport::Channel,
+    req: pb::WatchEventsRequest,
+) -> Vec<pb::Event> {
+    let mut stream = pb::event_service_client::EventServiceClient::new(channel.clone())
+        .watch(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Ok(Ok(Some(e))) =
+        tokio::time::timeout(Duration::from_millis(700), stream.message()).await
+    {
+        got.push(e);
+    }
+    got
+}
