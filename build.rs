@@ -1,4 +1,4 @@
-//! Generates the gRPC code for `proto/paygate/v1` with protox (no protoc needed) and writes the
+//! Generates the gRPC code for `proto/paygate/v1` and `proto/paygate/admin/v1` with protox (no protoc needed) and writes the
 //! encoded descriptor set that server reflection serves.
 
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "paygate/v1/refund_service.proto",
         "paygate/v1/subscription_service.proto",
         "paygate/v1/event_service.proto",
+        "paygate/admin/v1/admin_service.proto",
     ])?;
     std::fs::write(
         out.join("paygate_descriptor.bin"),

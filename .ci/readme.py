@@ -53,8 +53,15 @@ KINDS = {
     "nats-consumer": ("elsewhere", "the dev command runs in the start check; the consumer runs "
                       "against a gateway relaying to a nats-server of its own in tests/polyglot.rs "
                       "(python_nats_consumer_reads_the_relayed_events), with the same nats-py"),
-    "settle": ("fails", "no unresolved key"),
-    "settle-happened": ("fails", "no unresolved key"),
+    "admin-list": ("run", "key(s)"),
+    "admin-show": ("fails", "NotFound"),
+    "admin-settle": ("fails", "NotFound"),
+    "admin-audit": ("run", ""),
+    "admin-kubernetes": ("elsewhere", "no cluster here: tests/admin.rs runs the same commands with "
+                         "--address and --token-file against a gateway with an ops caller "
+                         "(an_operator_settles_a_stuck_key_on_sqlite, _on_postgres)"),
+    "settle": ("fails", "no such key"),
+    "settle-happened": ("fails", "no such key"),
     "settle-kubernetes": ("elsewhere", "no cluster here: the same settle with --config runs in "
                           "tests/cli.rs (settle_reads_the_store_from_the_configuration_as_serve_does)"),
 }

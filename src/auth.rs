@@ -24,11 +24,28 @@ pub struct Policy {
     pub read_others: bool,
 }
 
+/// The operators' service (`paygate.admin.v1.AdminService`): its methods are granted only
+/// by name (`AdminService.ListKeys`, ...) or by `AdminService.*`, never by `*` or by the
+/// absence of a policy.
+pub(crate) const ADMIN_SERVICE: &str = "AdminService";
+
 impl Policy {
     fn allows_method(&self, method: &str) -> bool {
+        let named = |x: &String| {
+            x == method
+                || x.strip_suffix(".*").is_some_and(|service| {
+                    method.split_once('.').is_some_and(|(s, _)| s == service)
+                })
+        };
+        if method
+            .split_once('.')
+            .is_some_and(|(s, _)| s == ADMIN_SERVICE)
+        {
+            return self.methods.as_ref().is_some_and(|m| m.iter().any(named));
+        }
         self.methods
             .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == "*" || x == method))
+            .is_none_or(|m| m.iter().any(|x| x == "*" || named(x)))
     }
 
     fn allows_account(&self, account: &str) -> bool {
@@ -265,6 +282,46 @@ mod tests {
         assert!(
             a.authorize_method("nobody", "RefundService.Inquire", &ctx)
                 .is_err()
+        );
+    }
+
+    /// Admin methods are granted by name or `AdminService.*` only: not by `*`, not by an
+    /// absent policy list, not by authentication alone.
+    #[test]
+    fn admin_methods_are_granted_only_by_name() {
+        let mut a = auth();
+        let ctx = ErrorContext::default();
+        for (caller, methods) in [
+            ("ops", vec!["AdminService.ListKeys".to_owned()]),
+            ("lead", vec!["AdminService.*".to_owned()]),
+            ("all", vec!["*".to_owned()]),
+        ] {
+            a.policies.insert(
+                caller.into(),
+                Policy {
+                    methods: Some(methods),
+                    ..Policy::default()
+                },
+            );
+        }
+        let may = |c: &str, m: &str| a.authorize_method(c, m, &ctx).is_ok();
+        assert!(may("ops", "AdminService.ListKeys"));
+        assert!(!may("ops", "AdminService.SettleKey"));
+        assert!(may("lead", "AdminService.SettleKey"));
+        assert!(!may("lead", "RefundService.Create"));
+        assert!(!may("all", "AdminService.ListKeys"));
+        assert!(may("all", "RefundService.Create"));
+        assert!(!may("billing", "AdminService.ListKeys"), "methods: any");
+        let mut open = Auth::default();
+        open.token_hashes.insert(hash_token("t"), "x".into());
+        assert!(
+            open.authorize_method("x", "AdminService.ListKeys", &ctx)
+                .is_err(),
+            "no policies: every method but the admin ones"
+        );
+        assert!(
+            open.authorize_method("x", "RefundService.Create", &ctx)
+                .is_ok()
         );
     }
 

@@ -174,6 +174,15 @@ pub enum GatewayError {
         /// What the call was about.
         ctx: ErrorContext,
     },
+    /// The admin service is off: no caller authentication, and the gateway listens beyond
+    /// loopback.
+    AdminDisabled,
+    /// An operator action refused because of what the key is (`KEY_NOT_SETTLEABLE`); nothing
+    /// changed.
+    KeyNotSettleable {
+        /// What the key is, and why that refuses the action.
+        message: String,
+    },
     /// The events after a Watch cursor were purged.
     CursorExpired {
         /// The oldest cursor that can still be resumed from.
@@ -354,6 +363,7 @@ fn one(key: &str, value: impl ToString) -> HashMap<String, String> {
 
 /// What each error says, for a person reading it (callers branch on the reason).
 mod say {
+    pub(super) const ADMIN_DISABLED: &str = "the admin service needs caller authentication (tokens or mutual TLS, and a policy naming the AdminService methods) on a gateway that listens beyond loopback";
     pub(super) const OUTCOME_CUT: &str = "deadline exceeded while the provider call was under way; the outcome is unknown: retry with the same request_id, which never executes twice";
     pub(super) const DEADLINE: &str = "deadline exceeded";
     pub(super) const KEY_REUSED: &str = "request_id was already used with different parameters; use a new request_id for a new operation";
@@ -431,6 +441,8 @@ impl From<GatewayError> for Status {
             E::RateLimited(l, c) => rate_limited(&l, &c),
             E::Overloaded { retry_after: a } => plain(ResourceExhausted, r::OVERLOADED, say::OVERLOADED, none(), Some(a)),
             E::NotFound { reason, message, ctx: c } => about(&c, NotFound, reason, message, None),
+            E::AdminDisabled => plain(PermissionDenied, r::ADMIN_DISABLED, say::ADMIN_DISABLED, none(), None),
+            E::KeyNotSettleable { message } => plain(FailedPrecondition, r::KEY_NOT_SETTLEABLE, message, none(), None),
             E::CursorAhead { newest: n } => plain(OutOfRange, r::CURSOR_AHEAD, say::ahead(n), one("newestCursor", n), None),
             E::CursorExpired { oldest: o } => plain(OutOfRange, r::CURSOR_EXPIRED, say::expired(o), one("oldestCursor", o), None),
             E::Abandoned { outcome_unknown: true, ctx: c } => about(&c, Unavailable, r::SHUTTING_DOWN, say::ABANDONED_UNKNOWN, shutdown),

@@ -55,7 +55,14 @@ pub mod pb {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("paygate.v1");
 
-    /// The encoded descriptor set of `paygate.v1` and its imports, served by reflection.
+    /// Generated protobuf and gRPC code for `paygate.admin.v1`, the operators' service.
+    pub mod admin {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("paygate.admin.v1");
+    }
+
+    /// The encoded descriptor set of `paygate.v1`, `paygate.admin.v1` and their imports,
+    /// served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("paygate_descriptor");
 }

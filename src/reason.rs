@@ -56,6 +56,12 @@ pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
 pub const CURSOR_AHEAD: &str = "CURSOR_AHEAD";
 /// The gateway is shutting down; reconnect (to another replica).
 pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+/// `AdminService`: no idempotency key has that name.
+pub const KEY_NOT_FOUND: &str = "KEY_NOT_FOUND";
+/// `AdminService.SettleKey`: the key does not need a person (or the decision does not fit it).
+pub const KEY_NOT_SETTLEABLE: &str = "KEY_NOT_SETTLEABLE";
+/// `AdminService`: off without caller authentication, unless the gateway listens on loopback.
+pub const ADMIN_DISABLED: &str = "ADMIN_DISABLED";
 
 /// Every reason above.
 pub const ALL: &[&str] = &[
@@ -86,4 +92,7 @@ pub const ALL: &[&str] = &[
     CURSOR_EXPIRED,
     CURSOR_AHEAD,
     SHUTTING_DOWN,
+    KEY_NOT_FOUND,
+    KEY_NOT_SETTLEABLE,
+    ADMIN_DISABLED,
 ];

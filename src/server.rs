@@ -15,6 +15,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::accounts::{Account, Accounts};
 use crate::admission::AccountGuard;
+use crate::api::admin::AdminApi;
 use crate::api::event::EventApi;
 use crate::api::refund::RefundApi;
 use crate::api::subscription::SubscriptionApi;
@@ -46,6 +47,7 @@ impl From<ConfigError> for StartError {
 }
 use crate::idempotency::Idempotency;
 use crate::pb;
+use crate::pb::admin::admin_service_server::AdminServiceServer;
 use crate::pb::event_service_server::EventServiceServer;
 use crate::pb::refund_service_server::RefundServiceServer;
 use crate::pb::subscription_service_server::SubscriptionServiceServer;
@@ -424,6 +426,10 @@ pub async fn serve(
     let refunds = RefundApi::new(gateway.shared.clone());
     let subscriptions = SubscriptionApi::new(gateway.shared.clone());
     let events = EventApi::new(gateway.shared.clone());
+    let admin = AdminApi::new(
+        gateway.shared.clone(),
+        listener.local_addr()?.ip().is_loopback(),
+    );
     let notify = notify.map(|listener| spawn_notify(&gateway, listener));
     let _background = spawn_background(&gateway);
     let readiness = spawn_readiness(&gateway.shared, health_reporter.clone());
@@ -462,6 +468,7 @@ pub async fn serve(
         .add_service(RefundServiceServer::new(refunds))
         .add_service(SubscriptionServiceServer::new(subscriptions))
         .add_service(EventServiceServer::new(events))
+        .add_service(AdminServiceServer::new(admin))
         .serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
     let grace = gateway.shutdown_grace;

@@ -344,7 +344,13 @@ async fn an_operator_never_settles_a_live_key() {
             "--account",
             "payxpert",
         ])
-        .args(["--request-id", "live-1", "--failed"])
+        .args([
+            "--request-id",
+            "live-1",
+            "--failed",
+            "--reason",
+            "looks stuck",
+        ])
         .env("RUST_LOG", "error")
         .output()
         .unwrap();

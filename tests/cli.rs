@@ -138,6 +138,7 @@ fn settle_never_creates_a_store() {
         .args(["settle", "--store-url"])
         .arg(format!("sqlite://{}", missing.display()))
         .args(["--account", "payxpert", "--request-id", "r-1", "--failed"])
+        .args(["--reason", "checked"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -173,6 +174,8 @@ async fn settle_reads_the_store_from_the_configuration_as_serve_does() {
             "--request-id",
             "no-such-key",
             "--failed",
+            "--reason",
+            "OPS-7: checked the back office",
         ]);
         let out = cmd.output().unwrap();
         String::from_utf8_lossy(&out.stderr).into_owned()
@@ -204,7 +207,7 @@ async fn settle_reads_the_store_from_the_configuration_as_serve_does() {
             )),
             "{label}: {err}"
         );
-        assert!(err.contains("no unresolved key"), "{label}: {err}");
+        assert!(err.contains("no such key"), "{label}: {err}");
     }
     // The environment overrides the file, as for serve; a missing store is refused.
     let missing = dir.path().join("missing.db");
@@ -220,6 +223,35 @@ async fn settle_reads_the_store_from_the_configuration_as_serve_does() {
     assert!(err.contains("no store at"), "{err}");
     assert!(err.contains("PAYGATE_STORE_URL"), "{err}");
     assert!(!missing.exists());
+}
+
+/// `settle` says why or does nothing: without `--reason` (or with a blank one) it is a usage
+/// error, before any store is opened.
+#[test]
+fn settle_requires_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("none.db").display());
+    for reason in [None, Some("   ")] {
+        let mut cmd = Command::new(bin());
+        cmd.args(["settle", "--store-url", &store]).args([
+            "--account",
+            "payxpert",
+            "--request-id",
+            "r-1",
+            "--failed",
+        ]);
+        if let Some(r) = reason {
+            cmd.args(["--reason", r]);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{reason:?}: {stderr}");
+        assert!(stderr.contains("--reason"), "{reason:?}: {stderr}");
+        assert!(
+            !stderr.contains("no store at"),
+            "refused before the store: {stderr}"
+        );
+    }
 }
 
 /// Each command's help shows only the options it reads.

@@ -176,7 +176,7 @@ async fn a_replica_of_the_previous_release_stops_deciding_money_when_this_releas
 async fn migrate_past_this_release(url: &str) {
     let mut c = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::raw_sql(
-        "DROP TABLE schema_fence_6; CREATE TABLE schema_fence_7 (id INTEGER PRIMARY KEY)",
+        "DROP TABLE schema_fence_7; CREATE TABLE schema_fence_8 (id INTEGER PRIMARY KEY)",
     )
     .execute(&mut c)
     .await
@@ -200,11 +200,11 @@ async fn this_release_is_fenced_by_the_next_and_refuses_to_start_on_its_schema()
     assert_eq!(replay.refund_id, done.refund_id);
     drop(gw);
 
-    // A release that knows only generation 6 does not start on a store at generation 7.
+    // A release that knows only generation 7 does not start on a store at generation 8.
     let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::raw_sql(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (7, 'the next release', true, '\\x00', 0)",
+         VALUES (8, 'the next release', true, '\\x00', 0)",
     )
     .execute(&mut c)
     .await
@@ -220,7 +220,7 @@ async fn this_release_is_fenced_by_the_next_and_refuses_to_start_on_its_schema()
     let stderr = String::from_utf8_lossy(&serve_out.stderr);
     assert!(!serve_out.status.success());
     assert!(
-        stderr.contains("migrated by a newer paygate release") && stderr.contains("generation 7"),
+        stderr.contains("migrated by a newer paygate release") && stderr.contains("generation 8"),
         "{stderr}"
     );
     assert!(!stderr.contains("configuration error"), "{stderr}");

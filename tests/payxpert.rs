@@ -589,6 +589,8 @@ async fn an_undecidable_refund_waits_for_an_operator() {
             "800",
             "--currency",
             "EUR",
+            "--reason",
+            "back office: the other refund was made by hand",
         ])
         .output()
         .unwrap();

@@ -79,6 +79,7 @@ async fn reflection_v1_and_v1alpha_list_the_services_and_resolve_imports() {
         for want in [
             "paygate.v1.RefundService",
             "paygate.v1.SubscriptionService",
+            "paygate.admin.v1.AdminService",
             "grpc.health.v1.Health",
         ] {
             assert!(names.contains(&want), "{names:?}");

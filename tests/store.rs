@@ -9,7 +9,31 @@ use common::process::TestDatabase;
 use std::time::Duration;
 
 use paygate::idempotency;
-use paygate::store::{self, Completion, Inserted, Key, NewKey, PaymentClaim, RefundRow, Store};
+use paygate::store::{
+    self, Completion, HistoryKind, Inserted, Key, KeyState, NewKey, Note, PaymentClaim, RefundRow,
+    SettleKey, Settled, Store,
+};
+
+const ANSWERED: Note<'static> = Note {
+    kind: HistoryKind::Answered,
+    detail: "answered",
+};
+
+/// An operator's settle of `key` with `refund`, audited as `ops`.
+fn settle<'a>(key: &'a Key, refund: Option<RefundRow<'a>>) -> SettleKey<'a> {
+    SettleKey {
+        key,
+        outcome: "{}",
+        keep_ms: 60_000,
+        refund,
+        actor: "caller:ops",
+        reason: "checked the back office",
+        settled_as: "executed",
+        refund_id: refund.and_then(|r| r.refund_id),
+        audit_id: Box::leak(format!("audit-{}", key.request_id).into_boxed_str()),
+        detail: "settled",
+    }
+}
 
 fn key(id: &str) -> Key {
     Key {
@@ -108,7 +132,8 @@ async fn exercise(store: Arc<dyn Store>) {
                 "t1",
                 "{}",
                 60_000,
-                Some(refund_row("k1", Some("R0"), "lost"))
+                Some(refund_row("k1", Some("R0"), "lost")),
+                ANSWERED
             )
             .await
             .unwrap(),
@@ -116,7 +141,7 @@ async fn exercise(store: Arc<dyn Store>) {
     );
     assert!(store.load_refund("main", "k1").await.unwrap().is_none());
     assert!(store.known_refunds("main", "P1").await.unwrap().is_empty());
-    assert!(store.mark_unknown(&k, "t2").await.unwrap());
+    assert!(store.mark_unknown(&k, "t2", "timeout").await.unwrap());
     assert_eq!(store.load(&k).await.unwrap().unwrap().state, "unknown");
     assert!(
         store.take_over(&k, "t3", 9_000, "i2").await.unwrap(),
@@ -129,7 +154,8 @@ async fn exercise(store: Arc<dyn Store>) {
                 "t3",
                 "{\"x\":1}",
                 60_000,
-                Some(refund_row("k1", Some("R1"), "s"))
+                Some(refund_row("k1", Some("R1"), "s")),
+                ANSWERED
             )
             .await
             .unwrap(),
@@ -215,7 +241,12 @@ async fn exercise(store: Arc<dyn Store>) {
         "{sent:?}"
     );
     // Once the attempt's request ended, nothing of it leaves later than then.
-    assert!(store.mark_unknown_after_send(&p1, "x1").await.unwrap());
+    assert!(
+        store
+            .mark_unknown_after_send(&p1, "x1", "timeout")
+            .await
+            .unwrap()
+    );
     let ended = store.hold_payment(&p1, PAY).await.unwrap().unwrap();
     assert!(
         ended
@@ -235,34 +266,50 @@ async fn exercise(store: Arc<dyn Store>) {
         Inserted::PaymentBusy,
         "an unknown attempt still holds the payment"
     );
-    // An operator settles only unresolved keys.
-    assert_eq!(
-        store.settle(&p1, "{}", 60_000, None).await.unwrap(),
-        Completion::LeaseLost,
-        "unknown is not unresolved"
-    );
+    // An operator settles only keys that need a person: never one a live attempt holds.
     assert!(store.take_over(&p1, "x3", 5_000, "i2").await.unwrap());
     assert_eq!(
-        store.settle(&p1, "{}", 60_000, None).await.unwrap(),
-        Completion::LeaseLost,
+        store.settle(settle(&p1, None)).await.unwrap(),
+        Settled::NotSettleable {
+            state: KeyState::InFlight,
+            lease_live: true
+        },
         "never a live lease"
     );
-    assert!(store.mark_unresolved(&p1, "x3").await.unwrap());
+    assert!(
+        store
+            .mark_unresolved(&p1, "x3", "two candidates")
+            .await
+            .unwrap()
+    );
     // A refund attributed to another key is never settled onto this one.
     assert_eq!(
         store
-            .settle(&p1, "{}", 60_000, Some(refund_row("p1", Some("R1"), "s")))
+            .settle(settle(&p1, Some(refund_row("p1", Some("R1"), "s"))))
             .await
             .unwrap(),
-        Completion::AttributedElsewhere
+        Settled::AttributedElsewhere
     );
     assert_eq!(store.load(&p1).await.unwrap().unwrap().state, "unresolved");
     assert_eq!(
         store
-            .settle(&p1, "{}", 60_000, Some(refund_row("p1", Some("R2"), "s")))
+            .settle(settle(&p1, Some(refund_row("p1", Some("R2"), "s"))))
             .await
             .unwrap(),
-        Completion::Done
+        Settled::Done {
+            before: KeyState::Unresolved
+        }
+    );
+    assert_eq!(
+        store
+            .settle(settle(&p1, Some(refund_row("p1", Some("R2"), "s"))))
+            .await
+            .unwrap(),
+        Settled::NotSettleable {
+            state: KeyState::Done,
+            lease_live: false
+        },
+        "a second settle changes nothing"
     );
     assert_eq!(
         store
@@ -280,7 +327,8 @@ async fn exercise(store: Arc<dyn Store>) {
                 "x2",
                 "{}",
                 60_000,
-                Some(refund_row("p2", Some("R2"), "s"))
+                Some(refund_row("p2", Some("R2"), "s")),
+                ANSWERED
             )
             .await
             .unwrap(),
@@ -299,11 +347,14 @@ async fn exercise(store: Arc<dyn Store>) {
     // Purge removes done keys past their keep time, never unresolved or unknown ones.
     let k3 = key("k3");
     store.insert(new_key(&k3, "c", 5_000, None)).await.unwrap();
-    assert!(store.mark_unknown(&k3, "c").await.unwrap());
+    assert!(store.mark_unknown(&k3, "c", "timeout").await.unwrap());
     let k4 = key("k4");
     store.insert(new_key(&k4, "d", 5_000, None)).await.unwrap();
     assert_eq!(
-        store.complete(&k4, "d", "{}", 100, None).await.unwrap(),
+        store
+            .complete(&k4, "d", "{}", 100, None, ANSWERED)
+            .await
+            .unwrap(),
         Completion::Done
     );
     let keep = paygate::store::Retention {
@@ -494,8 +545,13 @@ async fn attention(store: Arc<dyn Store>) {
     let (a, b) = (key("att-1"), key("att-2"));
     store.insert(new_key(&a, "t1", 60_000, None)).await.unwrap();
     store.insert(new_key(&b, "t2", 60_000, None)).await.unwrap();
-    assert!(store.mark_unknown(&a, "t1").await.unwrap());
-    assert!(store.mark_unresolved(&b, "t2").await.unwrap());
+    assert!(store.mark_unknown(&a, "t1", "timeout").await.unwrap());
+    assert!(
+        store
+            .mark_unresolved(&b, "t2", "two candidates")
+            .await
+            .unwrap()
+    );
     let mut rows = store.needing_attention().await.unwrap();
     rows.sort_by_key(|r| r.state.as_str());
     let seen: Vec<_> = rows
@@ -511,8 +567,10 @@ async fn attention(store: Arc<dyn Store>) {
     );
     assert!(rows.iter().all(|r| r.now >= r.oldest_at));
     assert_eq!(
-        store.settle(&b, "{}", 60_000, None).await.unwrap(),
-        Completion::Done
+        store.settle(settle(&b, None)).await.unwrap(),
+        Settled::Done {
+            before: KeyState::Unresolved
+        }
     );
     let rows = store.needing_attention().await.unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -530,6 +588,192 @@ async fn attention_on_sqlite() {
 async fn attention_on_postgres() {
     let db = TestDatabase::create().await;
     attention(store::open(&db.url).await.unwrap()).await;
+}
+
+/// Every transition of a key is in its history, written with it; operators list keys by state,
+/// payment and page, see what blocks a payment, and every settle leaves an audit entry.
+async fn history_and_audit(store: Arc<dyn Store>) {
+    use paygate::store::{AuditFilter, KeyFilter};
+    let k = key("hist-1");
+    assert_eq!(
+        store
+            .insert(new_key(&k, "h1", 60_000, Some(PAY)))
+            .await
+            .unwrap(),
+        Inserted::Created
+    );
+    assert!(store.begin_send(&k, "h1", 1_000).await.unwrap());
+    assert!(
+        store
+            .mark_unknown_after_send(&k, "h1", "PROVIDER_TIMEOUT: no answer")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.mark_unknown(&k, "h1", "fenced").await.unwrap(),
+        "a transition fenced out writes no history"
+    );
+    assert!(store.take_over(&k, "h2", 60_000, "i2").await.unwrap());
+    assert!(
+        store
+            .mark_unresolved(&k, "h2", "2 refunds: R7, R8")
+            .await
+            .unwrap()
+    );
+    let kinds = |h: &[paygate::store::HistoryEntry]| {
+        h.iter()
+            .map(|e| (e.attempt, e.kind.clone()))
+            .collect::<Vec<_>>()
+    };
+    let history = store.key_history(&k).await.unwrap();
+    assert_eq!(
+        kinds(&history),
+        [
+            (1, "created".to_owned()),
+            (1, "sent".to_owned()),
+            (1, "unknown".to_owned()),
+            (2, "taken_over".to_owned()),
+            (2, "unresolved".to_owned())
+        ]
+    );
+    assert_eq!(history[4].detail, "2 refunds: R7, R8");
+    assert!(history.windows(2).all(|w| w[0].at <= w[1].at));
+    let view = store.key_view(&k).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            view.account.as_str(),
+            view.payment_id.as_deref(),
+            view.state,
+            view.attempts
+        ),
+        ("main", Some("P1"), KeyState::Unresolved, 2)
+    );
+    assert!(view.blocks_payment && !view.lease_live);
+    assert_eq!(view.last_failure.as_deref(), Some("2 refunds: R7, R8"));
+
+    // Listing: by state, by payment, in pages.
+    let other = key("hist-2");
+    store
+        .insert(new_key(&other, "o1", 60_000, None))
+        .await
+        .unwrap();
+    let listed = |f: KeyFilter| {
+        let store = store.clone();
+        async move {
+            let rows = store.list_keys(&f).await.unwrap();
+            rows.into_iter()
+                .map(|v| v.key.request_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let unresolved = KeyFilter {
+        states: vec![KeyState::Unresolved],
+        limit: 10,
+        ..KeyFilter::default()
+    };
+    assert_eq!(listed(unresolved.clone()).await, ["hist-1"]);
+    let by_payment = KeyFilter {
+        states: KeyState::ALL.to_vec(),
+        payment_id: Some("P1".into()),
+        limit: 10,
+        ..KeyFilter::default()
+    };
+    assert_eq!(listed(by_payment).await, ["hist-1"]);
+    let all = KeyFilter {
+        states: vec![KeyState::InFlight, KeyState::Unresolved],
+        limit: 1,
+        ..KeyFilter::default()
+    };
+    let first = store.list_keys(&all).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let next = KeyFilter {
+        after: Some((first[0].updated_at, first[0].key.clone())),
+        ..all.clone()
+    };
+    let second = listed(next).await;
+    let mut both = vec![first[0].key.request_id.clone()];
+    both.extend(second);
+    both.sort();
+    assert_eq!(both, ["hist-1", "hist-2"], "two pages, each key once");
+    assert!(
+        listed(KeyFilter {
+            min_age_ms: 3_600_000,
+            ..unresolved.clone()
+        })
+        .await
+        .is_empty(),
+        "not an hour old"
+    );
+
+    // Settling: the history's last entry and one audit entry, in the same transaction.
+    assert_eq!(
+        store
+            .settle(settle(&k, Some(refund_row("hist-1", Some("R7"), "s"))))
+            .await
+            .unwrap(),
+        Settled::Done {
+            before: KeyState::Unresolved
+        }
+    );
+    let history = store.key_history(&k).await.unwrap();
+    assert_eq!(history.last().unwrap().kind, "settled");
+    let view = store.key_view(&k).await.unwrap().unwrap();
+    assert_eq!(view.refund_id.as_deref(), Some("R7"));
+    assert!(!view.blocks_payment, "settling released the payment");
+    let audit = store
+        .audit_entries(&AuditFilter {
+            key: Some(k.clone()),
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    let a = &audit[0];
+    assert_eq!(
+        (
+            a.actor.as_str(),
+            a.reason.as_str(),
+            a.state_before.as_str(),
+            a.state_after.as_str()
+        ),
+        (
+            "caller:ops",
+            "checked the back office",
+            "unresolved",
+            "done"
+        )
+    );
+    assert_eq!(
+        (a.account.as_str(), a.refund_id.as_deref()),
+        ("main", Some("R7"))
+    );
+    let none = store
+        .audit_entries(&AuditFilter {
+            key: Some(other.clone()),
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    // A key that executed nothing goes with its history.
+    assert!(store.delete(&other, "o1").await.unwrap());
+    assert!(store.key_history(&other).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn history_and_audit_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("h.db").display());
+    history_and_audit(store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn history_and_audit_on_postgres() {
+    let db = TestDatabase::create().await;
+    history_and_audit(store::open(&db.url).await.unwrap()).await;
 }
 
 #[tokio::test]

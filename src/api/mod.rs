@@ -2,6 +2,7 @@
 //! request, hands the domain work to `ops`, and converts the outcome. Shared here: the
 //! per-RPC prelude, deadlines, and domain -> protobuf conversion.
 
+pub(crate) mod admin;
 pub(crate) mod event;
 pub(crate) mod refund;
 pub(crate) mod subscription;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use self::args::{ConfigArg, LogFormatArg};
 
+mod admin;
 mod args;
 mod check_config;
 mod dev;
@@ -64,8 +65,12 @@ enum Command {
     Dev(dev::Args),
     /// Print the SHA-256 of a bearer token read from standard input, for the tokens file.
     HashToken,
-    /// Operator: settle a refund key whose outcome the gateway could not decide
-    /// (OUTCOME_UNKNOWN), after checking the provider's back office.
+    /// Operator: list the keys that need a person, read a key's history, settle it, read the
+    /// audit trail, through a running gateway's admin service.
+    Admin(admin::Args),
+    /// Operator, with no gateway running: settle a refund key whose outcome the gateway could
+    /// not decide (OUTCOME_UNKNOWN) on the store directly, after checking the provider's back
+    /// office.
     Settle(settle::Args),
     /// Run a provider simulator alone.
     Sim(sim::Args),
@@ -86,6 +91,7 @@ pub(crate) async fn run() -> ExitCode {
             dev::run(args, f).await
         }
         Command::HashToken => hash_token::run(),
+        Command::Admin(args) => admin::run(args).await,
         Command::Settle(mut args) => {
             let path = config(std::mem::take(&mut args.config));
             settle::run(args, path.as_deref()).await

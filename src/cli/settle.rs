@@ -1,11 +1,14 @@
 //! `paygate settle`: an operator settles a refund key whose outcome the gateway could not
-//! decide, after checking the provider's back office.
+//! decide, after checking the provider's back office, on the store directly: for when no
+//! gateway runs (`paygate admin settle` asks a running one). It writes the same audit entry as
+//! the admin service, naming the operating-system user.
 
 use std::path::Path;
 
 use paygate::config::Config;
+use paygate::idempotency::operator::{Decision, Reason};
 use paygate::idempotency::{self, Idempotency};
-use paygate::store::{self, Completion, Key};
+use paygate::store::{self, Actor, Key};
 use paygate::telemetry::{self, LogFormat};
 
 use super::process::{Failure, env};
@@ -44,6 +47,23 @@ pub(super) struct Args {
     /// The refund did not happen.
     #[arg(long)]
     failed: bool,
+    /// Why: what you checked (a ticket, the provider's back office). Required; kept in the
+    /// audit trail with your operating-system user.
+    #[arg(long)]
+    reason: String,
+}
+
+/// The operating-system user running this command.
+fn os_user() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(u) = std::env::var(var)
+            && !u.is_empty()
+        {
+            return u;
+        }
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    format!("uid={}", unsafe { libc::getuid() })
 }
 
 pub(super) async fn run(args: Args, config: Option<&Path>) -> Result<(), Failure> {
@@ -58,7 +78,14 @@ pub(super) async fn run(args: Args, config: Option<&Path>) -> Result<(), Failure
         amount,
         currency,
         failed,
+        reason,
     } = args;
+    let Some(reason) = Reason::new(&reason) else {
+        return Err(Failure::Usage(format!(
+            "settle: --reason must say why (what you checked), in at most {} characters",
+            Reason::MAX_CHARS
+        )));
+    };
     let _telemetry = telemetry::init(LogFormat::Text);
     let settings = Config::load_store(config, &env).map_err(Failure::config)?;
     let (store_url, setting) = match store_url {
@@ -84,30 +111,50 @@ pub(super) async fn run(args: Args, config: Option<&Path>) -> Result<(), Failure
         .map_or(store_url.as_str(), |(_, at)| at);
     eprintln!("settle: store {} ({shown})", store.name());
     let idem = Idempotency::new(store, settings.retention);
-    let outcome = idempotency::operator_outcome(
-        &request_id,
-        refund_id,
-        payment_id,
-        amount.zip(currency),
-        failed,
-    );
+    let decision = if failed {
+        Decision::NotExecuted
+    } else {
+        Decision::Executed {
+            refund_id,
+            amount: amount.zip(currency),
+        }
+    };
     let key = Key {
         caller,
         method: idempotency::CREATE_REFUND,
         request_id: request_id.clone(),
     };
-    match idem.settle(&key, &account, &outcome).await {
-        Ok(Completion::Done) => {
-            println!("settled {request_id}");
+    let failed = |e: String| Failure::Failed(format!("settle: {e}"));
+    let view = idem
+        .key_detail(&key)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map(|d| d.view);
+    if let Some(v) = &view {
+        if !v.account.is_empty() && v.account != account {
+            return Err(failed(format!(
+                "the key {request_id:?} was made on account {:?}, not {account:?}; nothing was changed",
+                v.account
+            )));
+        }
+        if let (Some(given), Some(held)) = (&payment_id, &v.payment_id)
+            && given != held
+        {
+            return Err(failed(format!(
+                "the key {request_id:?} refunds payment {held:?}, not {given:?}; nothing was changed"
+            )));
+        }
+    }
+    let actor = Actor::Os(os_user());
+    let settled = idem
+        .settle(&key, &decision, &reason, &actor)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match settled.refusal() {
+        None => {
+            println!("settled {request_id} (audited as {})", actor.recorded());
             Ok(())
         }
-        Ok(Completion::LeaseLost) => Err(Failure::Failed(format!(
-            "settle: no unresolved key {request_id:?}: it is unknown, still being settled by the gateway, or already final; only keys the gateway reported as needing an operator (FAILED_PRECONDITION OUTCOME_UNKNOWN) can be settled"
-        ))),
-        Ok(Completion::AttributedElsewhere) => Err(Failure::Failed(
-            "settle: that refund id is already attributed to another request; nothing was changed"
-                .into(),
-        )),
-        Err(e) => Err(Failure::Failed(format!("settle: {e}"))),
+        Some(why) => Err(failed(format!("{request_id:?}: {why}"))),
     }
 }

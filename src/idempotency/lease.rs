@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use crate::store::{Completion, Key, RefundRow, Store, StoreError};
+use crate::store::{Completion, HistoryKind, Key, Note, RefundRow, Store, StoreError};
 
 /// How the attempt came to hold the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub(super) struct Lease {
     start: Start,
     /// A request of this attempt may have left: its end moves the payment's last send time.
     sent: bool,
+    /// The outcome it completes with is an earlier attempt's, found by a reconciliation.
+    adopting: bool,
     ended: bool,
 }
 
@@ -63,6 +65,7 @@ impl Lease {
             token: token.to_owned(),
             start,
             sent: false,
+            adopting: false,
             ended: false,
         }
     }
@@ -84,23 +87,40 @@ impl Lease {
         self.sent = true;
     }
 
-    /// Stores the final `outcome`, kept `keep_ms`, with the refund's attribution. A refund
-    /// already attributed to another key leaves this one unresolved; a write that failed
-    /// leaves it unknown, marked in the background once the store takes writes again, so the
-    /// caller is not kept waiting for it.
+    /// The outcome this attempt will complete with is the earlier attempt's, which a
+    /// reconciliation found at the provider (its history says so).
+    pub(super) fn adopting(&mut self) {
+        self.adopting = true;
+    }
+
+    /// Stores the final `outcome`, kept `keep_ms`, with the refund's attribution, and
+    /// `detail` (what the provider said) in the key's history. A refund already attributed to
+    /// another key leaves this one unresolved; a write that failed leaves it unknown, marked
+    /// in the background once the store takes writes again, so the caller is not kept waiting
+    /// for it.
     pub(super) async fn complete(
         mut self,
         outcome: &str,
         keep_ms: i64,
         refund: Option<RefundRow<'_>>,
+        detail: &str,
     ) -> Result<Completion, StoreError> {
+        let kind = if self.adopting {
+            HistoryKind::Adopted
+        } else {
+            HistoryKind::Answered
+        };
+        let note = Note { kind, detail };
         let done = self
             .store
-            .complete(&self.key, &self.token, outcome, keep_ms, refund)
+            .complete(&self.key, &self.token, outcome, keep_ms, refund, note)
             .await;
         match done {
             Ok(Completion::AttributedElsewhere) => {
-                self.unresolved().await;
+                let why = format!(
+                    "the provider's refund ({detail}) is attributed to another request: check both at the provider"
+                );
+                self.unresolved(&why).await;
             }
             Ok(Completion::Done | Completion::LeaseLost) => self.ended = true,
             // Dropped unended: marked unknown in the background.
@@ -109,36 +129,44 @@ impl Lease {
         done
     }
 
-    /// What the attempt did is unknown: the key is freed for the next attempt, which settles
-    /// it before sending anything.
-    pub(super) async fn unknown(mut self) {
+    /// What the attempt did is unknown (`why`, for the key's history): the key is freed for
+    /// the next attempt, which settles it before sending anything.
+    pub(super) async fn unknown(mut self, why: &str) {
         let r = if self.sent {
             self.store
-                .mark_unknown_after_send(&self.key, &self.token)
+                .mark_unknown_after_send(&self.key, &self.token, why)
                 .await
         } else {
-            self.store.mark_unknown(&self.key, &self.token).await
+            self.store.mark_unknown(&self.key, &self.token, why).await
         };
         self.ended = true;
         log(r);
     }
 
-    /// This attempt executed nothing: a fresh key goes (and its payment is released); a key
-    /// taken over stays unknown, as the earlier attempt left it.
-    pub(super) async fn release(mut self) {
+    /// This attempt executed nothing (`why`): a fresh key goes (and its payment is released,
+    /// its history with it); a key taken over stays unknown, as the earlier attempt left it.
+    pub(super) async fn release(mut self, why: &str) {
         match self.start {
             Start::Fresh => {
                 let r = self.store.delete(&self.key, &self.token).await;
                 self.ended = true;
                 log(r);
             }
-            Start::Resume => self.unknown().await,
+            Start::Resume => {
+                let why = format!(
+                    "{why}; this attempt sent nothing, the earlier one's outcome is still unknown"
+                );
+                self.unknown(&why).await
+            }
         }
     }
 
-    /// A person must settle the key.
-    pub(super) async fn unresolved(mut self) {
-        let r = self.store.mark_unresolved(&self.key, &self.token).await;
+    /// A person must settle the key (`why`, for its history: what they need to decide).
+    pub(super) async fn unresolved(mut self, why: &str) {
+        let r = self
+            .store
+            .mark_unresolved(&self.key, &self.token, why)
+            .await;
         self.ended = true;
         log(r);
     }
@@ -160,10 +188,11 @@ impl Drop for Lease {
         let (store, key, token) = (self.store.clone(), self.key.clone(), self.token.clone());
         let sent = self.sent;
         runtime.spawn(async move {
+            let why = "the call ended before its attempt did (cancelled, or its answer could not be stored)";
             let r = if sent {
-                store.mark_unknown_after_send(&key, &token).await
+                store.mark_unknown_after_send(&key, &token, why).await
             } else {
-                store.mark_unknown(&key, &token).await
+                store.mark_unknown(&key, &token, why).await
             };
             log(r);
         });
@@ -222,7 +251,7 @@ mod tests {
         let fresh = key("fresh");
         leased(&store, &fresh, "t1").await;
         Lease::new(store.clone(), &fresh, "t1", Start::Fresh)
-            .release()
+            .release("refused")
             .await;
         assert_eq!(
             state(&store, &fresh).await,
@@ -233,7 +262,7 @@ mod tests {
         let resumed = key("resumed");
         leased(&store, &resumed, "t2").await;
         Lease::new(store.clone(), &resumed, "t2", Start::Resume)
-            .release()
+            .release("refused")
             .await;
         assert_eq!(
             state(&store, &resumed).await,
@@ -244,14 +273,14 @@ mod tests {
         let person = key("person");
         leased(&store, &person, "t3").await;
         Lease::new(store.clone(), &person, "t3", Start::Fresh)
-            .unresolved()
+            .unresolved("two candidates")
             .await;
         assert_eq!(state(&store, &person).await, Some(KeyState::Unresolved));
 
         let done = key("done");
         leased(&store, &done, "t4").await;
         let c = Lease::new(store.clone(), &done, "t4", Start::Fresh)
-            .complete("{}", 60_000, None)
+            .complete("{}", 60_000, None, "answered")
             .await
             .unwrap();
         assert_eq!(c, Completion::Done);
@@ -260,7 +289,7 @@ mod tests {
         let other = key("other");
         leased(&store, &other, "t5").await;
         Lease::new(store.clone(), &other, "not-the-holder", Start::Fresh)
-            .unknown()
+            .unknown("timeout")
             .await;
         assert_eq!(
             state(&store, &other).await,

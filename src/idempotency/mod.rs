@@ -18,8 +18,8 @@
 mod attention;
 mod decide;
 mod lease;
+pub mod operator;
 
-use crate::reason;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,9 +43,9 @@ use crate::store::{
 pub use crate::store::{INSTANCE_STALE, Key, Store, StoreError};
 
 /// The method whose keys name refunds: the scope of refund keys.
-pub const CREATE_REFUND: &str = "RefundService.Create";
+pub const CREATE_REFUND: &str = crate::store::KEY_METHODS[0];
 /// The method whose keys name cancellations.
-pub const CANCEL_SUBSCRIPTION: &str = "SubscriptionService.Cancel";
+pub const CANCEL_SUBSCRIPTION: &str = crate::store::KEY_METHODS[1];
 
 /// Default retention of completed keys.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -137,39 +137,24 @@ pub enum Outcome {
     Refused(StoredRefusal),
 }
 
-/// The outcome an operator settles a refund key with: the refund happened (its id, payment
-/// and amount), or it did not.
-pub fn operator_outcome(
-    request_id: &str,
-    refund_id: Option<String>,
-    payment_id: Option<String>,
-    amount: Option<(i64, String)>,
-    failed: bool,
-) -> Outcome {
-    if failed || refund_id.is_none() {
-        return Outcome::Refused(StoredRefusal::new(
-            Refusal::Precondition,
-            reason::SETTLED_AS_FAILED.into(),
-            "an operator settled this refund as not executed; use a new request_id to refund"
-                .into(),
-            None,
-        ));
+impl Outcome {
+    /// What it says, in a line, for a key's history (what a caller would be answered: no
+    /// secret, as logs have it).
+    pub fn summary(&self) -> String {
+        let said =
+            |r: &ProviderResult| format!("{} {} {}: {}", r.provider, r.status, r.code, r.message);
+        match self {
+            Outcome::Refund(r) => format!(
+                "refund {} {} on payment {} ({})",
+                r.refund_id.as_deref().unwrap_or("(no id yet)"),
+                state_name(r.state).to_uppercase(),
+                r.payment_id.as_deref().unwrap_or("?"),
+                said(&r.result)
+            ),
+            Outcome::Cancel(c) => format!("cancellation {:?} ({})", c.status, said(&c.result)),
+            Outcome::Refused(r) => format!("refused for good: {}: {}", r.reason, r.message),
+        }
     }
-    Outcome::Refund(RefundRecord {
-        refund_id,
-        request_id: Some(request_id.to_owned()),
-        payment_id,
-        amount: amount.map(|(value, currency)| crate::domain::Money { currency, value }),
-        state: RefundState::Succeeded,
-        refund_time: None,
-        reference_refund_id: None,
-        result: ProviderResult {
-            provider: "operator".into(),
-            code: "SETTLED".into(),
-            status: "S".into(),
-            message: "settled by an operator".into(),
-        },
-    })
 }
 
 /// A success value that can be stored and replayed.
@@ -759,21 +744,23 @@ impl Idempotency {
                 Ok(Some(a)) => a,
                 Ok(None) => {
                     // A key from before payments were held, and another key holds the payment.
-                    lease.unknown().await;
+                    lease
+                        .unknown("another key holds the payment; nothing was sent")
+                        .await;
                     return Err(GatewayError::PaymentBusy {
                         retry_after: retry::PAYMENT_PENDING,
                         ctx: ctx.clone(),
                     });
                 }
                 Err(e) => {
-                    lease.unknown().await;
+                    lease.unknown(&format!("the store failed: {e}")).await;
                     return Err(store_error(ctx, e));
                 }
             };
             let known = match self.store.known_refunds(run.account, u.payment_id).await {
                 Ok(k) => k,
                 Err(e) => {
-                    lease.unknown().await;
+                    lease.unknown(&format!("the store failed: {e}")).await;
                     return Err(store_error(ctx, e));
                 }
             };
@@ -795,8 +782,11 @@ impl Idempotency {
                     let decidable_at = sent.saturating_add(quiet.as_millis() as i64);
                     if a.now < decidable_at {
                         idempotency_event("quiet_period");
-                        lease.unknown().await;
                         let left = Duration::from_millis((decidable_at - a.now) as u64);
+                        lease.unknown(&format!(
+                            "the provider's export found no refund, but the earlier request may still show: decidable in {} ms",
+                            left.as_millis()
+                        )).await;
                         return Err(GatewayError::NotYetDecidable {
                             retry_after: left.max(retry::MIN_DELAY),
                             ctx: ctx.clone(),
@@ -809,18 +799,24 @@ impl Idempotency {
                 idempotency_event("adopted");
                 tracing::warn!(method = key.method, request_id = %key.request_id,
                     "an earlier attempt with an unknown outcome had executed; adopting its result");
+                let mut lease = lease;
+                lease.adopting();
                 self.conclude(&run, lease, value).await
             }
             Ok(Resolution::Undecidable(why)) => {
                 idempotency_event("unresolved");
                 tracing::error!(method = key.method, request_id = %key.request_id, why = %why,
                     "outcome cannot be settled automatically; an operator must settle the key");
-                lease.unresolved().await;
+                lease.unresolved(&why).await;
                 Err(GatewayError::OutcomeUnresolved(ctx.clone()))
             }
             Err(e) => {
                 // Settling failed (nothing new was sent): the key stays unknown.
-                lease.unknown().await;
+                let why = format!(
+                    "settling with the provider failed: {}: {}",
+                    e.reason, e.message
+                );
+                lease.unknown(&why).await;
                 Err(GatewayError::provider(
                     retry::settling_failed(e),
                     ctx.clone(),
@@ -858,7 +854,7 @@ impl Idempotency {
                     });
                 }
                 Err(e) => {
-                    lease.release().await;
+                    lease.release(&format!("the store failed: {e}")).await;
                     return Err(store_error(ctx, e));
                 }
             }
@@ -886,10 +882,12 @@ impl Idempotency {
             }
             Disposition::Unknown { .. } => {
                 idempotency_event("unknown");
-                lease.unknown().await;
+                lease.unknown(&format!("{}: {}", e.reason, e.message)).await;
             }
             // Nothing executed this time; an earlier unknown attempt stays unknown.
-            Disposition::Retryable { .. } | Disposition::Misconfigured => lease.release().await,
+            Disposition::Retryable { .. } | Disposition::Misconfigured => {
+                lease.release(&format!("{}: {}", e.reason, e.message)).await
+            }
         }
         Err(GatewayError::provider(e, ctx.clone()))
     }
@@ -948,7 +946,9 @@ impl Idempotency {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an outcome; the key is left unknown");
-                lease.unknown().await;
+                lease
+                    .unknown(&format!("the outcome could not be encoded: {e}"))
+                    .await;
                 return Ok(Completion::LeaseLost);
             }
         };
@@ -957,7 +957,8 @@ impl Idempotency {
             .as_ref()
             .map(|w| w.row(EventSource::Answer, caller_of(key)));
         let keep = self.keep_ms(run.unkeyed.is_some());
-        match store_op("complete", lease.complete(&json, keep, refund)).await {
+        let detail = outcome.summary();
+        match store_op("complete", lease.complete(&json, keep, refund, &detail)).await {
             Ok(Completion::Done) => {
                 self.done.put(key, run.fingerprint, Arc::new(outcome));
                 Ok(Completion::Done)
@@ -1083,24 +1084,6 @@ impl Idempotency {
     ) -> Result<Option<String>, StoreError> {
         self.store
             .attributed_refund(account, caller, request_id)
-            .await
-    }
-
-    /// An operator's decision on a key that could not be settled automatically: store this
-    /// outcome as final. `LeaseLost` if the key is not `unresolved` (unknown, live, or final).
-    pub async fn settle(
-        &self,
-        key: &Key,
-        account: &str,
-        outcome: &Outcome,
-    ) -> Result<Completion, StoreError> {
-        let json = serde_json::to_string(outcome).unwrap_or_default();
-        let write = RefundWrite::of(account, outcome);
-        let refund = write
-            .as_ref()
-            .map(|w| w.row(EventSource::Operator, caller_of(key)));
-        self.store
-            .settle(key, &json, self.keep_ms(true), refund)
             .await
     }
 

@@ -1,10 +1,12 @@
-//! Persistence: four store traits, one per kind of state ([`KeyStore`], [`RefundStore`],
-//! [`EventStore`], [`SubscriptionStore`], in `traits.rs`), their rows (`rows.rs`), and one
-//! [`StoreError`].
+//! Persistence: five store traits, one per kind of state ([`KeyStore`], [`RefundStore`],
+//! [`EventStore`], [`SubscriptionStore`], and what operators read, [`OperatorStore`], in
+//! `traits.rs`), their rows (`rows.rs`, `admin_rows.rs`), and one [`StoreError`].
 //! `sql.rs` holds the SQL both backends run, `sql_store.rs` implements the traits once with it
 //! over `backend.rs`, and `sqlite.rs` and `postgres.rs` open a store.
 //! A [`Store`] is all four, as [`open`] returns it; each consumer keeps the trait it needs.
 
+mod admin_rows;
+mod admin_store;
 mod backend;
 mod group;
 mod owned;
@@ -18,6 +20,7 @@ mod writer;
 
 use std::sync::Arc;
 
+pub use self::admin_rows::*;
 pub use self::rows::*;
 pub use self::sql::INSTANCE_STALE;
 pub use self::traits::*;

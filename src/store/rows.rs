@@ -11,6 +11,16 @@ pub struct Key {
     pub request_id: String,
 }
 
+/// The methods that have idempotency keys, as keys name them.
+pub const KEY_METHODS: [&str; 2] = ["RefundService.Create", "SubscriptionService.Cancel"];
+
+impl Key {
+    /// The method of [`KEY_METHODS`] named `name`, if it is one.
+    pub fn method_named(name: &str) -> Option<&'static str> {
+        KEY_METHODS.into_iter().find(|m| *m == name)
+    }
+}
+
 /// A key's state, as its row holds it (the `state` column), parsed once when the row is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {

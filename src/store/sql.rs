@@ -52,23 +52,28 @@ pub(super) fn migrator() -> Migrator {
             include_str!("migrations/0005_fence.sql"),
         ),
         m(
-            SCHEMA_GENERATION,
+            6,
             "every state change an event (outbox), relays",
             include_str!("migrations/0006_outbox.sql"),
+        ),
+        m(
+            SCHEMA_GENERATION,
+            "key history, audit trail",
+            include_str!("migrations/0007_admin.sql"),
         ),
     ])
 }
 
 /// The schema generation this release's statements are built for: the version of its last
 /// migration, which creates [`FENCE_TABLE`].
-pub(crate) const SCHEMA_GENERATION: i64 = 6;
+pub(crate) const SCHEMA_GENERATION: i64 = 7;
 
 /// The fence of [`SCHEMA_GENERATION`]: every statement below that changes what decides money
 /// names this table, so it fails (and nothing changes) once a newer release's migration has
-/// dropped it. See `migrations/0005_fence.sql` and `0006_outbox.sql`.
+/// dropped it. See `migrations/0005_fence.sql`, `0006_outbox.sql` and `0007_admin.sql`.
 macro_rules! fence {
     () => {
-        "schema_fence_6"
+        "schema_fence_7"
     };
 }
 
@@ -246,14 +251,117 @@ pub(super) const MARK_UNRESOLVED: &str = concat!(
     fenced!()
 );
 
-/// An operator settles a key that could not be settled automatically; never a live one.
+/// An operator settles a key that needs a person (unknown or unresolved: no lease), still in
+/// the state `$6` it was read in.
 pub(super) const SETTLE: &str = concat!(
     "UPDATE idempotency_keys \
      SET state = 'done', outcome = $4, lease = NULL, lease_until = 0, updated_at = NOW_MS, \
        keep_until = NOW_MS + $5 \
-     WHERE caller = $1 AND method = $2 AND request_id = $3 AND state = 'unresolved'",
+     WHERE caller = $1 AND method = $2 AND request_id = $3 AND state = $6 \
+       AND state IN ('unknown', 'unresolved')",
     fenced!()
 );
+
+/// Records a step in the key's life, numbered after its last, with the key's attempt (same
+/// transaction as the step; the key's row, changed first, orders the writers).
+pub(super) const RECORD_HISTORY: &str = concat!(
+    "INSERT INTO key_history (caller, method, request_id, entry, at, attempt, kind, detail) \
+     SELECT caller, method, request_id, \
+       COALESCE((SELECT MAX(h.entry) FROM key_history h \
+         WHERE h.caller = $1 AND h.method = $2 AND h.request_id = $3), 0) + 1, \
+       NOW_MS, attempts, $4, $5 \
+     FROM idempotency_keys WHERE caller = $1 AND method = $2 AND request_id = $3",
+    fenced!()
+);
+
+/// The account a key's request id was claimed on.
+pub(super) const CLAIM_OF_KEY: &str = "SELECT account FROM request_claims \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 LIMIT 1";
+
+/// A key's history goes with the key.
+pub(super) const DELETE_HISTORY: &str = concat!(
+    "DELETE FROM key_history WHERE caller = $1 AND method = $2 AND request_id = $3",
+    fenced!()
+);
+
+/// Histories of keys that are gone.
+pub(super) const PURGE_HISTORY: &str = "DELETE FROM key_history WHERE NOT EXISTS \
+     (SELECT 1 FROM idempotency_keys k WHERE k.caller = key_history.caller \
+       AND k.method = key_history.method AND k.request_id = key_history.request_id)";
+
+/// An operator's action (same transaction as the action).
+pub(super) const INSERT_AUDIT: &str = concat!(
+    "INSERT INTO audit_entries (audit_id, at, actor, action, account, caller, method, request_id, \
+       reason, state_before, state_after, outcome, refund_id) \
+     SELECT $1, NOW_MS, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM ",
+    fence!(),
+    " WHERE true"
+);
+
+/// A key as operators see it: columns, then `FROM` (the key, its claim), for a `WHERE`.
+macro_rules! key_view {
+    () => {
+        concat!(
+            "SELECT idempotency_keys.caller, idempotency_keys.method, idempotency_keys.request_id, \
+               state, CAST(attempts AS BIGINT), created_at, updated_at, COALESCE(c.account, ''), \
+               c.payment_id, \
+               (SELECT a.refund_id FROM attributions a WHERE a.account = c.account \
+                 AND a.request_id = idempotency_keys.request_id AND a.caller = idempotency_keys.caller \
+                 ORDER BY a.created_at LIMIT 1), \
+               (SELECT h.detail FROM key_history h WHERE h.caller = idempotency_keys.caller \
+                 AND h.method = idempotency_keys.method AND h.request_id = idempotency_keys.request_id \
+                 AND h.kind IN ('unknown', 'unresolved') ORDER BY h.entry DESC LIMIT 1), \
+               CAST(CASE WHEN state = 'in_flight' AND NOT ",
+            lease_dead!(),
+            " THEN 1 ELSE 0 END AS BIGINT), \
+               CAST(CASE WHEN EXISTS (SELECT 1 FROM payment_attempts p \
+                 WHERE p.caller = idempotency_keys.caller AND p.method = idempotency_keys.method \
+                   AND p.request_id = idempotency_keys.request_id) THEN 1 ELSE 0 END AS BIGINT) \
+             FROM idempotency_keys LEFT JOIN request_claims c ON c.method = idempotency_keys.method \
+               AND c.request_id = idempotency_keys.request_id AND c.caller = idempotency_keys.caller"
+        )
+    };
+}
+
+/// One key as operators see it.
+pub(super) const KEY_VIEW: &str = concat!(
+    key_view!(),
+    " WHERE idempotency_keys.caller = $1 AND idempotency_keys.method = $2 \
+       AND idempotency_keys.request_id = $3"
+);
+
+/// The filters of a key listing: `$1` the states (`,a,b,`), `$2` the account (empty: any),
+/// `$3` the payment (empty: any), `$4` the minimum age (ms), `$5`..`$8` the last key of the
+/// previous page (`updated_at`, caller, method, request id), `$9` the page size.
+macro_rules! key_filters {
+    () => {
+        " AND $1 LIKE '%,' || state || ',%' \
+           AND ($2 = '' OR c.account = $2) AND ($3 = '' OR c.payment_id = $3) \
+           AND updated_at <= NOW_MS - $4 \
+           AND (updated_at, idempotency_keys.caller, idempotency_keys.method, idempotency_keys.request_id) \
+             < ($5, $6, $7, $8) \
+         ORDER BY updated_at DESC, idempotency_keys.caller DESC, idempotency_keys.method DESC, \
+           idempotency_keys.request_id DESC LIMIT $9"
+    };
+}
+
+/// Keys that are not done (the partial index `idempotency_keys_open`), by the filters.
+pub(super) const LIST_OPEN_KEYS: &str =
+    concat!(key_view!(), " WHERE state <> 'done'", key_filters!());
+
+/// Keys in any state, by the filters.
+pub(super) const LIST_KEYS: &str = concat!(key_view!(), " WHERE true", key_filters!());
+
+/// A key's history, oldest first.
+pub(super) const KEY_HISTORY: &str = "SELECT at, attempt, kind, detail FROM key_history \
+     WHERE caller = $1 AND method = $2 AND request_id = $3 ORDER BY entry";
+
+/// Operators' actions, oldest first: `$1` 1 to filter by the key `$2`..`$4`; after (`$5`,
+/// `$6`); at most `$7`.
+pub(super) const LIST_AUDIT: &str = "SELECT audit_id, at, actor, action, account, caller, method, \
+       request_id, reason, state_before, state_after, outcome, refund_id FROM audit_entries \
+     WHERE ($1 = 0 OR (caller = $2 AND method = $3 AND request_id = $4)) \
+       AND (at, audit_id) > ($5, $6) ORDER BY at, audit_id LIMIT $7";
 
 /// Which refund belongs to the key (written with its completion).
 pub(super) const ATTRIBUTE: &str = concat!(
@@ -434,7 +542,7 @@ pub(super) const NEEDING_ATTENTION: &str = "SELECT COALESCE(c.account, ''), k.st
        MIN(k.updated_at), NOW_MS \
      FROM idempotency_keys k LEFT JOIN request_claims c \
        ON c.method = k.method AND c.request_id = k.request_id AND c.caller = k.caller \
-     WHERE k.state IN ('unknown', 'unresolved') \
+     WHERE k.state <> 'done' AND k.state IN ('unknown', 'unresolved') \
      GROUP BY COALESCE(c.account, ''), k.state";
 
 /// A subscription's recorded stage and cancellation.
@@ -467,6 +575,9 @@ mod tests {
             ("MARK_UNKNOWN", MARK_UNKNOWN),
             ("MARK_UNRESOLVED", MARK_UNRESOLVED),
             ("SETTLE", SETTLE),
+            ("RECORD_HISTORY", RECORD_HISTORY),
+            ("DELETE_HISTORY", DELETE_HISTORY),
+            ("INSERT_AUDIT", INSERT_AUDIT),
             ("ATTRIBUTE", ATTRIBUTE),
             ("DELETE", DELETE),
             ("SAVE_REFUND", SAVE_REFUND),

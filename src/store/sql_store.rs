@@ -6,6 +6,7 @@
 
 use sqlx::{Database, Pool};
 
+use super::admin_rows::{HistoryKind, Note, SettleKey, Settled, bounded_detail};
 use super::backend::Arg::{self, Int, OptText, Text};
 use super::backend::{ArgBuf, Backend, End, Tx, Write};
 use super::owned::*;
@@ -22,7 +23,7 @@ pub(super) struct SqlStore<DB: Database> {
 }
 
 /// A key's three columns (`$1`-`$3`), then `rest`.
-fn key_args<'a>(key: &'a Key, rest: &[Arg<'a>]) -> Vec<Arg<'a>> {
+pub(super) fn key_args<'a>(key: &'a Key, rest: &[Arg<'a>]) -> Vec<Arg<'a>> {
     let mut args = vec![Text(&key.caller), Text(key.method), Text(&key.request_id)];
     args.extend_from_slice(rest);
     args
@@ -129,8 +130,22 @@ async fn anomaly<T: Tx>(
     Ok(())
 }
 
+/// Records a step in the key's life, in the transaction of the step (after the key's row
+/// changed).
+pub(super) async fn record_history<T: Tx>(
+    tx: &mut T,
+    key: &Key,
+    kind: HistoryKind,
+    detail: &str,
+) -> Result<(), StoreError> {
+    let detail = bounded_detail(detail);
+    let args = key_args(key, &[Text(kind.as_str()), Text(&detail)]);
+    tx.execute(s::RECORD_HISTORY, &args).await?;
+    Ok(())
+}
+
 /// The row a statement must return.
-fn one<R>(row: Option<R>) -> Result<R, StoreError> {
+pub(super) fn one<R>(row: Option<R>) -> Result<R, StoreError> {
     row.ok_or(StoreError::from(sqlx::Error::RowNotFound))
 }
 
@@ -158,14 +173,26 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(DB::fetch_all_pooled(&self.pool, sql, args).await?)
     }
 
-    /// A conditional update of one key by its lease token; whether it applied.
-    async fn by_token(
+    /// A conditional update of one key (`sql`, with the key's columns and `rest`) and, if it
+    /// applied, its history entry and `then` (with the key's columns), in one transaction;
+    /// whether it applied.
+    async fn transition(
         &self,
         sql: &'static str,
         key: &Key,
-        token: &str,
+        rest: &[Arg<'_>],
+        note: (HistoryKind, &str),
+        then: Option<&'static str>,
     ) -> Result<bool, StoreError> {
-        Ok(self.execute(sql, &key_args(key, &[Text(token)])).await? == 1)
+        let t = Transition {
+            sql,
+            args: key_args(key, rest).iter().map(ArgBuf::of).collect(),
+            key: key.clone(),
+            kind: note.0,
+            detail: note.1.to_owned(),
+            then,
+        };
+        self.writes.write(t).await
     }
 
     /// A key's final state by `sql` (its row changed, or the lease was gone), then
@@ -177,6 +204,7 @@ impl<DB: Backend> SqlStore<DB> {
         key: &Key,
         refund: Option<RefundRow<'_>>,
         keep_ms: i64,
+        note: (HistoryKind, &str),
     ) -> Result<Completion, StoreError> {
         let finish = Finish {
             sql,
@@ -184,8 +212,36 @@ impl<DB: Backend> SqlStore<DB> {
             key: key.clone(),
             refund: refund.as_ref().map(RefundRowBuf::of),
             keep_ms,
+            kind: note.0,
+            detail: note.1.to_owned(),
         };
         self.writes.write(finish).await
+    }
+}
+
+/// A key's transition and its history entry (see [`SqlStore::transition`]).
+struct Transition {
+    sql: &'static str,
+    args: Vec<ArgBuf>,
+    key: Key,
+    kind: HistoryKind,
+    detail: String,
+    then: Option<&'static str>,
+}
+
+impl Write for Transition {
+    type Out = bool;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, StoreError> {
+        let args: Vec<Arg<'_>> = self.args.iter().map(ArgBuf::view).collect();
+        if tx.execute(self.sql, &args).await? != 1 {
+            return Ok(End::Commit(false));
+        }
+        record_history(tx, &self.key, self.kind, &self.detail).await?;
+        if let Some(then) = self.then {
+            tx.execute(then, &key_args(&self.key, &[])).await?;
+        }
+        Ok(End::Commit(true))
     }
 }
 
@@ -196,18 +252,21 @@ struct Finish {
     key: Key,
     refund: Option<RefundRowBuf>,
     keep_ms: i64,
+    kind: HistoryKind,
+    detail: String,
 }
 
 impl Write for Finish {
     type Out = Completion;
 
     async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Completion>, StoreError> {
-        // The outcome, the attribution, the payment's release and the refund's state commit
-        // together, or not at all.
+        // The outcome, its history entry, the attribution, the payment's release and the
+        // refund's state commit together, or not at all.
         let args: Vec<Arg<'_>> = self.args.iter().map(ArgBuf::view).collect();
         if tx.execute(self.sql, &args).await? == 0 {
             return Ok(End::Rollback(Completion::LeaseLost));
         }
+        record_history(tx, &self.key, self.kind, &self.detail).await?;
         let refund = self.refund.as_ref().map(RefundRowBuf::view);
         settled(tx, &self.key, refund, self.keep_ms).await
     }
@@ -244,7 +303,7 @@ async fn attribute<T: Tx>(
 /// The rest of a key's completion, after its row became `done` in `tx`: the refund's
 /// attribution (refused if another key owns it) and state, and the payment's release; kept,
 /// or everything undone.
-async fn settled<T: Tx>(
+pub(super) async fn settled<T: Tx>(
     tx: &mut T,
     key: &Key,
     refund: Option<RefundRow<'_>>,
@@ -272,6 +331,115 @@ async fn settled<T: Tx>(
     }
     tx.execute(s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
     Ok(End::Commit(Completion::Done))
+}
+
+/// An operator's settle, owned (see [`super::KeyStore::settle`]).
+#[derive(Debug)]
+pub(super) struct SettleWrite {
+    key: Key,
+    outcome: String,
+    keep_ms: i64,
+    refund: Option<RefundRowBuf>,
+    actor: String,
+    reason: String,
+    settled_as: String,
+    refund_id: Option<String>,
+    audit_id: String,
+    detail: String,
+}
+
+impl SettleWrite {
+    pub(super) fn of(s: &SettleKey<'_>) -> Self {
+        Self {
+            key: s.key.clone(),
+            outcome: s.outcome.to_owned(),
+            keep_ms: s.keep_ms,
+            refund: s.refund.as_ref().map(RefundRowBuf::of),
+            actor: s.actor.to_owned(),
+            reason: s.reason.to_owned(),
+            settled_as: s.settled_as.to_owned(),
+            refund_id: s.refund_id.map(str::to_owned),
+            audit_id: s.audit_id.to_owned(),
+            detail: s.detail.to_owned(),
+        }
+    }
+}
+
+/// A key state as stored, or a `Decode` error.
+pub(super) fn decode_state(name: &str) -> Result<KeyState, StoreError> {
+    KeyState::parse(name).ok_or_else(|| StoreError::Decode(format!("unknown key state {name:?}")))
+}
+
+impl Write for SettleWrite {
+    type Out = Settled;
+
+    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Settled>, StoreError> {
+        let key = &self.key;
+        let Some(row) = tx.fetch_optional(s::LOAD, &key_args(key, &[])).await? else {
+            return Ok(End::Rollback(Settled::NotFound));
+        };
+        let before = decode_state(&T::text(&row, 1)?)?;
+        let lease_live = T::int(&row, 4)? != 0;
+        if !matches!(before, KeyState::Unknown | KeyState::Unresolved) {
+            return Ok(End::Rollback(Settled::NotSettleable {
+                state: before,
+                lease_live,
+            }));
+        }
+        // Still in the state read: an attempt that took the key over meanwhile wins.
+        let args = key_args(
+            key,
+            &[
+                Text(&self.outcome),
+                Int(self.keep_ms),
+                Text(before.as_str()),
+            ],
+        );
+        if tx.execute(s::SETTLE, &args).await? != 1 {
+            return Ok(End::Rollback(Settled::NotSettleable {
+                state: KeyState::InFlight,
+                lease_live: true,
+            }));
+        }
+        record_history(tx, key, HistoryKind::Settled, &self.detail).await?;
+        let account = self
+            .refund
+            .as_ref()
+            .map(|r| r.view().account.to_owned())
+            .unwrap_or_default();
+        let claimed = tx
+            .fetch_optional(s::CLAIM_OF_KEY, &key_args(key, &[]))
+            .await?
+            .map(|r| T::text(&r, 0))
+            .transpose()?
+            .unwrap_or(account);
+        let audit = [
+            Text(&self.audit_id),
+            Text(&self.actor),
+            Text("settle_key"),
+            Text(&claimed),
+            Text(&key.caller),
+            Text(key.method),
+            Text(&key.request_id),
+            Text(&self.reason),
+            Text(before.as_str()),
+            Text(KeyState::Done.as_str()),
+            Text(&self.settled_as),
+            OptText(self.refund_id.as_deref()),
+        ];
+        tx.execute(s::INSERT_AUDIT, &audit).await?;
+        let refund = self.refund.as_ref().map(RefundRowBuf::view);
+        Ok(match settled(tx, key, refund, self.keep_ms).await? {
+            End::Commit(_) => End::Commit(Settled::Done { before }),
+            End::Rollback(Completion::AttributedElsewhere) => {
+                End::Rollback(Settled::AttributedElsewhere)
+            }
+            End::Rollback(_) => End::Rollback(Settled::NotSettleable {
+                state: before,
+                lease_live,
+            }),
+        })
+    }
 }
 
 /// A new key with its request-id claim and, for a refund without a provider key, its payment;
@@ -318,6 +486,8 @@ impl Write for InsertKey {
                 return Ok(End::Rollback(Inserted::PaymentBusy));
             }
         }
+        let detail = format!("on {} by instance {}", new.account, new.instance);
+        record_history(tx, key, HistoryKind::Created, &detail).await?;
         Ok(End::Commit(Inserted::Created))
     }
 }
@@ -339,31 +509,9 @@ impl Write for DeleteKey {
             == 1;
         if deleted {
             tx.execute(s::RELEASE_PAYMENT, &key_args(key, &[])).await?;
+            tx.execute(s::DELETE_HISTORY, &key_args(key, &[])).await?;
         }
         Ok(End::Commit(deleted))
-    }
-}
-
-/// Marks a key unknown by its lease token after its attempt's request ended, and brings the
-/// payment's last send time to now (nothing of that request leaves later).
-struct MarkUnknownAfterSend {
-    key: Key,
-    token: String,
-}
-
-impl Write for MarkUnknownAfterSend {
-    type Out = bool;
-
-    async fn run<T: Tx>(self, tx: &mut T) -> Result<End<bool>, StoreError> {
-        let key = &self.key;
-        let marked = tx
-            .execute(s::MARK_UNKNOWN, &key_args(key, &[Text(&self.token)]))
-            .await?
-            == 1;
-        if marked {
-            tx.execute(s::END_SEND, &key_args(key, &[])).await?;
-        }
-        Ok(End::Commit(marked))
     }
 }
 
@@ -578,8 +726,10 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         instance: &'a str,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let args = key_args(key, &[Text(token), Int(lease_ms), Text(instance)]);
-            Ok(self.execute(s::TAKE_OVER, &args).await? == 1)
+            let rest = [Text(token), Int(lease_ms), Text(instance)];
+            let detail = format!("by instance {instance}");
+            let note = (HistoryKind::TakenOver, detail.as_str());
+            self.transition(s::TAKE_OVER, key, &rest, note, None).await
         })
     }
 
@@ -612,8 +762,10 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         window_ms: i64,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let args = key_args(key, &[Text(token), Int(window_ms)]);
-            Ok(self.execute(s::BEGIN_SEND, &args).await? == 1)
+            let rest = [Text(token), Int(window_ms)];
+            let detail = format!("may leave for {window_ms} ms");
+            let note = (HistoryKind::Sent, detail.as_str());
+            self.transition(s::BEGIN_SEND, key, &rest, note, None).await
         })
     }
 
@@ -624,44 +776,61 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         outcome: &'a str,
         keep_ms: i64,
         refund: Option<RefundRow<'a>>,
+        note: Note<'a>,
     ) -> StoreFuture<'a, Completion> {
         Box::pin(async move {
             let args = key_args(key, &[Text(token), Text(outcome), Int(keep_ms)]);
-            self.finish(s::COMPLETE, &args, key, refund, keep_ms).await
+            let note = (note.kind, note.detail);
+            self.finish(s::COMPLETE, &args, key, refund, keep_ms, note)
+                .await
         })
     }
 
-    fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move { self.by_token(s::MARK_UNKNOWN, key, token).await })
+    fn mark_unknown<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        why: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let note = (HistoryKind::Unknown, why);
+            self.transition(s::MARK_UNKNOWN, key, &[Text(token)], note, None)
+                .await
+        })
     }
 
     fn mark_unknown_after_send<'a>(
         &'a self,
         key: &'a Key,
         token: &'a str,
+        why: &'a str,
     ) -> StoreFuture<'a, bool> {
-        let mark = MarkUnknownAfterSend {
-            key: key.clone(),
-            token: token.to_owned(),
-        };
-        Box::pin(async move { self.writes.write(mark).await })
+        // Nothing of the attempt's request leaves after now: the payment's last send time
+        // comes back to now.
+        Box::pin(async move {
+            let note = (HistoryKind::Unknown, why);
+            let end = Some(s::END_SEND);
+            self.transition(s::MARK_UNKNOWN, key, &[Text(token)], note, end)
+                .await
+        })
     }
 
-    fn mark_unresolved<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move { self.by_token(s::MARK_UNRESOLVED, key, token).await })
-    }
-
-    fn settle<'a>(
+    fn mark_unresolved<'a>(
         &'a self,
         key: &'a Key,
-        outcome: &'a str,
-        keep_ms: i64,
-        refund: Option<RefundRow<'a>>,
-    ) -> StoreFuture<'a, Completion> {
+        token: &'a str,
+        why: &'a str,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let args = key_args(key, &[Text(outcome), Int(keep_ms)]);
-            self.finish(s::SETTLE, &args, key, refund, keep_ms).await
+            let note = (HistoryKind::Unresolved, why);
+            self.transition(s::MARK_UNRESOLVED, key, &[Text(token)], note, None)
+                .await
         })
+    }
+
+    fn settle<'a>(&'a self, settle: SettleKey<'a>) -> StoreFuture<'a, Settled> {
+        let write = SettleWrite::of(&settle);
+        Box::pin(async move { self.writes.write(write).await })
     }
 
     fn claimant<'a>(
@@ -776,6 +945,8 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
             self.execute(s::MARK_EVENTS_PURGED, &[Int(keep.events_ms)])
                 .await?;
             n += self.execute(s::PURGE_EVENTS, &[]).await?;
+            // The histories of purged keys (not counted: they go with their keys).
+            self.execute(s::PURGE_HISTORY, &[]).await?;
             Ok(n)
         })
     }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use super::admin_rows::*;
 use super::rows::*;
 
 /// A boxed store future.
@@ -127,7 +128,8 @@ pub trait KeyStore: Send + Sync + 'static {
     fn insert<'a>(&'a self, new: NewKey<'a>) -> StoreFuture<'a, Inserted>;
     /// Reads the key.
     fn load<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<Row>>;
-    /// Takes the lease of a key that is `unknown` or whose lease is dead.
+    /// Takes the lease of a key that is `unknown` or whose lease is dead (with a history
+    /// entry).
     fn take_over<'a>(
         &'a self,
         key: &'a Key,
@@ -152,7 +154,7 @@ pub trait KeyStore: Send + Sync + 'static {
         window_ms: i64,
     ) -> StoreFuture<'a, bool>;
     /// Stores the final outcome if `token` still holds the lease, kept `keep_ms`, together with
-    /// the refund's attribution and state, and releases the payment.
+    /// its history entry, the refund's attribution and state, and releases the payment.
     fn complete<'a>(
         &'a self,
         key: &'a Key,
@@ -160,25 +162,37 @@ pub trait KeyStore: Send + Sync + 'static {
         outcome: &'a str,
         keep_ms: i64,
         refund: Option<RefundRow<'a>>,
+        note: Note<'a>,
     ) -> StoreFuture<'a, Completion>;
-    /// Marks the key `unknown` and frees the lease (the payment stays held).
-    fn mark_unknown<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
+    /// Marks the key `unknown` and frees the lease (the payment stays held); `why` goes to its
+    /// history.
+    fn mark_unknown<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        why: &'a str,
+    ) -> StoreFuture<'a, bool>;
     /// The same, for an attempt whose request has ended (answered, failed or timed out), so
     /// nothing of it can leave any more: the payment's last send time becomes the store's now
     /// if it was later.
-    fn mark_unknown_after_send<'a>(&'a self, key: &'a Key, token: &'a str)
-    -> StoreFuture<'a, bool>;
-    /// Marks the key `unresolved`: an operator must settle it (the payment stays held).
-    fn mark_unresolved<'a>(&'a self, key: &'a Key, token: &'a str) -> StoreFuture<'a, bool>;
-    /// An operator's decision on an `unresolved` key (never a live or unknown one), with the
-    /// refund's attribution; releases the payment.
-    fn settle<'a>(
+    fn mark_unknown_after_send<'a>(
         &'a self,
         key: &'a Key,
-        outcome: &'a str,
-        keep_ms: i64,
-        refund: Option<RefundRow<'a>>,
-    ) -> StoreFuture<'a, Completion>;
+        token: &'a str,
+        why: &'a str,
+    ) -> StoreFuture<'a, bool>;
+    /// Marks the key `unresolved`: an operator must settle it (the payment stays held); `why`
+    /// goes to its history.
+    fn mark_unresolved<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        why: &'a str,
+    ) -> StoreFuture<'a, bool>;
+    /// An operator's decision on a key that needs a person (`unknown` or `unresolved`, so no
+    /// lease; never a live or final one), with the refund's attribution, its event, the key's
+    /// history entry and the audit entry, in one transaction; releases the payment.
+    fn settle<'a>(&'a self, settle: SettleKey<'a>) -> StoreFuture<'a, Settled>;
     /// The caller that claimed `request_id` for `method` on `account`, and the payment a
     /// refund key recorded with its claim.
     fn claimant<'a>(
@@ -310,7 +324,19 @@ pub trait SubscriptionStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, Option<(String, i64)>>;
 }
 
-/// Every kind of state in one store, as one backend holds them.
-pub trait Store: KeyStore + RefundStore + EventStore + SubscriptionStore {}
+/// What operators read: keys by state, a key's history, the audit trail.
+pub trait OperatorStore: Send + Sync + 'static {
+    /// Keys by `filter`, newest change first.
+    fn list_keys<'a>(&'a self, filter: &'a KeyFilter) -> StoreFuture<'a, Vec<KeyView>>;
+    /// One key.
+    fn key_view<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Option<KeyView>>;
+    /// A key's history, oldest first.
+    fn key_history<'a>(&'a self, key: &'a Key) -> StoreFuture<'a, Vec<HistoryEntry>>;
+    /// Operators' actions by `filter`, oldest first.
+    fn audit_entries<'a>(&'a self, filter: &'a AuditFilter) -> StoreFuture<'a, Vec<AuditRow>>;
+}
 
-impl<T: KeyStore + RefundStore + EventStore + SubscriptionStore> Store for T {}
+/// Every kind of state in one store, as one backend holds them.
+pub trait Store: KeyStore + RefundStore + EventStore + SubscriptionStore + OperatorStore {}
+
+impl<T: KeyStore + RefundStore + EventStore + SubscriptionStore + OperatorStore> Store for T {}
