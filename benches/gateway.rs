@@ -650,10 +650,14 @@ async fn main() {
             base_url: fast_sim.base_url(),
             client_id: CLIENT_ID.into(),
             sandbox: false,
-            key_version: 1,
             timeout: Duration::from_secs(10),
-            signer: Signer::from_bytes(keys.merchant.as_bytes()).unwrap(),
-            verifier: verifier(&keys.antom),
+            keys: paygate::providers::antom::keys::Keys::fixed(
+                paygate::providers::antom::keys::KeyRing::single(
+                    1,
+                    Signer::from_bytes(keys.merchant.as_bytes()).unwrap(),
+                    verifier(&keys.antom),
+                ),
+            ),
             notify_url: None,
         })
         .unwrap(),

@@ -181,6 +181,8 @@ def main():
         "prometheusRule": {"enabled": True},
         "events": {"nats": {"url": "nats://nats.messaging:4222", "subjectPrefix": "acme.payments",
                             "stream": "PAYMENTS"}},
+        "keyDirectories": {"antom-merchant": {"existingSecret": "antom-merchant-keys"},
+                           "antom-public": {"files": {"1.pem": "-----BEGIN PUBLIC KEY-----\n"}}},
     })
     manifests = render(everything)
     kinds = validate(manifests, "every option")
@@ -189,8 +191,12 @@ def main():
     for want in ("payments-gateway", "@sha256:", "regcred", "role-arn", "OTEL_EXPORTER_OTLP_ENDPOINT",
                  "secretRef", "/etc/ca", "topologySpreadConstraints", "payments-critical",
                  "maxUnavailable: 1", "Egress", "PaygateUnknownOutcomes", "PaygateEventRelayLagging",
-                 "PAYGATE_EVENTS_NATS_URL", "nats://nats.messaging:4222", "acme.payments", "port: 4222"):
+                 "PAYGATE_EVENTS_NATS_URL", "nats://nats.messaging:4222", "acme.payments", "port: 4222",
+                 "mountPath: /etc/paygate/keys/antom-merchant", "secretName: antom-merchant-keys",
+                 "mountPath: /etc/paygate/keys/antom-public", "payments-gateway-keys-antom-public"):
         assert want in text, want
+    assert "subPath: 1.pem" not in text and "checksum/secret" not in text, \
+        "key directories are mounted whole, and a Secret's change reaches running pods in place"
 
     must_fail({"replicaCount": 2}, "needs store.type=postgres", "two replicas with SQLite")
     must_fail({"autoscaling": {"enabled": True}}, "needs store.type=postgres", "autoscaling with SQLite")
@@ -206,6 +212,8 @@ def main():
     must_fail(operator({"terminationGracePeriodSeconds": 20}), "must exceed", "a grace period shorter than the drain")
     must_fail(operator({"events": {"nats": {"subjectPrefix": "a.>"}}}), "subjectPrefix",
               "a subject prefix with a wildcard")
+    must_fail(operator({"keyDirectories": {"antom": {"files": {"merchant.pem": "x"}}}}), "merchant.pem",
+              "a key directory file not named <version>.pem")
     # With an existing Secret the chart cannot see its keys: no file check.
     render(operator({"secrets": {"existingSecret": "keys", "files": {}}}))
 

@@ -7,6 +7,12 @@
 
 use crate::reason;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::reload::{Reload, Seen};
 
 use tonic::Request;
 
@@ -55,15 +61,147 @@ impl Policy {
     }
 }
 
+/// The accepted bearer tokens: SHA-256 (lower-case hex) of each -> caller name. Clones share
+/// one set, swapped whole when the tokens file changes (see [`TokensFile`]); once tokens are
+/// configured, authentication stays on, whatever a reload reads.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    live: Arc<ArcSwap<HashMap<String, String>>>,
+    configured: bool,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self {
+            live: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            configured: false,
+        }
+    }
+}
+
+impl Tokens {
+    /// Accepts the token whose SHA-256 is `hash` as `caller`'s.
+    pub fn insert(&mut self, hash: String, caller: String) {
+        self.configured = true;
+        self.live.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(hash.clone(), caller.clone());
+            m
+        });
+    }
+
+    /// The caller whose token's SHA-256 is `hash`.
+    pub fn caller(&self, hash: &str) -> Option<String> {
+        self.live.load().get(hash).cloned()
+    }
+
+    /// How many tokens are accepted now.
+    pub fn len(&self) -> usize {
+        self.live.load().len()
+    }
+
+    /// No tokens were ever configured.
+    pub fn is_empty(&self) -> bool {
+        !self.configured
+    }
+
+    /// Accepts exactly `map` from now on.
+    pub(crate) fn replace(&mut self, map: HashMap<String, String>) {
+        self.configured = true;
+        self.live.store(Arc::new(map));
+    }
+}
+
+/// Parses a tokens file: one `CALLER SHA256HEX` per line (`#` comments), at least one.
+pub(crate) fn parse_tokens(text: &str) -> Result<HashMap<String, String>, String> {
+    let mut map = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(caller), Some(hash), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("line {}: expected `CALLER SHA256HEX`", i + 1));
+        };
+        let hash = hash
+            .strip_prefix("sha256:")
+            .unwrap_or(hash)
+            .to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "line {}: the hash must be 64 hex digits (SHA-256 of the token)",
+                i + 1
+            ));
+        }
+        map.insert(hash, caller.to_owned());
+    }
+    if map.is_empty() {
+        return Err("no tokens in the file".into());
+    }
+    Ok(map)
+}
+
+/// The callers' tokens file, read again when it changes: a new token works and a removed one
+/// stops working within seconds. A file that does not parse (or holds no token) changes
+/// nothing.
+#[derive(Debug)]
+pub struct TokensFile {
+    path: PathBuf,
+    tokens: Tokens,
+    seen: Seen,
+}
+
+impl TokensFile {
+    /// Reads `path` into `tokens` now, and keeps reading it into them.
+    pub fn load(path: &Path, tokens: &mut Tokens) -> Result<Arc<Self>, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+        tokens.replace(parse_tokens(text)?);
+        let seen = Seen::default();
+        seen.changed(&bytes);
+        Ok(Arc::new(Self {
+            path: path.to_owned(),
+            tokens: tokens.clone(),
+            seen,
+        }))
+    }
+}
+
+impl Reload for TokensFile {
+    fn name(&self) -> String {
+        "auth tokens file".into()
+    }
+
+    fn watched(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+
+    fn reload(&self) -> Result<bool, String> {
+        let bytes =
+            std::fs::read(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if !self.seen.changed(&bytes) {
+            return Ok(false);
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+        let map = parse_tokens(text).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        self.tokens.clone().replace(map);
+        Ok(true)
+    }
+}
+
 /// The authentication and authorization settings.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
-    /// SHA-256 (lower-case hex) of each accepted bearer token -> caller name.
-    pub token_hashes: HashMap<String, String>,
+    /// The accepted bearer tokens.
+    pub token_hashes: Tokens,
     /// Client certificates are verified (mutual TLS is on).
     pub mtls: bool,
     /// Policies by caller name; `*` applies to callers without their own.
     pub policies: HashMap<String, Policy>,
+    /// The tokens file the tokens come from, read again when it changes.
+    pub tokens_file: Option<Arc<TokensFile>>,
 }
 
 /// SHA-256 of a token, lower-case hex, as the tokens file holds it.
@@ -140,8 +278,8 @@ impl Auth {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty());
-        let caller = token.and_then(|t| self.token_hashes.get(&hash_token(t)));
-        caller.cloned().ok_or(GatewayError::Unauthenticated {
+        let caller = token.and_then(|t| self.token_hashes.caller(&hash_token(t)));
+        caller.ok_or(GatewayError::Unauthenticated {
             reason: reason::INVALID_TOKEN,
             message: "the bearer token is not valid",
         })

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use crate::config::{AccountConfig, Config, ProviderConfig};
 use crate::providers::antom::client::Settings;
+use crate::providers::antom::keys::{KeyRing, Keys};
 use crate::providers::antom::signing::{Signer, Verifier};
 use crate::providers::payxpert::client::Settings as PayXpertSettings;
-use crate::secret::Secret;
+
 use crate::sim::SimServer;
 use crate::sim::antom::{ANTOM_RESEND_SCHEDULE, AntomData, AntomSim, NotifyTarget};
 use crate::sim::payxpert::{PayXpertData, PayXpertSim};
@@ -108,10 +109,12 @@ pub fn sim_account(
         base_url,
         client_id: client_id.into(),
         sandbox: client_id.starts_with("SANDBOX_"),
-        key_version: 1,
         timeout: Duration::from_secs(5),
-        signer: read_signer(&files.merchant_private)?,
-        verifier: read_verifier(&files.antom_public)?,
+        keys: Keys::fixed(KeyRing::single(
+            1,
+            read_signer(&files.merchant_private)?,
+            read_verifier(&files.antom_public)?,
+        )),
         notify_url: None,
     })
 }
@@ -289,7 +292,7 @@ pub async fn start(
     let px_settings = PayXpertSettings {
         base_url: px.base_url(),
         originator_id: DEV_ORIGINATOR.into(),
-        password: Secret::new(password),
+        password: crate::secret::SecretFile::fixed(password),
         timeout: Duration::from_secs(5),
         quiet_period: Duration::from_secs(10),
     };

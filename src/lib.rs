@@ -40,6 +40,7 @@ pub mod providers;
 pub(crate) mod ratelimit;
 pub(crate) mod reason;
 pub mod relay;
+pub mod reload;
 pub(crate) mod retry;
 pub mod secret;
 pub mod server;

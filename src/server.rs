@@ -89,6 +89,9 @@ pub struct Gateway {
     pub notify_limits: NotifyLimits,
     /// Bounds on the gRPC port's connections and streams.
     pub grpc_limits: GrpcLimits,
+    /// What is read from files that may change while the gateway serves (accounts' keys and
+    /// passwords, the callers' tokens), read again when they do.
+    pub secrets: crate::reload::Reloader,
 }
 
 impl Gateway {
@@ -326,6 +329,15 @@ impl GatewayBuilder {
             Some(chosen) => chosen,
             None => self.accounts.first().map(|a| a.name.clone()),
         };
+        let mut secrets = crate::reload::Reloader::default();
+        for a in &self.accounts {
+            for s in a.provider.secrets() {
+                secrets.add(s);
+            }
+        }
+        if let Some(t) = &self.auth.tokens_file {
+            secrets.add(t.clone());
+        }
         let idempotency = Idempotency::new(self.store, self.retention)
             .with_unkeyed_retention(self.unkeyed_retention)
             .with_event_window(self.notify_limits.max_age);
@@ -346,6 +358,7 @@ impl GatewayBuilder {
             notify_addr: self.notify_addr,
             notify_limits: self.notify_limits,
             grpc_limits: self.grpc_limits,
+            secrets,
         }
     }
 }
@@ -516,6 +529,9 @@ fn spawn_background(gateway: &Gateway) -> Vec<AbortOnDrop> {
             s.accounts.names(),
         ))),
     ];
+    // Keys, passwords and tokens are read again when their files change, and on SIGHUP
+    // (which therefore never ends the process).
+    tasks.push(AbortOnDrop(tokio::spawn(gateway.secrets.clone().run())));
     // Events reach the bus from here, never from a call.
     if let Some(settings) = gateway.relay.clone() {
         let relay = crate::relay::Relay::new(

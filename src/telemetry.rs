@@ -479,6 +479,10 @@ fn describe_relay_metrics() {
         "paygate_events_relayed_total",
         "Events NATS JetStream acknowledged"
     );
+    describe_counter!(
+        "paygate_secret_reloads_total",
+        "Secrets read again after their files changed (or on SIGHUP): result=ok took new contents, result=error did not load and the previous ones stay in use"
+    );
 }
 
 fn describe_metrics(providers: &[ProviderSeries]) {
@@ -568,6 +572,9 @@ fn describe_metrics(providers: &[ProviderSeries]) {
     metrics::counter!("paygate_notify_connections_refused_total").absolute(0);
     metrics::counter!("paygate_events_relay_publish_errors_total").absolute(0);
     metrics::counter!("paygate_events_relayed_total").absolute(0);
+    for result in ["ok", "error"] {
+        metrics::counter!("paygate_secret_reloads_total", "result" => result).absolute(0);
+    }
     for event in IDEMPOTENCY_EVENTS {
         metrics::counter!("paygate_idempotency_events_total", "event" => *event).absolute(0);
     }

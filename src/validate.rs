@@ -379,10 +379,14 @@ mod tests {
             base_url: "http://127.0.0.1:9".into(),
             client_id: "C".into(),
             sandbox: false,
-            key_version: 1,
             timeout: Duration::from_secs(1),
-            signer: Signer::from_bytes(MERCHANT_PEM.as_bytes()).unwrap(),
-            verifier: public_of(MERCHANT_PEM),
+            keys: crate::providers::antom::keys::Keys::fixed(
+                crate::providers::antom::keys::KeyRing::single(
+                    1,
+                    Signer::from_bytes(MERCHANT_PEM.as_bytes()).unwrap(),
+                    public_of(MERCHANT_PEM),
+                ),
+            ),
             notify_url: None,
         };
         Accounts::new(

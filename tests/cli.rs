@@ -705,6 +705,79 @@ fn check_config_validates_without_serving() {
     assert!(err.contains("c.toml:3"), "{err}");
 }
 
+/// `check-config` lists the key versions each Antom account would use: from key directories
+/// (the highest merchant version signs), or from today's one-file settings; a key directory
+/// with the file setting as well, or a `key_version` beside a directory, is refused.
+#[test]
+fn check_config_lists_the_key_versions() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = (dir.path().join("merchant"), dir.path().join("antom"));
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::create_dir_all(&public).unwrap();
+    let key = std::fs::read(fixtures.join("test_merchant_key.pem")).unwrap();
+    let pubkey = std::fs::read(fixtures.join("test_merchant_public_key.pem")).unwrap();
+    for v in ["1", "2"] {
+        std::fs::write(private.join(format!("{v}.pem")), &key).unwrap();
+    }
+    std::fs::write(public.join("7.pem"), &pubkey).unwrap();
+    let base = [
+        (
+            "PAYGATE_ANTOM_BASE_URL",
+            "https://open-sea-global.alipay.com".to_owned(),
+        ),
+        ("PAYGATE_ANTOM_CLIENT_ID", "C".to_owned()),
+    ];
+    let check = |extra: &[(&str, String)]| {
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .env_remove("PAYGATE_CONFIG")
+            .envs(base.iter().chain(extra).map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let dirs = [
+        (
+            "PAYGATE_ANTOM_PRIVATE_KEYS_DIR",
+            private.display().to_string(),
+        ),
+        (
+            "PAYGATE_ANTOM_PUBLIC_KEYS_DIR",
+            public.display().to_string(),
+        ),
+    ];
+    let (code, said) = check(&dirs);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(
+            "antom: signs with merchant key version 2 (holds 1, 2); verifies Antom key versions 7"
+        ),
+        "{said}"
+    );
+    let mut both = dirs.to_vec();
+    both.push((
+        "PAYGATE_ANTOM_PRIVATE_KEY_FILE",
+        fixtures.join("test_merchant_key.pem").display().to_string(),
+    ));
+    let (code, said) = check(&both);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("PAYGATE_ANTOM_PRIVATE_KEYS_DIR") && said.contains("not both"),
+        "{said}"
+    );
+    let (code, said) = check(&antom_env());
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("signs with merchant key version 1 (holds 1)"),
+        "{said}"
+    );
+}
+
 /// Starts `paygate dev` on `dir`; answers its process, banner and gRPC URL.
 fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Proc, String, String) {
     dev_on(dir, free_port(), extra)

@@ -15,7 +15,6 @@ use paygate::pb::subscription_service_client::SubscriptionServiceClient;
 use paygate::providers::payxpert::client::Settings;
 use paygate::providers::payxpert::{PayXpert, codes};
 use paygate::providers::{Disposition, Meaning};
-use paygate::secret::Secret;
 use paygate::server::GuardSettings;
 use paygate::sim::Simulator as _;
 use paygate::sim::payxpert::{PayXpertSim, Tx};
@@ -58,7 +57,7 @@ async fn gateway_for(sim: &SimServer<PayXpertSim>, password: &str, o: Options) -
     let provider = PayXpert::new(Settings {
         base_url: sim.base_url(),
         originator_id: ORIGINATOR.into(),
-        password: Secret::new(password.into()),
+        password: paygate::secret::SecretFile::fixed(password.into()),
         timeout: Duration::from_secs(3),
         quiet_period: QUIET,
     })

@@ -21,5 +21,10 @@ pub(super) fn run(config: Option<&Path>) -> Result<(), Failure> {
             "; no caller authentication"
         },
     );
+    for a in &config.accounts {
+        if let Some(keys) = a.provider.key_versions() {
+            println!("  {}: {keys}", a.name);
+        }
+    }
     Ok(())
 }

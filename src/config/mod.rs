@@ -740,7 +740,10 @@ fn callers(
                 .map(|p| ("auth.tokens_file".to_owned(), p))
         });
     if let Some((setting, path)) = tokens {
-        auth.token_hashes = read_tokens(&setting, &path)?;
+        auth.tokens_file = Some(
+            crate::auth::TokensFile::load(&path, &mut auth.token_hashes)
+                .map_err(|e| err(&setting, e))?,
+        );
     }
     let caller_rate = rate("caller_rps", file.caller_rps, file.caller_burst)?;
     let mut caller_rates = HashMap::new();
@@ -942,43 +945,6 @@ fn tls_files(
 }
 
 /// Reads a tokens file: one `CALLER SHA256HEX` per line; `#` starts a comment.
-fn read_tokens(setting: &str, path: &Path) -> Result<HashMap<String, String>, ConfigError> {
-    let text =
-        String::from_utf8(read_file(setting, path)?).map_err(|_| err(setting, "not UTF-8 text"))?;
-    let mut map = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(caller), Some(hash), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(err(
-                setting,
-                format!("line {}: expected `CALLER SHA256HEX`", i + 1),
-            ));
-        };
-        let hash = hash
-            .strip_prefix("sha256:")
-            .unwrap_or(hash)
-            .to_ascii_lowercase();
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(err(
-                setting,
-                format!(
-                    "line {}: the hash must be 64 hex digits (SHA-256 of the token)",
-                    i + 1
-                ),
-            ));
-        }
-        map.insert(hash, caller.to_owned());
-    }
-    if map.is_empty() {
-        return Err(err(setting, "no tokens in the file"));
-    }
-    Ok(map)
-}
-
 /// A listen address: `IP:PORT`, or `HOST:PORT` with a host name such as `localhost` (its first
 /// address, IPv4 first).
 fn socket_addr(setting: &str, v: &str, or: &str) -> Result<SocketAddr, ConfigError> {
@@ -1230,8 +1196,11 @@ mod tests {
         let c = Config::load(Some(&path), &env).unwrap();
         assert_eq!(c.auth.token_hashes.len(), 2);
         assert_eq!(
-            c.auth.token_hashes[&crate::auth::hash_token("t2")],
-            "support"
+            c.auth
+                .token_hashes
+                .caller(&crate::auth::hash_token("t2"))
+                .as_deref(),
+            Some("support")
         );
         assert_eq!(
             c.caller_rates["billing"],

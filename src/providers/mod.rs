@@ -118,6 +118,12 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// What the account reads from files that may change while it serves (keys, a
+    /// password), to be read again when they do (see `crate::reload`).
+    fn secrets(&self) -> Vec<Arc<dyn crate::reload::Reload>> {
+        Vec::new()
+    }
+
     /// Settles an earlier refund attempt whose outcome is unknown, before anything is sent
     /// again. `reconcile` says, for providers without a key, when the key's first attempt
     /// started and which refund ids are attributed to other keys on the payment. `Resend`
@@ -269,6 +275,11 @@ impl fmt::Debug for Registration {
 pub trait ProviderSettings: Any + fmt::Debug + Send {
     /// Builds the provider (its HTTP client); contacts nothing.
     fn build(self: Box<Self>) -> Result<Arc<dyn Provider>, reqwest::Error>;
+
+    /// The key versions it would use, for `paygate check-config` (`None`: no versioned keys).
+    fn key_versions(&self) -> Option<String> {
+        None
+    }
 }
 
 /// One account's provider settings, whichever the provider.
@@ -284,6 +295,11 @@ impl ProviderConfig {
     /// Builds the provider.
     pub fn build(self) -> Result<Arc<dyn Provider>, reqwest::Error> {
         self.0.build()
+    }
+
+    /// The key versions it would use (see [`ProviderSettings::key_versions`]).
+    pub fn key_versions(&self) -> Option<String> {
+        self.0.key_versions()
     }
 
     /// The settings, if they are of provider settings type `T`.

@@ -135,7 +135,7 @@ pub struct PayXpertData {
 /// The simulator.
 pub struct PayXpertSim {
     originator: String,
-    password: String,
+    passwords: Mutex<Vec<String>>,
     state: Mutex<PxState>,
 }
 
@@ -202,7 +202,7 @@ impl PayXpertSim {
     pub fn new(originator: impl Into<String>, password: impl Into<String>) -> Arc<Self> {
         Arc::new(Self {
             originator: originator.into(),
-            password: password.into(),
+            passwords: Mutex::new(vec![password.into()]),
             state: Mutex::new(PxState {
                 next_id: 5_000_000,
                 ..Default::default()
@@ -307,14 +307,24 @@ impl PayXpertSim {
         self.serve(TcpListener::bind(addr).await?)
     }
 
+    /// From now on the originator's password is any of `passwords` (PayXpert's back office
+    /// takes a new one; during a rotation both work).
+    pub fn accept_passwords(&self, passwords: &[&str]) {
+        let mut p = self.passwords.lock().unwrap_or_else(|e| e.into_inner());
+        *p = passwords.iter().map(|s| (*s).to_owned()).collect();
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let expected = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", self.originator, self.password));
-        headers
+        let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            == Some(expected.as_str())
+            .and_then(|v| v.strip_prefix("Basic "));
+        let p = self.passwords.lock().unwrap_or_else(|e| e.into_inner());
+        p.iter().any(|pw| {
+            let expected = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{pw}", self.originator));
+            given == Some(expected.as_str())
+        })
     }
 
     fn refund(&self, id: &str, body: &[u8]) -> Value {

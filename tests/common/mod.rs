@@ -157,10 +157,14 @@ pub async fn start_with(o: Options) -> Env {
         base_url: sim.base_url(),
         client_id: CLIENT_ID.into(),
         sandbox: true,
-        key_version: 1,
         timeout: o.attempt_timeout,
-        signer: Signer::from_bytes(o.merchant_key.as_bytes()).unwrap(),
-        verifier: public_of(o.trusted_antom_key),
+        keys: paygate::providers::antom::keys::Keys::fixed(
+            paygate::providers::antom::keys::KeyRing::single(
+                1,
+                Signer::from_bytes(o.merchant_key.as_bytes()).unwrap(),
+                public_of(o.trusted_antom_key),
+            ),
+        ),
         notify_url: o.antom_notify_url.clone(),
     };
     let g = serve_account("main", Arc::new(Antom::new(settings).unwrap()), o).await;

@@ -1,12 +1,14 @@
 //! Antom's HTTP plumbing: one pooled reqwest client, request signing, answer verification on
 //! the raw bytes, bounded answer size. Knows nothing of refunds or subscriptions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use super::codes::{self, Meaning, TRAFFIC_RETRY};
-use super::signing::{self, Signer, Verifier};
+use super::keys::Keys;
+use super::signing;
 use super::wire::ResultOnly;
 use crate::providers::http::{AccountClient, Call};
 use crate::providers::{CallContext, ProviderError};
@@ -51,14 +53,11 @@ pub struct Settings {
     pub client_id: String,
     /// Use `/ams/sandbox/api` paths.
     pub sandbox: bool,
-    /// `keyVersion` sent in the Signature header.
-    pub key_version: u32,
     /// Upper bound for one HTTP attempt.
     pub timeout: Duration,
-    /// The merchant's private key.
-    pub signer: Signer,
-    /// Antom's public key.
-    pub verifier: Verifier,
+    /// The merchant's private keys and Antom's public keys, by version (reloaded when their
+    /// files change).
+    pub keys: Arc<Keys>,
     /// Where Antom should send this account's notifications, as the gateway is reached from
     /// the internet (e.g. `https://paygate.example.com/notify/antom`); refunds carry
     /// `<notify_url>/refund` as their `refundNotifyUrl`. `None`: the Antom Dashboard's URLs
@@ -92,9 +91,10 @@ impl AccountClient<Settings> {
         let uri = self.uri(endpoint);
         let request_time = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         let request_time = request_time.to_string();
-        let signature = s
-            .signer
-            .sign(&signing::content(&uri, &s.client_id, &request_time, &body));
+        // The keys this call uses from start to end, whatever a reload swaps in meanwhile.
+        let keys = s.keys.current();
+        let (key_version, signature) =
+            keys.sign(&signing::content(&uri, &s.client_id, &request_time, &body));
         let url = format!("{}{}", s.base_url.trim_end_matches('/'), uri);
         let request = self
             .http()
@@ -104,7 +104,7 @@ impl AccountClient<Settings> {
             .header("Request-Time", &request_time)
             .header(
                 "Signature",
-                signing::signature_header(s.key_version, &signature),
+                signing::signature_header(key_version, &signature),
             )
             .body(body);
         let what = format!("antom {}", endpoint.name());
@@ -126,11 +126,12 @@ impl AccountClient<Settings> {
         let answer = answered
             .read(&what, crate::providers::http::MAX_ANSWER_BYTES)
             .await?;
-        self.verify(endpoint, &uri, response_time, signature, answer)
+        self.verify(&keys, endpoint, &uri, response_time, signature, answer)
     }
 
     fn verify(
         &self,
+        keys: &super::keys::KeyRing,
         endpoint: Endpoint,
         uri: &str,
         response_time: Option<String>,
@@ -167,9 +168,13 @@ impl AccountClient<Settings> {
                 None,
             ));
         };
+        let named = signing::key_version_of(&sig_header);
         let valid = signing::parse_signature_header(&sig_header).is_some_and(|sig| {
-            s.verifier
-                .verify(&signing::content(uri, &s.client_id, &time, &answer), &sig)
+            keys.verify(
+                named,
+                &signing::content(uri, &s.client_id, &time, &answer),
+                &sig,
+            )
         });
         if !valid {
             metrics::counter!("paygate_signature_failures_total", "provider" => "antom", "kind" => "invalid").increment(1);

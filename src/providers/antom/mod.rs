@@ -3,6 +3,7 @@
 pub mod client;
 pub mod codes;
 pub(crate) mod config;
+pub mod keys;
 pub(crate) mod notify;
 pub mod signing;
 pub(crate) mod wire;
@@ -81,6 +82,10 @@ fn refusal(meaning: Meaning, r: &ResultObject) -> ProviderError {
 impl Provider for Antom {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn secrets(&self) -> Vec<std::sync::Arc<dyn crate::reload::Reload>> {
+        vec![self.client.settings().keys.clone()]
     }
 
     fn notification(

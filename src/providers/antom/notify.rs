@@ -27,13 +27,15 @@ pub(crate) fn verify(
         return Err(NotificationError::Unverified("unknown client-id"));
     }
     let time = header("request-time").ok_or(NotificationError::Unverified("no request-time"))?;
-    let signature = header("signature")
-        .and_then(|h| signing::parse_signature_header(&h))
+    let value = header("signature").ok_or(NotificationError::Unverified("no signature"))?;
+    let signature = signing::parse_signature_header(&value)
         .ok_or(NotificationError::Unverified("no signature"))?;
-    if !settings
-        .verifier
-        .verify(&signing::content(uri, &client_id, &time, body), &signature)
-    {
+    let named = signing::key_version_of(&value);
+    if !settings.keys.current().verify(
+        named,
+        &signing::content(uri, &client_id, &time, body),
+        &signature,
+    ) {
         return Err(NotificationError::Unverified("signature does not verify"));
     }
     signed_time(&time).ok_or(NotificationError::Unverified(

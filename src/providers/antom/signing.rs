@@ -64,6 +64,15 @@ pub fn parse_signature_header(value: &str) -> Option<Vec<u8>> {
     STANDARD.decode(b64.as_bytes()).ok()
 }
 
+/// The `keyVersion` a `Signature` header value names, if it names one.
+pub fn key_version_of(value: &str) -> Option<u32> {
+    value
+        .split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix("keyVersion="))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn strip_base64(input: &[u8]) -> Option<Vec<u8>> {
     let compact: Vec<u8> = input
         .iter()

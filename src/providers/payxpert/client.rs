@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use super::wire::Answer;
 use crate::providers::http::{AccountClient, Call};
 use crate::providers::{CallContext, ProviderError};
-use crate::secret::Secret;
+use crate::secret::SecretFile;
+use std::sync::Arc;
 
 /// Everything needed to talk to one PayXpert account.
 #[derive(Debug)]
@@ -18,8 +19,8 @@ pub struct Settings {
     pub base_url: String,
     /// The originator id (Basic auth user).
     pub originator_id: String,
-    /// The originator password (Basic auth password).
-    pub password: Secret<String>,
+    /// The originator password (Basic auth password), read again when its file changes.
+    pub password: Arc<SecretFile>,
     /// Upper bound for one HTTP attempt.
     pub timeout: Duration,
     /// How long after a refund attempt may have left "not in the refund export" starts to
@@ -61,7 +62,7 @@ impl AccountClient<Settings> {
                 .body(b),
             None => self.http().get(&url),
         }
-        .basic_auth(&s.originator_id, Some(s.password.expose()))
+        .basic_auth(&s.originator_id, Some(s.password.current().expose()))
         .query(query);
         let call = Call {
             what: &what,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::client::{DEFAULT_QUIET_PERIOD, Settings};
 use super::{NAME, PayXpert};
 use crate::providers::{Provider, ProviderConfig, ProviderSettings, Registration};
-use crate::secret::Secret;
+use crate::secret::SecretFile;
 use crate::settings::{self as source, AccountKeys, ConfigError, Shortcut, err};
 use crate::telemetry::ProviderSeries;
 
@@ -81,13 +81,9 @@ fn configure(keys: &mut AccountKeys<'_>) -> Result<ProviderConfig, ConfigError> 
     let pw_path = keys
         .path("password_file", file.password_file)
         .ok_or_else(|| err(&pw_set, "missing"))?;
-    let password = String::from_utf8(source::read_file(&pw_set, &pw_path)?)
-        .map_err(|_| err(&pw_set, "not UTF-8 text"))?
-        .trim_end_matches(['\r', '\n'])
-        .to_owned();
-    if password.is_empty() {
-        return Err(err(&pw_set, "the file is empty"));
-    }
+    source::read_file(&pw_set, &pw_path)?;
+    let password = SecretFile::load(&format!("accounts.{} password", keys.name), &pw_path)
+        .map_err(|e| err(&pw_set, e))?;
     let timeout = source::timeout(keys.name, file.timeout_ms)?;
     let quiet_key = "reconcile_quiet_period_ms";
     let quiet_period = keys
@@ -105,7 +101,7 @@ fn configure(keys: &mut AccountKeys<'_>) -> Result<ProviderConfig, ConfigError> 
     Ok(ProviderConfig::new(Settings {
         base_url,
         originator_id,
-        password: Secret::new(password),
+        password,
         timeout,
         quiet_period,
     }))

@@ -251,6 +251,10 @@ impl Provider for PayXpert {
         Some(self.client.settings().quiet_period)
     }
 
+    fn secrets(&self) -> Vec<std::sync::Arc<dyn crate::reload::Reload>> {
+        vec![self.client.settings().password.clone()]
+    }
+
     fn check_refund(&self, req: &CreateRefund, v: &mut Violations) {
         if !is_digits(&req.payment_id, 20) {
             v.add("payment_id", "PayXpert transaction ids are 1-20 digits");

@@ -49,22 +49,24 @@ pub(super) async fn handle(
         return sim.unsigned(json!({"result": result("INVALID_CLIENT", "F", "unknown client id")}));
     }
     let verified = match (h("request-time"), h("signature")) {
-        (Some(t), Some(s)) => signing::parse_signature_header(s).is_some_and(|sig| {
-            sim.merchant_key.verify(
-                &signing::content(&signed_uri, &sim.client_id, t, &body),
-                &sig,
-            )
-        }),
-        _ => false,
+        (Some(t), Some(s)) => {
+            sim.verify_merchant(s, &signing::content(&signed_uri, &sim.client_id, t, &body))
+        }
+        _ => None,
     };
-    if !verified {
+    let Some(version) = verified else {
         sim.state().controls.stats.rejected_signatures += 1;
         return sim.unsigned(
             json!({"result": result("INVALID_SIGNATURE", "F", "signature does not verify")}),
         );
-    }
+    };
     {
         let mut st = sim.state();
+        *st.controls
+            .stats
+            .merchant_key_versions
+            .entry(version)
+            .or_default() += 1;
         st.call_times
             .push((endpoint.into(), std::time::Instant::now()));
         if let Some(tp) = h("traceparent") {

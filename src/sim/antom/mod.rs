@@ -136,6 +136,8 @@ pub struct Stats {
     pub refunds_executed: u64,
     /// Cancellations executed.
     pub cancels_executed: u64,
+    /// Valid requests by the merchant key version their signature named (1 when none).
+    pub merchant_key_versions: std::collections::BTreeMap<u32, u64>,
 }
 
 impl Counters for Stats {
@@ -185,13 +187,31 @@ pub struct AntomData {
 /// The simulator's shared state and keys.
 pub struct AntomSim {
     client_id: String,
-    merchant_key: Verifier,
-    antom_key: Signer,
+    keys: Mutex<SimKeys>,
     state: Mutex<SimState>,
     fast: Option<FastMode>,
     me: Weak<AntomSim>,
     notify: Mutex<Option<NotifyTarget>>,
     http: reqwest::Client,
+}
+
+/// The merchant public keys Antom trusts, by version, and Antom's own signing keys, by
+/// version, with the one it signs with now: Antom rotates its key, and trusts what the
+/// merchant registers, version by version.
+struct SimKeys {
+    merchant: std::collections::BTreeMap<u32, Verifier>,
+    antom: std::collections::BTreeMap<u32, Arc<Signer>>,
+    signing: u32,
+}
+
+impl SimKeys {
+    fn new(merchant_key: Verifier, antom_key: Signer) -> Mutex<Self> {
+        Mutex::new(Self {
+            merchant: [(1, merchant_key)].into(),
+            antom: [(1, Arc::new(antom_key))].into(),
+            signing: 1,
+        })
+    }
 }
 
 /// Benchmark mode: no verification, no state, an optional fixed delay. Inquiries and
@@ -244,8 +264,7 @@ impl AntomSim {
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             client_id: client_id.into(),
-            merchant_key,
-            antom_key,
+            keys: SimKeys::new(merchant_key, antom_key),
             state: Mutex::new(SimState::default()),
             fast: None,
             me: me.clone(),
@@ -259,10 +278,11 @@ impl AntomSim {
     pub fn fast(client_id: impl Into<String>, antom_key: Signer, delay: Duration) -> Arc<Self> {
         let client_id = client_id.into();
         Arc::new_cyclic(|me| Self {
-            merchant_key: Verifier::from_der(&antom_key.public_key_der())
-                .expect("a generated key parses"),
+            keys: SimKeys::new(
+                Verifier::from_der(&antom_key.public_key_der()).expect("a generated key parses"),
+                antom_key,
+            ),
             client_id,
-            antom_key,
             state: Mutex::new(SimState::default()),
             fast: Some(FastMode {
                 delay,
@@ -549,10 +569,49 @@ impl AntomSim {
 
     fn sign_answer(&self, uri: &str, body: &[u8]) -> (String, String) {
         let t = now();
-        let sig = self
-            .antom_key
-            .sign(&signing::content(uri, &self.client_id, &t, body));
-        (t, signing::signature_header(1, &sig))
+        let header = self.sign(&signing::content(uri, &self.client_id, &t, body));
+        (t, header)
+    }
+
+    /// `content` signed with Antom's current key: the `Signature` header naming its version.
+    pub(crate) fn sign(&self, content: &[u8]) -> String {
+        let (version, key) = {
+            let k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            (k.signing, k.antom[&k.signing].clone())
+        };
+        signing::signature_header(version, &key.sign(content))
+    }
+
+    /// Whether the merchant signed `content` with a key version Antom trusts: the version
+    /// the header names (1 when it names none); that version when it did.
+    pub(crate) fn verify_merchant(&self, header: &str, content: &[u8]) -> Option<u32> {
+        let version = signing::key_version_of(header).unwrap_or(1);
+        let sig = signing::parse_signature_header(header)?;
+        let k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.merchant
+            .get(&version)
+            .is_some_and(|key| key.verify(content, &sig))
+            .then_some(version)
+    }
+
+    /// Antom trusts the merchant's public key `key` as version `version` (the merchant
+    /// registered it in the dashboard).
+    pub fn trust_merchant_key(&self, version: u32, key: Verifier) {
+        let mut k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.merchant.insert(version, key);
+    }
+
+    /// Antom no longer trusts the merchant's key `version` (the merchant retired it).
+    pub fn distrust_merchant_key(&self, version: u32) {
+        let mut k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.merchant.remove(&version);
+    }
+
+    /// Antom signs with `key` as version `version` from now on (it rotated its own key).
+    pub fn sign_with(&self, version: u32, key: Signer) {
+        let mut k = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        k.antom.insert(version, Arc::new(key));
+        k.signing = version;
     }
 
     fn unsigned(&self, body: Value) -> Answer {

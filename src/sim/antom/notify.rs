@@ -153,7 +153,7 @@ impl AntomSim {
         for wait in std::iter::once(Duration::ZERO).chain(resend) {
             tokio::time::sleep(wait).await;
             let t = now();
-            let sig = self.antom_key.sign(&signing::content(
+            let signature = self.sign(&signing::content(
                 &path,
                 &self.client_id,
                 &t,
@@ -165,7 +165,7 @@ impl AntomSim {
                 .header("content-type", "application/json; charset=UTF-8")
                 .header("client-id", &self.client_id)
                 .header("request-time", &t)
-                .header("signature", signing::signature_header(1, &sig))
+                .header("signature", signature)
                 .body(body.clone())
                 .timeout(Duration::from_secs(5))
                 .send()
