@@ -49,6 +49,7 @@ pub mod sim;
 pub mod store;
 pub(crate) mod task;
 pub mod telemetry;
+pub mod tls;
 pub(crate) mod validate;
 
 /// Generated protobuf and gRPC code for `paygate.v1`.

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use crate::task::Background;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 
 use crate::accounts::{Account, Accounts};
 use crate::admission::AccountGuard;
@@ -77,8 +78,10 @@ pub struct Gateway {
     /// How long, after the shutdown signal, the gateway reports NOT_SERVING but keeps taking
     /// calls (while endpoints and load balancers stop sending it new ones).
     pub drain_delay: Duration,
-    /// TLS (and mutual TLS) on the gRPC port.
+    /// TLS (and mutual TLS) on the gRPC port, fixed.
     pub tls: Option<ServerTlsConfig>,
+    /// TLS on the gRPC port from files, read again when they change (the configuration's).
+    pub live_tls: Option<Arc<crate::tls::LiveTls>>,
     /// The relay of events to NATS JetStream, when on.
     pub relay: Option<crate::relay::NatsSettings>,
     /// Where gRPC calls are taken (bound by [`Gateway::bind`]).
@@ -146,16 +149,23 @@ impl Gateway {
                 })
             }
         })?;
-        let tls = config.tls.map(|t| {
-            let mut c =
-                ServerTlsConfig::new().identity(Identity::from_pem(&t.cert, t.key.expose()));
-            if let Some(ca) = &t.client_ca {
-                c = c
-                    .client_ca_root(Certificate::from_pem(ca))
-                    .client_auth_optional(!config.auth.token_hashes.is_empty());
-            }
-            c
-        });
+        let live_tls = match &config.tls {
+            Some(t) => Some(
+                crate::tls::LiveTls::load(
+                    t.cert_file.clone(),
+                    t.key_file.clone(),
+                    t.client_ca_file.clone(),
+                    !config.auth.token_hashes.is_empty(),
+                )
+                .map_err(|problem| {
+                    StartError::Config(ConfigError {
+                        setting: "PAYGATE_TLS_CERT_FILE".into(),
+                        problem,
+                    })
+                })?,
+            ),
+            None => None,
+        };
         let mut gateway = Gateway::builder(store)
             .default_account(config.default_account)
             .retention(config.idempotency_retention, config.unkeyed_retention)
@@ -168,7 +178,6 @@ impl Gateway {
                 max_streams: config.max_event_streams.0,
                 max_streams_per_caller: config.max_event_streams.1,
             })
-            .tls(tls)
             .listen(config.listen_addr, config.notify_addr)
             .notify_limits(config.notify_limits)
             .grpc_limits(config.grpc_limits)
@@ -183,6 +192,10 @@ impl Gateway {
         }
         let mut gateway = gateway.build();
         gateway.relay = config.events_nats;
+        if let Some(tls) = live_tls {
+            gateway.secrets.add(tls.clone());
+            gateway.live_tls = Some(tls);
+        }
         Ok(gateway)
     }
 
@@ -353,6 +366,7 @@ impl GatewayBuilder {
             shutdown_grace: self.shutdown_grace,
             drain_delay: self.drain_delay,
             tls: self.tls,
+            live_tls: None,
             relay: None,
             listen_addr: self.listen_addr,
             notify_addr: self.notify_addr,
@@ -481,9 +495,17 @@ pub async fn serve(
         .add_service(RefundServiceServer::new(refunds))
         .add_service(SubscriptionServiceServer::new(subscriptions))
         .add_service(EventServiceServer::new(events))
-        .add_service(AdminServiceServer::new(admin))
-        .serve_with_incoming_shutdown(incoming, signal);
-    tokio::pin!(server);
+        .add_service(AdminServiceServer::new(admin));
+    type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+    let mut server: Serving = match gateway.live_tls.clone() {
+        // TLS from files, read again when they change: handshakes with the settings current
+        // when each connection arrives.
+        Some(tls) => Box::pin(server.serve_with_incoming_shutdown(
+            crate::tls::incoming(incoming, tls, limits.handshake_timeout),
+            signal,
+        )),
+        None => Box::pin(server.serve_with_incoming_shutdown(incoming, signal)),
+    };
     let grace = gateway.shutdown_grace;
     let _stop_readiness = AbortOnDrop(readiness);
     let _stop_notify = notify.map(AbortOnDrop);

@@ -464,3 +464,183 @@ async fn tokens_and_the_payxpert_password_rotate_without_a_restart() {
     );
     assert_eq!(gw.child.id(), pid);
 }
+
+/// A renewed TLS certificate serves every connection opened after the Secret's update, with
+/// no failed call (a new connection, so a new handshake, every 50 ms) and no restart; a
+/// certificate that does not load keeps the previous one and is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_certificate_renews_without_a_failed_handshake() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "rotation test CA");
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = |cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.der().to_vec(), cert.pem(), key.serialize_pem())
+    };
+    let (der1, cert1, key1) = leaf("paygate 1");
+    let (der2, cert2, key2) = leaf("paygate 2");
+
+    let px = PayXpertSim::new(PX_ORIGINATOR, "pw")
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, secrets) = (dir.path().join("tls"), dir.path().join("px"));
+    publish(
+        &tls,
+        &[("tls.crt", cert1.as_bytes()), ("tls.key", key1.as_bytes())],
+    );
+    publish(&secrets, &[("password", b"pw")]);
+    let metrics = free_port();
+    let d = |p: PathBuf| p.display().to_string();
+    let mut gw = spawn(
+        &[
+            ("PAYGATE_PAYXPERT_BASE_URL", px.base_url()),
+            ("PAYGATE_PAYXPERT_ORIGINATOR_ID", PX_ORIGINATOR.into()),
+            (
+                "PAYGATE_PAYXPERT_PASSWORD_FILE",
+                d(secrets.join("password")),
+            ),
+            ("PAYGATE_TLS_CERT_FILE", d(tls.join("tls.crt"))),
+            ("PAYGATE_TLS_KEY_FILE", d(tls.join("tls.key"))),
+            (
+                "PAYGATE_STORE_URL",
+                format!("sqlite://{}", dir.path().join("tls.db").display()),
+            ),
+        ],
+        metrics,
+    );
+    let pid = gw.child.id();
+    let port = gw.port;
+    // The certificate a new connection is served.
+    let served = {
+        let ca_pem = ca_pem.clone();
+        move || {
+            let ca_pem = ca_pem.clone();
+            async move {
+                use rustls_pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                roots
+                    .add(
+                        rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
+                            .unwrap(),
+                    )
+                    .unwrap();
+                let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                config.alpn_protocols = vec![b"h2".to_vec()];
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let der = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+                Ok::<_, String>(der)
+            }
+        }
+    };
+    let start = Instant::now();
+    while served().await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the gateway never served TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served().await.unwrap(), der1);
+    let ca_for_calls = ca_pem.clone();
+    let load = Load::start(move |_| {
+        let ca = ca_for_calls.clone();
+        async move {
+            // A new connection each time: a new handshake.
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            let channel = Channel::from_shared(format!("https://127.0.0.1:{port}"))
+                .unwrap()
+                .tls_config(tls)
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("connect: {e:?}"))?;
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let r = health
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            (r.into_inner().status == 1)
+                .then_some(())
+                .ok_or_else(|| "not serving".to_string())
+        }
+    });
+    until("calls flow", || load.ok.load(Ordering::Relaxed) >= 5).await;
+
+    publish(
+        &tls,
+        &[("tls.crt", cert2.as_bytes()), ("tls.key", key2.as_bytes())],
+    );
+    let start = Instant::now();
+    while served().await.ok().as_deref() != Some(der2.as_slice()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "the renewed certificate serves new connections {:?} after the Secret's update",
+        start.elapsed()
+    );
+
+    let errors_before = reloads(&scrape(metrics).await, "error");
+    publish(
+        &tls,
+        &[
+            ("tls.crt", b"not a certificate"),
+            ("tls.key", key2.as_bytes()),
+        ],
+    );
+    let start = Instant::now();
+    while reloads(&scrape(metrics).await, "error") <= errors_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the bad certificate was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        served().await.unwrap(),
+        der2,
+        "the previous certificate stays"
+    );
+    let before = load.ok.load(Ordering::Relaxed);
+    until("calls go on", || {
+        load.ok.load(Ordering::Relaxed) >= before + 5
+    })
+    .await;
+
+    let (ok, failures) = load.finish().await;
+    assert!(failures.is_empty(), "failed calls: {failures:?}");
+    assert!(ok >= 15, "{ok} calls");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "the gateway is still running"
+    );
+    assert_eq!(gw.child.id(), pid);
+}

@@ -201,6 +201,12 @@ pub struct TlsFiles {
     pub key: Secret<Vec<u8>>,
     /// CA that signs client certificates; set = mutual TLS.
     pub client_ca: Option<Vec<u8>>,
+    /// Where the certificate is read from (again, when it changes).
+    pub cert_file: PathBuf,
+    /// Where the key is read from.
+    pub key_file: PathBuf,
+    /// Where the client CA is read from.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The whole configuration.
@@ -923,8 +929,8 @@ fn tls_files(
         (Some((cs, cp)), Some((ks, kp))) => {
             let cert = read_file(&cs, &cp)?;
             let key = read_file(&ks, &kp)?;
-            let client_ca = match ca {
-                Some((s, p)) => Some(read_file(&s, &p)?),
+            let client_ca = match &ca {
+                Some((s, p)) => Some(read_file(s, p)?),
                 None => None,
             };
             for (setting, bytes, tag) in [(&cs, &cert, "CERTIFICATE"), (&ks, &key, "PRIVATE KEY")] {
@@ -939,6 +945,9 @@ fn tls_files(
                 cert,
                 key: Secret::new(key),
                 client_ca,
+                cert_file: cp,
+                key_file: kp,
+                client_ca_file: ca.map(|(_, p)| p),
             }))
         }
     }
