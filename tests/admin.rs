@@ -156,9 +156,10 @@ impl Env {
         AdminServiceClient::new(self.channel().await)
     }
 
-    /// `paygate admin ARGS` against this gateway as `ops`.
+    /// `paygate admin ARGS` against this gateway with the token in `token`, printed as an
+    /// operator's terminal shows it (`cargo test --test admin -- --nocapture`).
     fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
-        Command::new(gateway_binary())
+        let out = Command::new(gateway_binary())
             .arg("admin")
             .arg("--address")
             .arg(self.gw.url())
@@ -166,7 +167,25 @@ impl Env {
             .arg(self.dir.path().join(token))
             .args(args)
             .output()
-            .unwrap()
+            .unwrap();
+        let quoted: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') || a.contains('\'') {
+                    format!("{a:?}")
+                } else {
+                    (*a).to_owned()
+                }
+            })
+            .collect();
+        println!(
+            "$ paygate admin --address {} --token-file {token} {}\n{}{}",
+            self.gw.url(),
+            quoted.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
     }
 
     /// Waits until the gauge of keys needing a person reads `want` for unresolved keys.
@@ -392,6 +411,10 @@ async fn an_operator_finds_reads_and_settles_a_stuck_key(store_url: Option<Strin
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert_eq!(reason(&e), "KEY_NOT_SETTLEABLE");
     env.gauge_reaches(0.0).await;
+    let out = env.cli("ops.token", &["audit", "--key", STUCK]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("caller:ops"));
+    let out = env.cli("ops.token", &["list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 key(s)"));
 
     // The settle's effect is an event, from the operator.
     let events = watch(&env).await;

@@ -164,6 +164,7 @@ impl std::fmt::Debug for Keys {
         f.debug_struct("Keys")
             .field("account", &self.account)
             .field("sources", &self.sources)
+            .field("current", &self.live.load())
             .finish_non_exhaustive()
     }
 }
