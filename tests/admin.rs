@@ -417,28 +417,16 @@ async fn an_operator_finds_reads_and_settles_a_stuck_key(store_url: Option<Strin
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 key(s)"));
 
     // The settle's effect is an event, from the operator.
-    let events = watch(&env).await;
+    let events = common::watch_until_quiet(
+        &env.channel().await,
+        authed(pb::WatchEventsRequest::default(), BILLING_TOKEN),
+    )
+    .await;
     assert!(
         events.iter().any(|e| e.source() == pb::EventSource::Operator
             && matches!(&e.payload, Some(pb::event::Payload::Refund(r)) if r.refund_id == lost)),
         "{events:?}"
     );
-}
-
-/// The billing caller's events until the stream is quiet.
-async fn watch(env: &Env) -> Vec<pb::Event> {
-    let mut stream = pb::event_service_client::EventServiceClient::new(env.channel().await)
-        .watch(authed(pb::WatchEventsRequest::default(), BILLING_TOKEN))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut got = Vec::new();
-    while let Ok(Ok(Some(e))) =
-        tokio::time::timeout(Duration::from_millis(700), stream.message()).await
-    {
-        got.push(e);
-    }
-    got
 }
 
 #[tokio::test]

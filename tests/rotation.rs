@@ -12,12 +12,11 @@ mod common;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::process::{GatewayProcess, PX_ORIGINATOR, free_port, gateway_binary};
+use common::process::{GatewayProcess, PX_ORIGINATOR, free_port, spawn_configured};
 use common::{CLIENT_ID, antom_pem, merchant_pem, metric_value, money, public_of, scrape};
 use paygate::pb;
 use paygate::pb::refund_service_client::RefundServiceClient;
@@ -122,6 +121,20 @@ impl Load {
     }
 }
 
+/// Stops `load`: every call succeeded (at least `min`), and the gateway is the process it was
+/// (`pid`), still running. How many calls there were.
+async fn none_failed(load: Load, gw: &mut GatewayProcess, pid: u32, min: u64) -> u64 {
+    let (ok, failures) = load.finish().await;
+    assert!(failures.is_empty(), "failed calls: {failures:?}");
+    assert!(ok >= min, "{ok} calls");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "the gateway is still running"
+    );
+    assert_eq!(gw.child.id(), pid);
+    ok
+}
+
 /// Waits until `cond` holds; how long that took.
 async fn until(what: &str, cond: impl Fn() -> bool) -> Duration {
     let start = Instant::now();
@@ -144,26 +157,20 @@ fn reloads(scrape: &str, result: &str) -> f64 {
     .unwrap_or(-1.0)
 }
 
-fn spawn(env: &[(&str, String)], metrics: u16) -> GatewayProcess {
-    let port = free_port();
-    let mut cmd = Command::new(gateway_binary());
-    cmd.arg("serve")
-        .env_remove("PAYGATE_CONFIG")
-        .env("PAYGATE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("PAYGATE_NOTIFY_ADDR", "off")
-        .env("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}"))
-        .env("PAYGATE_SHUTDOWN_GRACE_MS", "1000")
-        .env("PAYGATE_SHUTDOWN_DRAIN_DELAY_MS", "0")
-        .env("RUST_LOG", "warn,paygate::reload=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    GatewayProcess {
-        child: cmd.spawn().unwrap(),
-        port,
-    }
+/// `paygate serve` with `env` (which names the store) and its metrics on `metrics`, logging
+/// its reloads.
+fn spawn(dir: &Path, env: &[(&str, String)], metrics: u16) -> GatewayProcess {
+    let config = dir.join("paygate.toml");
+    std::fs::write(&config, "").unwrap();
+    let store = env
+        .iter()
+        .find(|(k, _)| *k == "PAYGATE_STORE_URL")
+        .map(|(_, v)| v.clone())
+        .expect("a store");
+    let mut env = env.to_vec();
+    env.push(("PAYGATE_METRICS_ADDR", format!("127.0.0.1:{metrics}")));
+    env.push(("RUST_LOG", "warn,paygate::reload=info".into()));
+    spawn_configured(&config, &store, &env)
 }
 
 fn pem(s: &Signer) -> (Vec<u8>, Vec<u8>) {
@@ -198,6 +205,7 @@ async fn antom_keys_rotate_both_ways_without_a_failed_call_or_a_restart() {
     let d = |p: &PathBuf| p.display().to_string();
     let store = format!("sqlite://{}", dir.path().join("k.db").display());
     let mut gw = spawn(
+        dir.path(),
         &[
             ("PAYGATE_ANTOM_BASE_URL", sim.base_url()),
             ("PAYGATE_ANTOM_CLIENT_ID", CLIENT_ID.into()),
@@ -309,14 +317,7 @@ async fn antom_keys_rotate_both_ways_without_a_failed_call_or_a_restart() {
     .await;
     assert_eq!(seen(3), 0);
 
-    let (ok, failures) = load.finish().await;
-    assert!(failures.is_empty(), "failed calls: {failures:?}");
-    assert!(ok >= 30, "{ok} calls");
-    assert!(
-        gw.child.try_wait().unwrap().is_none(),
-        "the gateway is still running"
-    );
-    assert_eq!(gw.child.id(), pid);
+    let ok = none_failed(load, &mut gw, pid, 30).await;
     println!(
         "{ok} refunds during the rotations, none failed; reloads: {}",
         reloads(&scrape(metrics).await, "ok")
@@ -349,6 +350,7 @@ async fn tokens_and_the_payxpert_password_rotate_without_a_restart() {
     let metrics = free_port();
     let d = |p: PathBuf| p.display().to_string();
     let mut gw = spawn(
+        dir.path(),
         &[
             ("PAYGATE_PAYXPERT_BASE_URL", px.base_url()),
             ("PAYGATE_PAYXPERT_ORIGINATOR_ID", PX_ORIGINATOR.into()),
@@ -438,8 +440,8 @@ async fn tokens_and_the_payxpert_password_rotate_without_a_restart() {
     // PayXpert takes a new password (both work for a while), the Secret follows, the old one
     // is retired.
     px.sim.accept_passwords(&["password-1", "password-2"]);
-    publish(&password, &[("password", b"password-2\n")]);
     let before = reloads(&scrape(metrics).await, "ok");
+    publish(&password, &[("password", b"password-2\n")]);
     let start = Instant::now();
     while reloads(&scrape(metrics).await, "ok") <= before {
         assert!(
@@ -455,14 +457,7 @@ async fn tokens_and_the_payxpert_password_rotate_without_a_restart() {
     })
     .await;
 
-    let (ok, failures) = load.finish().await;
-    assert!(failures.is_empty(), "failed calls: {failures:?}");
-    assert!(ok >= 20, "{ok} calls");
-    assert!(
-        gw.child.try_wait().unwrap().is_none(),
-        "the gateway is still running"
-    );
-    assert_eq!(gw.child.id(), pid);
+    none_failed(load, &mut gw, pid, 20).await;
 }
 
 /// A renewed TLS certificate serves every connection opened after the Secret's update, with
@@ -502,6 +497,7 @@ async fn the_tls_certificate_renews_without_a_failed_handshake() {
     let metrics = free_port();
     let d = |p: PathBuf| p.display().to_string();
     let mut gw = spawn(
+        dir.path(),
         &[
             ("PAYGATE_PAYXPERT_BASE_URL", px.base_url()),
             ("PAYGATE_PAYXPERT_ORIGINATOR_ID", PX_ORIGINATOR.into()),
@@ -635,12 +631,5 @@ async fn the_tls_certificate_renews_without_a_failed_handshake() {
     })
     .await;
 
-    let (ok, failures) = load.finish().await;
-    assert!(failures.is_empty(), "failed calls: {failures:?}");
-    assert!(ok >= 10, "{ok} calls");
-    assert!(
-        gw.child.try_wait().unwrap().is_none(),
-        "the gateway is still running"
-    );
-    assert_eq!(gw.child.id(), pid);
+    none_failed(load, &mut gw, pid, 10).await;
 }

@@ -484,10 +484,11 @@ pub fn subscription_notice(id: &str, request_id: &str, kind: &str) -> String {
     .to_string()
 }
 
-/// Every event `Watch` streams for `req` on `channel`, until the stream is quiet for 700 ms.
+/// Every event `Watch` streams for `req` (a message, or a request with metadata) on
+/// `channel`, until the stream is quiet for 700 ms.
 pub async fn watch_until_quiet(
     channel: &tonic::transport::Channel,
-    req: pb::WatchEventsRequest,
+    req: impl tonic::IntoRequest<pb::WatchEventsRequest>,
 ) -> Vec<pb::Event> {
     let mut stream = pb::event_service_client::EventServiceClient::new(channel.clone())
         .watch(req)
