@@ -700,22 +700,26 @@ async fn main() {
             &["gw-warm".into()],
         );
         let _ = via_gateway(&chans, op, 200.0, Duration::from_millis(500), "warm").await;
-        sign_ahead(
-            &fast_sim,
-            op,
-            1000.0,
-            Duration::from_secs(20),
-            &["gw-profile".into()],
-        );
+        // PAYGATE_BENCH_PROFILE_RATE (default 1000) and PAYGATE_BENCH_PROFILE_SECONDS (20).
+        let env_num = |k: &str, d: f64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let rate = env_num("PAYGATE_BENCH_PROFILE_RATE", 1000.0);
+        let secs = Duration::from_secs_f64(env_num("PAYGATE_BENCH_PROFILE_SECONDS", 20.0));
+        sign_ahead(&fast_sim, op, rate, secs, &["gw-profile".into()]);
         eprintln!("gateway pid {}", gw.child.id());
         let cpu0 = gw.cpu();
-        let g = via_gateway(&chans, op, 1000.0, Duration::from_secs(20), "profile").await;
+        let g = via_gateway(&chans, op, rate, secs, "profile").await;
         println!(
-            "{}: p50 {:.3} ms, p99 {:.3} ms, CPU {:.3} ms/req",
+            "{} at {rate}/s: p50 {:.3} ms, p99 {:.3} ms, CPU {:.3} ms/req, errors {}",
             op.name(),
             g.p50,
             g.p99,
-            (gw.cpu() - cpu0) * 1e3 / g.n as f64
+            (gw.cpu() - cpu0) * 1e3 / g.n as f64,
+            g.errors
         );
         drop(gw);
         if let Some((p, _)) = pg {

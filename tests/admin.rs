@@ -372,6 +372,23 @@ async fn an_operator_finds_reads_and_settles_a_stuck_key(store_url: Option<Strin
     assert_eq!(replay.refund_id, lost);
     let other = env.create(refund("other-1", "1001", 300)).await.unwrap();
     assert_ne!(other.refund_id, lost);
+    // A refund answered at once: its creation and its answer, from the key's own row.
+    let plain = admin
+        .get_key(authed(
+            apb::GetKeyRequest {
+                name: "keys/billing/RefundService.Create/other-1".into(),
+            },
+            OPS_TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: Vec<_> = plain.history.iter().map(|h| h.kind.as_str()).collect();
+    assert_eq!(kinds, ["created", "sent", "answered"], "{plain:?}");
+    assert!(
+        plain.history[2].detail.contains(&other.refund_id),
+        "{plain:?}"
+    );
     assert_eq!(
         env.sim.sim.refunds_of("1001").len(),
         3,

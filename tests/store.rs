@@ -629,14 +629,13 @@ async fn history_and_audit(store: Arc<dyn Store>) {
     assert_eq!(
         kinds(&history),
         [
-            (1, "created".to_owned()),
             (1, "sent".to_owned()),
             (1, "unknown".to_owned()),
             (2, "taken_over".to_owned()),
             (2, "unresolved".to_owned())
         ]
     );
-    assert_eq!(history[4].detail, "2 refunds: R7, R8");
+    assert_eq!(history[3].detail, "2 refunds: R7, R8");
     assert!(history.windows(2).all(|w| w[0].at <= w[1].at));
     let view = store.key_view(&k).await.unwrap().unwrap();
     assert_eq!(
@@ -759,7 +758,10 @@ async fn history_and_audit(store: Arc<dyn Store>) {
     assert!(none.is_empty());
 
     // A key that executed nothing goes with its history.
-    assert!(store.delete(&other, "o1").await.unwrap());
+    assert!(store.mark_unknown(&other, "o1", "timeout").await.unwrap());
+    assert!(store.take_over(&other, "o2", 60_000, "i2").await.unwrap());
+    assert_eq!(store.key_history(&other).await.unwrap().len(), 2);
+    assert!(store.delete(&other, "o2").await.unwrap());
     assert!(store.key_history(&other).await.unwrap().is_empty());
 }
 

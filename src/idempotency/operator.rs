@@ -6,8 +6,8 @@ use crate::domain::{CancelOutcome, CancellationStatus, ProviderResult, RefundRec
 use crate::providers::Refusal;
 use crate::reason;
 use crate::store::{
-    Actor, AuditFilter, AuditRow, EventSource, HistoryEntry, Key, KeyFilter, KeyState, KeyView,
-    SettleKey, Settled, StoreError,
+    Actor, AuditFilter, AuditRow, EventSource, HistoryEntry, HistoryKind, Key, KeyFilter, KeyState,
+    KeyView, SettleKey, Settled, StoreError,
 };
 
 use super::{CREATE_REFUND, Idempotency, Outcome, RefundWrite, StoredRefusal, caller_of, token};
@@ -141,6 +141,40 @@ fn outcome_of(
     })
 }
 
+/// A key's whole history: its creation and, once it is done with a plain answer, that answer
+/// (both held by the key's own row, see `HistoryKind`), around the recorded steps.
+fn full_history(view: &KeyView, stored: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
+    let mut all = Vec::with_capacity(stored.len() + 2);
+    all.push(HistoryEntry {
+        at: view.created_at,
+        attempt: 1,
+        kind: HistoryKind::Created.as_str().into(),
+        detail: if view.account.is_empty() {
+            String::new()
+        } else {
+            format!("on {}", view.account)
+        },
+    });
+    let ended_otherwise = stored.last().is_some_and(|h| {
+        h.kind == HistoryKind::Settled.as_str() || h.kind == HistoryKind::Adopted.as_str()
+    });
+    all.extend(stored);
+    if view.state == KeyState::Done && !ended_otherwise {
+        let detail = view
+            .outcome
+            .as_deref()
+            .and_then(|o| serde_json::from_str::<Outcome>(o).ok())
+            .map_or_else(|| "the outcome is stored".into(), |o| o.summary());
+        all.push(HistoryEntry {
+            at: view.updated_at,
+            attempt: view.attempts,
+            kind: HistoryKind::Answered.as_str().into(),
+            detail,
+        });
+    }
+    all
+}
+
 /// What settling a key did (see [`Idempotency::settle`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SettleResult {
@@ -180,7 +214,8 @@ impl Idempotency {
         let Some(view) = self.store.key_view(key).await? else {
             return Ok(None);
         };
-        let history = self.store.key_history(key).await?;
+        let stored = self.store.key_history(key).await?;
+        let history = full_history(&view, stored);
         Ok(Some(KeyDetail { view, history }))
     }
 

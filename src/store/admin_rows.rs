@@ -3,7 +3,11 @@
 
 use super::rows::{Key, KeyState, RefundRow};
 
-/// A step in a key's life, recorded in the transaction that made it.
+/// A step in a key's life, recorded in the transaction that made it. The two steps of every
+/// first call that is answered at once, `Created` and `Answered`, are not rows of their own:
+/// the key's row holds them (its creation time, and its outcome and last change once done),
+/// and a key's history is read with them (`idempotency::operator`); so the common path writes
+/// no history rows, and every other step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryKind {
     /// The key was created by its first attempt.
@@ -25,6 +29,11 @@ pub enum HistoryKind {
 }
 
 impl HistoryKind {
+    /// Whether the step is a row of `key_history` (see the type's documentation).
+    pub fn is_recorded(self) -> bool {
+        !matches!(self, HistoryKind::Created | HistoryKind::Answered)
+    }
+
     /// The name the store keeps.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +108,8 @@ pub struct KeyView {
     pub lease_live: bool,
     /// The key holds its payment.
     pub blocks_payment: bool,
+    /// The final outcome (JSON of the idempotency layer's `Outcome`) when done.
+    pub outcome: Option<String>,
 }
 
 /// Which keys to list, newest change first, after `after` (keyset pagination).

@@ -38,6 +38,7 @@ fn read_key<DB: Backend>(r: &DB::Row) -> Result<KeyView, StoreError> {
         last_failure: DB::opt_text(r, 10)?,
         lease_live: DB::int(r, 11)? != 0,
         blocks_payment: DB::int(r, 12)? != 0,
+        outcome: DB::opt_text(r, 13)?,
     })
 }
 

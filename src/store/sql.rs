@@ -316,7 +316,8 @@ macro_rules! key_view {
             " THEN 1 ELSE 0 END AS BIGINT), \
                CAST(CASE WHEN EXISTS (SELECT 1 FROM payment_attempts p \
                  WHERE p.caller = idempotency_keys.caller AND p.method = idempotency_keys.method \
-                   AND p.request_id = idempotency_keys.request_id) THEN 1 ELSE 0 END AS BIGINT) \
+                   AND p.request_id = idempotency_keys.request_id) THEN 1 ELSE 0 END AS BIGINT), \
+               idempotency_keys.outcome \
              FROM idempotency_keys LEFT JOIN request_claims c ON c.method = idempotency_keys.method \
                AND c.request_id = idempotency_keys.request_id AND c.caller = idempotency_keys.caller"
         )

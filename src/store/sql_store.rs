@@ -261,12 +261,15 @@ impl Write for Finish {
 
     async fn run<T: Tx>(self, tx: &mut T) -> Result<End<Completion>, StoreError> {
         // The outcome, its history entry, the attribution, the payment's release and the
-        // refund's state commit together, or not at all.
+        // refund's state commit together, or not at all. A plain answer needs no history row:
+        // the key's own row holds it (see `HistoryKind`).
         let args: Vec<Arg<'_>> = self.args.iter().map(ArgBuf::view).collect();
         if tx.execute(self.sql, &args).await? == 0 {
             return Ok(End::Rollback(Completion::LeaseLost));
         }
-        record_history(tx, &self.key, self.kind, &self.detail).await?;
+        if self.kind.is_recorded() {
+            record_history(tx, &self.key, self.kind, &self.detail).await?;
+        }
         let refund = self.refund.as_ref().map(RefundRowBuf::view);
         settled(tx, &self.key, refund, self.keep_ms).await
     }
@@ -486,8 +489,7 @@ impl Write for InsertKey {
                 return Ok(End::Rollback(Inserted::PaymentBusy));
             }
         }
-        let detail = format!("on {} by instance {}", new.account, new.instance);
-        record_history(tx, key, HistoryKind::Created, &detail).await?;
+        // No history row: the key's own row says when it was created (see `HistoryKind`).
         Ok(End::Commit(Inserted::Created))
     }
 }
