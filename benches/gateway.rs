@@ -192,6 +192,26 @@ impl Gateway {
     }
 }
 
+/// User + system CPU seconds so far of every PostgreSQL process on this machine (the
+/// server's backends, its writer and checkpointer, ...): what the store costs the machine
+/// beside the gateway. Pooled connections live through a run, so their CPU is counted.
+fn postgres_cpu() -> f64 {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        total += (t(11) + t(12)) / 100.0;
+    }
+    total
+}
+
 // ---------------------------------------------------------------- load
 
 struct Stats {
@@ -711,10 +731,17 @@ async fn main() {
         let secs = Duration::from_secs_f64(env_num("PAYGATE_BENCH_PROFILE_SECONDS", 20.0));
         sign_ahead(&fast_sim, op, rate, secs, &["gw-profile".into()]);
         eprintln!("gateway pid {}", gw.child.id());
-        let cpu0 = gw.cpu();
+        let (cpu0, pg0) = (gw.cpu(), postgres_cpu());
         let g = via_gateway(&chans, op, rate, secs, "profile").await;
+        let pg_cpu = match pg {
+            Some(_) => format!(
+                ", PostgreSQL CPU {:.3} ms/req",
+                (postgres_cpu() - pg0) * 1e3 / g.n as f64
+            ),
+            None => String::new(),
+        };
         println!(
-            "{} at {rate}/s: p50 {:.3} ms, p99 {:.3} ms, CPU {:.3} ms/req, errors {}",
+            "{} at {rate}/s: p50 {:.3} ms, p99 {:.3} ms, CPU {:.3} ms/req{pg_cpu}, errors {}",
             op.name(),
             g.p50,
             g.p99,

@@ -123,6 +123,25 @@ pub(crate) trait Write: Send + 'static {
         self,
         tx: &mut T,
     ) -> impl Future<Output = Result<End<Self::Out>, StoreError>> + Send;
+    /// The same write as one statement, for a database that runs one
+    /// ([`Dialect::ONE_STATEMENT`]), when the write has one for its case: see
+    /// [`OneStatement`]. `None`: [`Write::run`] only.
+    fn one_statement(&self) -> Option<OneStatement<'_, Self::Out>> {
+        None
+    }
+}
+
+/// A [`Write`] as one statement (`sql.rs`, "one statement per hot write"): it does exactly
+/// what the write's transaction would do in the case it is written for, and answers one
+/// integer, read by `answer`; in any other case it fails with `sql::FALLBACK` having changed
+/// nothing, and the transaction runs instead.
+pub(crate) struct OneStatement<'a, O> {
+    /// The statement.
+    pub(crate) sql: &'static str,
+    /// Its arguments.
+    pub(crate) args: Vec<Arg<'a>>,
+    /// The write's answer from the statement's one integer.
+    pub(crate) answer: fn(i64) -> O,
 }
 
 /// A boxed, sendable future of a statement's result, as a write sees it.
@@ -137,6 +156,9 @@ pub(crate) trait Dialect: Database {
     const CLOCK: Clock;
     /// The store's name in logs (`sqlite`, `postgres`).
     const STORE: &'static str;
+    /// Whether a [`Write`]'s [`OneStatement`] runs instead of its transaction (PostgreSQL:
+    /// data-modifying `WITH`, one round trip).
+    const ONE_STATEMENT: bool;
     /// How many rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
@@ -144,6 +166,7 @@ pub(crate) trait Dialect: Database {
 impl Dialect for sqlx::Sqlite {
     const CLOCK: Clock = Clock::Sqlite;
     const STORE: &'static str = "sqlite";
+    const ONE_STATEMENT: bool = false;
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
@@ -152,6 +175,7 @@ impl Dialect for sqlx::Sqlite {
 impl Dialect for sqlx::Postgres {
     const CLOCK: Clock = Clock::Postgres;
     const STORE: &'static str = "postgres";
+    const ONE_STATEMENT: bool = true;
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }

@@ -29,10 +29,12 @@ impl SqlStore<sqlx::Postgres> {
     /// fast when PostgreSQL is down or stuck: a connection is waited for at most
     /// [`ACQUIRE_TIMEOUT`], a statement runs at most [`STATEMENT_TIMEOUT`].
     pub(super) async fn open(url: &str) -> Result<Self, sqlx::Error> {
-        let options = PgConnectOptions::from_str(url)?.options([(
-            "statement_timeout",
-            STATEMENT_TIMEOUT.as_millis().to_string(),
-        )]);
+        // Every statement is a point read or write by key: its generic plan is the plan, so
+        // it is made once per connection instead of again for each call's values.
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("statement_timeout", STATEMENT_TIMEOUT.as_millis().to_string()),
+            ("plan_cache_mode", "force_generic_plan".to_string()),
+        ]);
         // The first connection names the server it could not reach (never the password), and
         // gets longer than a call's acquire timeout: a remote server's TLS handshake may need it.
         let target = format!(
@@ -63,6 +65,9 @@ impl SqlStore<sqlx::Postgres> {
         let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // A dead connection fails its statement, which is retried or answered like any
+            // store error: no round trip to check each connection before every statement.
+            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
         Ok(Self {

@@ -555,6 +555,109 @@ pub(super) const LOAD_SUBSCRIPTION: &str = "SELECT record, updated_at FROM subsc
      WHERE account = $1 AND ((subscription_id = $2) OR ($2 = '' AND subscription_request_id = $3)) \
      ORDER BY updated_at DESC LIMIT 1";
 
+// ---------------------------------------------------------------- one statement per hot write
+//
+// PostgreSQL only (data-modifying `WITH`; SQLite has none, and its group commit makes a
+// write's statements cheap). The three writes every first call and every Cancel make, each
+// as one statement: one round trip, and the event counter's row lock (`NEXT_EVENT_SEQ`) held
+// only while the server runs the statement and commits it, never across a round trip to the
+// gateway. Each statement applies only in the case it is written for, a fresh row where
+// `sql_store.rs`'s transaction would find one; in every other case it fails with
+// [`FALLBACK`] in its text, having changed nothing (one statement is one transaction), and
+// that transaction, the one place the rules are written, decides. `tests/differential.rs`
+// drives both stores through the same scenarios and compares every row.
+
+/// The marker of a one-statement write that left the case to the transaction: the text its
+/// statement fails to read as a number (`22P02`), so the whole statement is undone.
+pub(super) const FALLBACK: &str = "paygate_fallback";
+
+/// `InsertKey` in one statement: the key, its request-id claim and, `$11` = 1, its payment
+/// (`$12`, `$13`). Answers 1 (created) or 0 (the key exists, nothing written); a claim or a
+/// payment held by another key falls back.
+pub(super) const INSERT_KEY_ONE: &str = concat!(
+    "WITH ins AS (INSERT INTO idempotency_keys \
+       (caller, method, request_id, fingerprint, state, lease, lease_until, attempts, created_at, updated_at, lease_instance) \
+       SELECT $1, $2, $3, $4, 'in_flight', $5, NOW_MS + $6, 1, NOW_MS, NOW_MS, $7 FROM ",
+    fence!(),
+    " WHERE true ON CONFLICT (caller, method, request_id) DO NOTHING RETURNING 1 AS one), \
+     cl AS (INSERT INTO request_claims (account, method, request_id, caller, keep_until, payment_id) \
+       SELECT $8, $2, $3, $1, NOW_MS + $9, $10 FROM ins ON CONFLICT DO NOTHING RETURNING 1 AS one), \
+     pay AS (INSERT INTO payment_attempts \
+       (account, payment_id, caller, method, request_id, started_at, last_sent_at) \
+       SELECT $12, $13, $1, $2, $3, NOW_MS, NULL FROM ins WHERE $11 = 1 \
+       ON CONFLICT DO NOTHING RETURNING 1 AS one) \
+     SELECT CAST(CASE \
+       WHEN NOT EXISTS (SELECT 1 FROM ins) THEN '0' \
+       WHEN NOT EXISTS (SELECT 1 FROM cl) OR ($11 = 1 AND NOT EXISTS (SELECT 1 FROM pay)) \
+         THEN 'paygate_fallback' \
+       ELSE '1' END AS BIGINT)"
+);
+
+/// `Finish` of `COMPLETE` in one statement: the key done under its lease (`$1`-`$6` as
+/// `COMPLETE`), and with it, `$7` = 1, its refund (`$8` account, `$9` request id, `$10`
+/// refund id, `$11` state, `$12` record, `$13` payment), attributed to it when it has an id;
+/// `$14` = 1, the event of the change (`$15` id, `$16` provider, `$17` payload, `$18`
+/// caller, `$19` source); and the payment's release. Answers 1 (done) or 0 (the lease is
+/// gone, nothing written); a refund already recorded or attributed falls back.
+pub(super) const COMPLETE_ONE: &str = concat!(
+    "WITH k AS (UPDATE idempotency_keys \
+       SET state = 'done', outcome = $5, lease = NULL, lease_until = 0, updated_at = NOW_MS, \
+         keep_until = NOW_MS + $6 \
+       WHERE caller = $1 AND method = $2 AND request_id = $3 AND lease = $4 AND state = 'in_flight'",
+    fenced!(),
+    " RETURNING 1 AS one), \
+     att AS (INSERT INTO attributions \
+       (account, refund_id, caller, request_id, payment_id, created_at, keep_until) \
+       SELECT $8, $10, $1, $3, $13, NOW_MS, NOW_MS + $6 FROM k WHERE $7 = 1 AND $10 IS NOT NULL \
+       ON CONFLICT DO NOTHING RETURNING 1 AS one), \
+     ref AS (INSERT INTO refunds \
+       (account, request_id, refund_id, refund_state, record, updated_at, payment_id) \
+       SELECT $8, $9, $10, $11, $12, NOW_MS, $13 FROM k WHERE $7 = 1 \
+       ON CONFLICT DO NOTHING RETURNING 1 AS one), \
+     seq AS (UPDATE event_sequence SET last_seq = last_seq + 1 \
+       WHERE id = 1 AND $14 = 1 AND EXISTS (SELECT 1 FROM ref) RETURNING last_seq), \
+     ev AS (INSERT INTO events \
+       (seq, event_id, account, provider, kind, payload, received_at, caller, source) \
+       SELECT last_seq, $15, $8, $16, '', $17, NOW_MS, $18, $19 FROM seq \
+       ON CONFLICT (event_id) DO NOTHING RETURNING 1 AS one), \
+     rel AS (DELETE FROM payment_attempts \
+       WHERE caller = $1 AND method = $2 AND request_id = $3 AND EXISTS (SELECT 1 FROM k) \
+       RETURNING 1 AS one) \
+     SELECT CAST(CASE \
+       WHEN NOT EXISTS (SELECT 1 FROM k) THEN '0' \
+       WHEN ($7 = 1 AND $10 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM att)) \
+         OR ($7 = 1 AND NOT EXISTS (SELECT 1 FROM ref)) THEN 'paygate_fallback' \
+       ELSE '1' END AS BIGINT)"
+);
+
+/// `SaveSubscription` in one statement (`$1`-`$6` as `SAVE_SUBSCRIPTION`): the state, and
+/// with it, `$7` = 1, the event of its change (`$8` id, `$9` provider, `$10` payload, `$11`
+/// caller, `$12` source) when it changed the stage or the cancellation. Answers 1 (written)
+/// or 0 (a further stage is recorded).
+pub(super) const SAVE_SUBSCRIPTION_ONE: &str = concat!(
+    "WITH before AS (SELECT stage, cancellation FROM subscriptions \
+       WHERE account = $1 AND subscription_id = $2), \
+     sv AS (INSERT INTO subscriptions \
+       (account, subscription_id, subscription_request_id, cancellation, record, updated_at, stage) \
+       SELECT $1, $2, $3, $4, $5, NOW_MS, $6 FROM ",
+    fence!(),
+    " WHERE true \
+       ON CONFLICT (account, subscription_id) DO UPDATE SET \
+         subscription_request_id = COALESCE(excluded.subscription_request_id, subscriptions.subscription_request_id), \
+         cancellation = excluded.cancellation, record = excluded.record, updated_at = excluded.updated_at, \
+         stage = excluded.stage \
+       WHERE excluded.stage >= subscriptions.stage RETURNING 1 AS one), \
+     seq AS (UPDATE event_sequence SET last_seq = last_seq + 1 \
+       WHERE id = 1 AND $7 = 1 AND EXISTS (SELECT 1 FROM sv) \
+         AND NOT EXISTS (SELECT 1 FROM before WHERE stage = $6 AND cancellation = $4) \
+       RETURNING last_seq), \
+     ev AS (INSERT INTO events \
+       (seq, event_id, account, provider, kind, payload, received_at, caller, source) \
+       SELECT last_seq, $8, $1, $9, '', $10, NOW_MS, $11, $12 FROM seq \
+       ON CONFLICT (event_id) DO NOTHING RETURNING 1 AS one) \
+     SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM sv) THEN 1 ELSE 0 END AS BIGINT)"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,6 +692,9 @@ mod tests {
             ("SAVE_SUBSCRIPTION", SAVE_SUBSCRIPTION),
             ("RELAY_CLAIM", RELAY_CLAIM),
             ("RELAY_ADVANCE", RELAY_ADVANCE),
+            ("INSERT_KEY_ONE", INSERT_KEY_ONE),
+            ("COMPLETE_ONE", COMPLETE_ONE),
+            ("SAVE_SUBSCRIPTION_ONE", SAVE_SUBSCRIPTION_ONE),
         ] {
             assert!(
                 sql.contains(FENCE_TABLE),

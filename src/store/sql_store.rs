@@ -8,7 +8,7 @@ use sqlx::{Database, Pool};
 
 use super::admin_rows::{HistoryKind, Note, SettleKey, Settled, bounded_detail};
 use super::backend::Arg::{self, Int, OptText, Text};
-use super::backend::{ArgBuf, Backend, End, Tx, Write};
+use super::backend::{ArgBuf, Backend, End, OneStatement, Tx, Write};
 use super::owned::*;
 use super::rows::*;
 use super::sql as s;
@@ -273,6 +273,55 @@ impl Write for Finish {
         let refund = self.refund.as_ref().map(RefundRowBuf::view);
         settled(tx, &self.key, refund, self.keep_ms).await
     }
+
+    /// A completion with its plain answer (no history row), with a refund new to the store
+    /// or none: `sql::COMPLETE_ONE`.
+    fn one_statement(&self) -> Option<OneStatement<'_, Completion>> {
+        if self.sql != s::COMPLETE || self.kind.is_recorded() {
+            return None;
+        }
+        let mut args: Vec<Arg<'_>> = self.args.iter().map(ArgBuf::view).collect();
+        let refund = self.refund.as_ref().map(RefundRowBuf::view);
+        let change = refund.as_ref().and_then(|f| f.change);
+        args.push(Int(refund.is_some().into()));
+        args.extend(match &refund {
+            Some(f) => [
+                Text(f.account),
+                Text(f.request_id),
+                OptText(f.refund_id),
+                Text(f.state),
+                Text(f.record),
+                OptText(f.payment_id),
+            ],
+            None => [
+                Text(""),
+                Text(""),
+                OptText(None),
+                Text(""),
+                Text(""),
+                OptText(None),
+            ],
+        });
+        args.push(Int(change.is_some().into()));
+        args.extend(match &change {
+            Some(c) => [
+                Text(c.event_id),
+                Text(c.provider),
+                Text(c.payload),
+                OptText(c.caller),
+                Text(c.source.name()),
+            ],
+            None => [Text(""), Text(""), Text(""), OptText(None), Text("")],
+        });
+        Some(OneStatement {
+            sql: s::COMPLETE_ONE,
+            args,
+            answer: |done| match done {
+                1 => Completion::Done,
+                _ => Completion::LeaseLost,
+            },
+        })
+    }
 }
 
 /// Writes the attribution of a completed refund key; false if the refund is already
@@ -492,6 +541,37 @@ impl Write for InsertKey {
         // No history row: the key's own row says when it was created (see `HistoryKind`).
         Ok(End::Commit(Inserted::Created))
     }
+
+    /// A key whose request id and payment are free: `sql::INSERT_KEY_ONE`.
+    fn one_statement(&self) -> Option<OneStatement<'_, Inserted>> {
+        let new = self.0.view();
+        let key = new.key;
+        let payment = new.payment.map_or([Text(""), Text("")], |p| {
+            [Text(p.account), Text(p.payment_id)]
+        });
+        let mut args = key_args(
+            key,
+            &[
+                Text(new.fingerprint),
+                Text(new.token),
+                Int(new.lease_ms),
+                Text(new.instance),
+                Text(new.account),
+                Int(new.claim_keep_ms),
+                OptText(new.payment_id),
+                Int(new.payment.is_some().into()),
+            ],
+        );
+        args.extend(payment);
+        Some(OneStatement {
+            sql: s::INSERT_KEY_ONE,
+            args,
+            answer: |created| match created {
+                1 => Inserted::Created,
+                _ => Inserted::Exists,
+            },
+        })
+    }
 }
 
 /// Deletes a key by its lease token and releases its payment.
@@ -684,6 +764,28 @@ impl Write for SaveSubscription {
             emit(tx, sub.account, change).await?;
         }
         Ok(End::Commit(()))
+    }
+
+    /// Always: `sql::SAVE_SUBSCRIPTION_ONE`.
+    fn one_statement(&self) -> Option<OneStatement<'_, ()>> {
+        let sub = self.0.view();
+        let mut args = subscription_args(&sub).to_vec();
+        args.push(Int(sub.change.is_some().into()));
+        args.extend(match &sub.change {
+            Some(c) => [
+                Text(c.event_id),
+                Text(c.provider),
+                Text(c.payload),
+                OptText(c.caller),
+                Text(c.source.name()),
+            ],
+            None => [Text(""), Text(""), Text(""), OptText(None), Text("")],
+        });
+        Some(OneStatement {
+            sql: s::SAVE_SUBSCRIPTION_ONE,
+            args,
+            answer: |_| (),
+        })
     }
 }
 

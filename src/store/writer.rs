@@ -7,6 +7,8 @@
 //!
 //! - **PostgreSQL** (`Writes::Pool`): on a pooled connection, one transaction per write (one
 //!   statement alone needs none). The server batches the flushes of concurrent commits itself.
+//!   A write that has a [`OneStatement`] for its case (the hot ones) runs as that statement
+//!   first, one round trip; when it falls back (`sql::FALLBACK`), its transaction decides.
 //! - **SQLite** (`Writes::Group`): on the group-commit writer (`group.rs`), which owns the
 //!   write connection on its own thread and commits whatever writes have queued as one
 //!   transaction with one flush (each write in its own savepoint), answering each write only
@@ -17,9 +19,20 @@
 
 use sqlx::Pool;
 
-use super::backend::{Arg, ArgBuf, Backend, End, Tx, Write};
+use super::backend::{Arg, ArgBuf, Backend, End, OneStatement, Tx, Write};
 use super::group::GroupCommit;
+use super::sql::FALLBACK;
 use super::traits::StoreError;
+
+/// Whether `e` is a [`OneStatement`] leaving its case to the write's transaction.
+fn fell_back(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.code().as_deref() == Some("22P02") && d.message().contains(FALLBACK)
+        }
+        _ => false,
+    }
+}
 
 /// One statement; how many rows it changed.
 pub(super) struct One {
@@ -61,6 +74,19 @@ impl<DB: Backend> Writes<DB> {
     pub(super) async fn write<W: Write>(&self, write: W) -> Result<W::Out, StoreError> {
         match self {
             Writes::Pool(pool) => {
+                if DB::ONE_STATEMENT
+                    && let Some(one) = write.one_statement()
+                {
+                    let OneStatement { sql, args, answer } = one;
+                    match DB::fetch_optional_pooled(pool, sql, &args).await {
+                        Ok(Some(row)) => return Ok(answer(DB::int(&row, 0)?)),
+                        Ok(None) => return Err(sqlx::Error::RowNotFound.into()),
+                        Err(e) if fell_back(&e) => {
+                            tracing::debug!("a one-statement write fell back to its transaction");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 let mut tx = pool.begin().await?;
                 match write.run(&mut tx).await? {
                     End::Commit(out) => {
