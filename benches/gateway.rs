@@ -112,7 +112,7 @@ async fn gateway_with(keys: &Keys, sim_url: &str, store: &str, env: &[(&str, Str
     std::fs::write(
         &config,
         format!(
-            "store_url = {store:?}\nmax_in_flight_requests = 4096\n[accounts.antom]\nprovider = \"antom\"\nbase_url = {sim_url:?}\nclient_id = {CLIENT_ID:?}\nprivate_key_file = {merchant:?}\nantom_public_key_file = {antom_pub:?}\nmax_in_flight = 4096\n"
+            "store_url = {store:?}\nmax_in_flight_requests = 4096\n[accounts.antom]\nprovider = \"antom\"\nbase_url = {sim_url:?}\nclient_id = {CLIENT_ID:?}\nprivate_key_file = {merchant:?}\nantom_public_key_file = {antom_pub:?}\nmax_in_flight = 4096\nmax_calls = 4096\n"
         ),
     )
     .unwrap();
@@ -343,6 +343,35 @@ async fn direct(antom: Arc<Antom>, op: Op, rate: f64, dur: Duration, tag: &str) 
     .await
 }
 
+/// The gateway's errors by status code and reason, as the client saw them (printed by the
+/// profile mode and the knee search).
+static ERRORS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Whether a call succeeded, counting its error by code and reason.
+fn counted<T>(r: Result<T, tonic::Status>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(s) => {
+            let what = format!("{:?}: {}", s.code(), s.message());
+            *ERRORS.lock().unwrap().entry(what).or_default() += 1;
+            false
+        }
+    }
+}
+
+/// The errors counted since the last call, as `code reason: n, ...`.
+fn errors_seen() -> String {
+    let mut e = ERRORS.lock().unwrap();
+    let s = e
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    e.clear();
+    s
+}
+
 fn req<T>(m: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(m);
     r.set_timeout(Duration::from_secs(10));
@@ -371,7 +400,7 @@ async fn via_gateway(channels: &[Channel], op: Op, rate: f64, dur: Duration, tag
                         ..Default::default()
                     }))
                     .await
-                    .is_ok(),
+                    .map_or_else(|e| counted::<()>(Err(e)), |_| true),
                 Op::Cancel => SubscriptionServiceClient::new(ch)
                     .cancel(req(pb::CancelSubscriptionRequest {
                         request_id: id,
@@ -380,14 +409,14 @@ async fn via_gateway(channels: &[Channel], op: Op, rate: f64, dur: Duration, tag
                         ..Default::default()
                     }))
                     .await
-                    .is_ok(),
+                    .map_or_else(|e| counted::<()>(Err(e)), |_| true),
                 Op::Inquire => RefundServiceClient::new(ch)
                     .inquire(req(pb::InquireRefundRequest {
                         refund_id: "2026BENCH0000000001".into(),
                         ..Default::default()
                     }))
                     .await
-                    .is_ok(),
+                    .map_or_else(|e| counted::<()>(Err(e)), |_| true),
             }
         }
     })
@@ -418,6 +447,229 @@ fn floor_ms() -> f64 {
         assert!(v.verify(&msg, &sig));
     }
     t.elapsed().as_secs_f64() * 1e3 / n as f64
+}
+
+// ---------------------------------------------------------------- gRPC's own floor
+
+/// A bare tonic server: RefundService.Create answers one fixed message, with no paygate
+/// logic; the floor a replay is compared with. Runs in a process of its own (this bench
+/// binary again, `PAYGATE_BENCH_BARE=<file of the encoded message>`), as the gateway does, so
+/// its CPU is read the same way.
+struct Bare {
+    answer: pb::Refund,
+}
+
+#[tonic::async_trait]
+impl pb::refund_service_server::RefundService for Bare {
+    async fn create(
+        &self,
+        _: tonic::Request<pb::CreateRefundRequest>,
+    ) -> Result<tonic::Response<pb::Refund>, tonic::Status> {
+        Ok(tonic::Response::new(self.answer.clone()))
+    }
+
+    async fn inquire(
+        &self,
+        _: tonic::Request<pb::InquireRefundRequest>,
+    ) -> Result<tonic::Response<pb::Refund>, tonic::Status> {
+        Err(tonic::Status::unimplemented("bare server"))
+    }
+}
+
+/// The bare server's process mode: serves on `PAYGATE_BENCH_BARE_PORT`.
+async fn serve_bare(file: &str) {
+    use prost::Message;
+    let answer = pb::Refund::decode(std::fs::read(file).unwrap().as_slice()).unwrap();
+    let port: u16 = std::env::var("PAYGATE_BENCH_BARE_PORT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    tonic::transport::Server::builder()
+        .add_service(pb::refund_service_server::RefundServiceServer::new(Bare {
+            answer,
+        }))
+        .serve(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
+}
+
+/// Starts the bare server answering `answer`; a [`Gateway`] for its process and port.
+async fn bare_server(answer: &pb::Refund) -> Gateway {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("answer.bin");
+    std::fs::write(&file, answer.encode_to_vec()).unwrap();
+    let port = free_port();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .env("PAYGATE_BENCH_BARE", &file)
+        .env("PAYGATE_BENCH_BARE_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let g = Gateway {
+        child,
+        port,
+        store_url: String::new(),
+        _dir: dir,
+    };
+    for _ in 0..200 {
+        if RefundServiceClient::connect(g.url()).await.is_ok() {
+            return g;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the bare server did not start");
+}
+
+/// The replay next to the same answer from a bare tonic server, same client, same rate.
+async fn replay_floor(keys: &Keys, sim: &SimServer, floor: f64) {
+    println!("\n## A replay next to gRPC's own floor (SQLite store, 1,000 req/s)\n");
+    row(&[
+        "server",
+        "p50 / p99 ms",
+        "CPU ms/req",
+        "CPU / floor (RSA)",
+        "errors",
+    ]
+    .map(String::from));
+    row(&["---"; 5].map(String::from));
+    let gw = gateway(keys, &sim.base_url(), "sqlite://{dir}/paygate.db").await;
+    let chans = gw.channels(4).await;
+    let _ = via_gateway(
+        &chans,
+        Op::CreateReplay,
+        200.0,
+        Duration::from_millis(300),
+        "floor",
+    )
+    .await;
+    let answer = RefundServiceClient::new(chans[0].clone())
+        .create(req(pb::CreateRefundRequest {
+            request_id: "gw-replay-floor".into(),
+            payment_id: "PAY_BENCH".into(),
+            amount: Some(pb::Money {
+                currency: "USD".into(),
+                value: 100,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let bare = bare_server(&answer).await;
+    let bare_chans = bare.channels(4).await;
+    let dur = Duration::from_secs(5);
+    let mut cpus = Vec::new();
+    for (name, server, chans) in [
+        ("paygate (replay)", &gw, &chans),
+        ("bare tonic", &bare, &bare_chans),
+    ] {
+        let _ = via_gateway(
+            chans,
+            Op::CreateReplay,
+            1000.0,
+            Duration::from_millis(500),
+            "floor",
+        )
+        .await;
+        let cpu0 = server.cpu();
+        let g = via_gateway(chans, Op::CreateReplay, 1000.0, dur, "floor").await;
+        let cpu = (server.cpu() - cpu0) * 1e3 / g.n.max(1) as f64;
+        cpus.push(cpu);
+        row(&[
+            name.into(),
+            format!("{:.3} / {:.3}", g.p50, g.p99),
+            format!("{cpu:.3}"),
+            format!("{:.2}", cpu / floor),
+            g.errors.to_string(),
+        ]);
+    }
+    println!(
+        "\nreplay CPU / bare tonic CPU = {:.2}",
+        cpus[0] / cpus[1].max(f64::MIN_POSITIVE)
+    );
+}
+
+// ---------------------------------------------------------------- the knee
+
+/// The highest rate of first calls a store takes with p99 <= 50 ms and no error: rates
+/// from 500/s up in steps, 4 s each, until one misses; what the first miss got, by error.
+async fn knee(keys: &Keys, sim: &SimServer) {
+    println!("\n## The knee: first calls, p99 <= 50 ms and no error (4 s per rate)\n");
+    row(&["store", "rate/s", "p50 / p99 ms", "errors", "within?"].map(String::from));
+    row(&["---"; 5].map(String::from));
+    for name in ["sqlite", "postgres"] {
+        let pg = match name {
+            "postgres" => match Pg::create("knee").await {
+                Some(p) => Some(p),
+                None => {
+                    println!("PostgreSQL unavailable: its rows are skipped");
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let store = pg
+            .as_ref()
+            .map_or("sqlite://{dir}/paygate.db".to_string(), |(_, url)| {
+                url.clone()
+            });
+        let gw = gateway(keys, &sim.base_url(), &store).await;
+        let chans = gw.channels(4).await;
+        let warm = format!("knee-{name}-warm");
+        sign_ahead(
+            sim,
+            Op::CreateFirst,
+            200.0,
+            Duration::from_millis(500),
+            &[format!("gw-{warm}")],
+        );
+        let _ = via_gateway(
+            &chans,
+            Op::CreateFirst,
+            200.0,
+            Duration::from_millis(500),
+            &warm,
+        )
+        .await;
+        let mut knee = None;
+        for rate in [
+            500.0, 750.0, 1000.0, 1250.0, 1500.0, 1750.0, 2000.0, 2500.0, 3000.0,
+        ] {
+            let dur = Duration::from_secs(4);
+            let tag = format!("knee-{name}-{rate}");
+            sign_ahead(sim, Op::CreateFirst, rate, dur, &[format!("gw-{tag}")]);
+            let g = via_gateway(&chans, Op::CreateFirst, rate, dur, &tag).await;
+            let within = g.errors == 0 && g.p99 <= 50.0;
+            let errors = errors_seen();
+            row(&[
+                name.into(),
+                format!("{rate}"),
+                format!("{:.3} / {:.3}", g.p50, g.p99),
+                if errors.is_empty() {
+                    "0".into()
+                } else {
+                    format!("{} ({errors})", g.errors)
+                },
+                if within { "yes" } else { "no" }.into(),
+            ]);
+            if !within {
+                break;
+            }
+            knee = Some(rate);
+            // Let the store settle between rates.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        println!(
+            "| {name} | knee: {} | | | |",
+            knee.map_or("below 500/s".into(), |k| format!("{k}/s"))
+        );
+        drop(gw);
+        if let Some((p, _)) = pg {
+            p.drop_db().await;
+        }
+    }
 }
 
 // ---------------------------------------------------------------- stores
@@ -654,6 +906,10 @@ async fn relay_lag(keys: &Keys, sim: &SimServer) {
 
 #[tokio::main]
 async fn main() {
+    if let Ok(file) = std::env::var("PAYGATE_BENCH_BARE") {
+        serve_bare(&file).await;
+        return;
+    }
     let quick = std::env::var("PAYGATE_BENCH_QUICK").is_ok();
     let dur = |rate: f64| {
         let base = if rate <= 200.0 { 5.0 } else { 3.0 };
@@ -688,9 +944,11 @@ async fn main() {
     // 20 s and prints the gateway's pid, for `perf record -p`;
     // PAYGATE_BENCH_PROFILE=rss runs only the peak-RSS measurement with 1,000 calls in flight.
     if let Ok(which) = std::env::var("PAYGATE_BENCH_PROFILE") {
-        if which == "relay" {
-            relay_lag(&keys, &fast_sim).await;
-            return;
+        match which.as_str() {
+            "relay" => return relay_lag(&keys, &fast_sim).await,
+            "knee" => return knee(&keys, &fast_sim).await,
+            "floor" => return replay_floor(&keys, &fast_sim, floor_ms()).await,
+            _ => {}
         }
         let op = match which.as_str() {
             "replay" => Op::CreateReplay,
@@ -741,12 +999,13 @@ async fn main() {
             None => String::new(),
         };
         println!(
-            "{} at {rate}/s: p50 {:.3} ms, p99 {:.3} ms, CPU {:.3} ms/req{pg_cpu}, errors {}",
+            "{} at {rate}/s: p50 {:.3} ms, p99 {:.3} ms, CPU {:.3} ms/req{pg_cpu}, errors {} ({})",
             op.name(),
             g.p50,
             g.p99,
             (gw.cpu() - cpu0) * 1e3 / g.n as f64,
-            g.errors
+            g.errors,
+            errors_seen()
         );
         drop(gw);
         if let Some((p, _)) = pg {
@@ -778,10 +1037,11 @@ async fn main() {
         "added p50 / p99 ms",
         "gateway CPU ms/req",
         "CPU / floor",
+        "PostgreSQL CPU ms/req",
         "errors",
     ]
     .map(String::from));
-    row(&["---"; 9].map(String::from));
+    row(&["---"; 10].map(String::from));
     let mut warm = true;
     for (store_name, store) in &stores {
         let gw = gateway(&keys, &fast_sim.base_url(), store).await;
@@ -837,9 +1097,13 @@ async fn main() {
                     &[format!("direct-{tag}"), format!("gw-{tag}")],
                 );
                 let d = direct(antom.clone(), op, rate, dur(rate), &tag).await;
-                let cpu0 = gw.cpu();
+                let (cpu0, pg0) = (gw.cpu(), postgres_cpu());
                 let g = via_gateway(&chans, op, rate, dur(rate), &tag).await;
                 let cpu = (gw.cpu() - cpu0) * 1e3 / g.n as f64;
+                let pg_cpu = match *store_name {
+                    "postgres" => format!("{:.3}", (postgres_cpu() - pg0) * 1e3 / g.n as f64),
+                    _ => "-".into(),
+                };
                 row(&[
                     store_name.to_string(),
                     op.name().into(),
@@ -849,12 +1113,14 @@ async fn main() {
                     format!("{:.3} / {:.3}", g.p50 - d.p50, g.p99 - d.p99),
                     format!("{cpu:.3}"),
                     format!("{:.2}", cpu / floor),
+                    pg_cpu,
                     format!("{}", d.errors + g.errors),
                 ]);
+                let _ = errors_seen();
             }
         }
         println!(
-            "| {store_name} | peak RSS after the runs: {:.1} MiB | | | | | | | |",
+            "| {store_name} | peak RSS after the runs: {:.1} MiB | | | | | | | | |",
             gw.peak_rss_mib()
         );
     }
@@ -916,6 +1182,11 @@ async fn main() {
             }
         }
     }
+
+    replay_floor(&keys, &fast_sim, floor).await;
+    knee(&keys, &fast_sim).await;
+    println!();
+    relay_lag(&keys, &fast_sim).await;
 
     println!(
         "\n## Peak RSS with 1,000 requests in flight (SQLite store, simulator answers after 2 s)\n"

@@ -32,6 +32,8 @@ pub(crate) const PAYMENT_PENDING: Duration = Duration::from_secs(1);
 pub(crate) const GATEWAY_OVERLOADED: Duration = Duration::from_millis(200);
 /// RetryInfo when a stream is refused because a stream cap is full.
 pub(crate) const STREAMS_FULL: Duration = Duration::from_secs(1);
+/// RetryInfo when the store's admission slots stay busy (`idempotency::STORE_ADMISSION_WAIT`).
+pub(crate) const STORE_BUSY: Duration = Duration::from_millis(200);
 /// RetryInfo when an account has too many calls in flight.
 pub(crate) const ACCOUNT_OVERLOADED: Duration = Duration::from_millis(200);
 // The provider's own transport failures carry their delays with them

@@ -434,6 +434,7 @@ pub const SHED_REASONS: &[&str] = &[
     "client_connections",
     "handshake_timeout",
     "open_requests",
+    "store_busy",
 ];
 
 /// Reports that contradict a final state (`paygate_state_anomalies_total{kind}`).

@@ -352,7 +352,18 @@ pub struct Idempotency {
     event_window: Duration,
     /// Whether the store takes writes, as the heartbeat finds it.
     writable: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Slots for the store work that admits a call (see [`STORE_ADMISSION_WAIT`]).
+    admissions: Arc<tokio::sync::Semaphore>,
 }
+
+/// Store work that admits a call (reading its key, claiming it, taking it over) runs in one
+/// of the store's admission slots ([`crate::store::KeyStore::admissions`]). A call that finds
+/// every slot busy for [`STORE_ADMISSION_WAIT`] is shed before it holds anything
+/// (`RESOURCE_EXHAUSTED`, reason `OVERLOADED`, RetryInfo; `paygate_shed_total{reason=
+/// "store_busy"}`): past the store's knee, calls queue here, not for the store's
+/// connections, so the writes that finish a claimed key (which never wait for a slot) find
+/// a connection and no key is left half-way.
+pub const STORE_ADMISSION_WAIT: Duration = Duration::from_millis(100);
 
 /// Consecutive heartbeats that must fail (or take longer than [`HEARTBEAT_TIMEOUT`]) before
 /// the store counts as not writable: one slow write does not make a replica unready.
@@ -498,6 +509,7 @@ impl Idempotency {
     /// Uses `store`, keeping completed keys for `retention` (and keys of providers without
     /// their own idempotency key for [`DEFAULT_UNKEYED_RETENTION`]).
     pub fn new(store: Arc<dyn Store>, retention: Duration) -> Self {
+        let admissions = store.admissions().max(1);
         Self {
             store,
             retention,
@@ -506,7 +518,24 @@ impl Idempotency {
             instance: token().into(),
             event_window: Duration::ZERO,
             writable: Arc::new(tokio::sync::watch::Sender::new(true)),
+            admissions: Arc::new(tokio::sync::Semaphore::new(admissions)),
         }
+    }
+
+    /// Runs `op`, store work that admits a call, in one of the store's admission slots, or
+    /// sheds the call when none frees within [`STORE_ADMISSION_WAIT`].
+    async fn admitting<T>(
+        &self,
+        op: impl Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        let wait = tokio::time::timeout(STORE_ADMISSION_WAIT, self.admissions.acquire());
+        let Ok(Ok(_slot)) = wait.await else {
+            metrics::counter!("paygate_shed_total", "reason" => "store_busy").increment(1);
+            return Err(GatewayError::Overloaded {
+                retry_after: retry::STORE_BUSY,
+            });
+        };
+        op.await
     }
 
     /// Whether the store takes writes: false once [`UNWRITABLE_AFTER`] heartbeats in a row
@@ -621,14 +650,11 @@ impl Idempotency {
                 payment_id: refund.map(|r| r.payment_id),
             };
             // Read first: a replay then costs one indexed read and no write.
-            let row = self
-                .store
-                .load(key)
-                .await
-                .map_err(|e| store_error(ctx, e))?;
+            let load = async { self.store.load(key).await.map_err(|e| store_error(ctx, e)) };
+            let row = self.admitting(load).await?;
             match decide(row.as_ref(), fingerprint, time_to_wait(deadline), wait) {
                 Step::Create => {
-                    let inserted = self.create(&run, lease_ms).await?;
+                    let inserted = self.admitting(self.create(&run, lease_ms)).await?;
                     match created(inserted, time_to_wait(deadline), wait) {
                         Created::Attempt => {
                             let lease = Lease::new(self.store.clone(), key, &tok, Start::Fresh);
@@ -680,11 +706,11 @@ impl Idempotency {
                     wait = next_wait(wait, decide::MAX_LEASE_WAIT);
                 }
                 Step::TakeOver => {
-                    let taken = self
-                        .store
-                        .take_over(key, &tok, lease_ms, &self.instance)
-                        .await
-                        .map_err(|e| store_error(ctx, e))?;
+                    let take = async {
+                        let taken = self.store.take_over(key, &tok, lease_ms, &self.instance);
+                        taken.await.map_err(|e| store_error(ctx, e))
+                    };
+                    let taken = self.admitting(take).await?;
                     if taken {
                         idempotency_event("resumed");
                         tracing::warn!(method = key.method, request_id = %key.request_id,

@@ -32,7 +32,10 @@ impl SqlStore<sqlx::Postgres> {
         // Every statement is a point read or write by key: its generic plan is the plan, so
         // it is made once per connection instead of again for each call's values.
         let options = PgConnectOptions::from_str(url)?.options([
-            ("statement_timeout", STATEMENT_TIMEOUT.as_millis().to_string()),
+            (
+                "statement_timeout",
+                STATEMENT_TIMEOUT.as_millis().to_string(),
+            ),
             ("plan_cache_mode", "force_generic_plan".to_string()),
         ]);
         // The first connection names the server it could not reach (never the password), and

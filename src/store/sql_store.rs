@@ -794,6 +794,13 @@ impl<DB: Backend> KeyStore for SqlStore<DB> {
         DB::STORE
     }
 
+    fn admissions(&self) -> usize {
+        match &self.writes {
+            Writes::Pool(pool) => 2 * pool.options().get_max_connections() as usize,
+            Writes::Group(_) => super::group::MAX_BATCH,
+        }
+    }
+
     fn now(&self) -> StoreFuture<'_, i64> {
         Box::pin(async move { Ok(DB::int(&one(self.fetch_optional(s::NOW, &[]).await?)?, 0)?) })
     }

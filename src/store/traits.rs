@@ -123,6 +123,11 @@ pub trait KeyStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The store's clock, Unix ms.
     fn now(&self) -> StoreFuture<'_, i64>;
+    /// How many calls may read or claim their key at once without queueing for the store
+    /// (PostgreSQL: twice its connections; SQLite: a group commit's largest batch). Beyond
+    /// them, calls wait for a slot at admission, and are shed when none frees in time
+    /// (`idempotency::STORE_ADMISSION_WAIT`).
+    fn admissions(&self) -> usize;
     /// Creates the key in `in_flight` with a lease and, when asked, claims its payment, in
     /// one transaction.
     fn insert<'a>(&'a self, new: NewKey<'a>) -> StoreFuture<'a, Inserted>;
