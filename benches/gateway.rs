@@ -1220,7 +1220,7 @@ async fn peak_rss_in_flight(keys: &Keys) {
                 ..Default::default()
             });
             r.set_timeout(Duration::from_secs(30));
-            RefundServiceClient::new(ch).create(r).await.is_ok()
+            counted(RefundServiceClient::new(ch).create(r).await)
         }));
     }
     let mut ok = 0;
@@ -1230,7 +1230,8 @@ async fn peak_rss_in_flight(keys: &Keys) {
         }
     }
     println!(
-        "peak RSS {:.1} MiB (idle {before:.1} MiB), {ok}/1000 succeeded",
-        gw.peak_rss_mib()
+        "peak RSS {:.1} MiB (idle {before:.1} MiB), {ok}/1000 succeeded {}",
+        gw.peak_rss_mib(),
+        errors_seen()
     );
 }

@@ -363,7 +363,7 @@ pub struct Idempotency {
 /// "store_busy"}`): past the store's knee, calls queue here, not for the store's
 /// connections, so the writes that finish a claimed key (which never wait for a slot) find
 /// a connection and no key is left half-way.
-pub const STORE_ADMISSION_WAIT: Duration = Duration::from_millis(100);
+pub const STORE_ADMISSION_WAIT: Duration = Duration::from_secs(1);
 
 /// Consecutive heartbeats that must fail (or take longer than [`HEARTBEAT_TIMEOUT`]) before
 /// the store counts as not writable: one slow write does not make a replica unready.
@@ -522,20 +522,20 @@ impl Idempotency {
         }
     }
 
-    /// Runs `op`, store work that admits a call, in one of the store's admission slots, or
-    /// sheds the call when none frees within [`STORE_ADMISSION_WAIT`].
-    async fn admitting<T>(
-        &self,
-        op: impl Future<Output = Result<T, GatewayError>>,
-    ) -> Result<T, GatewayError> {
+    /// One of the store's admission slots, held while a call reads and claims (or takes
+    /// over) its key and released before it calls a provider or waits; or the call is shed
+    /// when none frees within [`STORE_ADMISSION_WAIT`].
+    async fn admission(&self) -> Result<tokio::sync::SemaphorePermit<'_>, GatewayError> {
         let wait = tokio::time::timeout(STORE_ADMISSION_WAIT, self.admissions.acquire());
-        let Ok(Ok(_slot)) = wait.await else {
-            metrics::counter!("paygate_shed_total", "reason" => "store_busy").increment(1);
-            return Err(GatewayError::Overloaded {
-                retry_after: retry::STORE_BUSY,
-            });
-        };
-        op.await
+        match wait.await {
+            Ok(Ok(slot)) => Ok(slot),
+            _ => {
+                metrics::counter!("paygate_shed_total", "reason" => "store_busy").increment(1);
+                Err(GatewayError::Overloaded {
+                    retry_after: retry::STORE_BUSY,
+                })
+            }
+        }
     }
 
     /// Whether the store takes writes: false once [`UNWRITABLE_AFTER`] heartbeats in a row
@@ -650,11 +650,16 @@ impl Idempotency {
                 payment_id: refund.map(|r| r.payment_id),
             };
             // Read first: a replay then costs one indexed read and no write.
-            let load = async { self.store.load(key).await.map_err(|e| store_error(ctx, e)) };
-            let row = self.admitting(load).await?;
+            let slot = self.admission().await?;
+            let row = self
+                .store
+                .load(key)
+                .await
+                .map_err(|e| store_error(ctx, e))?;
             match decide(row.as_ref(), fingerprint, time_to_wait(deadline), wait) {
                 Step::Create => {
-                    let inserted = self.admitting(self.create(&run, lease_ms)).await?;
+                    let inserted = self.create(&run, lease_ms).await?;
+                    drop(slot);
                     match created(inserted, time_to_wait(deadline), wait) {
                         Created::Attempt => {
                             let lease = Lease::new(self.store.clone(), key, &tok, Start::Fresh);
@@ -702,15 +707,17 @@ impl Idempotency {
                 }
                 Step::Wait(d) => {
                     idempotency_event("in_flight_wait");
+                    drop(slot);
                     tokio::time::sleep(d).await;
                     wait = next_wait(wait, decide::MAX_LEASE_WAIT);
                 }
                 Step::TakeOver => {
-                    let take = async {
-                        let taken = self.store.take_over(key, &tok, lease_ms, &self.instance);
-                        taken.await.map_err(|e| store_error(ctx, e))
-                    };
-                    let taken = self.admitting(take).await?;
+                    let taken = self
+                        .store
+                        .take_over(key, &tok, lease_ms, &self.instance)
+                        .await
+                        .map_err(|e| store_error(ctx, e))?;
+                    drop(slot);
                     if taken {
                         idempotency_event("resumed");
                         tracing::warn!(method = key.method, request_id = %key.request_id,
