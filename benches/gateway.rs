@@ -633,7 +633,7 @@ async fn knee(keys: &Keys, sim: &SimServer) {
             &warm,
         )
         .await;
-        let mut knee = None;
+        let (mut knee, mut missed) = (None, false);
         for rate in [
             500.0, 750.0, 1000.0, 1250.0, 1500.0, 1750.0, 2000.0, 2500.0, 3000.0,
         ] {
@@ -655,16 +655,19 @@ async fn knee(keys: &Keys, sim: &SimServer) {
                 if within { "yes" } else { "no" }.into(),
             ]);
             if !within {
+                missed = true;
                 break;
             }
             knee = Some(rate);
             // Let the store settle between rates.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        println!(
-            "| {name} | knee: {} | | | |",
-            knee.map_or("below 500/s".into(), |k| format!("{k}/s"))
-        );
+        let knee = match (knee, missed) {
+            (None, _) => "below 500/s".to_string(),
+            (Some(k), true) => format!("{k}/s"),
+            (Some(k), false) => format!("at least {k}/s (the highest rate tried)"),
+        };
+        println!("| {name} | knee: {knee} | | | |");
         drop(gw);
         if let Some((p, _)) = pg {
             p.drop_db().await;
