@@ -412,6 +412,25 @@ fn normalized(column: &str, value: Option<String>) -> String {
     }
 }
 
+/// `rows` as normalized text, sorted.
+fn texts<R>(rows: &[R], columns: &[String]) -> Vec<Vec<String>>
+where
+    R: Row,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let mut v: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            (0..columns.len())
+                .map(|i| normalized(&columns[i], r.get::<Option<String>, _>(i)))
+                .collect()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 fn select(table: &str, columns: &[String]) -> String {
     let list: Vec<String> = columns
         .iter()
@@ -445,16 +464,7 @@ async fn sqlite_rows(url: &str) -> Rows {
             .fetch_all(&mut c)
             .await
             .unwrap();
-        let mut v: Vec<Vec<String>> = found
-            .iter()
-            .map(|r| {
-                (0..columns.len())
-                    .map(|i| normalized(&columns[i], r.get::<Option<String>, _>(i)))
-                    .collect()
-            })
-            .collect();
-        v.sort();
-        rows.insert(table, v);
+        rows.insert(table, texts(&found, &columns));
     }
     rows
 }
@@ -481,16 +491,7 @@ async fn postgres_rows(url: &str) -> Rows {
             .fetch_all(&mut c)
             .await
             .unwrap();
-        let mut v: Vec<Vec<String>> = found
-            .iter()
-            .map(|r| {
-                (0..columns.len())
-                    .map(|i| normalized(&columns[i], r.get::<Option<String>, _>(i)))
-                    .collect()
-            })
-            .collect();
-        v.sort();
-        rows.insert(table, v);
+        rows.insert(table, texts(&found, &columns));
     }
     rows
 }

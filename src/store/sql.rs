@@ -520,18 +520,24 @@ pub(super) const PURGE_ANOMALIES: &str = "DELETE FROM anomalies WHERE created_at
 /// Records a subscription's state in one conditional write: its cancellation stage never goes
 /// down (a confirmed cancellation stays confirmed, TERMINATE dominates CANCEL), whatever
 /// order the Cancel answer and the provider's notifications arrive in.
-pub(super) const SAVE_SUBSCRIPTION: &str = concat!(
-    "INSERT INTO subscriptions \
-     (account, subscription_id, subscription_request_id, cancellation, record, updated_at, stage) \
-     SELECT $1, $2, $3, $4, $5, NOW_MS, $6 FROM ",
-    fence!(),
-    " WHERE true \
-     ON CONFLICT (account, subscription_id) DO UPDATE SET \
-       subscription_request_id = COALESCE(excluded.subscription_request_id, subscriptions.subscription_request_id), \
-       cancellation = excluded.cancellation, record = excluded.record, updated_at = excluded.updated_at, \
-       stage = excluded.stage \
-     WHERE excluded.stage >= subscriptions.stage"
-);
+macro_rules! save_subscription {
+    () => {
+        concat!(
+            "INSERT INTO subscriptions \
+             (account, subscription_id, subscription_request_id, cancellation, record, updated_at, stage) \
+             SELECT $1, $2, $3, $4, $5, NOW_MS, $6 FROM ",
+            fence!(),
+            " WHERE true \
+             ON CONFLICT (account, subscription_id) DO UPDATE SET \
+               subscription_request_id = COALESCE(excluded.subscription_request_id, subscriptions.subscription_request_id), \
+               cancellation = excluded.cancellation, record = excluded.record, updated_at = excluded.updated_at, \
+               stage = excluded.stage \
+             WHERE excluded.stage >= subscriptions.stage"
+        )
+    };
+}
+
+pub(super) const SAVE_SUBSCRIPTION: &str = save_subscription!();
 
 /// A subscription's recorded cancellation stage.
 pub(super) const SUBSCRIPTION_STAGE: &str =
@@ -637,16 +643,9 @@ pub(super) const COMPLETE_ONE: &str = concat!(
 pub(super) const SAVE_SUBSCRIPTION_ONE: &str = concat!(
     "WITH before AS (SELECT stage, cancellation FROM subscriptions \
        WHERE account = $1 AND subscription_id = $2), \
-     sv AS (INSERT INTO subscriptions \
-       (account, subscription_id, subscription_request_id, cancellation, record, updated_at, stage) \
-       SELECT $1, $2, $3, $4, $5, NOW_MS, $6 FROM ",
-    fence!(),
-    " WHERE true \
-       ON CONFLICT (account, subscription_id) DO UPDATE SET \
-         subscription_request_id = COALESCE(excluded.subscription_request_id, subscriptions.subscription_request_id), \
-         cancellation = excluded.cancellation, record = excluded.record, updated_at = excluded.updated_at, \
-         stage = excluded.stage \
-       WHERE excluded.stage >= subscriptions.stage RETURNING 1 AS one), \
+     sv AS (",
+    save_subscription!(),
+    " RETURNING 1 AS one), \
      seq AS (UPDATE event_sequence SET last_seq = last_seq + 1 \
        WHERE id = 1 AND $7 = 1 AND EXISTS (SELECT 1 FROM sv) \
          AND NOT EXISTS (SELECT 1 FROM before WHERE stage = $6 AND cancellation = $4) \

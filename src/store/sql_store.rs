@@ -144,6 +144,29 @@ pub(super) async fn record_history<T: Tx>(
     Ok(())
 }
 
+/// A one statement's event arguments: whether there is one (1 or 0), then its id, provider,
+/// payload, caller and source (empty without one).
+fn change_args<'a>(change: Option<&Change<'a>>) -> [Arg<'a>; 6] {
+    match change {
+        Some(c) => [
+            Int(1),
+            Text(c.event_id),
+            Text(c.provider),
+            Text(c.payload),
+            OptText(c.caller),
+            Text(c.source.name()),
+        ],
+        None => [
+            Int(0),
+            Text(""),
+            Text(""),
+            Text(""),
+            OptText(None),
+            Text(""),
+        ],
+    }
+}
+
 /// The row a statement must return.
 pub(super) fn one<R>(row: Option<R>) -> Result<R, StoreError> {
     row.ok_or(StoreError::from(sqlx::Error::RowNotFound))
@@ -302,17 +325,7 @@ impl Write for Finish {
                 OptText(None),
             ],
         });
-        args.push(Int(change.is_some().into()));
-        args.extend(match &change {
-            Some(c) => [
-                Text(c.event_id),
-                Text(c.provider),
-                Text(c.payload),
-                OptText(c.caller),
-                Text(c.source.name()),
-            ],
-            None => [Text(""), Text(""), Text(""), OptText(None), Text("")],
-        });
+        args.extend(change_args(change.as_ref()));
         Some(OneStatement {
             sql: s::COMPLETE_ONE,
             args,
@@ -770,17 +783,7 @@ impl Write for SaveSubscription {
     fn one_statement(&self) -> Option<OneStatement<'_, ()>> {
         let sub = self.0.view();
         let mut args = subscription_args(&sub).to_vec();
-        args.push(Int(sub.change.is_some().into()));
-        args.extend(match &sub.change {
-            Some(c) => [
-                Text(c.event_id),
-                Text(c.provider),
-                Text(c.payload),
-                OptText(c.caller),
-                Text(c.source.name()),
-            ],
-            None => [Text(""), Text(""), Text(""), OptText(None), Text("")],
-        });
+        args.extend(change_args(sub.change.as_ref()));
         Some(OneStatement {
             sql: s::SAVE_SUBSCRIPTION_ONE,
             args,
