@@ -591,6 +591,28 @@ async fn replay_floor(keys: &Keys, sim: &SimServer, floor: f64) {
     );
 }
 
+/// A fresh store named `name` (`sqlite`, or `postgres`: a database of its own, `tag` in its
+/// name): its URL, and the database to drop after; `None` when PostgreSQL is unavailable.
+async fn fresh_store(name: &str, tag: &str) -> Option<(Option<Pg>, String)> {
+    match name {
+        "postgres" => match Pg::create(tag).await {
+            Some((pg, url)) => Some((Some(pg), url)),
+            None => {
+                println!("PostgreSQL unavailable: its rows are skipped");
+                None
+            }
+        },
+        _ => Some((None, "sqlite://{dir}/paygate.db".to_string())),
+    }
+}
+
+/// Warms a gateway's connections and store: first calls at 200/s for 0.5 s, tagged `tag`.
+async fn warm_up(sim: &SimServer, chans: &[Channel], tag: &str) {
+    let (rate, dur) = (200.0, Duration::from_millis(500));
+    sign_ahead(sim, Op::CreateFirst, rate, dur, &[format!("gw-{tag}")]);
+    let _ = via_gateway(chans, Op::CreateFirst, rate, dur, tag).await;
+}
+
 // ---------------------------------------------------------------- the knee
 
 /// The highest rate of first calls a store takes with p99 <= 50 ms and no error: rates
@@ -600,39 +622,12 @@ async fn knee(keys: &Keys, sim: &SimServer) {
     row(&["store", "rate/s", "p50 / p99 ms", "errors", "within?"].map(String::from));
     row(&["---"; 5].map(String::from));
     for name in ["sqlite", "postgres"] {
-        let pg = match name {
-            "postgres" => match Pg::create("knee").await {
-                Some(p) => Some(p),
-                None => {
-                    println!("PostgreSQL unavailable: its rows are skipped");
-                    continue;
-                }
-            },
-            _ => None,
+        let Some((pg, store)) = fresh_store(name, "knee").await else {
+            continue;
         };
-        let store = pg
-            .as_ref()
-            .map_or("sqlite://{dir}/paygate.db".to_string(), |(_, url)| {
-                url.clone()
-            });
         let gw = gateway(keys, &sim.base_url(), &store).await;
         let chans = gw.channels(4).await;
-        let warm = format!("knee-{name}-warm");
-        sign_ahead(
-            sim,
-            Op::CreateFirst,
-            200.0,
-            Duration::from_millis(500),
-            &[format!("gw-{warm}")],
-        );
-        let _ = via_gateway(
-            &chans,
-            Op::CreateFirst,
-            200.0,
-            Duration::from_millis(500),
-            &warm,
-        )
-        .await;
+        warm_up(sim, &chans, &format!("knee-{name}-warm")).await;
         let (mut knee, mut missed) = (None, false);
         for rate in [
             500.0, 750.0, 1000.0, 1250.0, 1500.0, 1750.0, 2000.0, 2500.0, 3000.0,
@@ -669,7 +664,7 @@ async fn knee(keys: &Keys, sim: &SimServer) {
         };
         println!("| {name} | knee: {knee} | | | |");
         drop(gw);
-        if let Some((p, _)) = pg {
+        if let Some(p) = pg {
             p.drop_db().await;
         }
     }
@@ -796,21 +791,9 @@ async fn relay_lag(keys: &Keys, sim: &SimServer) {
         for relay in [false, true] {
             let run = format!("{}_{}", std::process::id(), relay as u8);
             // A fresh store each run: the relay starts with no backlog.
-            let pg = match name {
-                "postgres" => match Pg::create(&format!("relay{run}")).await {
-                    Some(p) => Some(p),
-                    None => {
-                        println!("PostgreSQL unavailable: its rows are skipped");
-                        break;
-                    }
-                },
-                _ => None,
+            let Some((pg, store)) = fresh_store(name, &format!("relay{run}")).await else {
+                break;
             };
-            let store = pg
-                .as_ref()
-                .map_or("sqlite://{dir}/paygate.db".to_string(), |(_, url)| {
-                    url.clone()
-                });
             let env = if relay {
                 vec![
                     ("PAYGATE_EVENTS_NATS_URL", nats.clone()),
@@ -823,21 +806,7 @@ async fn relay_lag(keys: &Keys, sim: &SimServer) {
             let gw = gateway_with(keys, &sim.base_url(), &store, &env).await;
             let chans = gw.channels(4).await;
             let tag = format!("relay-{name}-{relay}");
-            sign_ahead(
-                sim,
-                Op::CreateFirst,
-                200.0,
-                Duration::from_millis(500),
-                &[format!("gw-{tag}-warm")],
-            );
-            let _ = via_gateway(
-                &chans,
-                Op::CreateFirst,
-                200.0,
-                Duration::from_millis(500),
-                &format!("{tag}-warm"),
-            )
-            .await;
+            warm_up(sim, &chans, &format!("{tag}-warm")).await;
             sign_ahead(sim, Op::CreateFirst, rate, dur, &[format!("gw-{tag}")]);
             // Read only with the relay on: opening the store migrates it, which would fence an
             // older binary driven with PAYGATE_BENCH_BINARY.
@@ -900,7 +869,7 @@ async fn relay_lag(keys: &Keys, sim: &SimServer) {
                 },
             ]);
             drop(gw);
-            if let Some((p, _)) = pg {
+            if let Some(p) = pg {
                 p.drop_db().await;
             }
         }

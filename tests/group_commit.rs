@@ -12,30 +12,14 @@ use std::time::Duration;
 
 use common::process::spawn_gateway;
 use common::*;
-use paygate::providers::antom::signing::Signer;
 use paygate::sim::Simulator as _;
-use paygate::sim::antom::{AntomSim, Payment, PaymentStatus};
 
 /// Callers sending Creates one after another.
 const CALLERS: usize = 24;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_during_group_commits_loses_no_answered_write() {
-    let sim = AntomSim::new(
-        CLIENT_ID,
-        public_of(merchant_pem()),
-        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
-    );
-    sim.add_payment(Payment {
-        payment_id: "PAY_GROUP".into(),
-        currency: "USD".into(),
-        amount: 1_000_000_000,
-        status: PaymentStatus::Success,
-        paid_days_ago: 1,
-        multiple_refunds: true,
-        async_refunds: false,
-    });
-    let sim = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = antom_sim_with_large_payment("PAY_GROUP").await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("group.db").display());
 

@@ -11,8 +11,6 @@ use std::time::Duration;
 use common::process::{TestDatabase, antom_env, free_port, spawn_configured};
 use common::*;
 use paygate::pb::refund_service_client::RefundServiceClient;
-use paygate::providers::antom::signing::Signer;
-use paygate::sim::antom::{AntomSim, Payment, PaymentStatus};
 use sqlx::Connection;
 use tonic::transport::Channel;
 
@@ -22,21 +20,7 @@ const BURST: usize = 4000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_knee_is_served_or_shed_at_admission() {
-    let sim = AntomSim::new(
-        CLIENT_ID,
-        public_of(merchant_pem()),
-        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
-    );
-    sim.add_payment(Payment {
-        payment_id: "PAY_BURST".into(),
-        currency: "USD".into(),
-        amount: 1_000_000_000,
-        status: PaymentStatus::Success,
-        paid_days_ago: 1,
-        multiple_refunds: true,
-        async_refunds: false,
-    });
-    let sim = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sim = antom_sim_with_large_payment("PAY_BURST").await;
     let dir = tempfile::tempdir().unwrap();
     let db = TestDatabase::create().await;
     // The gateway's and the account's own caps out of the way: the store is the limit.

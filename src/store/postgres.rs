@@ -68,9 +68,6 @@ impl SqlStore<sqlx::Postgres> {
         let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            // A dead connection fails its statement, which is retried or answered like any
-            // store error: no round trip to check each connection before every statement.
-            .test_before_acquire(false)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
         Ok(Self {

@@ -702,6 +702,20 @@ mod tests {
         }
     }
 
+    /// The one statements that can leave a case to the transaction fail with the marker the
+    /// writer recognises (`writer.rs`), and only by reading it as a number (`22P02`).
+    #[test]
+    fn the_one_statements_fall_back_with_the_marker() {
+        for sql in [INSERT_KEY_ONE, COMPLETE_ONE] {
+            assert!(sql.contains(&format!("THEN '{FALLBACK}'")));
+            assert!(sql.contains("AS BIGINT)"));
+        }
+        assert!(
+            !SAVE_SUBSCRIPTION_ONE.contains(FALLBACK),
+            "it has no case to leave"
+        );
+    }
+
     /// The fence is the table of the last migration's generation, and that migration
     /// creates it.
     #[test]

@@ -353,6 +353,26 @@ pub async fn shared_antom_sim() -> SimServer {
     sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
+/// An Antom simulator (no seed data) with one paid payment `payment_id` large enough for any
+/// number of refunds, for load and crash tests.
+pub async fn antom_sim_with_large_payment(payment_id: &str) -> SimServer {
+    let sim = AntomSim::new(
+        CLIENT_ID,
+        public_of(merchant_pem()),
+        Signer::from_bytes(antom_pem().as_bytes()).unwrap(),
+    );
+    sim.add_payment(Payment {
+        payment_id: payment_id.into(),
+        currency: "USD".into(),
+        amount: 1_000_000_000,
+        status: PaymentStatus::Success,
+        paid_days_ago: 1,
+        multiple_refunds: true,
+        async_refunds: false,
+    });
+    sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
 /// Starts a Create of `request_id` (PAY_USD_100, 600) with `deadline` on `client`, and returns
 /// once the simulator has received it, so that a fault injected beforehand holds it there.
 pub async fn refund_held_at_provider(
